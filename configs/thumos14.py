@@ -1,0 +1,65 @@
+"""STPN on THUMOS14 I3D features with the paper's protocol (spec sections 2-4).
+
+Build the dataset first (see README), then train each stream and localize:
+
+  stpn train --config=configs/thumos14.py --workdir=runs/th14 --stream=rgb
+  stpn train --config=configs/thumos14.py --workdir=runs/th14 --stream=flow
+  stpn localize --config=configs/thumos14.py --workdir=runs/th14
+  stpn evaluate --ground_truth=data/thumos14/th14_evalkit_groundtruth --predictions=runs/th14/detections.json
+
+Any value can be overridden, e.g. `--config.train.steps=1000 --config.model.variant=no_sparsity`.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+
+    config.dataset = ml_collections.ConfigDict()
+    # Directory written by `stpn build-dataset` (TFRecord shards + dataset.json + ground_truth.json).
+    config.dataset.dir = "datasets/thumos14"
+    config.dataset.train_split = "train"
+    config.dataset.test_split = "test"
+
+    config.model = ml_collections.ConfigDict()
+    config.model.attention_units = 256
+    config.model.pooling = "mean"  # "mean" (public reproduction) or "sum" (eq. 1 as written)
+    config.model.variant = "full"  # "full", "no_sparsity" or "no_attention"
+    config.model.beta = 1e-4
+
+    config.train = ml_collections.ConfigDict()
+    config.train.num_snippets = 400
+    config.train.batch_size = 6
+    config.train.learning_rate = 1e-4
+    config.train.steps = 24000
+    config.train.steps_per_epoch = 500  # Keras "epochs" are logging/checkpoint periods here.
+    config.train.shuffle_buffer = 256
+    config.train.seed = 0
+    config.train.deterministic = True
+    config.train.jit_compile = True
+    # "default" (one device), "mirrored" (all local GPUs) or "one_device:/gpu:0".
+    config.train.strategy = "default"
+
+    config.localize = ml_collections.ConfigDict()
+    config.localize.num_snippets = 400  # the sampling grid at test time
+    config.localize.all_snippets = False  # True: run on every real snippet instead of the grid
+    config.localize.class_threshold = 0.1
+    config.localize.tcam_threshold = 0.05
+    config.localize.alpha = 0.5
+    config.localize.interpolation = 24
+    config.localize.nms_threshold = 0.5
+    config.localize.max_detections = 200
+    config.localize.batch_size = 16
+
+    config.evaluate = ml_collections.ConfigDict()
+    config.evaluate.tiou_thresholds = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+    config.evaluate.protocol = "both"  # "activitynet", "th14kit" or "both"
+
+    # Only used by `stpn demo` (the embedded synthetic dataset); kept here so the same keys exist.
+    config.synthetic = ml_collections.ConfigDict()
+    config.synthetic.seed = 0
+    config.synthetic.feature_dim = 1024
+    config.synthetic.max_snippets = 0  # 0 keeps every video's real length
+    config.synthetic.num_shards = 4
+    return config

@@ -1,0 +1,138 @@
+"""tf.data pipelines: TFRecords -> sampled snippets for training and evaluation.
+
+Training sees only features and video-level labels; the decoder's other fields (ids, durations) are
+dropped before batching, and temporal annotations are never in the TFRecords at all.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import tensorflow as tf
+
+from stpn_tf.data import tfrecord
+
+
+def train_indices(num_snippets, grid_size: int, seed):
+    """Stratified random perturbation (spec section 2): one random snippet per stratum.
+
+    With `L` real snippets and `T = grid_size`, stratum `i` spans `[floor(i L / T), floor((i + 1) L / T)]`
+    (inclusive; the last stratum ends at `L - 1`) and one integer is drawn uniformly from it.
+
+    Args:
+        num_snippets: scalar int `L >= 1`.
+        grid_size: `T`.
+        seed: `[2]` int seed for the stateless random op (makes the draw repeatable).
+
+    Returns:
+        `[T]` int32 indices into the real snippets.
+    """
+    length = tf.cast(num_snippets, tf.float64)
+    bounds = tf.floor(tf.range(grid_size + 1, dtype=tf.float64) * length / grid_size)
+    low = bounds[:-1]
+    high = tf.concat([bounds[1:-1], [length - 1.0]], axis=0)
+    u = tf.random.stateless_uniform([grid_size], seed=seed, dtype=tf.float64)
+    idx = tf.minimum(low + tf.floor(u * (high - low + 1.0)), high)
+    return tf.cast(idx, tf.int32)
+
+
+def test_indices(num_snippets, grid_size: int):
+    """Uniform test-time sampling `floor(arange(T) * L / T)` as `[T]` int32."""
+    length = tf.cast(num_snippets, tf.float64)
+    return tf.cast(tf.floor(tf.range(grid_size, dtype=tf.float64) * length / grid_size), tf.int32)
+
+
+def _records(shards: Sequence[str], *, num_classes: int, feature_dim: int, shuffle_files: bool, seed: int):
+    ds = tfrecord.tfrecord_dataset(list(shards), shuffle_files=shuffle_files, seed=seed)
+    return ds.map(
+        lambda s: tfrecord.parse_example(s, num_classes=num_classes, feature_dim=feature_dim),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+
+
+def make_train_dataset(
+    shards: Sequence[str],
+    *,
+    stream: str,
+    num_classes: int,
+    feature_dim: int,
+    num_snippets: int = 400,
+    batch_size: int = 6,
+    shuffle_buffer: int = 256,
+    seed: int = 0,
+    repeat: bool = True,
+) -> tf.data.Dataset:
+    """Training batches `({"features": [B, T, D], "mask": [B, T]}, labels [B, C])` for one stream.
+
+    Every video yields exactly `num_snippets` sampled snippets (short videos repeat snippets), so the
+    mask is all ones; it is still provided so the model code is the same for padded inputs.
+    """
+    key = f"video/{stream}"
+    ds = _records(shards, num_classes=num_classes, feature_dim=feature_dim, shuffle_files=True, seed=seed)
+    ds = ds.map(lambda r: (r[key], r["video/num_snippets"], r["video/labels"]))
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    # One independent stateless seed per element: the same seed gives the same sample sequence.
+    ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=seed).batch(2)))
+
+    def sample(item, rng):
+        features, length, labels = item
+        idx = train_indices(length, num_snippets, tf.cast(rng, tf.int64))
+        return (
+            {"features": tf.gather(features, idx), "mask": tf.ones([num_snippets], tf.float32)},
+            labels,
+        )
+
+    ds = ds.map(sample, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def make_eval_dataset(
+    shards: Sequence[str],
+    *,
+    num_classes: int,
+    feature_dim: int,
+    num_snippets: int | None = 400,
+    batch_size: int = 16,
+) -> tf.data.Dataset:
+    """Evaluation batches with both streams, in file order.
+
+    Args:
+        num_snippets: size of the uniform test grid, or None to keep every real snippet (batches are then
+            padded to the longest video and "mask" marks the real ones).
+
+    Yields:
+        dict with "rgb", "flow" `[B, T, D]`, "mask" `[B, T]`, "length" `[B]` (valid grid positions),
+        "num_snippets" `[B]` (real snippets L), "seconds_per_snippet" `[B]`, "duration" `[B]`,
+        "video_id" `[B]` strings and "labels" `[B, C]`.
+    """
+    ds = _records(shards, num_classes=num_classes, feature_dim=feature_dim, shuffle_files=False, seed=0)
+
+    def prepare(r):
+        length = r["video/num_snippets"]
+        if num_snippets is None:
+            rgb, flow, valid = r["video/rgb"], r["video/flow"], length
+        else:
+            idx = test_indices(length, num_snippets)
+            rgb, flow = tf.gather(r["video/rgb"], idx), tf.gather(r["video/flow"], idx)
+            valid = tf.constant(num_snippets, tf.int32)
+        return {
+            "rgb": rgb,
+            "flow": flow,
+            "mask": tf.ones(tf.shape(rgb)[:1], tf.float32),
+            "length": valid,
+            "num_snippets": length,
+            "seconds_per_snippet": r["video/seconds_per_snippet"],
+            "duration": r["video/duration"],
+            "video_id": r["video/id"],
+            "labels": r["video/labels"],
+        }
+
+    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if num_snippets is None:
+        ds = ds.padded_batch(batch_size)
+    else:
+        ds = ds.batch(batch_size)
+    return ds.prefetch(tf.data.AUTOTUNE)

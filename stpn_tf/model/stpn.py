@@ -1,0 +1,169 @@
+"""The STPN model for one feature stream (paper section 3, Figure 2)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from stpn_tf.errors import StpnError
+from stpn_tf.model import losses
+from stpn_tf.model.layers import AttentionModule, ClassifierHead
+
+VARIANTS = ("full", "no_sparsity", "no_attention")
+POOLINGS = ("mean", "sum")
+STREAMS = ("rgb", "flow")
+
+
+@keras.saving.register_keras_serializable(package="stpn_tf")
+class STPN(keras.Model):
+    """Sparse Temporal Pooling Network for one stream.
+
+    Args:
+        num_classes: number of action classes C.
+        attention_units: hidden width of the attention module.
+        pooling: "mean" divides the attention-weighted sum by the number of real snippets (the public
+            reproduction); "sum" is eq. 1 as written.
+        variant: "full" (attention + sparsity), "no_sparsity" (attention, beta = 0) or "no_attention"
+            (plain average pooling; attention is 1 everywhere at localization).
+        beta: weight of the sparsity loss (ignored unless variant == "full").
+
+    Call:
+        inputs: dict with "features" `[B, T, D]` float32 and optional "mask" `[B, T]` (1 real, 0 padding).
+
+    Returns:
+        dict with "attention" `[B, T]`, "tcam" `[B, T, C]` (no classifier bias) and "video_logits" `[B, C]`.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        attention_units: int = 256,
+        pooling: str = "mean",
+        variant: str = "full",
+        beta: float = 1e-4,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if variant not in VARIANTS:
+            raise StpnError(f"unknown model variant {variant!r}; expected one of {VARIANTS}")
+        if pooling not in POOLINGS:
+            raise StpnError(f"unknown pooling {pooling!r}; expected one of {POOLINGS}")
+        self.num_classes = num_classes
+        self.attention_units = attention_units
+        self.pooling = pooling
+        self.variant = variant
+        self.beta = beta
+        self.attention_module = (
+            None if variant == "no_attention" else AttentionModule(attention_units, name="attention")
+        )
+        self.classifier = ClassifierHead(num_classes, name="classifier")
+        self.classification_tracker = keras.metrics.Mean(name="classification_loss")
+        self.sparsity_tracker = keras.metrics.Mean(name="sparsity_loss")
+        self.total_tracker = keras.metrics.Mean(name="loss")
+
+    @property
+    def sparsity_weight(self) -> float:
+        return self.beta if self.variant == "full" else 0.0
+
+    def build(self, input_shape):
+        feature_shape = input_shape["features"] if isinstance(input_shape, dict) else input_shape
+        if self.attention_module is not None:
+            self.attention_module.build(feature_shape)
+        self.classifier.build(tuple(feature_shape[:-2]) + (feature_shape[-1],))
+        super().build(input_shape)
+
+    def call(self, inputs, training=False):
+        features = inputs["features"]
+        mask = inputs.get("mask")
+        if mask is None:
+            mask = ops.ones(ops.shape(features)[:2], dtype=features.dtype)
+        mask = ops.cast(mask, features.dtype)
+        if self.attention_module is None:
+            attention = ops.ones_like(mask)
+        else:
+            attention = self.attention_module(features)
+        weights = attention * mask
+        pooled = ops.sum(features * weights[..., None], axis=1)
+        if self.pooling == "mean":
+            pooled = pooled / ops.maximum(ops.sum(mask, axis=1, keepdims=True), 1.0)
+        return {
+            "attention": attention,
+            "tcam": self.classifier.tcam(features),
+            "video_logits": self.classifier(pooled),
+        }
+
+    @property
+    def metrics(self):
+        return [self.classification_tracker, self.sparsity_tracker, self.total_tracker]
+
+    def _compute_losses(self, inputs, labels, training):
+        outputs = self(inputs, training=training)
+        cls = losses.classification_loss(labels, outputs["video_logits"])
+        sparsity = losses.sparsity_loss(outputs["attention"], inputs.get("mask"))
+        return cls, sparsity, cls + self.sparsity_weight * sparsity
+
+    def _update(self, cls, sparsity, total):
+        self.classification_tracker.update_state(cls)
+        self.sparsity_tracker.update_state(sparsity)
+        self.total_tracker.update_state(total)
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, data):
+        inputs, labels = data
+        with tf.GradientTape() as tape:
+            cls, sparsity, total = self._compute_losses(inputs, labels, training=True)
+        grads = tape.gradient(total, self.trainable_variables)
+        self.optimizer.apply(grads, self.trainable_variables)
+        return self._update(cls, sparsity, total)
+
+    def test_step(self, data):
+        inputs, labels = data
+        return self._update(*self._compute_losses(inputs, labels, training=False))
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_classes": self.num_classes,
+            "attention_units": self.attention_units,
+            "pooling": self.pooling,
+            "variant": self.variant,
+            "beta": self.beta,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def stream_model_path(workdir: str, stream: str) -> str:
+    """Where training leaves the final model of one stream."""
+    return os.path.join(workdir, stream, "model.keras")
+
+
+def load_stream_model(workdir: str, stream: str) -> STPN:
+    """Loads the trained model of `stream` ("rgb" or "flow") from a training work directory."""
+    if stream not in STREAMS:
+        raise StpnError(f"unknown stream {stream!r}; expected one of {STREAMS}")
+    path = stream_model_path(workdir, stream)
+    if not os.path.exists(path):
+        raise StpnError(f"{path}: no trained {stream} model (run `stpn train --stream={stream}` first)")
+    return keras.models.load_model(path)
+
+
+def load_classes(workdir: str) -> list[str]:
+    """Class names written by training into `<workdir>/classes.json`."""
+    path = os.path.join(workdir, "classes.json")
+    try:
+        with open(path) as f:
+            classes = json.load(f)
+    except FileNotFoundError:
+        raise StpnError(f"{path}: missing (not a training work directory?)") from None
+    except json.JSONDecodeError as e:
+        raise StpnError(f"{path}: malformed JSON ({e})") from None
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise StpnError(f"{path}: expected a JSON list of class names")
+    return classes

@@ -1,0 +1,119 @@
+"""Training one STPN stream with `model.fit`: checkpoints, TensorBoard, resume after a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from stpn_tf.data import pipeline, tfrecord
+from stpn_tf.data.annotations import atomic_write_text
+from stpn_tf.errors import StpnError
+from stpn_tf.model.stpn import STPN, STREAMS, stream_model_path
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """"default" (one device), "mirrored" (all local GPUs, or the CPU) or "one_device:<device>"."""
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name.startswith("one_device:"):
+        return tf.distribute.OneDeviceStrategy(name.split(":", 1)[1])
+    raise StpnError(f"unknown strategy {name!r}; expected 'default', 'mirrored' or 'one_device:<device>'")
+
+
+def save_model_atomically(model: keras.Model, path: str) -> None:
+    """Saves a `.keras` file under a temporary name in the same directory, then renames it."""
+    directory, name = os.path.split(path)
+    tmp = os.path.join(directory, f".tmp-{os.getpid()}-{name}")  # Keras needs the .keras suffix.
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def run_train(
+    *,
+    dataset_dir: str,
+    workdir: str,
+    stream: str,
+    train_split: str = "train",
+    attention_units: int = 256,
+    pooling: str = "mean",
+    variant: str = "full",
+    beta: float = 1e-4,
+    num_snippets: int = 400,
+    batch_size: int = 6,
+    learning_rate: float = 1e-4,
+    steps: int = 24000,
+    steps_per_epoch: int = 500,
+    shuffle_buffer: int = 256,
+    seed: int = 0,
+    deterministic: bool = True,
+    jit_compile: bool = True,
+    strategy: str = "default",
+    verbose: int | str = "auto",
+) -> dict[str, Any]:
+    """Trains the model of one stream and writes `<workdir>/<stream>/model.keras`.
+
+    Resumable: a `BackupAndRestore` backup in `<workdir>/<stream>/backup` lets a killed run continue from
+    its last finished epoch (an epoch is `steps_per_epoch` steps). A finished run is not retrained.
+
+    Returns:
+        The last epoch's logs (losses).
+    """
+    if stream not in STREAMS:
+        raise StpnError(f"unknown stream {stream!r}; expected one of {STREAMS}")
+    if steps < 1 or steps_per_epoch < 1:
+        raise StpnError(f"steps ({steps}) and steps_per_epoch ({steps_per_epoch}) must be positive")
+    meta = tfrecord.read_dataset_metadata(dataset_dir)
+    shards = tfrecord.list_shards(dataset_dir, train_split)
+    classes = meta["classes"]
+    stream_dir = os.path.join(workdir, stream)
+    os.makedirs(stream_dir, exist_ok=True)
+    atomic_write_text(os.path.join(workdir, "classes.json"), json.dumps(classes))
+
+    final_path = stream_model_path(workdir, stream)
+    if os.path.exists(final_path):
+        logging.info("%s exists: the %s stream is already trained (delete it to retrain)", final_path, stream)
+        return {}
+
+    keras.utils.set_random_seed(seed)
+    dist = make_strategy(strategy)
+    dataset = pipeline.make_train_dataset(
+        shards, stream=stream, num_classes=len(classes), feature_dim=meta["feature_dim"],
+        num_snippets=num_snippets, batch_size=batch_size, shuffle_buffer=shuffle_buffer, seed=seed,
+    )
+    with dist.scope():
+        model = STPN(len(classes), attention_units=attention_units, pooling=pooling, variant=variant, beta=beta)
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), jit_compile=jit_compile)
+        # BackupAndRestore needs built variables before fit() (it restores into them).
+        model({"features": tf.zeros([1, num_snippets, meta["feature_dim"]]), "mask": tf.ones([1, num_snippets])})
+    if deterministic:
+        # After compile(): Keras turns XLA off when op determinism is already on, because some XLA GPU
+        # kernels are non-deterministic. The train step here (dense layers, reductions) runs
+        # deterministically under XLA on CPU; tests/test_train.py checks two runs give identical weights.
+        tf.config.experimental.enable_op_determinism()
+    epochs = -(-steps // steps_per_epoch)
+    callbacks = [
+        keras.callbacks.BackupAndRestore(os.path.join(stream_dir, "backup")),
+        keras.callbacks.TensorBoard(os.path.join(stream_dir, "logs"), update_freq="epoch"),
+        keras.callbacks.ModelCheckpoint(
+            os.path.join(stream_dir, "checkpoints", "epoch-{epoch:04d}.weights.h5"), save_weights_only=True
+        ),
+    ]
+    logging.info("training %s stream: %d steps (%d epochs of %d), batch %d, %d classes, D=%d",
+                 stream, epochs * steps_per_epoch, epochs, steps_per_epoch, batch_size, len(classes),
+                 meta["feature_dim"])
+    with tfrecord.corrupt_record_errors(shards):
+        history = model.fit(
+            dataset, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose,
+            shuffle=False,  # the dataset shuffles itself
+        )
+    save_model_atomically(model, final_path)
+    logs = {k: float(v[-1]) for k, v in history.history.items()} if history.history else {}
+    logging.info("saved %s (%s)", final_path, ", ".join(f"{k}={v:.4f}" for k, v in logs.items()))
+    return logs
