@@ -1,0 +1,388 @@
+"""STPN localization (spec section 3) as batched TensorFlow ops with static output shapes.
+
+`localize` turns both streams' outputs for a batch of videos into a fixed number of padded detections.
+It has no Python loop over videos or classes, no host callbacks and no string ops; the same function
+runs eagerly, under `tf.function` and under `tf.function(jit_compile=True)` with identical results.
+`stpn_tf.localize_reference` is the plain numpy statement of the same algorithm that the tests compare
+against; the conventions listed there (float64 arithmetic, strict thresholding, tIoU > nms_threshold
+suppresses, tie orders) hold here too.
+
+How the graph avoids materializing the interpolated sequences. Interpolating by k multiplies the work by
+k (x24 by default) if done literally. Between grid samples i and i + 1 both psi and the score sequence
+are linear in the sub-position r = 0 .. k - 1 (value y_i + d_i * r / k, with d_i the forward difference,
+or for the last sample the backward difference: the linear extrapolation). The positions of one interval
+where a linear function exceeds the threshold form one contiguous run touching one end of the interval
+(a prefix when decreasing, a suffix when increasing, all or nothing when flat), found from the crossing
+point; the sum of the score sequence over such a run is an arithmetic series. So everything is computed
+per interval, on [B, C, T] tensors, and connected components are chained across intervals: a run starts
+a component unless it begins at r = 0 while the previous interval's run reaches r = k - 1, and it ends a
+component unless the symmetric condition holds with the next interval. Each interval thus contains at
+most one component start and one component end, so a stream has at most T components per class and they
+can be indexed by the interval where they end.
+
+Bounds and what happens when they are exceeded:
+- `max_components_per_class` (M): per video, stream and class, only the M highest-scoring components
+  (ties: earlier start first) enter NMS. With at most M components everywhere, results equal the
+  unbounded reference exactly. NMS costs O(B * C * (2M)^2).
+- `max_detections` (K): after NMS, the K highest-scoring detections of a video are returned (ties by
+  class index, then RGB before FLOW, then earlier start); `num_detections` counts them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import tensorflow as tf
+
+from stpn_tf import timeline
+from stpn_tf.errors import StpnError
+
+STREAMS = ("rgb", "flow")
+STREAM_KEYS = ("attention", "tcam", "probabilities")
+
+DEFAULTS = dict(class_threshold=0.1, tcam_threshold=0.05, alpha=0.5, interpolation=24, nms_threshold=0.5,
+                max_detections=100, max_components_per_class=64)
+
+_F64 = tf.float64
+
+
+def _shift_right(x: tf.Tensor, fill) -> tf.Tensor:
+    """x[..., i - 1] at position i along the last axis, `fill` at position 0."""
+    pad = tf.fill(tf.concat([tf.shape(x)[:-1], [1]], 0), tf.constant(fill, x.dtype))
+    return tf.concat([pad, x[..., :-1]], axis=-1)
+
+
+def _shift_left(x: tf.Tensor, fill) -> tf.Tensor:
+    """x[..., i + 1] at position i along the last axis, `fill` at the last position."""
+    pad = tf.fill(tf.concat([tf.shape(x)[:-1], [1]], 0), tf.constant(fill, x.dtype))
+    return tf.concat([x[..., 1:], pad], axis=-1)
+
+
+def _cumulative_max(x: tf.Tensor) -> tf.Tensor:
+    """Running maximum along the last axis (Hillis-Steele doubling: log2(T) shifted maxima)."""
+    length = x.shape[-1]
+    if length is not None:
+        for step in range(max(1, math.ceil(math.log2(max(length, 2))))):
+            shift = 2 ** step
+            if shift >= length:
+                break
+            x = tf.maximum(x, tf.concat([tf.fill(tf.concat([tf.shape(x)[:-1], [shift]], 0),
+                                                 tf.constant(x.dtype.min, x.dtype)), x[..., :-shift]], -1))
+        return x
+    dynamic_length = tf.shape(x)[-1]
+
+    def body(shift, y):
+        padded = tf.concat([tf.fill(tf.concat([tf.shape(y)[:-1], [shift]], 0), tf.constant(y.dtype.min, y.dtype)),
+                            y], -1)
+        return shift * 2, tf.maximum(y, padded[..., :dynamic_length])
+
+    _, x = tf.while_loop(lambda shift, _: shift < dynamic_length, body, (tf.constant(1), x))
+    return x
+
+
+def _interval_slopes(y: tf.Tensor, valid_length: tf.Tensor) -> tf.Tensor:
+    """Per-interval slope d_i of the interpolated sequence (linear extrapolation at the end).
+
+    Args:
+      y: [B, C, T] samples.
+      valid_length: [B, 1, 1] int32 number of valid samples.
+
+    Returns:
+      [B, C, T] float64: y[i+1] - y[i] for i < length - 1; y[i] - y[i-1] for i = length - 1 (0 when
+      length is 1). Entries past the valid length are meaningless (callers mask them).
+    """
+    index = tf.range(tf.shape(y)[-1])[tf.newaxis, tf.newaxis, :]
+    forward = _shift_left(y, 0.0) - y
+    backward = tf.where(index >= 1, y - _shift_right(y, 0.0), tf.zeros_like(y))
+    return tf.where(index < valid_length - 1, forward, backward)
+
+
+def _stream_components(psi, score_sequence, valid_length, class_kept, *, tcam_threshold, k, max_components):
+    """Connected components of the thresholded interpolated psi of one stream, top M per class.
+
+    Args:
+      psi: [B, C, T] float64 weighted T-CAM samples.
+      score_sequence: [B, C, T] float64 score-sequence samples.
+      valid_length: [B, 1, 1] int32.
+      class_kept: [B, C, 1] bool, the stream's class selection.
+      tcam_threshold: Threshold (strict).
+      k: Interpolation factor (Python int).
+      max_components: M (Python int).
+
+    Returns:
+      (score [B, C, M] float64 (-inf where invalid), start [B, C, M] int32, end [B, C, M] int32 inclusive
+      interpolated positions, valid [B, C, M] bool), sorted by score descending, ties earlier first.
+    """
+    kf = tf.constant(float(k), _F64)
+    threshold = tf.constant(float(tcam_threshold), _F64)
+    index = tf.range(tf.shape(psi)[-1])[tf.newaxis, tf.newaxis, :]
+    in_video = index < valid_length                                                      # [B, 1, T]
+
+    slope = _interval_slopes(psi, valid_length)
+    # Increasing: the run is r > (th - y) * k / d; decreasing: r < (y - th) * k / (-d). Clipping the
+    # crossing keeps tiny slopes from overflowing the integer conversion.
+    safe_slope = tf.where(tf.equal(slope, 0.0), tf.ones_like(slope), slope)
+    crossing = tf.clip_by_value((threshold - psi) * kf / safe_slope, -2.0, kf + 1.0)
+    rising_low = tf.maximum(tf.floor(crossing) + 1.0, 0.0)
+    falling_high = tf.minimum(tf.math.ceil(crossing) - 1.0, kf - 1.0)
+    above = psi > threshold
+    low = tf.where(slope > 0, rising_low, tf.zeros_like(psi))
+    high = tf.where(slope < 0, falling_high, tf.fill(tf.shape(psi), kf - 1.0))
+    nonempty = tf.where(tf.equal(slope, 0.0), above, low <= high) & in_video
+    low = tf.where(nonempty, low, tf.zeros_like(low))
+    high = tf.where(nonempty, high, -tf.ones_like(high))
+    count = high - low + 1.0                                                             # 0 when empty
+
+    # Sum of y_i + d_i * r / k over r in [low, high] (arithmetic series).
+    score_slope = _interval_slopes(score_sequence, valid_length)
+    run_sum = count * score_sequence + score_slope * (low + high) * count / (2.0 * kf)
+    run_sum = tf.where(nonempty, run_sum, tf.zeros_like(run_sum))
+    cumulative = tf.cumsum(run_sum, axis=-1)                                             # [B, C, T]
+
+    touches_left = nonempty & tf.equal(low, 0.0)
+    touches_right = nonempty & tf.equal(high, kf - 1.0)
+    starts = nonempty & ~(touches_left & _shift_right(touches_right, False))
+    ends = nonempty & ~(touches_right & _shift_left(touches_left, False))
+
+    # For every interval, the interval of the last component start at or before it.
+    start_interval = _cumulative_max(tf.where(starts, index + tf.zeros_like(psi, tf.int32), -1))
+    start_interval = tf.maximum(start_interval, 0)
+    cumulative_before = tf.gather(_shift_right(cumulative, 0.0), start_interval, batch_dims=2, axis=2)
+    low_at_start = tf.gather(low, start_interval, batch_dims=2, axis=2)
+    first = tf.cast(start_interval, _F64) * kf + low_at_start
+    last = tf.cast(index, _F64) * kf + high
+    mean_score = (cumulative - cumulative_before) / tf.maximum(last - first + 1.0, 1.0)
+
+    valid = ends & class_kept
+    neg_inf = tf.constant(-math.inf, _F64)
+    ranked_score = tf.where(valid, mean_score, neg_inf)
+    # Pad with M invalid slots so that top_k works for any T (also T < M).
+    pad_shape = tf.concat([tf.shape(psi)[:-1], [max_components]], 0)
+    ranked_score = tf.concat([ranked_score, tf.fill(pad_shape, neg_inf)], -1)
+    first = tf.concat([first, tf.zeros(pad_shape, _F64)], -1)
+    last = tf.concat([last, tf.zeros(pad_shape, _F64)], -1)
+    valid = tf.concat([valid, tf.zeros(pad_shape, tf.bool)], -1)
+    # top_k puts the lower index first among equal scores: earlier components win ties.
+    top_score, top_index = tf.math.top_k(ranked_score, k=max_components, sorted=True)
+    top_first = tf.gather(first, top_index, batch_dims=2, axis=2)
+    top_last = tf.gather(last, top_index, batch_dims=2, axis=2)
+    top_valid = tf.gather(valid, top_index, batch_dims=2, axis=2)
+    return top_score, top_first, top_last, top_valid
+
+
+def _greedy_nms(score, first, last, valid, *, nms_threshold):
+    """Greedy per-class NMS over candidates already sorted by the NMS order.
+
+    A fixed-trip-count while loop over candidate slots; each step compares one candidate with all kept
+    ones of the same video and class, so memory stays O(B * C * N).
+
+    Args:
+      score: [B, C, N] float64, sorted descending (only used for shape).
+      first: [B, C, N] float64 first interpolated position.
+      last: [B, C, N] float64 last interpolated position (inclusive).
+      valid: [B, C, N] bool.
+      nms_threshold: Suppress when tIoU > this.
+
+    Returns:
+      keep [B, C, N] bool.
+    """
+    num_slots = score.shape[-1]
+    begin, finish = first, last + 1.0
+    threshold = tf.constant(float(nms_threshold), _F64)
+
+    def body(i, keep):
+        b_i = tf.gather(begin, [i], axis=2)                                              # [B, C, 1]
+        f_i = tf.gather(finish, [i], axis=2)
+        inter = tf.maximum(tf.minimum(f_i, finish) - tf.maximum(b_i, begin), 0.0)
+        union = (f_i - b_i) + (finish - begin) - inter
+        iou = inter / tf.maximum(union, 1e-12)
+        suppressed = tf.reduce_any(keep & (iou > threshold), axis=-1)
+        keep_i = tf.gather(valid, i, axis=2) & ~suppressed                               # [B, C]
+        keep = keep | (tf.equal(tf.range(num_slots), i) & keep_i[..., tf.newaxis])
+        return i + 1, keep
+
+    _, keep = tf.while_loop(lambda i, _: i < num_slots, body, (tf.constant(0), tf.zeros_like(valid)),
+                            maximum_iterations=num_slots)
+    return keep
+
+
+def _as_stream(name: str, stream: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    missing = [key for key in STREAM_KEYS if key not in stream]
+    if missing:
+        raise StpnError(f"localize: stream {name!r} lacks {missing}")
+    return {key: tf.convert_to_tensor(stream[key]) for key in STREAM_KEYS}
+
+
+def _check_static(rgb: Mapping[str, tf.Tensor], flow: Mapping[str, tf.Tensor]) -> None:
+    for name, stream in (("rgb", rgb), ("flow", flow)):
+        ranks = [stream[key].shape.rank for key in STREAM_KEYS]
+        if ranks != [2, 3, 2]:
+            raise StpnError(f"localize: stream {name!r} needs attention [B, T], tcam [B, T, C], "
+                            f"probabilities [B, C]; got ranks {ranks}")
+    shapes = [tuple(s[key].shape) for s in (rgb, flow) for key in STREAM_KEYS]
+    attention_r, tcam_r, prob_r, attention_f, tcam_f, prob_f = shapes
+
+    def compatible(a, b):
+        return a is None or b is None or a == b
+
+    pairs = [(attention_r, tcam_r[:2]), (prob_r, (tcam_r[0], tcam_r[2])), (tcam_r, tcam_f),
+             (attention_r, attention_f), (prob_r, prob_f)]
+    for a, b in pairs:
+        if len(a) != len(b) or not all(compatible(x, y) for x, y in zip(a, b)):
+            raise StpnError(f"localize: inconsistent stream shapes {shapes}")
+    if tcam_r[2] is None:
+        raise StpnError("localize: the number of classes (last tcam dimension) must be static")
+
+
+def localize(rgb: Mapping[str, tf.Tensor], flow: Mapping[str, tf.Tensor], *, lengths: tf.Tensor,
+             num_snippets: tf.Tensor, seconds_per_snippet: tf.Tensor, durations: tf.Tensor | None = None,
+             class_threshold: float = DEFAULTS["class_threshold"],
+             tcam_threshold: float = DEFAULTS["tcam_threshold"], alpha: float = DEFAULTS["alpha"],
+             interpolation: int = DEFAULTS["interpolation"], nms_threshold: float = DEFAULTS["nms_threshold"],
+             max_detections: int = DEFAULTS["max_detections"],
+             max_components_per_class: int = DEFAULTS["max_components_per_class"]) -> dict[str, tf.Tensor]:
+    """Detections for a batch of videos from both streams' outputs.
+
+    Args:
+      rgb: {"attention": [B, T], "tcam": [B, T, C] (raw, no bias), "probabilities": [B, C]} float32.
+      flow: The same for the flow stream.
+      lengths: int32 [B] valid grid positions per video (<= T; 0 gives no detections). Larger values
+        are clipped to T in graph mode and rejected eagerly.
+      num_snippets: int32 [B] real snippets L per video.
+      seconds_per_snippet: float32 [B] stride_frames / fps.
+      durations: float32 [B] clip bounds in seconds, or None for L * seconds_per_snippet.
+      class_threshold: Per-stream class rejection, keep class iff probability >= this.
+      tcam_threshold: psi threshold (strict >).
+      alpha: RGB weight in the score sequence.
+      interpolation: Integer factor k >= 1.
+      nms_threshold: Per-class NMS suppresses tIoU > this.
+      max_detections: K, static number of output slots.
+      max_components_per_class: M, bound per video, stream and class (module docstring).
+
+    Returns:
+      dict with "detection_classes" int32 [B, K] (-1 padding), "detection_scores" float32 [B, K]
+      (0 padding), "detection_segments" float32 [B, K, 2] seconds (0 padding), "num_detections" int32 [B].
+    """
+    if int(interpolation) != interpolation or interpolation < 1:
+        raise StpnError(f"localize: interpolation must be a positive integer, got {interpolation}")
+    if max_detections < 1 or max_components_per_class < 1:
+        raise StpnError(f"localize: max_detections and max_components_per_class must be >= 1, got "
+                        f"{max_detections} and {max_components_per_class}")
+    rgb, flow = _as_stream("rgb", rgb), _as_stream("flow", flow)
+    _check_static(rgb, flow)
+    k = int(interpolation)
+    lengths = tf.convert_to_tensor(lengths, tf.int32)
+    tcam_rgb = tf.convert_to_tensor(rgb["tcam"])
+    num_positions = tf.shape(tcam_rgb)[1]
+    if tf.executing_eagerly():
+        if bool(tf.reduce_any(lengths > num_positions)) or bool(tf.reduce_any(lengths < 0)):
+            raise StpnError(f"localize: lengths must lie in [0, {int(num_positions)}], got {lengths.numpy()}")
+    lengths = tf.clip_by_value(lengths, 0, num_positions)
+    valid_length = lengths[:, tf.newaxis, tf.newaxis]                                   # [B, 1, 1]
+
+    def classes_first(x):                                                                # [B, T, C] -> [B, C, T]
+        return tf.transpose(tf.cast(x, _F64), [0, 2, 1])
+
+    a = {name: classes_first(stream["tcam"]) for name, stream in (("rgb", rgb), ("flow", flow))}
+    mixed = alpha * a["rgb"] + (1.0 - alpha) * a["flow"]
+    per_stream = []
+    for name, stream in (("rgb", rgb), ("flow", flow)):
+        attention = tf.cast(stream["attention"], _F64)[:, tf.newaxis, :]                 # [B, 1, T]
+        psi = attention * tf.sigmoid(a[name])
+        score_sequence = attention * mixed
+        class_kept = (tf.cast(stream["probabilities"], _F64) >= class_threshold)[..., tf.newaxis]
+        per_stream.append(_stream_components(psi, score_sequence, valid_length, class_kept,
+                                             tcam_threshold=tcam_threshold, k=k,
+                                             max_components=max_components_per_class))
+
+    # Merge the streams: RGB slots first, so top_k's lower-index-first tie rule gives RGB before FLOW,
+    # then (from the per-stream order) earlier start.
+    score, first, last, valid = (tf.concat(parts, -1) for parts in zip(*per_stream))
+    num_slots = 2 * max_components_per_class
+    score, order = tf.math.top_k(score, k=num_slots, sorted=True)
+    first, last, valid = (tf.gather(x, order, batch_dims=2, axis=2) for x in (first, last, valid))
+    keep = _greedy_nms(score, first, last, valid, nms_threshold=nms_threshold)
+
+    # Final ranking over all classes of a video; flattening class-major makes ties go to the lower class.
+    batch = tf.shape(score)[0]
+    num_classes = score.shape[1]
+    flat_score = tf.reshape(tf.where(keep, score, tf.constant(-math.inf, _F64)), [batch, -1])
+    flat_first = tf.reshape(first, [batch, -1])
+    flat_last = tf.reshape(last, [batch, -1])
+    total = num_classes * num_slots
+    if max_detections > total:
+        pad = tf.fill([batch, max_detections - total], tf.constant(-math.inf, _F64))
+        flat_score = tf.concat([flat_score, pad], -1)
+        flat_first = tf.concat([flat_first, tf.zeros_like(pad)], -1)
+        flat_last = tf.concat([flat_last, tf.zeros_like(pad)], -1)
+    top_score, top_index = tf.math.top_k(flat_score, k=max_detections, sorted=True)
+    num_detections = tf.minimum(tf.reduce_sum(tf.cast(keep, tf.int32), axis=[1, 2]), max_detections)
+    slot_valid = tf.range(max_detections)[tf.newaxis, :] < num_detections[:, tf.newaxis]   # [B, K]
+
+    classes = tf.where(slot_valid, top_index // num_slots, -1)
+    start = tf.gather(flat_first, top_index, batch_dims=1)
+    end = tf.gather(flat_last, top_index, batch_dims=1)
+    grid_start, grid_end = timeline.interpolated_run_to_grid(start, end, k)
+    grid = tf.stack([grid_start, grid_end], axis=-1)                                      # [B, K, 2]
+    column = lambda x: tf.reshape(x, [-1, 1, 1])                                         # noqa: E731
+    seconds = timeline.grid_to_seconds_tf(
+        grid, length=column(lengths), num_snippets=column(num_snippets),
+        seconds_per_snippet=column(seconds_per_snippet),
+        duration=None if durations is None else column(durations))
+    seconds = tf.where(slot_valid[..., tf.newaxis], seconds, tf.zeros_like(seconds))
+    scores = tf.where(slot_valid, top_score, tf.zeros_like(top_score))
+    return {
+        "detection_classes": tf.cast(classes, tf.int32),
+        "detection_scores": tf.cast(scores, tf.float32),
+        "detection_segments": tf.cast(seconds, tf.float32),
+        "num_detections": num_detections,
+    }
+
+
+class Localizer(tf.Module):
+    """Holds the localization settings and runs `localize` as one XLA-compiled function.
+
+    Serializable by `get_config()` / `from_config()`; usable inside a SavedModel (the export wraps it).
+    """
+
+    def __init__(self, *, class_threshold: float = DEFAULTS["class_threshold"],
+                 tcam_threshold: float = DEFAULTS["tcam_threshold"], alpha: float = DEFAULTS["alpha"],
+                 interpolation: int = DEFAULTS["interpolation"], nms_threshold: float = DEFAULTS["nms_threshold"],
+                 max_detections: int = DEFAULTS["max_detections"],
+                 max_components_per_class: int = DEFAULTS["max_components_per_class"], jit_compile: bool = True,
+                 name: str | None = None):
+        super().__init__(name=name)
+        self._config = dict(class_threshold=float(class_threshold), tcam_threshold=float(tcam_threshold),
+                            alpha=float(alpha), interpolation=int(interpolation),
+                            nms_threshold=float(nms_threshold), max_detections=int(max_detections),
+                            max_components_per_class=int(max_components_per_class))
+        if self._config["interpolation"] != interpolation or interpolation < 1:
+            raise StpnError(f"Localizer: interpolation must be a positive integer, got {interpolation}")
+        self.jit_compile = bool(jit_compile)
+        self._compiled = tf.function(self._run, jit_compile=self.jit_compile)
+
+    def get_config(self) -> dict:
+        return dict(self._config, jit_compile=self.jit_compile)
+
+    @classmethod
+    def from_config(cls, config: Mapping) -> "Localizer":
+        return cls(**config)
+
+    def _run(self, rgb, flow, lengths, num_snippets, seconds_per_snippet, durations):
+        return localize(rgb, flow, lengths=lengths, num_snippets=num_snippets,
+                        seconds_per_snippet=seconds_per_snippet, durations=durations, **self._config)
+
+    def __call__(self, rgb: Mapping[str, tf.Tensor], flow: Mapping[str, tf.Tensor], *, lengths, num_snippets,
+                 seconds_per_snippet, durations=None) -> dict[str, tf.Tensor]:
+        """See `localize` for arguments and outputs."""
+        rgb, flow = _as_stream("rgb", rgb), _as_stream("flow", flow)
+        lengths = tf.convert_to_tensor(lengths, tf.int32)
+        if tf.executing_eagerly():
+            _check_static(rgb, flow)
+            positions = rgb["tcam"].shape[1]
+            if bool(tf.reduce_any(lengths > positions)) or bool(tf.reduce_any(lengths < 0)):
+                raise StpnError(f"Localizer: lengths must lie in [0, {positions}], got {lengths.numpy()}")
+        return self._compiled(rgb, flow, lengths, tf.convert_to_tensor(num_snippets, tf.int32),
+                              tf.convert_to_tensor(seconds_per_snippet, tf.float32),
+                              None if durations is None else tf.convert_to_tensor(durations, tf.float32))

@@ -1,0 +1,195 @@
+"""Plain numpy reference of STPN localization (spec section 3) for one video.
+
+Written directly from the spec, position by position, so that it can check the batched graph version
+in `stpn_tf.localize` (which computes the same thing a different way). It is also usable on its own for
+a handful of videos; it is not meant to be fast.
+
+Conventions shared with `stpn_tf.localize` (both document them; the tests hold them to it):
+- Inputs are converted to float64 before any arithmetic.
+- Class rejection is per stream: stream s proposes class c only if `p_s[c] >= class_threshold`.
+- Interpolation by factor k puts position j at grid coordinate j / k, j = 0 .. length * k - 1. Past the
+  last sample the sequence is extrapolated linearly from the last two samples (scipy's `interp1d` with
+  `fill_value="extrapolate"` on `arange(0, length, 1 / k)`, as in the public TF reproduction); a
+  length-1 sequence is constant.
+- Thresholding is strict: an interpolated position belongs to a proposal iff `psi > tcam_threshold`.
+- Proposal score = mean of the interpolated score sequence over the proposal's positions.
+- tIoU for NMS is computed on the continuous intervals [s / k, (e + 1) / k] (no +1 in the lengths), and
+  a proposal is suppressed by a kept one when tIoU > nms_threshold (strictly).
+- Optional bound `max_components_per_class` (M): a stream proposing more than M components for one class
+  keeps its M highest-scoring ones (ties: earlier start first) before NMS.
+- NMS order per class: score descending; ties RGB before FLOW, then earlier start.
+- Final order: score descending; ties by class index, then RGB before FLOW, then earlier start. The
+  first `max_detections` are returned.
+- Seconds come from `stpn_tf.timeline.grid_to_seconds`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import numpy as np
+
+from stpn_tf import timeline
+from stpn_tf.errors import StpnError
+
+STREAMS = ("rgb", "flow")
+
+
+class Detection(NamedTuple):
+    """One detection: class index, score, start and end in seconds."""
+
+    class_index: int
+    score: float
+    start: float
+    end: float
+
+
+def interpolate(values: np.ndarray, factor: int) -> np.ndarray:
+    """Linear interpolation by an integer factor with linear extrapolation past the last sample.
+
+    Args:
+      values: [N] or [N, C] samples at grid coordinates 0 .. N - 1.
+      factor: k >= 1.
+
+    Returns:
+      [N * k] or [N * k, C]: the value at coordinate j / k for j = 0 .. N * k - 1.
+    """
+    values = np.asarray(values, np.float64)
+    squeeze = values.ndim == 1
+    if squeeze:
+        values = values[:, None]
+    n = values.shape[0]
+    positions = np.arange(n * factor) / factor
+    if n == 1:
+        out = np.repeat(values, factor, axis=0)
+    else:
+        out = np.empty((n * factor, values.shape[1]), np.float64)
+        inside = positions <= n - 1
+        grid = np.arange(n, dtype=np.float64)
+        for c in range(values.shape[1]):
+            column = values[:, c]
+            out[inside, c] = np.interp(positions[inside], grid, column)
+            slope = column[-1] - column[-2]
+            out[~inside, c] = column[-1] + (positions[~inside] - (n - 1)) * slope
+    return out[:, 0] if squeeze else out
+
+
+def connected_components(mask: np.ndarray) -> list[tuple[int, int]]:
+    """Maximal runs of True in a 1-D boolean mask, as inclusive (start, end) index pairs, in order."""
+    padded = np.concatenate([[0], np.asarray(mask, np.int8), [0]])
+    change = np.diff(padded)
+    starts = np.flatnonzero(change == 1)
+    ends = np.flatnonzero(change == -1) - 1
+    return [(int(s), int(e)) for s, e in zip(starts, ends)]
+
+
+def interval_iou(a: tuple[int, int], b: tuple[int, int]) -> float:
+    """tIoU of two inclusive runs of interpolated positions, as continuous intervals [s, e + 1]."""
+    inter = max(0, min(a[1], b[1]) + 1 - max(a[0], b[0]))
+    union = (a[1] + 1 - a[0]) + (b[1] + 1 - b[0]) - inter
+    return inter / union
+
+
+def _stream_arrays(name: str, stream: Mapping[str, np.ndarray], length: int):
+    try:
+        attention = np.asarray(stream["attention"], np.float64)
+        tcam = np.asarray(stream["tcam"], np.float64)
+        probabilities = np.asarray(stream["probabilities"], np.float64)
+    except KeyError as err:
+        raise StpnError(f"localize_reference: stream {name!r} lacks key {err.args[0]!r}") from None
+    if attention.ndim != 1 or tcam.ndim != 2 or probabilities.ndim != 1:
+        raise StpnError(f"localize_reference: stream {name!r} needs attention [T], tcam [T, C], "
+                        f"probabilities [C]; got shapes {attention.shape}, {tcam.shape}, {probabilities.shape}")
+    if tcam.shape[0] != attention.shape[0] or tcam.shape[1] != probabilities.shape[0]:
+        raise StpnError(f"localize_reference: stream {name!r} shapes disagree: attention {attention.shape}, "
+                        f"tcam {tcam.shape}, probabilities {probabilities.shape}")
+    if length > attention.shape[0]:
+        raise StpnError(f"localize_reference: length {length} exceeds the {attention.shape[0]} positions "
+                        f"of stream {name!r}")
+    attention, tcam = attention[:length], tcam[:length]
+    for what, arr in (("attention", attention), ("tcam", tcam), ("probabilities", probabilities)):
+        if not np.all(np.isfinite(arr)):
+            raise StpnError(f"localize_reference: stream {name!r} {what} has NaN or infinite values")
+    return attention, tcam, probabilities
+
+
+def localize_video(rgb: Mapping[str, np.ndarray], flow: Mapping[str, np.ndarray], *, length: int,
+                   num_snippets: int, seconds_per_snippet: float, duration: float | None = None,
+                   class_threshold: float = 0.1, tcam_threshold: float = 0.05, alpha: float = 0.5,
+                   interpolation: int = 24, nms_threshold: float = 0.5, max_detections: int = 100,
+                   max_components_per_class: int | None = None) -> list[Detection]:
+    """Detections for one video from both streams' outputs.
+
+    Args:
+      rgb: {"attention": [T], "tcam": [T, C] (raw, no bias), "probabilities": [C]} of the RGB stream.
+      flow: The same for the flow stream (same T and C).
+      length: Valid grid positions (the first `length` of T are used); 0 gives no detections.
+      num_snippets: Real snippets L of the video the grid was sampled from.
+      seconds_per_snippet: stride_frames / fps.
+      duration: Clip bound in seconds; None means L * seconds_per_snippet.
+      class_threshold: Per-stream class rejection threshold on video probabilities (>=).
+      tcam_threshold: Threshold on the weighted T-CAM psi (strict >).
+      alpha: Weight of the RGB T-CAM in the score sequence.
+      interpolation: Integer interpolation factor k >= 1.
+      nms_threshold: Per-class NMS suppresses tIoU > nms_threshold.
+      max_detections: Keep at most this many detections (the first in the final order).
+      max_components_per_class: Optional bound M per stream and class (see module docstring).
+
+    Returns:
+      Detections (class index, score, start s, end s), score descending with the documented tie order.
+    """
+    if interpolation < 1 or int(interpolation) != interpolation:
+        raise StpnError(f"localize_reference: interpolation must be a positive integer, got {interpolation}")
+    if max_detections < 1:
+        raise StpnError(f"localize_reference: max_detections must be >= 1, got {max_detections}")
+    if length < 0:
+        raise StpnError(f"localize_reference: length must be >= 0, got {length}")
+    k = int(interpolation)
+    arrays = {name: _stream_arrays(name, stream, length) for name, stream in (("rgb", rgb), ("flow", flow))}
+    if arrays["rgb"][1].shape[1] != arrays["flow"][1].shape[1]:
+        raise StpnError("localize_reference: rgb and flow streams have different numbers of classes")
+    if length == 0:
+        return []
+    num_classes = arrays["rgb"][1].shape[1]
+    mixed_tcam = alpha * arrays["rgb"][1] + (1.0 - alpha) * arrays["flow"][1]        # [length, C]
+
+    # candidates[c]: (score, stream index, start, end) with start/end inclusive interpolated positions.
+    candidates: dict[int, list[tuple[float, int, int, int]]] = {c: [] for c in range(num_classes)}
+    for stream_index, name in enumerate(STREAMS):
+        attention, tcam, probabilities = arrays[name]
+        psi = attention[:, None] * (1.0 / (1.0 + np.exp(-tcam)))                      # [length, C]
+        score_sequence = attention[:, None] * mixed_tcam                                 # [length, C]
+        psi_fine = interpolate(psi, k)                                                   # [length*k, C]
+        score_fine = interpolate(score_sequence, k)
+        for c in range(num_classes):
+            if not probabilities[c] >= class_threshold:
+                continue
+            proposals = []
+            for start, end in connected_components(psi_fine[:, c] > tcam_threshold):
+                score = float(np.mean(score_fine[start:end + 1, c]))
+                proposals.append((score, stream_index, start, end))
+            if max_components_per_class is not None:
+                proposals.sort(key=lambda p: (-p[0], p[2]))
+                proposals = proposals[:max_components_per_class]
+            candidates[c].extend(proposals)
+
+    kept_all = []
+    for c in range(num_classes):
+        ordered = sorted(candidates[c], key=lambda p: (-p[0], p[1], p[2]))
+        kept: list[tuple[float, int, int, int]] = []
+        for proposal in ordered:
+            if all(interval_iou(proposal[2:], other[2:]) <= nms_threshold for other in kept):
+                kept.append(proposal)
+        kept_all.extend((score, c, stream_index, start, end) for score, stream_index, start, end in kept)
+    kept_all.sort(key=lambda d: (-d[0], d[1], d[2], d[3]))
+    kept_all = kept_all[:max_detections]
+
+    detections = []
+    for score, c, _, start, end in kept_all:
+        g_start, g_end = timeline.interpolated_run_to_grid(start, end, k)
+        seconds = timeline.grid_to_seconds(np.array([g_start, g_end]), length=length,
+                                           num_snippets=num_snippets,
+                                           seconds_per_snippet=seconds_per_snippet, duration=duration)
+        detections.append(Detection(int(c), float(score), float(seconds[0]), float(seconds[1])))
+    return detections
