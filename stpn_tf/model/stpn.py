@@ -113,7 +113,7 @@ class STPN(keras.Model):
         return {m.name: m.result() for m in self.metrics}
 
     def train_step(self, data):
-        inputs, labels = data
+        inputs, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
             cls, sparsity, total = self._compute_losses(inputs, labels, training=True)
         grads = tape.gradient(total, self.trainable_variables)
@@ -121,7 +121,7 @@ class STPN(keras.Model):
         return self._update(cls, sparsity, total)
 
     def test_step(self, data):
-        inputs, labels = data
+        inputs, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
         return self._update(*self._compute_losses(inputs, labels, training=False))
 
     def get_config(self):

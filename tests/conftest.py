@@ -1,0 +1,20 @@
+"""Shared test settings: quiet TensorFlow, tiny thread pools (the CI machine has 2 cores)."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = os.path.join(REPO, "data", "thumos14")
+
+
+@pytest.fixture(scope="session")
+def repo_dir():
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def thumos_dir():
+    return DATA

@@ -1,0 +1,94 @@
+"""tf.data pipelines: sampling indices by hand, eager vs Dataset.map, what reaches training."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from stpn_tf.data import pipeline, tfrecord
+
+
+def test_test_indices_by_hand():
+    # floor(arange(4) * 5 / 4) = floor([0, 1.25, 2.5, 3.75]).
+    np.testing.assert_array_equal(pipeline.test_indices(5, 4).numpy(), [0, 1, 2, 3])
+    # A short video repeats snippets: floor(arange(6) * 2 / 6) = [0, 0, 0, 1, 1, 1].
+    np.testing.assert_array_equal(pipeline.test_indices(2, 6).numpy(), [0, 0, 0, 1, 1, 1])
+
+
+@pytest.mark.parametrize("length", [1, 3, 399, 400, 401, 800, 1234])
+def test_train_indices_stay_in_their_strata(length):
+    grid = 400
+    idx = pipeline.train_indices(length, grid, tf.constant([7, 11], tf.int64)).numpy()
+    p = np.arange(grid + 1) * length / grid
+    low = np.floor(p[:-1])
+    high = np.append(np.floor(p[1:-1]), length - 1)
+    assert idx.shape == (grid,)
+    assert np.all(idx >= low) and np.all(idx <= high) and np.all(idx <= length - 1)
+
+
+def test_train_indices_by_hand_and_randomness():
+    # L = 800, T = 400: stratum i is [2i, 2i + 2] for i < 399, and [798, 799] for the last one.
+    draws = np.stack([pipeline.train_indices(800, 400, tf.constant([s, 0], tf.int64)).numpy() for s in range(200)])
+    assert set(np.unique(draws[:, 10])) == {20, 21, 22}
+    assert set(np.unique(draws[:, 399])) == {798, 799}
+    # The same seed gives the same draw; a different seed a different one.
+    a = pipeline.train_indices(800, 400, tf.constant([1, 2], tf.int64)).numpy()
+    np.testing.assert_array_equal(a, pipeline.train_indices(800, 400, tf.constant([1, 2], tf.int64)).numpy())
+    assert not np.array_equal(a, pipeline.train_indices(800, 400, tf.constant([1, 3], tf.int64)).numpy())
+
+
+def test_sampling_eager_equals_dataset_map():
+    seed = tf.constant([5, 6], tf.int64)
+    eager = pipeline.train_indices(517, 400, seed).numpy()
+    mapped = next(iter(tf.data.Dataset.from_tensors(517).map(lambda n: pipeline.train_indices(n, 400, seed))))
+    np.testing.assert_array_equal(eager, mapped.numpy())
+    eager_t = pipeline.test_indices(517, 400).numpy()
+    mapped_t = next(iter(tf.data.Dataset.from_tensors(517).map(lambda n: pipeline.test_indices(n, 400))))
+    np.testing.assert_array_equal(eager_t, mapped_t.numpy())
+
+
+def _write(tmp_path, lengths, d=3, c=4):
+    with tfrecord.ShardedWriter(str(tmp_path), "train", 2) as w:
+        for i, n in enumerate(lengths):
+            # Feature value = snippet index (+0.5 in flow), so sampled indices are visible in the batch.
+            rgb = np.repeat(np.arange(n, dtype=np.float32)[:, None], d, axis=1)
+            w.write(tfrecord.make_example(video_id=f"v{i}", subset="train", rgb=rgb, flow=rgb + 0.5,
+                                          labels=[i % c], duration=n * 0.64, fps=25.0, stride_frames=16))
+    return w.shards
+
+
+def test_train_dataset_yields_only_features_and_labels(tmp_path):
+    shards = _write(tmp_path, [5, 9, 700, 2])
+    ds = pipeline.make_train_dataset(shards, stream="flow", num_classes=4, feature_dim=3, num_snippets=8,
+                                     batch_size=3, seed=1)
+    inputs, labels = next(iter(ds))
+    assert set(inputs) == {"features", "mask"}  # no ids, durations or anything temporal
+    assert inputs["features"].shape == (3, 8, 3) and labels.shape == (3, 4)
+    np.testing.assert_array_equal(inputs["mask"].numpy(), np.ones((3, 8)))
+    np.testing.assert_array_equal(labels.numpy().sum(axis=1), [1, 1, 1])
+    # Flow features are index + 0.5, and indices are non-decreasing along time.
+    f = inputs["features"].numpy()[..., 0] - 0.5
+    assert np.all(np.diff(f, axis=1) >= 0) and np.all(f == np.round(f))
+    # Repeatable from the seed.
+    again = next(iter(pipeline.make_train_dataset(shards, stream="flow", num_classes=4, feature_dim=3,
+                                                  num_snippets=8, batch_size=3, seed=1)))
+    np.testing.assert_array_equal(again[0]["features"].numpy(), inputs["features"].numpy())
+
+
+def test_eval_dataset_grid_and_all_snippets(tmp_path):
+    shards = _write(tmp_path, [5, 9, 2])
+    grid = list(pipeline.make_eval_dataset(shards, num_classes=4, feature_dim=3, num_snippets=4, batch_size=8))
+    assert len(grid) == 1
+    b = grid[0]
+    ids = [v.decode() for v in b["video_id"].numpy()]
+    assert sorted(ids) == ["v0", "v1", "v2"]
+    first = ids.index("v0")  # 5 snippets on a grid of 4: floor([0, 1.25, 2.5, 3.75]) = [0, 1, 2, 3]
+    np.testing.assert_array_equal(b["rgb"].numpy()[first, :, 0], [0, 1, 2, 3])
+    np.testing.assert_array_equal(b["length"].numpy(), [4, 4, 4])
+    np.testing.assert_allclose(b["seconds_per_snippet"].numpy(), [0.64] * 3, rtol=1e-6)
+    full = next(iter(pipeline.make_eval_dataset(shards, num_classes=4, feature_dim=3, num_snippets=None,
+                                                batch_size=8)))
+    ids = [v.decode() for v in full["video_id"].numpy()]
+    i = ids.index("v2")
+    assert full["rgb"].shape[1] == 9  # padded to the longest video
+    np.testing.assert_array_equal(full["mask"].numpy()[i], [1, 1] + [0] * 7)
+    assert full["length"].numpy()[i] == 2 and full["num_snippets"].numpy()[i] == 2
