@@ -36,7 +36,7 @@ from stpn_tf.errors import StpnError
 
 METADATA_FILE = "dataset.json"
 GROUND_TRUTH_FILE = "ground_truth.json"
-_SHARD_RE = re.compile(r"^(?P<split>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.tfrecord$")
+SHARD_RE = re.compile(r"^(?P<split>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.tfrecord$")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -109,7 +109,8 @@ def make_example(
         "video/stride_frames": _ints([int(stride_frames)]),
     }
     example = tf.train.Example(features=tf.train.Features(feature=features))
-    return example.SerializeToString()
+    # Deterministic serialization makes a rebuild from the same inputs byte-identical.
+    return example.SerializeToString(deterministic=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -282,7 +283,7 @@ class ShardedWriter:
         # directory holds one consistent set.
         keep = {os.path.basename(p) for p in self.shards}
         for name in tf.io.gfile.listdir(self.out_dir):
-            m = _SHARD_RE.match(name)
+            m = SHARD_RE.match(name)
             if m and m.group("split") == self.split and name not in keep:
                 tf.io.gfile.remove(os.path.join(self.out_dir, name))
 
@@ -295,7 +296,7 @@ def remove_stale_temporaries(out_dir: str, split: str | None = None) -> int:
     for name in tf.io.gfile.listdir(out_dir):
         if not name.startswith(".") or ".tmp-" not in name:
             continue
-        m = _SHARD_RE.match(name[1:name.index(".tmp-")])
+        m = SHARD_RE.match(name[1:name.index(".tmp-")])
         if m and (split is None or m.group("split") == split):
             tf.io.gfile.remove(os.path.join(out_dir, name))
             removed += 1
@@ -313,7 +314,7 @@ def list_shards(dataset_dir: str, split: str) -> list[str]:
         raise StpnError(f"{dataset_dir}: dataset directory does not exist")
     found: dict[int, list[int]] = {}
     for name in tf.io.gfile.listdir(dataset_dir):
-        m = _SHARD_RE.match(name)
+        m = SHARD_RE.match(name)
         if m and m.group("split") == split:
             found.setdefault(int(m.group("count")), []).append(int(m.group("index")))
     if not found:
@@ -394,7 +395,7 @@ def tfrecord_dataset(paths: Sequence[str], *, shuffle_files: bool = False, seed:
         files = files.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
     cycle = cycle_length or min(len(paths), 4)
     return files.interleave(tf.data.TFRecordDataset, cycle_length=cycle, block_length=1,
-                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle_files)
+                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def find_corrupt_file(paths: Sequence[str]) -> tuple[str, str] | None:
