@@ -410,7 +410,7 @@ def th14kit_ap(data: EvalData, tiou_thresholds: Sequence[float]) -> np.ndarray:
     tp = ~free[d_gid, :, d_slot]  # [D_total, T] in group order
     # Unmatched detections overlapping an Ambiguous segment of their video are dropped.
     amb_hit = np.zeros(len(d_idx), bool)
-    if len(data.amb_video):
+    if len(data.amb_video) and len(d_idx):
         a_order = np.argsort(data.amb_video, kind="stable")
         a_v = data.amb_video[a_order]
         lo = np.searchsorted(a_v, data.pred_video[d_idx], "left")
