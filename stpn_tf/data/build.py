@@ -169,6 +169,16 @@ def _read_annotations(path: str, kind: str, allow_pickle: bool,
     return records, files
 
 
+def _taxonomy_leaves(path: str) -> list[str]:
+    """Sorted leaf names of an ActivityNet "taxonomy" (the 200 classes of v1.3); [] when absent."""
+    with open(path, encoding="utf-8") as f:
+        taxonomy = json.load(f).get("taxonomy") or []
+    if not isinstance(taxonomy, list) or not all(isinstance(n, dict) and "nodeName" in n for n in taxonomy):
+        raise StpnError(f"{path}: 'taxonomy' must be a list of nodes with 'nodeName'")
+    parents = {n.get("parentName") for n in taxonomy}
+    return sorted({n["nodeName"] for n in taxonomy if n["nodeName"] not in parents})
+
+
 def _read_classes(path: str) -> list[str]:
     """Class names from a text file (one per line) or a JSON list."""
     try:
@@ -356,7 +366,7 @@ def run_build_dataset(
       durations: folder with videoname.npy + duration.npy (Thumos14reduced) for annotations without
         durations (toolkit txt, BaS-Net gt.json).
       classes: class list file (one name per line, or a JSON list); default THUMOS14's 20 classes, or
-        for ActivityNet the sorted labels found in the built splits.
+        for ActivityNet the sorted leaf names of the JSON "taxonomy" (else all labels in the file).
       fps, stride_frames: snippet timing when the features carry none (default 25 fps, 16 frames).
       snippet_time: "fixed" (a snippet covers stride_frames / fps seconds) or "duration" (features
         resampled to a fixed length: a video's L snippets span its annotated duration).
@@ -432,7 +442,8 @@ def run_build_dataset(
     elif family == "thumos14":
         class_names = list(ann.THUMOS14_CLASSES)
     else:
-        class_names = sorted({label for _, r in selected for label in r.labels})
+        class_names = (_taxonomy_leaves(annotations) if kind == "json" else []) or \
+            sorted({label for r in records for label in r.labels})
     class_index = {name: i for i, name in enumerate(class_names)}
     for _, r in selected:
         for label in r.labels:
