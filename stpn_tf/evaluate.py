@@ -569,6 +569,33 @@ def default_tiou_thresholds(records: Sequence[VideoRecord], protocol: str) -> np
     return matlab_colon(0.1, 0.1, 0.9) if protocol == "th14kit" else THUMOS_TIOU.copy()
 
 
+def parse_tiou_thresholds(spec: str | Sequence[float] | None) -> list[float] | None:
+    """Parses the `--tiou_thresholds` flag.
+
+    Args:
+      spec: None or "" (protocol defaults), "thumos" (numpy.linspace(0.1, 0.9, 9)), "activitynet"
+        (numpy.linspace(0.5, 0.95, 10)), a comma-separated list "0.1,0.3,0.5", or a list of numbers.
+
+    Returns:
+      The thresholds, or None for the defaults.
+    """
+    if spec is None or (isinstance(spec, str) and not spec.strip()):
+        return None
+    if isinstance(spec, str):
+        named = {"thumos": THUMOS_TIOU, "activitynet": ACTIVITYNET_TIOU}
+        if spec.strip().lower() in named:
+            return named[spec.strip().lower()].tolist()
+        try:
+            values = [float(x) for x in spec.split(",") if x.strip()]
+        except ValueError:
+            raise StpnError(
+                f"--tiou_thresholds: expected 'thumos', 'activitynet' or numbers like '0.1,0.5', got {spec!r}"
+            ) from None
+    else:
+        values = [float(x) for x in spec]
+    return _check_thresholds(values).tolist()
+
+
 def _range_averages(thr: np.ndarray, m_ap: np.ndarray) -> dict[str, float]:
     out = {}
     for lo, hi in _AVERAGE_RANGES:

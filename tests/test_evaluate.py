@@ -313,6 +313,17 @@ def test_run_evaluate_json_ground_truth_single_protocol(tmp_path):
     assert written["per_class_ap"] == {"x": [1.0, 1.0], "y": [0.0, 0.0]} and res[0] == written
 
 
+def test_parse_tiou_thresholds():
+    assert E.parse_tiou_thresholds(None) is None and E.parse_tiou_thresholds("") is None
+    assert E.parse_tiou_thresholds("thumos")[2] == 0.30000000000000004
+    assert E.parse_tiou_thresholds("activitynet") == np.linspace(0.5, 0.95, 10).tolist()
+    assert E.parse_tiou_thresholds("0.1, 0.3,0.5") == [0.1, 0.3, 0.5]
+    with pytest.raises(StpnError, match="--tiou_thresholds"):
+        E.parse_tiou_thresholds("0.1;0.5")
+    with pytest.raises(StpnError, match="in \\[0, 1\\]"):
+        E.parse_tiou_thresholds("0.5,nan")
+
+
 def test_default_thresholds_by_dataset_size():
     small = [rec("v", [(0.0, 1.0, f"c{i}") for i in range(20)])]
     large = [rec("v", [(0.0, 1.0, f"c{i}") for i in range(21)])]
