@@ -1,0 +1,1 @@
+"""Apache Beam pipelines (optional `beam` extra): extraction + TFRecord building, batch localization."""

@@ -1,0 +1,258 @@
+"""Feature extraction and TFRecord building as one Apache Beam pipeline (the optional `beam` extra).
+
+    video paths -> Reshuffle -> ExtractDoFn (decode, TV-L1, both I3D streams; models loaded once per
+    worker in setup) -+-> per-video npy layout  <out>/<split>/{rgb,flow,meta}/<video>   (same files as
+                      |                          `stpn extract`)
+                      +-> tf.train.Example (stpn_tf.data.tfrecord.make_example)
+                          -> WriteToTFRecord <dataset>/<split>-SSSSS-of-NNNNN.tfrecord
+    then, in the driver: <dataset>/dataset.json (+ ground_truth.json when annotations are given).
+
+The same code runs on the DirectRunner (default) and on Dataflow, Flink or Spark runners; runner flags
+go in `pipeline_args` (docs/extract.md). A failing video is logged on one line and counted in the
+Beam metric stpn/failed_videos; the run returns 1 when it is non-zero.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+from absl import logging
+from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from stpn_tf.errors import StpnError
+from stpn_tf.extract import flow as flow_lib
+from stpn_tf.extract import pipeline as extract_lib
+
+_NAMESPACE = "stpn"
+
+
+class ExtractDoFn(beam.DoFn):
+    """path -> VideoFeatures; failures go to the "failed" output as one-line messages."""
+
+    def __init__(self, *, model_options: Mapping[str, Any], extract_options: Mapping[str, Any]):
+        self._model_options = dict(model_options)
+        self._extract_options = dict(extract_options)
+        self._models = None
+        self._failed = Metrics.counter(_NAMESPACE, "failed_videos")
+        self._written = Metrics.counter(_NAMESPACE, "extracted_videos")
+        self._snippets = Metrics.counter(_NAMESPACE, "extracted_snippets")
+        self._dim = Metrics.distribution(_NAMESPACE, "feature_dim")
+
+    def setup(self):
+        # Once per worker process: loading I3D is far too slow to repeat per element.
+        self._models = extract_lib.load_stream_models(**self._model_options)
+
+    def process(self, path: str):
+        rgb_model, flow_model = self._models
+        try:
+            features = extract_lib.extract_video(path, rgb_model=rgb_model, flow_model=flow_model,
+                                                 **self._extract_options)
+        except StpnError as error:
+            self._failed.inc()
+            logging.error("%s", error)
+            yield beam.pvalue.TaggedOutput("failed", str(error))
+            return
+        self._written.inc()
+        self._snippets.inc(features.num_snippets)
+        self._dim.update(int(features.rgb.shape[1]))
+        yield features
+
+
+def _write_npy(features: extract_lib.VideoFeatures, out: str, split: str) -> str:
+    extract_lib.write_video_features(out, split, features)
+    return features.video_id
+
+
+def _to_example(features: extract_lib.VideoFeatures, split: str,
+                labels: Mapping[str, Sequence[int]]) -> bytes:
+    from stpn_tf.data.tfrecord import make_example
+
+    return make_example(video_id=features.video_id, subset=split, rgb=features.rgb, flow=features.flow,
+                        labels=list(labels.get(features.video_id, ())), duration=features.duration,
+                        fps=features.fps, stride_frames=features.stride_frames)
+
+
+def _labels_from_annotations(annotations: str | None, annotations_subset: str | None,
+                             classes: Sequence[str], video_ids: Sequence[str]):
+    """(labels by video id, VideoRecords of the given videos) from ground truth, or empty."""
+    if annotations is None:
+        return {}, []
+    from stpn_tf.data import annotations as ann
+
+    if os.path.isdir(annotations):
+        records = ann.read_thumos14_toolkit(annotations, subset=annotations_subset or "test")
+    else:
+        records = ann.read_activitynet_json(annotations, subset=annotations_subset)
+    index = {name: i for i, name in enumerate(classes)}
+    wanted = set(video_ids)
+    labels: dict[str, list[int]] = {}
+    kept = []
+    for record in records:
+        if record.video_id not in wanted:
+            continue
+        unknown = [label for label in record.labels if label not in index]
+        if unknown:
+            raise StpnError(f"{annotations}: video {record.video_id} has labels {unknown} that are not "
+                            "in the class list")
+        labels[record.video_id] = sorted(index[label] for label in record.labels)
+        kept.append(record)
+    return labels, kept
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _metric(result, name: str):
+    metrics = result.metrics().query(MetricsFilter().with_namespace(_NAMESPACE).with_name(name))
+    for kind in ("counters", "distributions"):
+        if metrics[kind]:
+            return metrics[kind][0].committed
+    return None
+
+
+def run_beam_extract(*, videos: Sequence[str], out: str, dataset_dir: str, split: str,
+                     rgb_model: str, flow_model: str, fps: float = 25.0, stride_frames: int = 16,
+                     batch_size: int = 8, short_side: int = 256, crop_size: int = 224,
+                     tvl1_scales: int = 5, tvl1_warps: int = 5, tvl1_inner_iterations: int = 30,
+                     tvl1_outer_iterations: int = 10, rgb_feature_tensor: str | None = None,
+                     flow_feature_tensor: str | None = None,
+                     rgb_input_range: Sequence[float] | None = None,
+                     flow_input_range: Sequence[float] | None = None,
+                     annotations: str | None = None, annotations_subset: str | None = None,
+                     classes: Sequence[str] | None = None, dataset_name: str = "videos",
+                     num_shards: int = 4, pipeline_args: Sequence[str] = ()) -> int:
+    """Extracts features of `videos` and builds the TFRecord split `split` in one Beam pipeline.
+
+    Args:
+        videos: Video files and/or directories of video files (expanded in the driver).
+        out: Root of the per-video npy layout (as `stpn extract --out`).
+        dataset_dir: Dataset directory receiving `<split>-*.tfrecord`, dataset.json and, with
+            annotations, ground_truth.json. Other splits already there are kept if their settings
+            (classes, feature size, fps, stride) match.
+        split: Split name ("train" / "test").
+        rgb_model, flow_model, fps, stride_frames, batch_size, short_side, crop_size, tvl1_*,
+        rgb_feature_tensor, flow_feature_tensor, rgb_input_range, flow_input_range: as run_extract.
+        annotations: Optional ground truth (ActivityNet-layout JSON or THUMOS14 toolkit folder) giving
+            the video-level labels; videos without annotations get no labels.
+        annotations_subset: Subset of `annotations` to read ("validation" / "test" for THUMOS14).
+        classes: Class names (label index order); default THUMOS14's 20 classes.
+        dataset_name: "name" in dataset.json.
+        num_shards: TFRecord shards of this split.
+        pipeline_args: Beam flags, e.g. ["--runner=DataflowRunner", "--project=...", ...];
+            default the DirectRunner.
+
+    Returns:
+        0 if every video succeeded, 1 if any failed.
+    """
+    from stpn_tf.data import annotations as ann
+    from stpn_tf.data import tfrecord
+
+    if not split or "/" in split or split.startswith("."):
+        raise StpnError(f"invalid split name {split!r}")
+    if num_shards < 1:
+        raise StpnError(f"num_shards must be >= 1, got {num_shards}")
+    paths = extract_lib.expand_videos(videos)
+    class_names = list(classes) if classes else list(ann.THUMOS14_CLASSES)
+    video_ids = [extract_lib.video_id_from_path(p) for p in paths]
+    labels, records = _labels_from_annotations(annotations, annotations_subset, class_names, video_ids)
+
+    model_options = dict(rgb_model=rgb_model, flow_model=flow_model,
+                         rgb_feature_tensor=rgb_feature_tensor, flow_feature_tensor=flow_feature_tensor,
+                         rgb_input_range=rgb_input_range, flow_input_range=flow_input_range)
+    extract_options = dict(fps=fps, stride_frames=stride_frames, batch_size=batch_size,
+                           short_side=short_side, crop_size=crop_size,
+                           tvl1=flow_lib.TVL1Options(scales=tvl1_scales, warps=tvl1_warps,
+                                                     inner_iterations=tvl1_inner_iterations,
+                                                     outer_iterations=tvl1_outer_iterations))
+    os.makedirs(dataset_dir, exist_ok=True)
+    args = list(pipeline_args)
+    if not any(a == "--runner" or a.startswith("--runner=") for a in args):
+        # Pin the in-process runner: newer Beam releases may otherwise pick a runner that fetches
+        # a binary on first use.
+        args.append("--runner=DirectRunner")
+    options = PipelineOptions(args)
+    pipeline = beam.Pipeline(options=options)
+    extracted = (
+        pipeline
+        | "Videos" >> beam.Create(paths)
+        | "Spread" >> beam.Reshuffle()  # one video per work item, so workers share the load
+        | "Extract" >> beam.ParDo(ExtractDoFn(model_options=model_options,
+                                              extract_options=extract_options)).with_outputs(
+                                                  "failed", main="features"))
+    _ = extracted.features | "WriteNpy" >> beam.Map(_write_npy, out=out, split=split)
+    _ = (extracted.features
+         | "ToExample" >> beam.Map(_to_example, split=split, labels=labels)
+         | "WriteTFRecord" >> beam.io.WriteToTFRecord(
+             os.path.join(dataset_dir, split), file_name_suffix=".tfrecord", num_shards=num_shards))
+    result = pipeline.run()
+    result.wait_until_finish()
+
+    failed = _metric(result, "failed_videos") or 0
+    written = _metric(result, "extracted_videos") or 0
+    snippets = _metric(result, "extracted_snippets") or 0
+    dims = _metric(result, "feature_dim")
+    if written:
+        if dims is None or dims.min != dims.max:
+            raise StpnError(f"{dataset_dir}: videos have different feature sizes "
+                            f"({getattr(dims, 'min', '?')}..{getattr(dims, 'max', '?')})")
+        _write_dataset_metadata(
+            dataset_dir, split=split, name=dataset_name, classes=class_names, feature_dim=int(dims.max),
+            fps=fps, stride_frames=stride_frames, num_videos=int(written), num_snippets=int(snippets),
+            num_shards=num_shards, sources=[{"path": os.path.abspath(p), "bytes": os.path.getsize(p),
+                                             "sha256": _sha256(p)} for p in paths if os.path.isfile(p)],
+            records=records)
+    print(f"beam extract: {written} videos written, {failed} failed -> {out}/{split} and "
+          f"{os.path.join(dataset_dir, split)}-*.tfrecord", flush=True)
+    return 1 if failed else 0
+
+
+def _write_dataset_metadata(dataset_dir: str, *, split: str, name: str, classes: Sequence[str],
+                            feature_dim: int, fps: float, stride_frames: int, num_videos: int,
+                            num_snippets: int, num_shards: int, sources: list[dict[str, Any]],
+                            records: Sequence[Any]) -> None:
+    """Writes (or updates this split in) dataset.json, and ground_truth.json, atomically."""
+    from stpn_tf.data import annotations as ann
+    from stpn_tf.data import tfrecord
+
+    meta_path = os.path.join(dataset_dir, tfrecord.METADATA_FILE)
+    splits: dict[str, Any] = {}
+    old_sources: list[dict[str, Any]] = []
+    if os.path.exists(meta_path):
+        old = tfrecord.read_dataset_metadata(dataset_dir)
+        same = (old["classes"] == list(classes) and old["feature_dim"] == feature_dim
+                and float(old["fps"]) == float(fps) and old["stride_frames"] == stride_frames)
+        if not same:
+            raise StpnError(f"{meta_path}: existing dataset has other classes, feature size, fps or "
+                            "stride; use a new dataset directory")
+        splits = {s: v for s, v in old["splits"].items() if s != split}
+        old_sources = [s for s in old.get("sources", []) if s not in sources]
+    splits[split] = {"num_videos": num_videos, "num_snippets": num_snippets,
+                     "shards": [tfrecord.shard_name(split, i, num_shards) for i in range(num_shards)]}
+    metadata = {"name": name, "layout": "beam_extract", "classes": list(classes),
+                "feature_dim": feature_dim, "fps": float(fps), "stride_frames": int(stride_frames),
+                "splits": dict(sorted(splits.items())), "sources": old_sources + sources}
+
+    if records:
+        truth_path = os.path.join(dataset_dir, tfrecord.GROUND_TRUTH_FILE)
+        merged = {}
+        if os.path.exists(truth_path):
+            merged = {r.video_id: r for r in ann.read_activitynet_json(truth_path) if r.subset != split}
+        for record in records:
+            merged[record.video_id] = ann.VideoRecord(
+                video_id=record.video_id, subset=split, duration=record.duration, labels=record.labels,
+                segments=record.segments, ambiguous=record.ambiguous)
+        ann.write_activitynet_json(list(merged.values()), truth_path)
+    ann.atomic_write_text(meta_path, json.dumps(metadata, indent=1) + "\n")
