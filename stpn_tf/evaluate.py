@@ -763,13 +763,16 @@ def read_toolkit_results(path: str, ucf101_ids: Mapping[str, int], *, unknown_la
             cid = int(fields[3])
             conf = float(fields[4])
         except ValueError:
-            raise StpnError(f"{where}: class id must be an integer and confidence a number, got {line.strip()!r}") from None
+            raise StpnError(
+                f"{where}: class id must be an integer and confidence a number, got {line.strip()!r}"
+            ) from None
         if not math.isfinite(conf):
             raise StpnError(f"{where}: confidence is {fields[4]} (NaN and infinite scores are not allowed)")
         if cid not in names:
             if not unknown_labels_as_fp:
                 raise StpnError(
-                    f"{where}: class id {cid} is not in det.txt; pass --unknown_labels_as_fp to count it as a false positive"
+                    f"{where}: class id {cid} is not in det.txt; "
+                    "pass --unknown_labels_as_fp to count it as a false positive"
                 )
             label = f"UCF101 id {cid}"
         else:

@@ -238,7 +238,10 @@ def test_bad_prediction_files(tmp_path):
     cases = {
         "broken.json": ('{"results": {"v": [', "broken.json: malformed JSON at line 1"),
         "nores.json": ('{"version": "1"}', "nores.json: missing 'results'"),
-        "nan.json": ('{"results": {"v": [{"label": "x", "score": NaN, "segment": [0, 1]}]}}', "nan.json: video 'v', detection 0: score is nan"),
+        "nan.json": (
+            '{"results": {"v": [{"label": "x", "score": NaN, "segment": [0, 1]}]}}',
+            "nan.json: video 'v', detection 0: score is nan",
+        ),
         "dets.txt": ("v 0.0 1.0 7\n", "dets.txt: line 1: expected 'video start end class_id confidence'"),
     }
     det_txt = os.path.join(KIT, "det.txt")
@@ -277,14 +280,18 @@ def test_perfect_detections_on_real_thumos14_toolkit_folder(tmp_path):
     for r in records:
         for s in r.segments:
             k += 1
-            results.setdefault(r.video_id, []).append({"label": s.label, "score": 1.0 - k * 1e-5, "segment": [s.start, s.end]})
+            det = {"label": s.label, "score": 1.0 - k * 1e-5, "segment": [s.start, s.end]}
+            results.setdefault(r.video_id, []).append(det)
     txt = str(tmp_path / "results.txt")
     assert E.write_toolkit_results({"results": results}, txt, A.read_ucf101_ids(os.path.join(KIT, "det.txt"))) == 3358
     # First video video_test_0000004, first segment CricketBowling 0.2-1.1 (UCF101 id 23 in det.txt).
     assert open(txt).readline().split() == ["video_test_0000004", "0.2", "1.1", "23", "0.99999"]
     out = io.StringIO()
     json_out = str(tmp_path / "eval.json")
-    res = E.run_evaluate(ground_truth=KIT, predictions=txt, subset="test", protocol="both", tiou_thresholds=None, json_out=json_out, out=out)
+    res = E.run_evaluate(
+        ground_truth=KIT, predictions=txt, subset="test", protocol="both", tiou_thresholds=None,
+        json_out=json_out, out=out,
+    )
     assert [r["protocol"] for r in res] == ["activitynet", "th14kit"]
     for r in res:
         assert r["mAP"] == [1.0] * 9 and len(r["per_class_ap"]) == 20
@@ -307,7 +314,9 @@ def test_run_evaluate_json_ground_truth_single_protocol(tmp_path):
     A.write_activitynet_json([rec("v", [(0.0, 10.0, "x"), (20.0, 30.0, "y")])], gt_path)
     with open(pred_path, "w") as f:
         json.dump(preds(("v", "x", 0.9, 1.0, 10.0)), f)
-    res = E.run_evaluate(ground_truth=gt_path, predictions=pred_path, tiou_thresholds=[0.5, 0.75], json_out=out_path, out=io.StringIO())
+    res = E.run_evaluate(
+        ground_truth=gt_path, predictions=pred_path, tiou_thresholds=[0.5, 0.75], json_out=out_path, out=io.StringIO()
+    )
     written = json.load(open(out_path))
     assert written["protocol"] == "activitynet" and written["mAP"] == [0.5, 0.5] and written["average_mAP"] == 0.5
     assert written["per_class_ap"] == {"x": [1.0, 1.0], "y": [0.0, 0.0]} and res[0] == written
@@ -371,8 +380,8 @@ THRESHOLDS = [0.0, 0.1, 0.2, 0.25, 1 / 3, 0.5, 0.6, 0.7000000000000001, 0.9, 1.0
 def test_vectorized_equals_loop(instance):
     records, p = instance
     data = E.build_eval_data(records, p["results"], unknown_labels_as_fp=True)
-    np.testing.assert_allclose(E.activitynet_ap(data, THRESHOLDS), E.activitynet_ap_loop(data, THRESHOLDS), rtol=0, atol=1e-12)
-    np.testing.assert_allclose(E.th14kit_ap(data, THRESHOLDS), E.th14kit_ap_loop(data, THRESHOLDS), rtol=0, atol=1e-12)
+    for fast, loop in ((E.activitynet_ap, E.activitynet_ap_loop), (E.th14kit_ap, E.th14kit_ap_loop)):
+        np.testing.assert_allclose(fast(data, THRESHOLDS), loop(data, THRESHOLDS), rtol=0, atol=1e-12)
 
 
 @settings(max_examples=40, deadline=None)
