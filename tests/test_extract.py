@@ -357,3 +357,57 @@ def test_expand_videos_rejects_collisions_and_empty_dirs(tmp_path):
     (tmp_path / "c").mkdir()
     with pytest.raises(StpnError, match="no video files"):
         pipeline.expand_videos([str(tmp_path / "c")])
+
+
+# ---------------------------------------------------------------- localize_videos (stpn localize)
+
+
+def _write_workdir(workdir, classes, feature_dim=1024):
+    from stpn_tf.model.stpn import STPN, stream_model_path
+
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "classes.json"), "w") as handle:
+        json.dump(classes, handle)
+    for seed, stream in enumerate(("rgb", "flow")):
+        tf.keras.utils.set_random_seed(seed)
+        model = STPN(num_classes=len(classes))
+        model({"features": tf.zeros([1, 4, feature_dim]), "mask": tf.ones([1, 4])})
+        path = stream_model_path(workdir, stream)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        model.save(path)
+
+
+def test_localize_videos_writes_detections_and_figures(models, tiny_video, tmp_path):
+    from stpn_tf.extract import localize_videos as lv
+    from stpn_tf.model.stpn import load_stream_model
+
+    workdir = str(tmp_path / "workdir")
+    _write_workdir(workdir, ["Diving", "HighJump", "PoleVault"])
+    (tmp_path / "bad.mp4").write_bytes(b"")
+    out = str(tmp_path / "localized")
+    code = lv.localize_videos(videos=[tiny_video, str(tmp_path / "bad.mp4")], workdir=workdir,
+                              out_dir=out, rgb_model=models["rgb_dir"], flow_model=models["flow_dir"],
+                              tvl1_scales=2, tvl1_warps=1, tvl1_inner_iterations=5,
+                              tvl1_outer_iterations=1, jit_compile=False)
+    assert code == 1  # bad.mp4 failed, the tiny clip went through
+
+    with open(os.path.join(out, "detections.json")) as handle:
+        results = json.load(handle)
+    assert list(results["results"]) == ["tiny_clip"]
+    for detection in results["results"]["tiny_clip"]:
+        start, end = detection["segment"]
+        assert 0.0 <= start <= end <= 1.4 + 1e-6  # clipped to the 1.4 s duration
+        assert detection["label"] in ("Diving", "HighJump", "PoleVault")
+    with open(os.path.join(out, "figures", "tiny_clip.png"), "rb") as handle:
+        assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert os.path.exists(os.path.join(out, "features", "videos", "meta", "tiny_clip.json"))
+
+    # Grid of 400 over L = 2 snippets: indices floor(arange(400) * 2 / 400) -> 200 x snippet 0, then
+    # 200 x snippet 1, so the attention is constant on each half and equals the model on that snippet.
+    features = np.load(os.path.join(out, "features", "videos", "rgb", "tiny_clip.npy"))
+    model = load_stream_model(workdir, "rgb")
+    grid = lv.stream_outputs(model, features, 400)["attention"]
+    direct = lv.stream_outputs(model, features, None)["attention"]
+    assert grid.shape == (400,) and direct.shape == (2,)
+    np.testing.assert_allclose(grid[:200], direct[0], rtol=1e-5)
+    np.testing.assert_allclose(grid[200:], direct[1], rtol=1e-5)
