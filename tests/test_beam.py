@@ -92,3 +92,45 @@ def test_beam_pipeline_equals_single_process(inputs, tmp_path, capsys):
 
     truth = ann.read_activitynet_json(os.path.join(dataset, tfrecord.GROUND_TRUTH_FILE))
     assert [(r.video_id, r.subset, r.labels) for r in truth] == [("clip_a", "test", ("Diving",))]
+
+
+def test_beam_localize_equals_single_process(inputs, tmp_path):
+    from stpn_tf import inference
+    from stpn_tf.beam import localize as beam_localize
+    from stpn_tf.extract import localize_videos as lv
+    from stpn_tf.model.stpn import load_classes, load_stream_model
+    from tests.test_extract import _write_workdir
+
+    features = str(tmp_path / "features")
+    pipeline.run_extract(videos=[str(inputs / "videos" / "clip_a.avi"), str(inputs / "videos" / "clip_b.avi")],
+                         out=features, split="test", rgb_model=str(inputs / "rgb"),
+                         flow_model=str(inputs / "flow"), **FAST)
+    workdir = str(tmp_path / "workdir")
+    _write_workdir(workdir, ["Diving", "HighJump", "PoleVault"])
+    output = str(tmp_path / "detections.json")
+    assert beam_localize.run_beam_localize(features=features, split="test", workdir=workdir,
+                                           output=output) == 0
+    with open(output) as handle:
+        beamed = json.load(handle)["results"]
+
+    # Single-process reference: the same streams and localization, all videos in one batch.
+    models = {s: load_stream_model(workdir, s) for s in ("rgb", "flow")}
+    per_video = []
+    for video in ("clip_a", "clip_b"):
+        paths = pipeline.output_paths(features, "test", video)
+        with open(paths["meta"]) as handle:
+            meta = json.load(handle)
+        item = pipeline.VideoFeatures(video_id=video, rgb=np.load(paths["rgb"]), flow=np.load(paths["flow"]),
+                                      fps=meta["fps"], stride_frames=meta["stride_frames"],
+                                      num_frames=meta["num_frames"], duration=meta["duration"])
+        per_video.append({"features": item,
+                          "outputs": {s: lv.stream_outputs(models[s], getattr(item, s), 400) for s in models}})
+    raw = lv._raw_outputs(per_video, load_classes(workdir), fps=25.0, stride_frames=16)
+    expected = inference.localize_raw(raw, jit_compile=False)["results"]
+
+    assert sorted(beamed) == sorted(expected) == ["clip_a", "clip_b"]
+    for video in expected:
+        assert [d["label"] for d in beamed[video]] == [d["label"] for d in expected[video]]
+        for got, want in zip(beamed[video], expected[video]):
+            assert got["score"] == pytest.approx(want["score"], rel=1e-5, abs=1e-6)
+            assert got["segment"] == pytest.approx(want["segment"], rel=1e-5, abs=1e-5)
