@@ -250,3 +250,18 @@ def test_read_dataset_metadata(tmp_path):
         tfrecord.read_dataset_metadata(d)
     path.write_text(json.dumps(meta))
     assert tfrecord.read_dataset_metadata(d) == meta
+
+
+def test_parse_one_stream_only():
+    ser, rgb, _ = _example()
+    ds = tf.data.Dataset.from_tensors(ser).map(
+        lambda s: tfrecord.parse_example(s, num_classes=C, feature_dim=D, streams=("rgb",)))
+    out = next(iter(ds))
+    assert "video/flow" not in out
+    np.testing.assert_array_equal(out["video/rgb"].numpy(), rgb)
+    # The skipped stream is not checked either: a bad flow length goes unnoticed, a bad rgb one does not.
+    bad_flow = _raw_example(3, rgb_values=12, flow_values=5)
+    assert tfrecord.parse_example(tf.constant(bad_flow), num_classes=C, feature_dim=D,
+                                  streams=("rgb",))["video/rgb"].shape == (3, D)
+    with pytest.raises(ValueError, match="streams must be"):
+        tfrecord.parse_example(tf.constant(ser), num_classes=C, feature_dim=D, streams=("depth",))

@@ -347,6 +347,7 @@ def run_build_dataset(
     keep_unlabeled: bool = False,
     progress: bool = True,
     progress_every: int = 100,
+    feature_source: feat.FeatureSource | None = None,
 ) -> int:
     """Builds a dataset directory (TFRecord shards per split, dataset.json, ground_truth.json).
 
@@ -380,6 +381,9 @@ def run_build_dataset(
         video_test_0001292, only Ambiguous); they are skipped by default, as in Thumos14reduced.
       progress: show progress (a bar on a terminal, log lines otherwise).
       progress_every: videos between log lines when not on a terminal.
+      feature_source: programmatic use only: an object with the `features.FeatureSource` methods used
+        instead of the layout's reader (custom layouts, synthetic benchmarks); `features` then only
+        names it in messages and is hashed into dataset.json if it is a file.
 
     Returns:
       0 on success (the summary is printed to stdout).
@@ -454,13 +458,16 @@ def run_build_dataset(
 
     # ---- Features. ----
     timing = {"fps": fps or feat.DEFAULT_FPS, "stride_frames": stride_frames or feat.DEFAULT_STRIDE_FRAMES}
-    if reader_kind == "joint_npy":
+    source: feat.FeatureSource
+    if feature_source is not None:
+        source = feature_source
+    elif reader_kind == "joint_npy":
         if os.path.isdir(features):
             features = os.path.join(features, THUMOS14_JOINT_FEATURES)
         if os.path.isfile(os.path.join(annotations, "extracted_fps.npy")):
             logging.info("%s says 10 fps; the Thumos14reduced features are 25 fps / 16-frame snippets "
                          "(spec §5), which is what is used", os.path.join(annotations, "extracted_fps.npy"))
-        source: feat.FeatureSource = feat.JointNpyFeatures(
+        source = feat.JointNpyFeatures(
             features, _video_names(annotations), allow_pickle=allow_pickle, **timing)
     elif reader_kind == "npy":
         source = feat.PerVideoNpyFeatures(features, **timing)
@@ -559,7 +566,9 @@ def run_build_dataset(
     sources = [_file_entry(p) for p in annotation_files]
     if durations:
         sources += [_file_entry(os.path.join(durations, n)) for n in ("videoname.npy", "duration.npy")]
-    if reader_kind == "npy":
+    if feature_source is not None:
+        sources += [_file_entry(p) for p in source.source_files(built_ids) if os.path.isfile(p)]
+    elif reader_kind == "npy":
         sources.append(_folder_entry(features, source.source_files(built_ids)))
     else:
         sources.append(_file_entry(features))

@@ -150,13 +150,16 @@ def _decode_stream(raw: tf.Tensor, name: str, video_id: tf.Tensor, num_snippets:
         return tf.reshape(flat, [-1, feature_dim])
 
 
-def parse_example(serialized: tf.Tensor, *, num_classes: int, feature_dim: int) -> dict[str, tf.Tensor]:
+def parse_example(serialized: tf.Tensor, *, num_classes: int, feature_dim: int,
+                  streams: Sequence[str] = ("rgb", "flow")) -> dict[str, tf.Tensor]:
     """Parses one serialized video example; works eagerly and inside `Dataset.map`.
 
     Args:
       serialized: scalar tf.string, one record written by `make_example`.
       num_classes: C, length of the multi-hot label vector.
       feature_dim: D per stream, static so the outputs have a static last dimension.
+      streams: which of "rgb" / "flow" to decode; a one-stream training pipeline skips the other's
+        copy (its "video/<stream>" key is then absent).
 
     Returns:
       A dict with "video/id" tf.string [], "video/subset" tf.string [], "video/num_snippets" int32 [],
@@ -168,7 +171,12 @@ def parse_example(serialized: tf.Tensor, *, num_classes: int, feature_dim: int) 
       differs from `feature_dim`, a stream's byte length is not num_snippets * feature_dim * 4, or a
       label index is outside [0, num_classes).
     """
-    parsed = tf.io.parse_single_example(serialized, _FEATURE_SPEC)
+    unknown = set(streams) - {"rgb", "flow"}
+    if unknown or not streams:
+        raise ValueError(f"streams must be a non-empty subset of ('rgb', 'flow'), got {streams!r}")
+    # Leaving the other stream out of the spec skips copying its bytes, not only decoding them.
+    spec = {k: v for k, v in _FEATURE_SPEC.items() if k not in ("video/rgb", "video/flow") or k[6:] in streams}
+    parsed = tf.io.parse_single_example(serialized, spec)
     video_id = parsed["video/id"]
     num_snippets = tf.cast(parsed["video/num_snippets"], tf.int32)
     stored_dim = tf.cast(parsed["video/feature_dim"], tf.int32)
@@ -186,8 +194,8 @@ def parse_example(serialized: tf.Tensor, *, num_classes: int, feature_dim: int) 
     ]
     checks = [c for c in checks if c is not None]  # eager asserts return None after passing
     with tf.control_dependencies(checks):
-        rgb = _decode_stream(parsed["video/rgb"], "video/rgb", video_id, num_snippets, feature_dim)
-        flow = _decode_stream(parsed["video/flow"], "video/flow", video_id, num_snippets, feature_dim)
+        decoded = {f"video/{s}": _decode_stream(parsed[f"video/{s}"], f"video/{s}", video_id, num_snippets,
+                                                feature_dim) for s in ("rgb", "flow") if s in streams}
         # Sum of one-hot rows; labels are unique by construction, the minimum guards hand-made records.
         multi_hot = tf.minimum(
             tf.reduce_sum(tf.one_hot(label_ids, num_classes, dtype=tf.float32), axis=0), 1.0)
@@ -196,8 +204,7 @@ def parse_example(serialized: tf.Tensor, *, num_classes: int, feature_dim: int) 
         "video/id": video_id,
         "video/subset": parsed["video/subset"],
         "video/num_snippets": num_snippets,
-        "video/rgb": rgb,
-        "video/flow": flow,
+        **decoded,
         "video/labels": multi_hot,
         "video/duration": parsed["video/duration"],
         # One snippet covers stride_frames / fps seconds (spec §3 step 8); stpn_tf.timeline does the
