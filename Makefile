@@ -10,7 +10,7 @@ WORKDIR ?= work/demo
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,beam]'
 	touch $(STAMP)
 
 venv: $(STAMP)

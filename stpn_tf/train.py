@@ -27,6 +27,16 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     raise StpnError(f"unknown strategy {name!r}; expected 'default', 'mirrored' or 'one_device:<device>'")
 
 
+def _set_op_determinism(enabled: bool) -> None:
+    if enabled:
+        tf.config.experimental.enable_op_determinism()
+    else:
+        # TF has no public switch-off; a process that trains twice (the demo) needs it for the second run.
+        from tensorflow.python.framework import config as tf_config
+
+        tf_config.disable_op_determinism()
+
+
 def save_model_atomically(model: keras.Model, path: str) -> None:
     """Saves a `.keras` file under a temporary name in the same directory, then renames it."""
     directory, name = os.path.split(path)
@@ -87,16 +97,16 @@ def run_train(
         shards, stream=stream, num_classes=len(classes), feature_dim=meta["feature_dim"],
         num_snippets=num_snippets, batch_size=batch_size, shuffle_buffer=shuffle_buffer, seed=seed,
     )
+    # Keras refuses XLA when op determinism is already on (some XLA GPU kernels are non-deterministic), so
+    # compile first and switch determinism on afterwards. The train step here (dense layers, reductions)
+    # runs deterministically under XLA on CPU; tests/test_train.py checks two runs give identical weights.
+    _set_op_determinism(False)
     with dist.scope():
         model = STPN(len(classes), attention_units=attention_units, pooling=pooling, variant=variant, beta=beta)
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), jit_compile=jit_compile)
         # BackupAndRestore needs built variables before fit() (it restores into them).
         model({"features": tf.zeros([1, num_snippets, meta["feature_dim"]]), "mask": tf.ones([1, num_snippets])})
-    if deterministic:
-        # After compile(): Keras turns XLA off when op determinism is already on, because some XLA GPU
-        # kernels are non-deterministic. The train step here (dense layers, reductions) runs
-        # deterministically under XLA on CPU; tests/test_train.py checks two runs give identical weights.
-        tf.config.experimental.enable_op_determinism()
+    _set_op_determinism(deterministic)
     epochs = -(-steps // steps_per_epoch)
     callbacks = [
         keras.callbacks.BackupAndRestore(os.path.join(stream_dir, "backup")),
