@@ -195,6 +195,37 @@ def write_activitynet_release(root: str, *, feature_dim: int = 8, seed: int = 0,
     return {"annotations": path, "features": h5_path}
 
 
+RELEASE_WRITERS = {
+    "thumos14_reduced": lambda root, d: write_thumos14_reduced_release(
+        root, indices=pick_thumos14_videos(6, 4), feature_dim=d),
+    "thumos14_npy": lambda root, d: write_basnet_release(root, num_train=6, num_test=4, feature_dim=d),
+    "thumos14_extract": lambda root, d: write_toolkit_extract_release(root, num_train=6, num_test=4,
+                                                                      feature_dim=d),
+    "activitynet_h5": lambda root, d: write_activitynet_release(root, feature_dim=d),
+}
+
+
+def build_tiny_dataset(root: str, release: str = "thumos14_reduced", feature_dim: int = 8) -> str:
+    """Writes a tiny release of kind `release` (a RELEASE_WRITERS key) under `root`, runs
+    build-dataset on it and returns the dataset directory (for the end-to-end test)."""
+    files = RELEASE_WRITERS[release](os.path.join(root, "release"), feature_dim)
+    layout = "thumos14_npy" if release == "thumos14_extract" else release
+    out = os.path.join(root, "dataset")
+    run_build_dataset(layout=layout, out=out, allow_pickle=release == "thumos14_reduced", progress=False,
+                      **files)
+    return out
+
+
+@pytest.mark.parametrize("release", sorted(RELEASE_WRITERS))
+def test_build_tiny_dataset_for_end_to_end(tmp_path, release):
+    out = build_tiny_dataset(str(tmp_path), release)
+    meta = tfrecord.read_dataset_metadata(out)
+    for split in ("train", "test"):
+        shards = tfrecord.list_shards(out, split)
+        assert sum(1 for _ in tfrecord.read_records(shards)) == meta["splits"][split]["num_videos"] > 0
+    assert meta["feature_dim"] == 8
+
+
 def build(out, **kwargs):
     kwargs.setdefault("progress", False)
     return run_build_dataset(out=str(out), **kwargs)

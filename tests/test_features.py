@@ -89,7 +89,7 @@ def test_per_video_npy_with_and_without_meta(tmp_path):
 
 def test_per_video_npy_bad_inputs(tmp_path):
     root = str(tmp_path / "f")
-    _per_video(root, "train", "v1", np.zeros((3, 4), np.float32), None)
+    _per_video(root, "other", "v1", np.zeros((3, 4), np.float32), None)  # a split without meta folder
     _per_video(root, "train", "v2", np.zeros((3, 4), np.float32), np.zeros((3, 4), np.float32),
                meta="{fps: 25")
     _per_video(root, "train", "v3", np.zeros((3, 4), np.float32), np.zeros((3, 4), np.float32),
@@ -98,7 +98,7 @@ def test_per_video_npy_bad_inputs(tmp_path):
                meta={"fps": 0})
     obj = np.empty(1, dtype=object)
     obj[0] = [1, 2]
-    _per_video(root, "train", "v5", obj, np.zeros((3, 4), np.float32))
+    _per_video(root, "other", "v5", obj, np.zeros((3, 4), np.float32))
     src = feat.PerVideoNpyFeatures(root)
     with pytest.raises(StpnError, match="v1.npy: missing flow features for video v1"):
         src.read("v1")
@@ -112,7 +112,7 @@ def test_per_video_npy_bad_inputs(tmp_path):
         src.read("v5")
     # The same video in two split folders is a duplicate id.
     _per_video(root, "test", "v1", np.zeros((3, 4), np.float32), np.zeros((3, 4), np.float32))
-    with pytest.raises(StpnError, match="duplicate video id 'v1' in split folders 'test' and 'train'"):
+    with pytest.raises(StpnError, match="duplicate video id 'v1' in split folders 'other' and 'test'"):
         feat.PerVideoNpyFeatures(root)
     with pytest.raises(StpnError, match="no '<split>/rgb'"):
         feat.PerVideoNpyFeatures(str(tmp_path))
@@ -144,3 +144,11 @@ def test_h5_groups_joint_and_v_prefix(tmp_path):
     not_h5.write_bytes(b"definitely not hdf5")
     with pytest.raises(StpnError, match="not.h5: cannot open as HDF5"):
         feat.H5Features(str(not_h5))
+
+
+def test_per_video_npy_without_meta_in_an_extract_folder_is_unfinished(tmp_path):
+    root = str(tmp_path / "features")
+    _per_video(root, "test", "done", np.zeros((2, 4)), np.zeros((2, 4)), meta={"fps": 25.0})
+    _per_video(root, "test", "cut", np.zeros((2, 4)), np.zeros((2, 4)))  # killed before its meta
+    src = feat.PerVideoNpyFeatures(root)
+    assert src.has("done") and not src.has("cut") and src.unfinished == ["cut"]

@@ -474,6 +474,9 @@ def run_build_dataset(
     else:
         source = feat.H5Features(features, **timing)
 
+    if getattr(source, "unfinished", None):
+        info["feature videos without their meta json (unfinished extraction, ignored)"] += \
+            len(source.unfinished)
     split_names = sorted({split for split, _ in selected}, key=["train", "test"].index)
     counts_wanted = {s: sum(1 for sp, _ in selected if sp == s) for s in split_names}
     shards_per_split = {}

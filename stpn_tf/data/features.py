@@ -11,7 +11,8 @@ Layouts:
     Loading it needs pickle (see `PICKLE_EXPLANATION`).
   * `PerVideoNpyFeatures`: `<root>/<split>/{rgb,flow}/<video>.npy`, each [T, D] (BaS-Net family, and
     what `stpn extract` writes), with optional `<root>/<split>/meta/<video>.json` holding any of
-    "fps", "stride_frames", "num_frames", "num_snippets", "duration".
+    "fps", "stride_frames", "num_frames", "num_snippets", "duration". When a split has a `meta` folder,
+    a video without its meta file counts as absent (`stpn extract` writes it last).
   * `H5Features`: one HDF5 file keyed by video id (a "v_" prefix, common in ActivityNet releases, is
     also tried). Each key is a group with "rgb" and "flow" datasets [T, D], or a single dataset [T, 2D]
     split like the joint array. Optional attributes "fps", "stride_frames", "duration".
@@ -198,6 +199,7 @@ class PerVideoNpyFeatures:
         self.fps = float(fps)
         self.stride_frames = int(stride_frames)
         self._where: dict[str, str] = {}  # video id -> split folder
+        self.unfinished: list[str] = []  # videos with features but no meta json (extraction cut short)
         split_dirs = sorted(d for d in os.listdir(root)
                             if os.path.isdir(os.path.join(root, d, "rgb"))
                             or os.path.isdir(os.path.join(root, d, "flow")))
@@ -210,6 +212,12 @@ class PerVideoNpyFeatures:
                 folder = os.path.join(root, split, stream)
                 if os.path.isdir(folder):
                     names |= {n[:-4] for n in os.listdir(folder) if n.endswith(".npy")}
+            meta_dir = os.path.join(root, split, "meta")
+            if os.path.isdir(meta_dir):
+                # `stpn extract` writes meta/<video>.json last: without it the video is unfinished.
+                finished = {n[:-5] for n in os.listdir(meta_dir) if n.endswith(".json")}
+                self.unfinished += sorted(names - finished)
+                names &= finished
             for name in sorted(names):
                 if name in self._where:
                     raise StpnError(f"{root}: duplicate video id {name!r} in split folders "
