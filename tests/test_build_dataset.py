@@ -579,5 +579,8 @@ def test_corrupt_tfrecord_at_training_time_names_the_file(tmp_path):
 def test_unknown_layout_and_missing_annotations(tmp_path):
     with pytest.raises(StpnError, match="unknown layout 'thumos15'"):
         build(tmp_path / "ds", layout="thumos15", annotations="a", features="f")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StpnError, match="file: output exists and is not a directory"):
+        build(tmp_path / "file", layout="thumos14_npy", annotations="a", features="f")
     with pytest.raises(StpnError, match="nope: annotations not found"):
         build(tmp_path / "ds", layout="thumos14_npy", annotations=str(tmp_path / "nope"), features="f")

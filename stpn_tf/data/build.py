@@ -399,6 +399,8 @@ def run_build_dataset(
         raise StpnError(f"snippet_time must be 'fixed' or 'duration', got {snippet_time!r}")
     if feature_dim is not None and feature_dim < 1:
         raise StpnError(f"feature_dim must be >= 1, got {feature_dim}")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise StpnError(f"{out}: output exists and is not a directory")
     family, reader_kind = LAYOUTS[layout]
     warnings = _Warnings(strict)
     started = time.monotonic()
