@@ -134,9 +134,10 @@ def _stream_components(psi, score_sequence, valid_length, class_kept, *, tcam_th
     high = tf.where(nonempty, high, -tf.ones_like(high))
     count = high - low + 1.0                                                             # 0 when empty
 
-    # Sum of y_i + d_i * r / k over r in [low, high] (arithmetic series).
+    # k times the sum of y_i + d_i * r / k over r in [low, high] (an arithmetic series). Scaling by k
+    # keeps constant divisors out of the graph (see timeline.positions_to_seconds_tf for why).
     score_slope = _interval_slopes(score_sequence, valid_length)
-    run_sum = count * score_sequence + score_slope * (low + high) * count / (2.0 * kf)
+    run_sum = count * (kf * score_sequence + score_slope * ((low + high) * 0.5))
     run_sum = tf.where(nonempty, run_sum, tf.zeros_like(run_sum))
     cumulative = tf.cumsum(run_sum, axis=-1)                                             # [B, C, T]
 
@@ -152,7 +153,7 @@ def _stream_components(psi, score_sequence, valid_length, class_kept, *, tcam_th
     low_at_start = tf.gather(low, start_interval, batch_dims=2, axis=2)
     first = tf.cast(start_interval, _F64) * kf + low_at_start
     last = tf.cast(index, _F64) * kf + high
-    mean_score = (cumulative - cumulative_before) / tf.maximum(last - first + 1.0, 1.0)
+    mean_score = (cumulative - cumulative_before) / (tf.maximum(last - first + 1.0, 1.0) * kf)
 
     valid = ends & class_kept
     neg_inf = tf.constant(-math.inf, _F64)
@@ -288,7 +289,8 @@ def localize(rgb: Mapping[str, tf.Tensor], flow: Mapping[str, tf.Tensor], *, len
     mixed = alpha * a["rgb"] + (1.0 - alpha) * a["flow"]
     per_stream = []
     for name, stream in (("rgb", rgb), ("flow", flow)):
-        attention = tf.cast(stream["attention"], _F64)[:, tf.newaxis, :]                 # [B, 1, T]
+        # Broadcast explicitly: with equal shapes TF's graph optimizer does not reorder the products.
+        attention = tf.broadcast_to(tf.cast(stream["attention"], _F64)[:, tf.newaxis, :], tf.shape(mixed))
         psi = attention * tf.sigmoid(a[name])
         score_sequence = attention * mixed
         class_kept = (tf.cast(stream["probabilities"], _F64) >= class_threshold)[..., tf.newaxis]
@@ -323,11 +325,11 @@ def localize(rgb: Mapping[str, tf.Tensor], flow: Mapping[str, tf.Tensor], *, len
     classes = tf.where(slot_valid, top_index // num_slots, -1)
     start = tf.gather(flat_first, top_index, batch_dims=1)
     end = tf.gather(flat_last, top_index, batch_dims=1)
-    grid_start, grid_end = timeline.interpolated_run_to_grid(start, end, k)
-    grid = tf.stack([grid_start, grid_end], axis=-1)                                      # [B, K, 2]
+    # The run [start, end] covers grid coordinates [start / k, (end + 1) / k].
+    positions = tf.stack([start, end + 1.0], axis=-1)                                    # [B, K, 2]
     column = lambda x: tf.reshape(x, [-1, 1, 1])                                         # noqa: E731
-    seconds = timeline.grid_to_seconds_tf(
-        grid, length=column(lengths), num_snippets=column(num_snippets),
+    seconds = timeline.positions_to_seconds_tf(
+        positions, interpolation=k, length=column(lengths), num_snippets=column(num_snippets),
         seconds_per_snippet=column(seconds_per_snippet),
         duration=None if durations is None else column(durations))
     seconds = tf.where(slot_valid[..., tf.newaxis], seconds, tf.zeros_like(seconds))

@@ -20,7 +20,7 @@ Conventions shared with `stpn_tf.localize` (both document them; the tests hold t
 - NMS order per class: score descending; ties RGB before FLOW, then earlier start.
 - Final order: score descending; ties by class index, then RGB before FLOW, then earlier start. The
   first `max_detections` are returned.
-- Seconds come from `stpn_tf.timeline.grid_to_seconds`.
+- Seconds come from `stpn_tf.timeline.positions_to_seconds`.
 """
 
 from __future__ import annotations
@@ -187,9 +187,9 @@ def localize_video(rgb: Mapping[str, np.ndarray], flow: Mapping[str, np.ndarray]
 
     detections = []
     for score, c, _, start, end in kept_all:
-        g_start, g_end = timeline.interpolated_run_to_grid(start, end, k)
-        seconds = timeline.grid_to_seconds(np.array([g_start, g_end]), length=length,
-                                           num_snippets=num_snippets,
-                                           seconds_per_snippet=seconds_per_snippet, duration=duration)
+        # The run [start, end] covers grid coordinates [start / k, (end + 1) / k].
+        seconds = timeline.positions_to_seconds(np.array([start, end + 1]), interpolation=k, length=length,
+                                                num_snippets=num_snippets,
+                                                seconds_per_snippet=seconds_per_snippet, duration=duration)
         detections.append(Detection(int(c), float(score), float(seconds[0]), float(seconds[1])))
     return detections
