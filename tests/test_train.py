@@ -1,0 +1,251 @@
+"""Training one stream: outputs, repeatability, resume after SIGKILL, the `stpn train` CLI, strategies.
+
+Everything runs on a hand-made dataset of 12 tiny videos (D = 8, 5..29 snippets, 3 classes) with a model of
+8 attention units on a 16-snippet grid, so one training is a few seconds (mostly XLA compilation).
+"""
+
+import glob
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from stpn_tf import train
+from stpn_tf.data import tfrecord
+from stpn_tf.data.annotations import atomic_write_text
+from stpn_tf.errors import StpnError
+from stpn_tf.model.stpn import STPN, load_stream_model
+
+CLASSES = ["Alpha", "Beta", "Gamma"]
+DIM = 8
+GRID = 16
+UNITS = 8
+# Two epochs of 10 steps: the checkpoints directory must hold epoch-0001 and epoch-0002.
+SMALL = dict(attention_units=UNITS, num_snippets=GRID, batch_size=6, steps=20, steps_per_epoch=10,
+             shuffle_buffer=16, verbose=0)
+
+
+def _write_tiny_dataset(out_dir: str) -> None:
+    """12 videos; class c adds +2 to feature c inside a burst, so the labels are learnable."""
+    rng = np.random.default_rng(7)
+    with tfrecord.ShardedWriter(out_dir, "train", 1) as writer:
+        for i in range(12):
+            length = int(rng.integers(5, 30))
+            label = i % len(CLASSES)
+            rgb = rng.normal(0.0, 1.0, (length, DIM)).astype(np.float32)
+            rgb[length // 3 : 2 * length // 3 + 1, label] += 2.0
+            writer.write(tfrecord.make_example(
+                video_id=f"video_{i:02d}", subset="train", rgb=rgb, flow=-rgb, labels=[label],
+                duration=length * 0.64, fps=25.0, stride_frames=16))
+    meta = {"name": "tiny", "classes": CLASSES, "feature_dim": DIM, "fps": 25.0, "stride_frames": 16,
+            "splits": {"train": {"num_videos": 12, "shards": [os.path.basename(p) for p in writer.shards]}},
+            "sources": []}
+    atomic_write_text(os.path.join(out_dir, tfrecord.METADATA_FILE), json.dumps(meta))
+
+
+@pytest.fixture(autouse=True)
+def _restore_op_determinism():
+    # run_train switches TF op determinism on for the whole process; later tests (in this file or others)
+    # must not inherit it, because Keras then silently refuses jit_compile=True.
+    yield
+    from tensorflow.python.framework import config as tf_config
+
+    tf_config.disable_op_determinism()
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("tiny_dataset"))
+    _write_tiny_dataset(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(dataset_dir, tmp_path_factory):
+    """Work directories of three trainings: seed 0 twice, seed 1 once."""
+    runs = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        workdir = str(tmp_path_factory.mktemp(f"run_{name}"))
+        logs = train.run_train(dataset_dir=dataset_dir, workdir=workdir, stream="rgb", seed=seed, **SMALL)
+        runs[name] = (workdir, logs)
+    from tensorflow.python.framework import config as tf_config
+
+    tf_config.disable_op_determinism()
+    return runs
+
+
+def _batch(seed=0, batch=2):
+    rng = np.random.default_rng(seed)
+    return {"features": rng.normal(size=(batch, GRID, DIM)).astype(np.float32),
+            "mask": np.ones((batch, GRID), np.float32)}
+
+
+def test_run_train_writes_model_logs_checkpoints(trained):
+    workdir, logs = trained["a"]
+    assert set(logs) == {"loss", "classification_loss", "sparsity_loss"}
+    assert all(np.isfinite(v) for v in logs.values())
+    # total = classification + beta * sparsity with the default beta 1e-4 (means over the last epoch).
+    np.testing.assert_allclose(logs["loss"], logs["classification_loss"] + 1e-4 * logs["sparsity_loss"], rtol=1e-5)
+    with open(os.path.join(workdir, "classes.json")) as f:
+        assert json.load(f) == CLASSES
+    stream_dir = os.path.join(workdir, "rgb")
+    assert os.path.isfile(os.path.join(stream_dir, "model.keras"))
+    assert glob.glob(os.path.join(stream_dir, "logs", "**", "events.out.tfevents.*"), recursive=True)
+    assert sorted(os.listdir(os.path.join(stream_dir, "checkpoints"))) == [
+        "epoch-0001.weights.h5", "epoch-0002.weights.h5"]
+    # A finished run deletes its backup (it is only for resuming) and leaves no temporary model file.
+    assert not os.path.exists(os.path.join(stream_dir, "backup"))
+    assert not [n for n in os.listdir(stream_dir) if n.startswith(".tmp")]
+
+    model = load_stream_model(workdir, "rgb")
+    assert isinstance(model, STPN) and model.attention_units == UNITS and model.num_classes == 3
+    assert int(model.optimizer.iterations.numpy()) == 20  # 2 epochs x 10 steps
+    inputs = _batch()
+    out = model(inputs)
+    assert out["attention"].shape == (2, GRID) and out["tcam"].shape == (2, GRID, 3)
+    assert out["video_logits"].shape == (2, 3)
+    # The saved model is the last epoch's checkpoint (an independent path to the same weights).
+    reference = STPN(3, attention_units=UNITS)
+    reference(inputs)
+    reference.load_weights(os.path.join(stream_dir, "checkpoints", "epoch-0002.weights.h5"))
+    np.testing.assert_allclose(out["video_logits"].numpy(), reference(inputs)["video_logits"].numpy(), rtol=1e-6)
+
+
+def test_second_call_does_not_retrain(trained, dataset_dir):
+    workdir, _ = trained["a"]
+    path = os.path.join(workdir, "rgb", "model.keras")
+    before = (os.stat(path).st_mtime_ns, open(path, "rb").read())
+    events_before = glob.glob(os.path.join(workdir, "rgb", "logs", "**", "events.*"), recursive=True)
+    assert train.run_train(dataset_dir=dataset_dir, workdir=workdir, stream="rgb", seed=0, **SMALL) == {}
+    assert (os.stat(path).st_mtime_ns, open(path, "rb").read()) == before
+    assert glob.glob(os.path.join(workdir, "rgb", "logs", "**", "events.*"), recursive=True) == events_before
+
+
+def test_same_seed_same_weights_other_seed_differs(trained):
+    weights = {k: load_stream_model(w, "rgb").get_weights() for k, (w, _) in trained.items()}
+    assert len(weights["a"]) == 6  # attention hidden kernel/bias, score kernel/bias, classifier kernel/bias
+    for x, y in zip(weights["a"], weights["b"]):
+        np.testing.assert_array_equal(x, y)
+    assert trained["a"][1] == trained["b"][1]
+    assert any(not np.array_equal(x, y) for x, y in zip(weights["a"], weights["c"]))
+
+
+def test_bad_arguments(dataset_dir, tmp_path):
+    with pytest.raises(StpnError, match="unknown stream"):
+        train.run_train(dataset_dir=dataset_dir, workdir=str(tmp_path), stream="depth")
+    with pytest.raises(StpnError, match="must be positive"):
+        train.run_train(dataset_dir=dataset_dir, workdir=str(tmp_path), stream="rgb", steps=0)
+    with pytest.raises(StpnError, match="dataset.json"):
+        train.run_train(dataset_dir=str(tmp_path / "nowhere"), workdir=str(tmp_path), stream="rgb")
+
+
+# ------------------------------------------------------------------------------------------------------
+# The CLI in a subprocess.
+
+
+def _cli(repo_dir, *args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    return [sys.executable, "-m", "stpn_tf.cli", "train", "--config=configs/demo.py", *args], env
+
+
+def test_cli_missing_dataset_and_resolved_config(repo_dir, tmp_path):
+    missing = tmp_path / "no_such_dataset"
+    workdir = tmp_path / "work"
+    cmd, env = _cli(repo_dir, f"--config.dataset.dir={missing}", f"--workdir={workdir}", "--stream=rgb",
+                    "--config.train.steps=7", "--config.model.attention_units=5")
+    proc = subprocess.run(cmd, cwd=repo_dir, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("stpn train: error:")]
+    assert len(errors) == 1, proc.stderr
+    assert str(missing) in errors[0] and "not found" in errors[0]
+    assert "Traceback" not in proc.stderr
+    with open(workdir / "config.train.rgb.json") as f:
+        config = json.load(f)
+    assert config["train"]["steps"] == 7 and config["model"]["attention_units"] == 5
+    assert config["dataset"]["dir"] == str(missing)
+    assert config["train"]["steps_per_epoch"] == 100  # untouched demo value
+    assert not (workdir / "rgb" / "model.keras").exists()
+
+
+def _read_backup_epoch(backup_dir):
+    """The epoch count in BackupAndRestore's metadata, or None while it is absent or half written."""
+    try:
+        with open(os.path.join(backup_dir, "training_metadata.json")) as f:
+            return int(json.load(f)["epoch"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def test_cli_resumes_after_sigkill(repo_dir, dataset_dir, tmp_path):
+    workdir = tmp_path / "work"
+    backup = workdir / "rgb" / "backup"
+    steps_per_epoch = 20
+    common = [f"--config.dataset.dir={dataset_dir}", f"--workdir={workdir}", "--stream=rgb",
+              f"--config.train.steps_per_epoch={steps_per_epoch}", f"--config.train.num_snippets={GRID}",
+              f"--config.model.attention_units={UNITS}", "--config.train.shuffle_buffer=16"]
+    # Far more epochs than can finish before the kill.
+    cmd, env = _cli(repo_dir, *common, f"--config.train.steps={1000 * steps_per_epoch}")
+    with open(tmp_path / "first.out", "w") as out, open(tmp_path / "first.err", "w") as err:
+        proc = subprocess.Popen(cmd, cwd=repo_dir, env=env, stdout=out, stderr=err)
+        try:
+            deadline = time.monotonic() + 180
+            # Kill right after a backup is complete: its metadata is written last, so a readable epoch
+            # means weights and metadata agree, and the next backup is a whole epoch away.
+            while _read_backup_epoch(backup) is None:
+                assert proc.poll() is None, f"training exited early: {(tmp_path / 'first.err').read_text()[-2000:]}"
+                assert time.monotonic() < deadline, "no epoch finished within 180 s"
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGKILL)
+            assert proc.wait(timeout=60) == -signal.SIGKILL
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    saved = _read_backup_epoch(backup)
+    assert saved is not None and 1 <= saved < 1000
+    assert not (workdir / "rgb" / "model.keras").exists()
+    first_epochs = [int(e) for e in re.findall(r"Epoch (\d+)/1000", (tmp_path / "first.out").read_text())]
+    assert first_epochs[:saved] == list(range(1, saved + 1))
+
+    # Rerun with a schedule one epoch past the saved one: it must run exactly that epoch.
+    total = saved + 1
+    cmd, env = _cli(repo_dir, *common, f"--config.train.steps={total * steps_per_epoch}")
+    proc = subprocess.run(cmd, cwd=repo_dir, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    epochs = [(int(a), int(b)) for a, b in re.findall(r"Epoch (\d+)/(\d+)", proc.stdout)]
+    assert epochs == [(total, total)], proc.stdout[-2000:]
+    model = load_stream_model(str(workdir), "rgb")
+    # The optimizer's step counter came back from the backup: a fresh start would show 2 epochs' worth.
+    assert int(model.optimizer.iterations.numpy()) == total * steps_per_epoch
+    assert not backup.exists()
+    checkpoints = sorted(os.listdir(workdir / "rgb" / "checkpoints"))
+    assert checkpoints[-1] == f"epoch-{total:04d}.weights.h5"
+
+
+# ------------------------------------------------------------------------------------------------------
+# Strategies.
+
+
+def test_make_strategy():
+    default = train.make_strategy("default")
+    assert isinstance(default, tf.distribute.Strategy)
+    assert default.num_replicas_in_sync == 1
+    one = train.make_strategy("one_device:/cpu:0")
+    assert isinstance(one, tf.distribute.OneDeviceStrategy)
+    assert one.num_replicas_in_sync == 1
+    with one.scope():
+        variable = keras.Variable(np.ones(3, np.float32))
+    assert "CPU:0" in variable.value.device
+    # A replica function runs on the chosen device and returns the plain value (1 + 2 + 3 = 6).
+    result = one.run(tf.function(lambda: tf.reduce_sum(tf.constant([1.0, 2.0, 3.0]))))
+    assert float(one.experimental_local_results(result)[0]) == 6.0
+    with pytest.raises(StpnError, match="unknown strategy 'tpu'"):
+        train.make_strategy("tpu")
