@@ -19,8 +19,8 @@ def get_config():
     config.model.attention_units = 64
     config.train.batch_size = 6
     config.train.learning_rate = 1e-3
-    config.train.steps = 600
-    config.train.steps_per_epoch = 100
+    config.train.steps = 8000
+    config.train.steps_per_epoch = 1000
     config.synthetic.feature_dim = 32
     config.synthetic.num_shards = 2
     return config

@@ -11,6 +11,7 @@ Any value can be overridden, e.g. `--config.train.steps=1000 --config.model.vari
 """
 
 import ml_collections
+import numpy as np
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -53,7 +54,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.localize.batch_size = 16
 
     config.evaluate = ml_collections.ConfigDict()
-    config.evaluate.tiou_thresholds = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+    # The exact floats of numpy.linspace(0.1, 0.9, 9) (e.g. 0.30000000000000004), as the official evaluator.
+    config.evaluate.tiou_thresholds = tuple(float(t) for t in np.linspace(0.1, 0.9, 9))
     config.evaluate.protocol = "both"  # "activitynet", "th14kit" or "both"
 
     # Only used by `stpn demo` (the embedded synthetic dataset); kept here so the same keys exist.

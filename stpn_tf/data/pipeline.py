@@ -42,10 +42,11 @@ def test_indices(num_snippets, grid_size: int):
     return tf.cast(tf.floor(tf.range(grid_size, dtype=tf.float64) * length / grid_size), tf.int32)
 
 
-def _records(shards: Sequence[str], *, num_classes: int, feature_dim: int, shuffle_files: bool, seed: int):
+def _records(shards: Sequence[str], *, num_classes: int, feature_dim: int, shuffle_files: bool, seed: int,
+             streams: Sequence[str] = ("rgb", "flow")):
     ds = tfrecord.tfrecord_dataset(list(shards), shuffle_files=shuffle_files, seed=seed)
     return ds.map(
-        lambda s: tfrecord.parse_example(s, num_classes=num_classes, feature_dim=feature_dim),
+        lambda s: tfrecord.parse_example(s, num_classes=num_classes, feature_dim=feature_dim, streams=streams),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
@@ -69,7 +70,9 @@ def make_train_dataset(
     mask is all ones; it is still provided so the model code is the same for padded inputs.
     """
     key = f"video/{stream}"
-    ds = _records(shards, num_classes=num_classes, feature_dim=feature_dim, shuffle_files=True, seed=seed)
+    # Decode only the stream being trained: records hold both.
+    ds = _records(shards, num_classes=num_classes, feature_dim=feature_dim, shuffle_files=True, seed=seed,
+                  streams=(stream,))
     ds = ds.map(lambda r: (r[key], r["video/num_snippets"], r["video/labels"]))
     if repeat:
         ds = ds.repeat()

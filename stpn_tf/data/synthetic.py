@@ -93,12 +93,24 @@ class Generator:
         feature_dim: D per stream.
         seed: global seed; the same seed gives the same features.
         noise: standard deviation of the per-dimension Gaussian noise.
+        confusion: strength of the patterns of absent classes in the background.
+        background_rate: expected number of such background events per background snippet.
         max_snippets: if > 0, caps the number of snippets per video by cutting the video (keeps tests fast;
             the demo uses 0 = real lengths).
     """
 
-    def __init__(self, feature_dim: int = 32, seed: int = 0, noise: float = 0.35, max_snippets: int = 0):
+    def __init__(
+        self,
+        feature_dim: int = 32,
+        seed: int = 0,
+        noise: float = 0.35,
+        confusion: float = 1.2,
+        background_rate: float = 0.15,
+        max_snippets: int = 0,
+    ):
         self.feature_dim = feature_dim
+        self.confusion = confusion
+        self.background_rate = background_rate
         self.seed = seed
         self.noise = noise
         self.max_snippets = max_snippets
@@ -164,7 +176,15 @@ class Generator:
                     actionness[s : s + int(rng.integers(2, 8))] += 0.9
             x += (evidence * p["strength"] * instance_gain) @ p["patterns"]
             x += actionness[:, None] * p["actionness"][None, :]
-            # Hard negatives: faint patterns of same-scene classes outside actions.
+            # Background is not empty: unrelated activity shows patterns of classes that are not in the video
+            # (so attending to everything hurts classification), and same-scene classes appear faintly.
+            absent = [c for c in range(len(self.classes)) if c not in labelled]
+            background = np.flatnonzero(any_action == 0)
+            for _ in range(rng.poisson(len(background) * self.background_rate)):
+                if len(background) == 0:
+                    break
+                s, c = int(rng.choice(background)), int(rng.choice(absent))
+                x[s : s + int(rng.integers(3, 12))] += self.confusion * p["patterns"][c]
             same_scene = [c for c in range(len(self.classes)) if self.scene_of[c] in scene_ids]
             for _ in range(rng.poisson(length / 80.0)):
                 s, c = int(rng.integers(length)), int(rng.choice(same_scene))

@@ -151,7 +151,8 @@ def load_stream_model(workdir: str, stream: str) -> STPN:
     path = stream_model_path(workdir, stream)
     if not os.path.exists(path):
         raise StpnError(f"{path}: no trained {stream} model (run `stpn train --stream={stream}` first)")
-    return keras.models.load_model(path)
+    # Inference only: no optimizer state or compile settings needed.
+    return keras.models.load_model(path, compile=False)
 
 
 def load_classes(workdir: str) -> list[str]:
