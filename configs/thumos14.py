@@ -58,6 +58,25 @@ def get_config() -> ml_collections.ConfigDict:
     config.evaluate.tiou_thresholds = tuple(float(t) for t in np.linspace(0.1, 0.9, 9))
     config.evaluate.protocol = "both"  # "activitynet", "th14kit" or "both"
 
+    # `stpn extract` and `stpn localize VIDEO...`: raw video -> I3D features (spec section 6).
+    config.extract = ml_collections.ConfigDict()
+    config.extract.fps = 25.0  # 25 as the public feature releases; the paper used 10
+    config.extract.stride_frames = 16
+    config.extract.short_side = 256
+    config.extract.crop_size = 224
+    config.extract.batch_size = 8
+    config.extract.rgb_model = ""  # TF Hub handle or local SavedModel directory (docs/extract.md)
+    config.extract.flow_model = ""
+    config.extract.tvl1_scales = 5
+    config.extract.tvl1_warps = 5
+    config.extract.tvl1_inner_iterations = 30
+    config.extract.tvl1_outer_iterations = 10
+
+    # `stpn localize --sweep`: the grid of settings to try on saved raw outputs.
+    config.sweep = ml_collections.ConfigDict()
+    config.sweep.class_thresholds = (0.05, 0.1, 0.2, 0.3)
+    config.sweep.tcam_thresholds = (0.02, 0.05, 0.1, 0.2)
+
     # Only used by `stpn demo` (the embedded synthetic dataset); kept here so the same keys exist.
     config.synthetic = ml_collections.ConfigDict()
     config.synthetic.seed = 0

@@ -55,6 +55,27 @@ flags.DEFINE_bool("unknown_labels_as_fp", False, "evaluate: count predictions wi
 flags.DEFINE_string("json_out", None, "evaluate: also write the results as JSON here.")
 flags.DEFINE_string("det_txt", None, "evaluate/localize: UCF101 class ids file for toolkit txt "
                     "(default data/thumos14/th14_evalkit_groundtruth/det.txt).")
+# build-dataset
+flags.DEFINE_string("layout", None, "build-dataset: thumos14_reduced | thumos14_npy | thumos14_h5 | "
+                    "activitynet_h5 | activitynet_npy.")
+flags.DEFINE_string("annotations", None, "build-dataset: annotation JSON, Thumos14reduced folder or toolkit folder.")
+flags.DEFINE_string("features", None, "build-dataset: feature file or folder of the release.")
+flags.DEFINE_string("dataset_name", None, "build-dataset: name stored in dataset.json.")
+flags.DEFINE_bool("allow_pickle", False, "build-dataset: allow loading numpy object arrays (Thumos14reduced). "
+                  "Pickle can run arbitrary code: only use it on files you trust.")
+flags.DEFINE_bool("strict", False, "build-dataset: fail on any skipped video instead of counting it.")
+flags.DEFINE_integer("num_shards", None, "build-dataset: shards per split.")
+flags.DEFINE_list("exclude_videos", [], "build-dataset: video ids to leave out.")
+flags.DEFINE_bool("thumos14_210", False, "build-dataset: the 210-video THUMOS14 test set (without 270, 1496).")
+flags.DEFINE_integer("feature_dim", None, "build-dataset: expected feature size per stream.")
+flags.DEFINE_string("durations", None, "build-dataset: Thumos14reduced folder to take durations from.")
+flags.DEFINE_string("classes", None, "build-dataset: class list file.")
+flags.DEFINE_float("fps", None, "build-dataset: frame rate of the features (default per layout).")
+flags.DEFINE_integer("stride_frames", None, "build-dataset: frames per snippet (default per layout).")
+flags.DEFINE_enum("segments_outside", "clip", ["clip", "keep"], "build-dataset: segments past the duration.")
+flags.DEFINE_bool("keep_unlabeled", False, "build-dataset: keep videos without labels.")
+# extract
+flags.DEFINE_bool("overwrite", False, "extract: recompute videos that already have features.")
 FLAGS = flags.FLAGS
 
 
@@ -101,6 +122,15 @@ def cmd_localize(argv):
     from stpn_tf.data import tfrecord
 
     cfg = _config()
+    if argv:  # stpn localize VIDEO...: extraction + trained streams + localization + figures
+        from stpn_tf.extract.localize_videos import localize_videos
+
+        _require(workdir=FLAGS.workdir, out=FLAGS.out)
+        return localize_videos(
+            videos=argv, workdir=FLAGS.workdir, out_dir=FLAGS.out, ground_truth=FLAGS.ground_truth,
+            ground_truth_subset=FLAGS.subset, localize_params=_localize_params(cfg),
+            grid_size=None if cfg.localize.all_snippets else cfg.localize.num_snippets, **_extract_kwargs(cfg),
+        )
     if FLAGS.raw:
         raw = inference.load_raw(FLAGS.raw)
         out = FLAGS.out or os.path.join(os.path.dirname(os.path.abspath(FLAGS.raw)), "detections.json")
@@ -117,9 +147,45 @@ def cmd_localize(argv):
         if FLAGS.save_raw:
             inference.save_raw(FLAGS.save_raw, raw)
         out = FLAGS.out or os.path.join(FLAGS.workdir, "detections.json")
+    if FLAGS.sweep:
+        return _sweep(raw, cfg)
     results = inference.localize_raw(raw, streams=FLAGS.streams, **_localize_params(cfg))
     inference.write_results(results, out)
     print(f"wrote detections for {len(results['results'])} videos to {out}")
+    if FLAGS.th14_txt:
+        from stpn_tf import evaluate
+
+        det_txt = FLAGS.det_txt or os.path.join(CONFIG_DIR, "..", "data", "thumos14", "th14_evalkit_groundtruth",
+                                                "det.txt")
+        from stpn_tf.data.annotations import read_ucf101_ids
+
+        n = evaluate.write_toolkit_results(results, FLAGS.th14_txt, read_ucf101_ids(det_txt))
+        print(f"wrote {n} toolkit result lines to {FLAGS.th14_txt}")
+    return 0
+
+
+def _sweep(raw, cfg) -> int:
+    """Prints the mAP of every (class threshold, T-CAM threshold) pair on saved raw outputs."""
+    import itertools
+
+    from stpn_tf import evaluate, inference
+
+    _require(ground_truth=FLAGS.ground_truth)
+    ground_truth = evaluate.load_ground_truth(FLAGS.ground_truth, FLAGS.subset)
+    protocol = FLAGS.protocol if FLAGS.protocol in ("activitynet", "th14kit") else "activitynet"
+    thresholds = list(cfg.evaluate.tiou_thresholds)
+    print(f"sweep ({protocol} protocol, mAP % averaged over tIoU {thresholds[0]:g}..{thresholds[-1]:g})")
+    print(f"{'class_thr':>10}{'tcam_thr':>10}{'avg mAP':>10}{'mAP@0.5':>10}")
+    best = None
+    for ct, tt in itertools.product(cfg.sweep.class_thresholds, cfg.sweep.tcam_thresholds):
+        params = {**_localize_params(cfg), "class_threshold": ct, "tcam_threshold": tt}
+        results = inference.localize_raw(raw, streams=FLAGS.streams, **params)
+        r = evaluate.evaluate_detections(ground_truth, results, protocol=protocol, tiou_thresholds=thresholds)
+        at_half = dict(zip([round(t, 6) for t in r["tiou_thresholds"]], r["mAP"])).get(0.5, float("nan"))
+        print(f"{ct:>10g}{tt:>10g}{100 * r['average_mAP']:>10.2f}{100 * at_half:>10.2f}")
+        if best is None or r["average_mAP"] > best[0]:
+            best = (r["average_mAP"], ct, tt)
+    print(f"best: class_threshold={best[1]:g} tcam_threshold={best[2]:g} (avg mAP {100 * best[0]:.2f})")
     return 0
 
 
@@ -136,6 +202,43 @@ def cmd_evaluate(argv):
     return 0
 
 
+def cmd_build_dataset(argv):
+    from stpn_tf.data import build
+
+    _require(layout=FLAGS.layout, annotations=FLAGS.annotations, features=FLAGS.features, out=FLAGS.out)
+    return build.run_build_dataset(
+        layout=FLAGS.layout, annotations=FLAGS.annotations, features=FLAGS.features, out=FLAGS.out,
+        dataset_name=FLAGS.dataset_name, allow_pickle=FLAGS.allow_pickle, strict=FLAGS.strict,
+        num_shards=FLAGS.num_shards, exclude_videos=FLAGS.exclude_videos, thumos14_210=FLAGS.thumos14_210,
+        feature_dim=FLAGS.feature_dim, durations=FLAGS.durations, classes=FLAGS.classes, fps=FLAGS.fps,
+        stride_frames=FLAGS.stride_frames, segments_outside=FLAGS.segments_outside,
+        keep_unlabeled=FLAGS.keep_unlabeled,
+    )
+
+
+def _extract_kwargs(cfg) -> dict:
+    ex = cfg.extract
+    if not ex.rgb_model or not ex.flow_model:
+        raise StpnError("set --config.extract.rgb_model and --config.extract.flow_model to I3D SavedModel "
+                        "directories or hub handles (see docs/extract.md)")
+    keys = ("fps", "stride_frames", "rgb_model", "flow_model", "batch_size", "tvl1_scales", "tvl1_warps",
+            "tvl1_inner_iterations", "tvl1_outer_iterations")
+    return {k: ex[k] for k in keys}
+
+
+def cmd_extract(argv):
+    from stpn_tf.extract import pipeline as extract_pipeline
+
+    _require(out=FLAGS.out)
+    if not argv:
+        raise StpnError("give the videos (files or folders) to extract: stpn extract VIDEO... --out=DIR")
+    cfg = _config()
+    return extract_pipeline.run_extract(
+        videos=argv, out=FLAGS.out, split=FLAGS.split or "test", short_side=cfg.extract.short_side,
+        crop_size=cfg.extract.crop_size, overwrite=FLAGS.overwrite, **_extract_kwargs(cfg),
+    )
+
+
 def cmd_demo(argv):
     from stpn_tf import demo
 
@@ -149,7 +252,8 @@ def cmd_demo(argv):
     return 0
 
 
-HANDLERS = {"demo": cmd_demo, "train": cmd_train, "localize": cmd_localize, "evaluate": cmd_evaluate}
+HANDLERS = {"demo": cmd_demo, "train": cmd_train, "localize": cmd_localize, "evaluate": cmd_evaluate,
+            "build-dataset": cmd_build_dataset, "extract": cmd_extract}
 
 
 def main(argv):
