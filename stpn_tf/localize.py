@@ -21,6 +21,10 @@ most one component start and one component end, so a stream has at most T compon
 can be indexed by the interval where they end.
 
 Bounds and what happens when they are exceeded:
+- `max_classes_per_video` (Q): only classes that pass `class_threshold` in at least one stream are
+  localized, at most Q per video: those with the highest video probability (the larger of the streams
+  that pass; ties: lower class index). Work scales with Q instead of the number of classes (20 for
+  THUMOS14, 200 for ActivityNet). None means all classes.
 - `max_components_per_class` (M): per video, stream and class, only the M highest-scoring components
   (ties: earlier start first) enter NMS. With at most M components everywhere, results equal the
   unbounded reference exactly. NMS costs O(B * C * (2M)^2).
@@ -42,7 +46,7 @@ STREAMS = ("rgb", "flow")
 STREAM_KEYS = ("attention", "tcam", "probabilities")
 
 DEFAULTS = dict(class_threshold=0.1, tcam_threshold=0.05, alpha=0.5, interpolation=24, nms_threshold=0.5,
-                max_detections=100, max_components_per_class=64)
+                max_detections=100, max_components_per_class=64, max_classes_per_video=8)
 
 _F64 = tf.float64
 
@@ -60,24 +64,26 @@ def _shift_left(x: tf.Tensor, fill) -> tf.Tensor:
 
 
 def _cumulative_max(x: tf.Tensor) -> tf.Tensor:
-    """Running maximum along the last axis (Hillis-Steele doubling: log2(T) shifted maxima)."""
+    """Running maximum along the last axis of a rank-3 tensor whose values are >= -1.
+
+    Hillis-Steele doubling: ceil(log2 T) steps of max(x, x shifted right by 2^s), shifts padded with -1.
+    """
     length = x.shape[-1]
+
+    def step(shift, y):
+        shifted = tf.pad(y[..., :-shift] if isinstance(shift, int) else y[..., :tf.shape(y)[-1] - shift],
+                         [[0, 0], [0, 0], [shift, 0]], constant_values=-1)
+        return tf.maximum(y, shifted)
+
     if length is not None:
-        for step in range(max(1, math.ceil(math.log2(max(length, 2))))):
-            shift = 2 ** step
-            if shift >= length:
-                break
-            x = tf.maximum(x, tf.concat([tf.fill(tf.concat([tf.shape(x)[:-1], [shift]], 0),
-                                                 tf.constant(x.dtype.min, x.dtype)), x[..., :-shift]], -1))
+        shift = 1
+        while shift < length:
+            x = step(shift, x)
+            shift *= 2
         return x
     dynamic_length = tf.shape(x)[-1]
-
-    def body(shift, y):
-        padded = tf.concat([tf.fill(tf.concat([tf.shape(y)[:-1], [shift]], 0), tf.constant(y.dtype.min, y.dtype)),
-                            y], -1)
-        return shift * 2, tf.maximum(y, padded[..., :dynamic_length])
-
-    _, x = tf.while_loop(lambda shift, _: shift < dynamic_length, body, (tf.constant(1), x))
+    _, x = tf.while_loop(lambda shift, _: shift < dynamic_length, lambda shift, y: (shift * 2, step(shift, y)),
+                         (tf.constant(1), x))
     return x
 
 
@@ -164,19 +170,55 @@ def _stream_components(psi, score_sequence, valid_length, class_kept, *, tcam_th
     first = tf.concat([first, tf.zeros(pad_shape, _F64)], -1)
     last = tf.concat([last, tf.zeros(pad_shape, _F64)], -1)
     valid = tf.concat([valid, tf.zeros(pad_shape, tf.bool)], -1)
-    # top_k puts the lower index first among equal scores: earlier components win ties.
-    top_score, top_index = tf.math.top_k(ranked_score, k=max_components, sorted=True)
-    top_first = tf.gather(first, top_index, batch_dims=2, axis=2)
-    top_last = tf.gather(last, top_index, batch_dims=2, axis=2)
-    top_valid = tf.gather(valid, top_index, batch_dims=2, axis=2)
+    # Selection only (the exact order is established after merging the streams); see _select_top.
+    top_index = _select_top(ranked_score, max_components)
+    top_score, top_first, top_last, top_valid = (tf.gather(x, top_index, batch_dims=2, axis=2)
+                                                 for x in (ranked_score, first, last, valid))
     return top_score, top_first, top_last, top_valid
+
+
+def _select_top(score: tf.Tensor, k: int) -> tf.Tensor:
+    """Indices of the k best entries along the last axis (unordered use; ties: lower index).
+
+    XLA on CPU has a fast top-k only for float32 (float64 top-k lowers to a full sort, ~5x slower
+    here), so the float64 scores are ranked by their float32 roundings. Rounding is monotone, so the
+    selection is exact except between distinct scores that round to the same float32 value exactly
+    at the cut-off (relative difference < 6e-8), which only matters when there are more than k
+    candidates. The order of the selected entries is then fixed exactly by `_exact_order`.
+    """
+    _, index = tf.math.top_k(tf.cast(score, tf.float32), k=k, sorted=False)
+    return index
+
+
+def _exact_order(score: tf.Tensor, tiebreak: tf.Tensor) -> tf.Tensor:
+    """Permutation sorting the last axis by score descending, then tiebreak ascending.
+
+    Computed from all pairwise comparisons ([..., N, N], fine for the small N used here), so it is
+    exact in float64 and identical eagerly and under XLA.
+
+    Args:
+      score: [..., N] float64.
+      tiebreak: [..., N] distinct values per row (any real dtype).
+
+    Returns:
+      int32 [..., N]: order[r] = index of the r-th entry.
+    """
+    n = score.shape[-1]
+    s_i, s_j = score[..., :, tf.newaxis], score[..., tf.newaxis, :]
+    t_i, t_j = tiebreak[..., :, tf.newaxis], tiebreak[..., tf.newaxis, :]
+    beaten_by = (s_j > s_i) | (tf.equal(s_j, s_i) & (t_j < t_i))                       # [..., N(i), N(j)]
+    rank = tf.reduce_sum(tf.cast(beaten_by, tf.int32), axis=-1)                          # [..., N]
+    positions = tf.range(n)
+    at_rank = tf.equal(rank[..., :, tf.newaxis], positions)                              # [..., N(i), N(r)]
+    return tf.reduce_sum(tf.where(at_rank, positions[:, tf.newaxis], 0), axis=-2)
 
 
 def _greedy_nms(score, first, last, valid, *, nms_threshold):
     """Greedy per-class NMS over candidates already sorted by the NMS order.
 
-    A fixed-trip-count while loop over candidate slots; each step compares one candidate with all kept
-    ones of the same video and class, so memory stays O(B * C * N).
+    A while loop over candidate slots (at most N steps, stopping after the largest valid count in the
+    batch); each step compares one candidate with all kept ones of the same video and class, so memory
+    stays O(B * C * N).
 
     Args:
       score: [B, C, N] float64, sorted descending (only used for shape).
@@ -189,6 +231,8 @@ def _greedy_nms(score, first, last, valid, *, nms_threshold):
       keep [B, C, N] bool.
     """
     num_slots = score.shape[-1]
+    # Candidates are sorted valid-first, so no video and class needs more steps than its valid count.
+    num_steps = tf.reduce_max(tf.reduce_sum(tf.cast(valid, tf.int32), axis=-1))
     begin, finish = first, last + 1.0
     threshold = tf.constant(float(nms_threshold), _F64)
 
@@ -203,7 +247,7 @@ def _greedy_nms(score, first, last, valid, *, nms_threshold):
         keep = keep | (tf.equal(tf.range(num_slots), i) & keep_i[..., tf.newaxis])
         return i + 1, keep
 
-    _, keep = tf.while_loop(lambda i, _: i < num_slots, body, (tf.constant(0), tf.zeros_like(valid)),
+    _, keep = tf.while_loop(lambda i, _: i < num_steps, body, (tf.constant(0), tf.zeros_like(valid)),
                             maximum_iterations=num_slots)
     return keep
 
@@ -242,7 +286,8 @@ def localize(rgb: Mapping[str, tf.Tensor], flow: Mapping[str, tf.Tensor], *, len
              tcam_threshold: float = DEFAULTS["tcam_threshold"], alpha: float = DEFAULTS["alpha"],
              interpolation: int = DEFAULTS["interpolation"], nms_threshold: float = DEFAULTS["nms_threshold"],
              max_detections: int = DEFAULTS["max_detections"],
-             max_components_per_class: int = DEFAULTS["max_components_per_class"]) -> dict[str, tf.Tensor]:
+             max_components_per_class: int = DEFAULTS["max_components_per_class"],
+             max_classes_per_video: int | None = DEFAULTS["max_classes_per_video"]) -> dict[str, tf.Tensor]:
     """Detections for a batch of videos from both streams' outputs.
 
     Args:
@@ -260,6 +305,7 @@ def localize(rgb: Mapping[str, tf.Tensor], flow: Mapping[str, tf.Tensor], *, len
       nms_threshold: Per-class NMS suppresses tIoU > this.
       max_detections: K, static number of output slots.
       max_components_per_class: M, bound per video, stream and class (module docstring).
+      max_classes_per_video: Q, bound on localized classes per video, or None (module docstring).
 
     Returns:
       dict with "detection_classes" int32 [B, K] (-1 padding), "detection_scores" float32 [B, K]
@@ -270,6 +316,8 @@ def localize(rgb: Mapping[str, tf.Tensor], flow: Mapping[str, tf.Tensor], *, len
     if max_detections < 1 or max_components_per_class < 1:
         raise StpnError(f"localize: max_detections and max_components_per_class must be >= 1, got "
                         f"{max_detections} and {max_components_per_class}")
+    if max_classes_per_video is not None and max_classes_per_video < 1:
+        raise StpnError(f"localize: max_classes_per_video must be >= 1 or None, got {max_classes_per_video}")
     rgb, flow = _as_stream("rgb", rgb), _as_stream("flow", flow)
     _check_static(rgb, flow)
     k = int(interpolation)
@@ -285,29 +333,49 @@ def localize(rgb: Mapping[str, tf.Tensor], flow: Mapping[str, tf.Tensor], *, len
     def classes_first(x):                                                                # [B, T, C] -> [B, C, T]
         return tf.transpose(tf.cast(x, _F64), [0, 2, 1])
 
-    a = {name: classes_first(stream["tcam"]) for name, stream in (("rgb", rgb), ("flow", flow))}
+    streams = (("rgb", rgb), ("flow", flow))
+    a = {name: classes_first(stream["tcam"]) for name, stream in streams}                # [B, C, T]
+    probability = {name: tf.cast(stream["probabilities"], _F64) for name, stream in streams}
+    kept = {name: probability[name] >= class_threshold for name, _ in streams}          # [B, C]
+    total_classes = rgb["tcam"].shape[2]
+    batch = tf.shape(lengths)[0]
+    if max_classes_per_video is not None and max_classes_per_video < total_classes:
+        # Localize only the Q classes with the highest passing probability, in class-index order.
+        priority = tf.maximum(tf.where(kept["rgb"], probability["rgb"], -1.0),
+                              tf.where(kept["flow"], probability["flow"], -1.0))
+        # Probabilities are float32 values, so ranking their float32 casts is exact.
+        _, class_ids = tf.math.top_k(tf.cast(priority, tf.float32), k=max_classes_per_video, sorted=False)
+        class_ids = tf.sort(class_ids, axis=-1)                                          # [B, Q]
+        a = {name: tf.gather(x, class_ids, batch_dims=1, axis=1) for name, x in a.items()}
+        kept = {name: tf.gather(x, class_ids, batch_dims=1, axis=1) for name, x in kept.items()}
+    else:
+        class_ids = tf.broadcast_to(tf.range(total_classes)[tf.newaxis, :], [batch, total_classes])
     mixed = alpha * a["rgb"] + (1.0 - alpha) * a["flow"]
     per_stream = []
-    for name, stream in (("rgb", rgb), ("flow", flow)):
+    for name, stream in streams:
         # Broadcast explicitly: with equal shapes TF's graph optimizer does not reorder the products.
         attention = tf.broadcast_to(tf.cast(stream["attention"], _F64)[:, tf.newaxis, :], tf.shape(mixed))
         psi = attention * tf.sigmoid(a[name])
         score_sequence = attention * mixed
-        class_kept = (tf.cast(stream["probabilities"], _F64) >= class_threshold)[..., tf.newaxis]
+        class_kept = kept[name][..., tf.newaxis]
         per_stream.append(_stream_components(psi, score_sequence, valid_length, class_kept,
                                              tcam_threshold=tcam_threshold, k=k,
                                              max_components=max_components_per_class))
 
-    # Merge the streams: RGB slots first, so top_k's lower-index-first tie rule gives RGB before FLOW,
-    # then (from the per-stream order) earlier start.
-    score, first, last, valid = (tf.concat(parts, -1) for parts in zip(*per_stream))
+    # Merge the streams and sort each class's candidates exactly into the NMS order: score descending,
+    # then RGB before FLOW, then earlier start.
+    score, first, last, valid = (tf.concat(parts, -1) for parts in zip(*per_stream))   # [B, C, 2M]
     num_slots = 2 * max_components_per_class
-    score, order = tf.math.top_k(score, k=num_slots, sorted=True)
-    first, last, valid = (tf.gather(x, order, batch_dims=2, axis=2) for x in (first, last, valid))
+    stream_index = tf.cast(tf.range(num_slots) // max_components_per_class, _F64)
+    span = tf.cast(num_positions, _F64) * k + 1.0
+    # Distinct tie-break keys: (stream, start) for real candidates, after them the empty slots by index.
+    tiebreak = tf.where(valid, stream_index * span + first, 2.0 * span + tf.cast(tf.range(num_slots), _F64))
+    order = _exact_order(score, tiebreak)
+    score, first, last, valid = (tf.gather(x, order, batch_dims=2, axis=2) for x in (score, first, last, valid))
     keep = _greedy_nms(score, first, last, valid, nms_threshold=nms_threshold)
 
-    # Final ranking over all classes of a video; flattening class-major makes ties go to the lower class.
-    batch = tf.shape(score)[0]
+    # Final ranking over all classes of a video: score descending, then class, then the NMS order,
+    # which is the order of the class-major flattening (class_ids is ascending).
     num_classes = score.shape[1]
     flat_score = tf.reshape(tf.where(keep, score, tf.constant(-math.inf, _F64)), [batch, -1])
     flat_first = tf.reshape(first, [batch, -1])
@@ -318,11 +386,17 @@ def localize(rgb: Mapping[str, tf.Tensor], flow: Mapping[str, tf.Tensor], *, len
         flat_score = tf.concat([flat_score, pad], -1)
         flat_first = tf.concat([flat_first, tf.zeros_like(pad)], -1)
         flat_last = tf.concat([flat_last, tf.zeros_like(pad)], -1)
-    top_score, top_index = tf.math.top_k(flat_score, k=max_detections, sorted=True)
+    top_index = _select_top(flat_score, max_detections)
+    top_score = tf.gather(flat_score, top_index, batch_dims=1)
+    order = _exact_order(top_score, top_index)
+    top_index = tf.gather(top_index, order, batch_dims=1)
+    top_score = tf.gather(top_score, order, batch_dims=1)
     num_detections = tf.minimum(tf.reduce_sum(tf.cast(keep, tf.int32), axis=[1, 2]), max_detections)
     slot_valid = tf.range(max_detections)[tf.newaxis, :] < num_detections[:, tf.newaxis]   # [B, K]
 
-    classes = tf.where(slot_valid, top_index // num_slots, -1)
+    # Padding slots (when K exceeds the candidates) point past the classes; clamp before the lookup.
+    class_slot = tf.minimum(top_index // num_slots, num_classes - 1)
+    classes = tf.where(slot_valid, tf.gather(class_ids, class_slot, batch_dims=1), -1)
     start = tf.gather(flat_first, top_index, batch_dims=1)
     end = tf.gather(flat_last, top_index, batch_dims=1)
     # The run [start, end] covers grid coordinates [start / k, (end + 1) / k].
@@ -352,13 +426,16 @@ class Localizer(tf.Module):
                  tcam_threshold: float = DEFAULTS["tcam_threshold"], alpha: float = DEFAULTS["alpha"],
                  interpolation: int = DEFAULTS["interpolation"], nms_threshold: float = DEFAULTS["nms_threshold"],
                  max_detections: int = DEFAULTS["max_detections"],
-                 max_components_per_class: int = DEFAULTS["max_components_per_class"], jit_compile: bool = True,
+                 max_components_per_class: int = DEFAULTS["max_components_per_class"],
+                 max_classes_per_video: int | None = DEFAULTS["max_classes_per_video"], jit_compile: bool = True,
                  name: str | None = None):
         super().__init__(name=name)
         self._config = dict(class_threshold=float(class_threshold), tcam_threshold=float(tcam_threshold),
                             alpha=float(alpha), interpolation=int(interpolation),
                             nms_threshold=float(nms_threshold), max_detections=int(max_detections),
-                            max_components_per_class=int(max_components_per_class))
+                            max_components_per_class=int(max_components_per_class),
+                            max_classes_per_video=None if max_classes_per_video is None
+                            else int(max_classes_per_video))
         if self._config["interpolation"] != interpolation or interpolation < 1:
             raise StpnError(f"Localizer: interpolation must be a positive integer, got {interpolation}")
         self.jit_compile = bool(jit_compile)

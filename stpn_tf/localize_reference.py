@@ -15,6 +15,9 @@ Conventions shared with `stpn_tf.localize` (both document them; the tests hold t
 - Proposal score = mean of the interpolated score sequence over the proposal's positions.
 - tIoU for NMS is computed on the continuous intervals [s / k, (e + 1) / k] (no +1 in the lengths), and
   a proposal is suppressed by a kept one when tIoU > nms_threshold (strictly).
+- Optional bound `max_classes_per_video` (Q): of the classes passing the threshold in at least one
+  stream, only the Q with the highest probability (the larger over the passing streams; ties: lower
+  class index) are localized.
 - Optional bound `max_components_per_class` (M): a stream proposing more than M components for one class
   keeps its M highest-scoring ones (ties: earlier start first) before NMS.
 - NMS order per class: score descending; ties RGB before FLOW, then earlier start.
@@ -118,7 +121,8 @@ def localize_video(rgb: Mapping[str, np.ndarray], flow: Mapping[str, np.ndarray]
                    num_snippets: int, seconds_per_snippet: float, duration: float | None = None,
                    class_threshold: float = 0.1, tcam_threshold: float = 0.05, alpha: float = 0.5,
                    interpolation: int = 24, nms_threshold: float = 0.5, max_detections: int = 100,
-                   max_components_per_class: int | None = None) -> list[Detection]:
+                   max_components_per_class: int | None = None,
+                   max_classes_per_video: int | None = None) -> list[Detection]:
     """Detections for one video from both streams' outputs.
 
     Args:
@@ -135,6 +139,7 @@ def localize_video(rgb: Mapping[str, np.ndarray], flow: Mapping[str, np.ndarray]
       nms_threshold: Per-class NMS suppresses tIoU > nms_threshold.
       max_detections: Keep at most this many detections (the first in the final order).
       max_components_per_class: Optional bound M per stream and class (see module docstring).
+      max_classes_per_video: Optional bound Q on localized classes (see module docstring).
 
     Returns:
       Detections (class index, score, start s, end s), score descending with the documented tie order.
@@ -154,6 +159,15 @@ def localize_video(rgb: Mapping[str, np.ndarray], flow: Mapping[str, np.ndarray]
     num_classes = arrays["rgb"][1].shape[1]
     mixed_tcam = alpha * arrays["rgb"][1] + (1.0 - alpha) * arrays["flow"][1]        # [length, C]
 
+    passing = {}
+    for c in range(num_classes):
+        passing_probabilities = [arrays[name][2][c] for name in STREAMS if arrays[name][2][c] >= class_threshold]
+        if passing_probabilities:
+            passing[c] = max(passing_probabilities)
+    selected = sorted(passing, key=lambda c: (-passing[c], c))
+    if max_classes_per_video is not None:
+        selected = selected[:max_classes_per_video]
+
     # candidates[c]: (score, stream index, start, end) with start/end inclusive interpolated positions.
     candidates: dict[int, list[tuple[float, int, int, int]]] = {c: [] for c in range(num_classes)}
     for stream_index, name in enumerate(STREAMS):
@@ -163,7 +177,7 @@ def localize_video(rgb: Mapping[str, np.ndarray], flow: Mapping[str, np.ndarray]
         psi_fine = interpolate(psi, k)                                                   # [length*k, C]
         score_fine = interpolate(score_sequence, k)
         for c in range(num_classes):
-            if not probabilities[c] >= class_threshold:
+            if c not in selected or not probabilities[c] >= class_threshold:
                 continue
             proposals = []
             for start, end in connected_components(psi_fine[:, c] > tcam_threshold):

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from stpn_tf.errors import StpnError
-from stpn_tf.localize import Localizer, localize
+from stpn_tf.localize import DEFAULTS, Localizer, localize
 from stpn_tf.localize_reference import localize_video
 
 KEYS = ("detection_classes", "detection_scores", "detection_segments", "num_detections")
@@ -83,6 +83,7 @@ def pad(stream, t, c):
 def check(rgb, flow, lengths, num_snippets, sps, durations=None, expected=None, graph_mode=False, **kwargs):
     """Graph (eager, XLA) == reference (== expected, when given, for every video)."""
     kwargs.setdefault("max_components_per_class", 8)
+    kwargs.setdefault("max_classes_per_video", DEFAULTS["max_classes_per_video"])
     b, t, c = rgb["tcam"].shape
     rgb, flow = pad(rgb, max(t, 12), max(c, 2)), pad(flow, max(t, 12), max(c, 2))
     if b == 1:  # a second, empty video (length 0) in the batch; it must get no detections
@@ -163,6 +164,20 @@ def test_everything_above_threshold(nms_threshold, expected):
                         [[.9]])
     check(rgb, flow, [6], [12], [.5], durations=[5.], interpolation=24, nms_threshold=nms_threshold,
           max_detections=5, expected=[expected])
+
+
+def test_max_classes_per_video():
+    # Three classes, all with psi above threshold everywhere (as in the test above: RGB score 1.6, flow
+    # 1.2, whole video = [0, 12 * .5] = [0, 6] s). Passing probabilities: class 0 max(.5, .95) = .95,
+    # class 1 .9 (RGB only), class 2 .7 (RGB only). With Q = 2 only classes 0 and 1 are localized; flow's
+    # class-0 proposal is suppressed by RGB's (tIoU 1). Equal scores: class 0 first.
+    tcam_rgb, tcam_flow = np.ones((1, 6, 3)), np.full((1, 6, 3), 3.)
+    rgb, flow = streams(np.full((1, 6), .8), tcam_rgb, [[.5, .9, .7]], np.full((1, 6), .6), tcam_flow,
+                        [[.95, 0., 0.]])
+    check(rgb, flow, [6], [12], [.5], interpolation=1, max_detections=5, max_classes_per_video=2,
+          expected=[[(0, 1.6, 0., 6.), (1, 1.6, 0., 6.)]])
+    check(rgb, flow, [6], [12], [.5], interpolation=1, max_detections=5, max_classes_per_video=None,
+          expected=[[(0, 1.6, 0., 6.), (1, 1.6, 0., 6.), (2, 1.6, 0., 6.)]])
 
 
 def test_components_touching_both_ends():
@@ -294,10 +309,12 @@ CONFIGS = [
     dict(b=6, t=17, c=2, interpolation=3, max_components_per_class=4, max_detections=12, nms_threshold=.3),
     dict(b=6, t=12, c=4, interpolation=24, max_components_per_class=8, max_detections=40, nms_threshold=.7),
     dict(b=4, t=3, c=2, interpolation=5, max_components_per_class=6, max_detections=3, nms_threshold=.5),
+    dict(b=6, t=10, c=5, interpolation=2, max_components_per_class=4, max_detections=10, nms_threshold=.5,
+         max_classes_per_video=2),
 ]
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"t{c['t']}k{c['interpolation']}")
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"t{c['t']}k{c['interpolation']}c{c['c']}")
 def test_random_agreement_with_reference(config):
     config = dict(config)
     b, t, c = config.pop("b"), config.pop("t"), config.pop("c")
@@ -333,7 +350,7 @@ def test_localizer_config_round_trip_and_output():
     rng = np.random.default_rng(7)
     rgb, flow = random_streams(rng, 3, 10, 2)
     config = dict(class_threshold=.15, tcam_threshold=.1, alpha=.3, interpolation=4, nms_threshold=.4,
-                  max_detections=7, max_components_per_class=5)
+                  max_detections=7, max_components_per_class=5, max_classes_per_video=None)
     # jit_compile=False keeps the test fast; the XLA path of localize is covered above.
     localizer = Localizer.from_config(Localizer(jit_compile=False, **config).get_config())
     assert localizer.get_config() == dict(config, jit_compile=False)

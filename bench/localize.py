@@ -1,0 +1,148 @@
+"""Localization speed: numpy reference vs graph (eager, tf.function) vs XLA on the THUMOS14 test split.
+
+212 videos with the real THUMOS14 test durations (data/thumos14/thumos14reduced: duration.npy,
+subset.npy), 25 fps / 16-frame snippets, outputs on the 400-position grid, 20 classes, x24 interpolation.
+Model outputs are random but smooth (a few long components per class, as a trained model gives); each
+video has two confident classes and 18 with probabilities in [0, 0.12].
+
+Run: .venv/bin/python bench/localize.py
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from stpn_tf import timeline  # noqa: E402
+from stpn_tf.data.annotations import read_thumos14_durations, read_thumos14_subsets  # noqa: E402
+from stpn_tf.localize import DEFAULTS, localize  # noqa: E402
+from stpn_tf.localize_reference import localize_video  # noqa: E402
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+FOLDER = os.path.join(ROOT, "data", "thumos14", "thumos14reduced")
+T, C, FPS, STRIDE = 400, 20, 25.0, 16
+SETTINGS = dict(DEFAULTS, interpolation=24)
+
+
+def make_inputs(seed: int = 0):
+    durations_by_id = read_thumos14_durations(FOLDER)
+    subsets = read_thumos14_subsets(FOLDER)
+    durations = np.array([durations_by_id[v] for v in sorted(durations_by_id) if subsets[v] == "test"])
+    sps = timeline.seconds_per_snippet(FPS, STRIDE)
+    num_snippets = np.maximum(1, np.floor(durations / sps)).astype(np.int32)
+    b = len(durations)
+    rng = np.random.default_rng(seed)
+    kernel = np.ones(9) / 9
+
+    def smooth(x):
+        return np.apply_along_axis(lambda row: np.convolve(row, kernel, "same"), 1, x)
+
+    def stream():
+        attention = smooth(rng.uniform(0, 1, (b, T))) ** 2
+        tcam = smooth(rng.normal(0, 2, (b, T, C))) * 3
+        probabilities = rng.uniform(0, .12, (b, C))
+        for row in probabilities:
+            row[rng.choice(C, 2, replace=False)] = rng.uniform(.5, 1., 2)
+        return {"attention": attention.astype(np.float32), "tcam": tcam.astype(np.float32),
+                "probabilities": probabilities.astype(np.float32)}
+
+    rgb, flow = stream(), stream()
+    return rgb, flow, num_snippets, np.full(b, sps, np.float32), durations.astype(np.float32)
+
+
+def best_of(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    rgb, flow, num_snippets, sps, durations = make_inputs()
+    b = len(num_snippets)
+    lengths = np.full(b, T, np.int32)
+    print(f"videos={b} grid={T} classes={C} interpolation={SETTINGS['interpolation']} "
+          f"snippets min/median/max={num_snippets.min()}/{int(np.median(num_snippets))}/{num_snippets.max()} "
+          f"max_components_per_class={SETTINGS['max_components_per_class']} "
+          f"max_detections={SETTINGS['max_detections']}")
+
+    def pick(stream, sl):
+        return {key: value[sl] for key, value in stream.items()}
+
+    def reference_all():
+        return [localize_video(pick(rgb, i), pick(flow, i), length=T, num_snippets=int(num_snippets[i]),
+                               seconds_per_snippet=float(sps[i]), duration=float(durations[i]), **SETTINGS)
+                for i in range(b)]
+
+    start = time.perf_counter()
+    reference = reference_all()
+    t_reference = time.perf_counter() - start
+    print(f"numpy reference          : {b / t_reference:9.1f} videos/s ({t_reference:.2f} s for the split)")
+
+    def graph_inputs(sl):
+        return (pick(rgb, sl), pick(flow, sl), tf.constant(lengths[sl]), tf.constant(num_snippets[sl]),
+                tf.constant(sps[sl]), tf.constant(durations[sl]))
+
+    def run(rgb_, flow_, lengths_, num_snippets_, sps_, durations_):
+        return localize(rgb_, flow_, lengths=lengths_, num_snippets=num_snippets_, seconds_per_snippet=sps_,
+                        durations=durations_, **SETTINGS)
+
+    singles = [graph_inputs(slice(i, i + 1)) for i in range(b)]
+    everything = graph_inputs(slice(None))
+
+    # Eager batch 1 is slow (an op-by-op NMS loop per call): timed on the first 20 videos.
+    run(*singles[0])
+    n_eager = 20
+    t = best_of(lambda: [run(*singles[i]) for i in range(n_eager)], 1)
+    print(f"graph eager, batch 1     : {n_eager / t:9.1f} videos/s")
+    run(*everything)
+    t = best_of(lambda: run(*everything), 2)
+    print(f"graph eager, batch {b}   : {b / t:9.1f} videos/s ({t:.3f} s for the split)")
+
+    plain = tf.function(run)
+    start = time.perf_counter()
+    plain(*everything)
+    t_trace = time.perf_counter() - start
+    t = best_of(lambda: plain(*everything), 3)
+    print(f"tf.function, batch {b}   : {b / t:9.1f} videos/s ({t:.3f} s for the split; first call {t_trace:.2f} s)")
+
+    results = {}
+    for batch, inputs in ((1, singles), (b, [everything])):
+        compiled = tf.function(run, jit_compile=True)
+        start = time.perf_counter()
+        out = compiled(*inputs[0])
+        out["num_detections"].numpy()
+        t_compile = time.perf_counter() - start
+
+        def all_batches():
+            for args in inputs:
+                out = compiled(*args)
+            return out["num_detections"].numpy()
+
+        t = best_of(all_batches, 3)
+        results[batch] = b / t
+        print(f"XLA, batch {batch:<4d}          : {b / t:9.1f} videos/s ({t:.3f} s for the split; "
+              f"compile + first run {t_compile:.2f} s)")
+        if batch == b:
+            final = compiled(*everything)
+
+    got = final["num_detections"].numpy()
+    expected = np.array([len(r) for r in reference])
+    agree = sum(
+        got[i] == expected[i]
+        and np.allclose(final["detection_scores"].numpy()[i, :got[i]], [d.score for d in reference[i]], atol=1e-5)
+        for i in range(b))
+    print(f"detections per video (mean) {expected.mean():.1f}; XLA batch {b} agrees with the reference on "
+          f"{agree}/{b} videos")
+    print(f"RESULT xla_speedup_vs_reference={results[b] / (b / t_reference):.1f}")
+
+
+if __name__ == "__main__":
+    main()
