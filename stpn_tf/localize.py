@@ -69,21 +69,23 @@ def _cumulative_max(x: tf.Tensor) -> tf.Tensor:
     Hillis-Steele doubling: ceil(log2 T) steps of max(x, x shifted right by 2^s), shifts padded with -1.
     """
     length = x.shape[-1]
-
-    def step(shift, y):
-        shifted = tf.pad(y[..., :-shift] if isinstance(shift, int) else y[..., :tf.shape(y)[-1] - shift],
-                         [[0, 0], [0, 0], [shift, 0]], constant_values=-1)
-        return tf.maximum(y, shifted)
-
     if length is not None:
         shift = 1
         while shift < length:
-            x = step(shift, x)
+            x = tf.maximum(x, tf.pad(x[..., :-shift], [[0, 0], [0, 0], [shift, 0]], constant_values=-1))
             shift *= 2
         return x
+    # Unknown T (all-snippets export): a while loop whose shifts are gathers, so every shape stays
+    # static for XLA.
     dynamic_length = tf.shape(x)[-1]
-    _, x = tf.while_loop(lambda shift, _: shift < dynamic_length, lambda shift, y: (shift * 2, step(shift, y)),
-                         (tf.constant(1), x))
+    index = tf.range(dynamic_length)
+
+    def body(shift, y):
+        source = index - shift
+        shifted = tf.gather(y, tf.maximum(source, 0), axis=2)
+        return shift * 2, tf.maximum(y, tf.where(source >= 0, shifted, -1))
+
+    _, x = tf.while_loop(lambda shift, _: shift < dynamic_length, body, (tf.constant(1), x))
     return x
 
 

@@ -380,3 +380,21 @@ def test_bad_inputs_raise_stpn_error():
         localize_video(bad, pick(flow), length=4, num_snippets=4, seconds_per_snippet=1.)
     with pytest.raises(StpnError, match="exceeds"):
         localize_video(pick(rgb), pick(flow), length=5, num_snippets=4, seconds_per_snippet=1.)
+
+
+def test_unknown_time_dimension_under_xla():
+    # The all-snippets export traces with T unknown; that path (while-loop running maximum) must give
+    # the same detections as the static one.
+    rng = np.random.default_rng(11)
+    rgb, flow = random_streams(rng, 3, 13, 2)
+    kwargs = dict(interpolation=3, max_detections=8, max_components_per_class=4)
+    spec = {"attention": tf.TensorSpec([None, None], tf.float32), "tcam": tf.TensorSpec([None, None, 2], tf.float32),
+            "probabilities": tf.TensorSpec([None, 2], tf.float32)}
+    run = tf.function(lambda r, f, n: localize(r, f, lengths=n, num_snippets=n, seconds_per_snippet=[1.] * 3,
+                                               **kwargs),
+                      jit_compile=True, input_signature=[spec, spec, tf.TensorSpec([None], tf.int32)])
+    lengths = np.array([13, 9, 4], np.int32)
+    got = run(rgb, flow, lengths)
+    expected = localize(rgb, flow, lengths=lengths, num_snippets=lengths, seconds_per_snippet=[1.] * 3, **kwargs)
+    for key in KEYS:
+        np.testing.assert_array_equal(got[key].numpy(), expected[key].numpy())

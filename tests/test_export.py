@@ -1,0 +1,157 @@
+"""Export round trip: reload in a fresh process with plain tf.saved_model.load and compare exactly."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from stpn_tf.data.tfrecord import make_example
+from stpn_tf.errors import StpnError
+from stpn_tf.export import ExportModule, run_export
+from stpn_tf.model.stpn import STPN, load_classes, load_stream_model, stream_model_path
+
+D, C = 6, 3
+CLASSES = ["Alpha", "Beta", "Gamma"]
+SETTINGS = dict(interpolation=2, max_detections=6, max_components_per_class=4, class_threshold=.2)
+
+RELOAD = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import tensorflow as tf
+    export_dir, inputs_path, out_path = sys.argv[1:]
+    loaded = tf.saved_model.load(export_dir)
+    inputs = np.load(inputs_path)
+    serve = loaded.signatures["serving_default"]
+    out = serve(rgb=tf.constant(inputs["rgb"]), flow=tf.constant(inputs["flow"]),
+                num_snippets=tf.constant(inputs["num_snippets"]),
+                seconds_per_snippet=tf.constant(inputs["seconds_per_snippet"]))
+    examples = [bytes.fromhex(h) for h in inputs["examples_hex"]]
+    ex = loaded.signatures["serve_examples"](examples=tf.constant(examples))
+    # Strings as unicode arrays so that np.load needs no pickle.
+    as_np = lambda v: v.numpy().astype(str) if v.dtype == tf.string else v.numpy()
+    result = {k: as_np(v) for k, v in out.items()}
+    result.update({"examples/" + k: as_np(v) for k, v in ex.items()})
+    assert not any(name.startswith("stpn_tf") for name in sys.modules), "stpn_tf was imported"
+    np.savez(out_path, **result)
+""")
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("workdir"))
+    for seed, stream in enumerate(("rgb", "flow")):
+        keras_seed = tf.keras.utils.set_random_seed if hasattr(tf.keras.utils, "set_random_seed") else None
+        if keras_seed:
+            keras_seed(seed)
+        model = STPN(num_classes=C, attention_units=4)
+        model({"features": np.zeros((1, 5, D), np.float32), "mask": np.ones((1, 5), np.float32)})
+        # Larger weights than the initializer's so that some classes pass the thresholds.
+        for weight in model.weights:
+            weight.assign(np.random.default_rng(seed).normal(0, 1.5, weight.shape).astype(np.float32))
+        os.makedirs(os.path.dirname(stream_model_path(path, stream)), exist_ok=True)
+        model.save(stream_model_path(path, stream))
+    with open(os.path.join(path, "classes.json"), "w") as f:
+        json.dump(CLASSES, f)
+    return path
+
+
+def inputs():
+    rng = np.random.default_rng(0)
+    num_snippets = np.array([7, 3, 11], np.int32)
+    rgb = rng.normal(0, 1, (3, 11, D)).astype(np.float32)
+    flow = rng.normal(0, 1, (3, 11, D)).astype(np.float32)
+    for i, n in enumerate(num_snippets):  # padding that must not matter
+        rgb[i, n:] = 100.
+        flow[i, n:] = -100.
+    sps = np.array([.64, .64, 1.6], np.float32)
+    examples = [make_example(video_id=f"v{i}", subset="test", rgb=rgb[i, :n], flow=flow[i, :n], labels=[1],
+                             duration=float(n * sps[i] - .1), fps=25. if i < 2 else 10., stride_frames=16)
+                for i, n in enumerate(num_snippets)]
+    return dict(rgb=rgb, flow=flow, num_snippets=num_snippets, seconds_per_snippet=sps,
+                examples=np.array(examples, dtype=object))
+
+
+@pytest.mark.parametrize("all_snippets", [False, True])
+def test_export_round_trip_is_exact(workdir, tmp_path, all_snippets):
+    out = str(tmp_path / "export")
+    assert run_export(workdir=workdir, out=out, grid_length=16, all_snippets=all_snippets, **SETTINGS) == 0
+    module = ExportModule(load_stream_model(workdir, "rgb"), load_stream_model(workdir, "flow"),
+                          load_classes(workdir), grid_length=16, all_snippets=all_snippets, **SETTINGS)
+    data = inputs()
+    expected = module.serve(tf.constant(data["rgb"]), tf.constant(data["flow"]), tf.constant(data["num_snippets"]),
+                            tf.constant(data["seconds_per_snippet"]))
+    expected_examples = module.serve_examples(tf.constant(list(data["examples"])))
+    np.savez(tmp_path / "inputs.npz", **{k: v for k, v in data.items() if k != "examples"},
+             examples_hex=np.array([e.hex() for e in data["examples"]]))
+    script = tmp_path / "reload.py"
+    script.write_text(RELOAD)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    subprocess.run([sys.executable, str(script), out, str(tmp_path / "inputs.npz"), str(tmp_path / "out.npz")],
+                   check=True, cwd=str(tmp_path), env=env, capture_output=True)
+    got = np.load(tmp_path / "out.npz")
+    as_np = lambda v: v.numpy().astype(str) if v.dtype == tf.string else v.numpy()  # noqa: E731
+    assert set(got.files) == set(expected) | {"examples/" + key for key in expected_examples}
+    for key, value in expected.items():
+        np.testing.assert_array_equal(got[key], as_np(value), err_msg=key)
+    for key, value in expected_examples.items():
+        np.testing.assert_array_equal(got["examples/" + key], as_np(value), err_msg=key)
+
+    # Shapes and contents a client relies on.
+    assert list(got["class_names"]) == CLASSES
+    t = 11 if all_snippets else 16
+    assert got["attention"].shape == (3, 2, t) and got["tcam"].shape == (3, 2, t, C)
+    assert got["video_probabilities"].shape == (3, 2, C)
+    assert got["detection_segments"].shape == (3, SETTINGS["max_detections"], 2)
+    assert got["num_detections"].sum() > 0
+    assert list(got["examples/video_id"]) == ["v0", "v1", "v2"]
+    # Segments lie inside the videos: features-only input clips at L * seconds_per_snippet, the
+    # examples at the recorded duration (L * sps - 0.1 s here).
+    limit = data["num_snippets"] * data["seconds_per_snippet"]
+    assert np.all(got["detection_segments"].max(axis=(1, 2)) <= limit + 1e-5)
+    assert np.all(got["examples/detection_segments"].max(axis=(1, 2)) <= limit - .1 + 1e-5)
+    # The examples carry the same features, so detections agree up to the duration clip.
+    np.testing.assert_array_equal(got["examples/detection_classes"], got["detection_classes"])
+    np.testing.assert_array_equal(got["examples/video_probabilities"], got["video_probabilities"])
+    with open(os.path.join(out, "assets", "classes.txt")) as f:
+        assert f.read().split() == CLASSES
+
+
+def test_grid_sampling_matches_timeline(workdir):
+    # The in-graph grid equals timeline.eval_grid_indices: with identical rows per snippet index, the
+    # attention on the grid is the per-snippet attention gathered at floor(t * L / T).
+    from stpn_tf import timeline
+    module = ExportModule(load_stream_model(workdir, "rgb"), load_stream_model(workdir, "flow"), CLASSES,
+                          grid_length=16, jit_compile=False, **SETTINGS)
+    data = inputs()
+    out = module.serve(tf.constant(data["rgb"]), tf.constant(data["flow"]), tf.constant(data["num_snippets"]),
+                       tf.constant(data["seconds_per_snippet"]))
+    model = load_stream_model(workdir, "rgb")
+    for i, n in enumerate(data["num_snippets"]):
+        per_snippet = model({"features": data["rgb"][i:i + 1, :n]}, training=False)["attention"].numpy()[0]
+        np.testing.assert_allclose(out["attention"].numpy()[i, 0], per_snippet[timeline.eval_grid_indices(n, 16)],
+                                   rtol=1e-6)
+
+
+def test_saved_model_cli_lists_both_signatures(workdir, tmp_path):
+    out = str(tmp_path / "export")
+    run_export(workdir=workdir, out=out, grid_length=16, jit_compile=False, **SETTINGS)
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    shown = subprocess.run([cli, "show", "--dir", out, "--all"], check=True, capture_output=True, text=True,
+                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")).stdout
+    assert "signature_def['serving_default']" in shown and "signature_def['serve_examples']" in shown
+    for name in ("detection_classes", "detection_scores", "detection_segments", "num_detections",
+                 "video_probabilities", "attention", "tcam", "class_names", "num_snippets",
+                 "seconds_per_snippet"):
+        assert name in shown
+
+
+def test_export_errors(workdir, tmp_path):
+    with pytest.raises(StpnError, match="already exists"):
+        run_export(workdir=workdir, out=str(tmp_path))
+    with pytest.raises(StpnError, match="classes.json"):
+        run_export(workdir=str(tmp_path / "nowhere"), out=str(tmp_path / "x"))
