@@ -27,9 +27,12 @@ Bounds and what happens when they are exceeded:
   THUMOS14, 200 for ActivityNet). None means all classes.
 - `max_components_per_class` (M): per video, stream and class, only the M highest-scoring components
   (ties: earlier start first) enter NMS. With at most M components everywhere, results equal the
-  unbounded reference exactly. NMS costs O(B * C * (2M)^2).
+  unbounded reference. Sorting costs O(B * Q * (2M)^2).
 - `max_detections` (K): after NMS, the K highest-scoring detections of a video are returned (ties by
   class index, then RGB before FLOW, then earlier start); `num_detections` counts them.
+When M or K is exceeded, the cut is made on scores rounded to float32 (XLA's fast top-k, see
+`_select_top`); only candidates whose float64 scores differ by less than float32 rounding exactly at
+the cut could be exchanged relative to the reference. All orderings are exact in float64.
 """
 
 from __future__ import annotations
@@ -119,8 +122,9 @@ def _stream_components(psi, score_sequence, valid_length, class_kept, *, tcam_th
       max_components: M (Python int).
 
     Returns:
-      (score [B, C, M] float64 (-inf where invalid), start [B, C, M] int32, end [B, C, M] int32 inclusive
-      interpolated positions, valid [B, C, M] bool), sorted by score descending, ties earlier first.
+      (score [B, C, M] float64 (-inf where invalid), first [B, C, M] float64, last [B, C, M] float64
+      inclusive interpolated positions, valid [B, C, M] bool): the M best components in no particular
+      order (the caller sorts exactly).
     """
     kf = tf.constant(float(k), _F64)
     threshold = tf.constant(float(tcam_threshold), _F64)
