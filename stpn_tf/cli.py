@@ -91,6 +91,12 @@ def _write_config(workdir: str, name: str) -> None:
     atomic_write_text(os.path.join(workdir, f"config.{name}.json"), _config().to_json_best_effort(indent=2))
 
 
+def _dataset_dir(cfg) -> str:
+    if not cfg.dataset.dir:
+        raise StpnError("config.dataset.dir is empty: pass --config.dataset.dir=<directory from stpn build-dataset>")
+    return cfg.dataset.dir
+
+
 def _require(**values):
     missing = [f"--{k}" for k, v in values.items() if not v]
     if missing:
@@ -102,6 +108,7 @@ def cmd_train(argv):
 
     _require(workdir=FLAGS.workdir, stream=FLAGS.stream)
     cfg = _config()
+    _dataset_dir(cfg)
     _write_config(FLAGS.workdir, f"train.{FLAGS.stream}")
     train.run_train(
         dataset_dir=cfg.dataset.dir, workdir=FLAGS.workdir, stream=FLAGS.stream,
@@ -138,7 +145,7 @@ def cmd_localize(argv):
         _require(workdir=FLAGS.workdir)
         _write_config(FLAGS.workdir, "localize")
         split = FLAGS.split or cfg.dataset.test_split
-        meta = tfrecord.read_dataset_metadata(cfg.dataset.dir)
+        meta = tfrecord.read_dataset_metadata(_dataset_dir(cfg))
         raw = inference.predict(
             FLAGS.workdir, tfrecord.list_shards(cfg.dataset.dir, split), feature_dim=meta["feature_dim"],
             grid_size=None if cfg.localize.all_snippets else cfg.localize.num_snippets,
@@ -180,7 +187,8 @@ def _sweep(raw, cfg) -> int:
     for ct, tt in itertools.product(cfg.sweep.class_thresholds, cfg.sweep.tcam_thresholds):
         params = {**_localize_params(cfg), "class_threshold": ct, "tcam_threshold": tt}
         results = inference.localize_raw(raw, streams=FLAGS.streams, **params)
-        r = evaluate.evaluate_detections(ground_truth, results, protocol=protocol, tiou_thresholds=thresholds)
+        r = evaluate.evaluate_detections(ground_truth, results, protocol=protocol, tiou_thresholds=thresholds,
+                                         unknown_labels_as_fp=FLAGS.unknown_labels_as_fp)
         at_half = dict(zip([round(t, 6) for t in r["tiou_thresholds"]], r["mAP"])).get(0.5, float("nan"))
         print(f"{ct:>10g}{tt:>10g}{100 * r['average_mAP']:>10.2f}{100 * at_half:>10.2f}")
         if best is None or r["average_mAP"] > best[0]:

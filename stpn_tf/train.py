@@ -9,6 +9,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 from absl import logging
+from tensorflow.python.framework import config as tf_config  # is/disable_op_determinism
 
 from stpn_tf.data import pipeline, tfrecord
 from stpn_tf.data.annotations import atomic_write_text
@@ -32,8 +33,6 @@ def _set_op_determinism(enabled: bool) -> None:
         tf.config.experimental.enable_op_determinism()
     else:
         # TF has no public switch-off; a process that trains twice (the demo) needs it for the second run.
-        from tensorflow.python.framework import config as tf_config
-
         tf_config.disable_op_determinism()
 
 
@@ -77,8 +76,8 @@ def run_train(
     """
     if stream not in STREAMS:
         raise StpnError(f"unknown stream {stream!r}; expected one of {STREAMS}")
-    if steps < 1 or steps_per_epoch < 1:
-        raise StpnError(f"steps ({steps}) and steps_per_epoch ({steps_per_epoch}) must be positive")
+    if steps < 1 or steps_per_epoch < 1 or steps % steps_per_epoch:
+        raise StpnError(f"steps ({steps}) must be a positive multiple of steps_per_epoch ({steps_per_epoch})")
     meta = tfrecord.read_dataset_metadata(dataset_dir)
     shards = tfrecord.list_shards(dataset_dir, train_split)
     classes = meta["classes"]
@@ -93,37 +92,58 @@ def run_train(
 
     keras.utils.set_random_seed(seed)
     dist = make_strategy(strategy)
+    backup_dir = os.path.join(stream_dir, "backup")
+    done_epochs = _backed_up_epochs(backup_dir)
     dataset = pipeline.make_train_dataset(
         shards, stream=stream, num_classes=len(classes), feature_dim=meta["feature_dim"],
         num_snippets=num_snippets, batch_size=batch_size, shuffle_buffer=shuffle_buffer, seed=seed,
+        skip_batches=done_epochs * steps_per_epoch,
     )
+    if done_epochs:
+        logging.info("resuming the %s stream after epoch %d from %s", stream, done_epochs, backup_dir)
     # Keras refuses XLA when op determinism is already on (some XLA GPU kernels are non-deterministic), so
     # compile first and switch determinism on afterwards. The train step here (dense layers, reductions)
     # runs deterministically under XLA on CPU; tests/test_train.py checks two runs give identical weights.
+    determinism_was_on = tf_config.is_op_determinism_enabled()
     _set_op_determinism(False)
     with dist.scope():
         model = STPN(len(classes), attention_units=attention_units, pooling=pooling, variant=variant, beta=beta)
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), jit_compile=jit_compile)
         # BackupAndRestore needs built variables before fit() (it restores into them).
         model({"features": tf.zeros([1, num_snippets, meta["feature_dim"]]), "mask": tf.ones([1, num_snippets])})
-    _set_op_determinism(deterministic)
-    epochs = -(-steps // steps_per_epoch)
+    epochs = steps // steps_per_epoch
     callbacks = [
-        keras.callbacks.BackupAndRestore(os.path.join(stream_dir, "backup")),
+        # double_checkpoint: a kill while the backup is being written falls back to the previous one.
+        keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True),
         keras.callbacks.TensorBoard(os.path.join(stream_dir, "logs"), update_freq="epoch"),
         keras.callbacks.ModelCheckpoint(
             os.path.join(stream_dir, "checkpoints", "epoch-{epoch:04d}.weights.h5"), save_weights_only=True
         ),
     ]
     logging.info("training %s stream: %d steps (%d epochs of %d), batch %d, %d classes, D=%d",
-                 stream, epochs * steps_per_epoch, epochs, steps_per_epoch, batch_size, len(classes),
-                 meta["feature_dim"])
-    with tfrecord.corrupt_record_errors(shards):
-        history = model.fit(
-            dataset, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose,
-            shuffle=False,  # the dataset shuffles itself
-        )
+                 stream, steps, epochs, steps_per_epoch, batch_size, len(classes), meta["feature_dim"])
+    _set_op_determinism(deterministic)
+    try:
+        with tfrecord.corrupt_record_errors(shards):
+            history = model.fit(
+                dataset, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose,
+                shuffle=False,  # the dataset shuffles itself
+            )
+    finally:
+        _set_op_determinism(determinism_was_on)
     save_model_atomically(model, final_path)
     logs = {k: float(v[-1]) for k, v in history.history.items()} if history.history else {}
     logging.info("saved %s (%s)", final_path, ", ".join(f"{k}={v:.4f}" for k, v in logs.items()))
     return logs
+
+
+def _backed_up_epochs(backup_dir: str) -> int:
+    """Epochs finished by an interrupted run (from BackupAndRestore's metadata), 0 when starting fresh."""
+    path = os.path.join(backup_dir, "training_metadata.json")
+    if not os.path.exists(path):
+        return 0
+    try:
+        with open(path) as f:
+            return int(json.load(f)["epoch"])
+    except (ValueError, KeyError, TypeError, json.JSONDecodeError):
+        return 0  # BackupAndRestore itself falls back to its previous copy in that case

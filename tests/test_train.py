@@ -20,7 +20,7 @@ import pytest
 import tensorflow as tf
 
 from stpn_tf import train
-from stpn_tf.data import tfrecord
+from stpn_tf.data import synthetic, tfrecord
 from stpn_tf.data.annotations import atomic_write_text
 from stpn_tf.errors import StpnError
 from stpn_tf.model.stpn import STPN, load_stream_model
@@ -148,8 +148,11 @@ def test_same_seed_same_weights_other_seed_differs(trained):
 def test_bad_arguments(dataset_dir, tmp_path):
     with pytest.raises(StpnError, match="unknown stream"):
         train.run_train(dataset_dir=dataset_dir, workdir=str(tmp_path), stream="depth")
-    with pytest.raises(StpnError, match="must be positive"):
+    with pytest.raises(StpnError, match="positive multiple"):
         train.run_train(dataset_dir=dataset_dir, workdir=str(tmp_path), stream="rgb", steps=0)
+    # 25 steps cannot be cut into epochs of 10: refuse rather than silently train 30.
+    with pytest.raises(StpnError, match="positive multiple"):
+        train.run_train(dataset_dir=dataset_dir, workdir=str(tmp_path), stream="rgb", steps=25, steps_per_epoch=10)
     with pytest.raises(StpnError, match="dataset.json"):
         train.run_train(dataset_dir=str(tmp_path / "nowhere"), workdir=str(tmp_path), stream="rgb")
 
@@ -167,7 +170,7 @@ def test_cli_missing_dataset_and_resolved_config(repo_dir, tmp_path):
     missing = tmp_path / "no_such_dataset"
     workdir = tmp_path / "work"
     cmd, env = _cli(repo_dir, f"--config.dataset.dir={missing}", f"--workdir={workdir}", "--stream=rgb",
-                    "--config.train.steps=7", "--config.model.attention_units=5")
+                    "--config.train.steps=7", "--config.train.steps_per_epoch=7", "--config.model.attention_units=5")
     proc = subprocess.run(cmd, cwd=repo_dir, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("stpn train: error:")]
@@ -182,7 +185,7 @@ def test_cli_missing_dataset_and_resolved_config(repo_dir, tmp_path):
     spec = importlib.util.spec_from_file_location("demo_config", os.path.join(repo_dir, "configs", "demo.py"))
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)
-    assert config["train"]["steps_per_epoch"] == demo.get_config().train.steps_per_epoch
+    assert config["train"]["batch_size"] == demo.get_config().train.batch_size
     assert config["train"]["learning_rate"] == demo.get_config().train.learning_rate
     assert not (workdir / "rgb" / "model.keras").exists()
 
@@ -261,3 +264,31 @@ def test_make_strategy():
     assert float(one.experimental_local_results(result)[0]) == 6.0
     with pytest.raises(StpnError, match="unknown strategy 'tpu'"):
         train.make_strategy("tpu")
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch):
+    """A run interrupted after epoch 1 and resumed ends with the same weights as one never interrupted:
+    the backup restores model and optimizer, and the data pipeline skips the batches already used."""
+    dataset_dir = str(tmp_path / "data")
+    synthetic.write_dataset(dataset_dir, feature_dim=8, max_snippets=24, num_shards=1)
+    kwargs = dict(dataset_dir=dataset_dir, stream="rgb", attention_units=4, num_snippets=8, batch_size=3,
+                  learning_rate=1e-2, steps=8, steps_per_epoch=4, verbose=0)
+    train.run_train(workdir=str(tmp_path / "straight"), **kwargs)
+
+    class Crash(keras.callbacks.Callback):
+        def __init__(self, *args, **kw):
+            super().__init__()
+
+        def on_epoch_end(self, epoch, logs=None):  # runs after BackupAndRestore saved epoch 1
+            raise RuntimeError("simulated kill")
+
+    with monkeypatch.context() as m:
+        m.setattr(train.keras.callbacks, "ModelCheckpoint", Crash)
+        with pytest.raises(RuntimeError, match="simulated kill"):
+            train.run_train(workdir=str(tmp_path / "resumed"), **kwargs)
+    assert os.path.exists(tmp_path / "resumed" / "rgb" / "backup" / "training_metadata.json")
+    train.run_train(workdir=str(tmp_path / "resumed"), **kwargs)
+    a = load_stream_model(str(tmp_path / "straight"), "rgb").get_weights()
+    b = load_stream_model(str(tmp_path / "resumed"), "rgb").get_weights()
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)

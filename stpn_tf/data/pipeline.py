@@ -63,8 +63,12 @@ def make_train_dataset(
     shuffle_buffer: int = 256,
     seed: int = 0,
     repeat: bool = True,
+    skip_batches: int = 0,
 ) -> tf.data.Dataset:
     """Training batches `({"features": [B, T, D], "mask": [B, T]}, labels [B, C])` for one stream.
+
+    `skip_batches` resumes the exact batch sequence of an interrupted run (elements are skipped before
+    the snippet sampling, so skipping is cheap).
 
     Every video yields exactly `num_snippets` sampled snippets (short videos repeat snippets), so the
     mask is all ones; it is still provided so the model code is the same for padded inputs.
@@ -79,6 +83,8 @@ def make_train_dataset(
     ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     # One independent stateless seed per element: the same seed gives the same sample sequence.
     ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=seed).batch(2)))
+    if skip_batches:
+        ds = ds.skip(skip_batches * batch_size)
 
     def sample(item, rng):
         features, length, labels = item
