@@ -51,6 +51,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.localize.interpolation = 24
     config.localize.nms_threshold = 0.5
     config.localize.max_detections = 200
+    # Static bounds that let the localization graph compile with XLA (stpn_tf/localize.py): components kept
+    # per video, stream and class (highest-scoring first), and classes localized per video (those passing
+    # class_threshold, highest probability first; 0 = all classes).
+    config.localize.max_components_per_class = 64
+    config.localize.max_classes_per_video = 8
     config.localize.batch_size = 16
 
     config.evaluate = ml_collections.ConfigDict()

@@ -75,7 +75,8 @@ flags.DEFINE_integer("stride_frames", None, "build-dataset: frames per snippet (
 flags.DEFINE_enum("segments_outside", "clip", ["clip", "keep"], "build-dataset: segments past the duration.")
 flags.DEFINE_bool("keep_unlabeled", False, "build-dataset: keep videos without labels.")
 # extract
-flags.DEFINE_bool("overwrite", False, "extract: recompute videos that already have features.")
+flags.DEFINE_bool("overwrite", False, "extract: recompute videos that already have features; export: replace "
+                  "an existing export directory.")
 FLAGS = flags.FLAGS
 
 
@@ -118,10 +119,9 @@ def cmd_train(argv):
 
 
 def _localize_params(cfg) -> dict:
-    loc = cfg.localize
-    return dict(class_threshold=loc.class_threshold, tcam_threshold=loc.tcam_threshold, alpha=loc.alpha,
-                interpolation=loc.interpolation, nms_threshold=loc.nms_threshold,
-                max_detections=loc.max_detections)
+    from stpn_tf.inference import localize_params
+
+    return localize_params(cfg.localize.to_dict())
 
 
 def cmd_localize(argv):
@@ -138,6 +138,15 @@ def cmd_localize(argv):
             ground_truth_subset=FLAGS.subset, localize_params=_localize_params(cfg),
             grid_size=None if cfg.localize.all_snippets else cfg.localize.num_snippets, **_extract_kwargs(cfg),
         )
+    if FLAGS.workdir and inference.is_export_dir(FLAGS.workdir):
+        # An export carries its own localization settings; it reads the TFRecords of the split directly.
+        split = FLAGS.split or cfg.dataset.test_split
+        results = inference.localize_with_export(
+            FLAGS.workdir, tfrecord.list_shards(_dataset_dir(cfg), split), batch_size=cfg.localize.batch_size)
+        out = FLAGS.out or os.path.join(FLAGS.workdir, "detections.json")
+        inference.write_results(results, out)
+        print(f"wrote detections for {len(results['results'])} videos to {out}")
+        return 0
     if FLAGS.raw:
         raw = inference.load_raw(FLAGS.raw)
         out = FLAGS.out or os.path.join(os.path.dirname(os.path.abspath(FLAGS.raw)), "detections.json")
@@ -210,6 +219,18 @@ def cmd_evaluate(argv):
     return 0
 
 
+def cmd_export(argv):
+    from stpn_tf import export
+
+    _require(workdir=FLAGS.workdir, out=FLAGS.out)
+    cfg = _config()
+    _write_config(FLAGS.workdir, "export")
+    return export.run_export(
+        workdir=FLAGS.workdir, out=FLAGS.out, grid_length=cfg.localize.num_snippets,
+        all_snippets=cfg.localize.all_snippets, overwrite=FLAGS.overwrite, **_localize_params(cfg),
+    )
+
+
 def cmd_build_dataset(argv):
     from stpn_tf.data import build
 
@@ -261,7 +282,7 @@ def cmd_demo(argv):
 
 
 HANDLERS = {"demo": cmd_demo, "train": cmd_train, "localize": cmd_localize, "evaluate": cmd_evaluate,
-            "build-dataset": cmd_build_dataset, "extract": cmd_extract}
+            "build-dataset": cmd_build_dataset, "extract": cmd_extract, "export": cmd_export}
 
 
 def main(argv):

@@ -17,11 +17,6 @@ from stpn_tf.data import synthetic as synthetic_lib
 ROWS = (("RGB", ("rgb",)), ("flow", ("flow",)), ("two-stream", ("rgb", "flow")))
 
 
-def _localize_params(localize: Mapping[str, Any]) -> dict[str, Any]:
-    keys = ("class_threshold", "tcam_threshold", "alpha", "interpolation", "nms_threshold", "max_detections")
-    return {k: localize[k] for k in keys}
-
-
 def format_rows(protocol: str, thresholds, rows: list[tuple[str, dict]]) -> str:
     """A mAP table (percent) with one row per stream setting and the average in the last column."""
     head = f"{protocol:<24}" + "".join(f"{t:>6.2f}" for t in thresholds) + "    avg"
@@ -76,7 +71,7 @@ def run_demo(
     protocols = ("activitynet", "th14kit") if evaluate["protocol"] == "both" else (evaluate["protocol"],)
     tables: dict[str, dict[str, dict]] = {p: {} for p in protocols}
     for name, streams in ROWS:
-        results = inference.localize_raw(raw, streams=streams, **_localize_params(localize))
+        results = inference.localize_raw(raw, streams=streams, **inference.localize_params(localize))
         inference.write_results(results, os.path.join(workdir, f"detections_{'_'.join(streams)}.json"))
         for protocol in protocols:
             tables[protocol][name] = evaluate_lib.evaluate_detections(

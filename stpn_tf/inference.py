@@ -23,6 +23,15 @@ from stpn_tf.errors import StpnError
 from stpn_tf.model.stpn import STREAMS, load_classes, load_stream_model
 
 RESULTS_VERSION = "VERSION 1.3"
+LOCALIZE_KEYS = ("class_threshold", "tcam_threshold", "alpha", "interpolation", "nms_threshold", "max_detections",
+                 "max_components_per_class", "max_classes_per_video")
+
+
+def localize_params(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The keywords of `stpn_tf.localize.localize` from a config's `localize` section (0 classes = all)."""
+    params = {k: settings[k] for k in LOCALIZE_KEYS}
+    params["max_classes_per_video"] = params["max_classes_per_video"] or None
+    return params
 
 
 def predict(
@@ -140,23 +149,62 @@ def localize_raw(
             **params,
         )
         out = {k: v.numpy() for k, v in out.items()}
-        for i, video_id in enumerate(raw["video_id"][sl]):
-            k = int(out["num_detections"][i])
-            results[str(video_id)] = [
-                {
-                    "label": classes[int(out["detection_classes"][i, j])],
-                    "score": float(out["detection_scores"][i, j]),
-                    "segment": [float(out["detection_segments"][i, j, 0]), float(out["detection_segments"][i, j, 1])],
-                }
-                for j in range(k)
-            ]
-    return {"version": RESULTS_VERSION, "results": results,
-            "external_data": {"used": True, "details": "I3D features pretrained on Kinetics"}}
+        results.update(_results_json(raw["video_id"][sl], classes, out))
+    return _wrap(results)
 
 
 @functools.lru_cache(maxsize=2)
 def _compiled_localize(jit_compile: bool):
     return tf.function(localize_lib.localize, jit_compile=jit_compile)
+
+
+def _results_json(video_ids, classes, out) -> dict[str, Any]:
+    """ActivityNet results dict from padded detections (`num_detections` valid entries per video)."""
+    results: dict[str, list[dict[str, Any]]] = {}
+    for i, video_id in enumerate(video_ids):
+        results[str(video_id)] = [
+            {
+                "label": classes[int(out["detection_classes"][i, j])],
+                "score": float(out["detection_scores"][i, j]),
+                "segment": [float(out["detection_segments"][i, j, 0]), float(out["detection_segments"][i, j, 1])],
+            }
+            for j in range(int(out["num_detections"][i]))
+        ]
+    return results
+
+
+def _wrap(results: dict[str, Any]) -> dict[str, Any]:
+    return {"version": RESULTS_VERSION, "results": results,
+            "external_data": {"used": True, "details": "I3D features pretrained on Kinetics"}}
+
+
+def is_export_dir(path: str) -> bool:
+    """True for a SavedModel directory written by `stpn export`."""
+    return os.path.exists(os.path.join(path, "saved_model.pb"))
+
+
+def localize_with_export(export_dir: str, shards: Sequence[str], *, batch_size: int = 16) -> dict[str, Any]:
+    """Runs an export's `serve_examples` signature over TFRecord shards; ActivityNet results dict."""
+    model = tf.saved_model.load(export_dir)
+    serve = model.signatures["serve_examples"]
+    results: dict[str, Any] = {}
+    batch: list[bytes] = []
+
+    def flush():
+        out = {k: v.numpy() for k, v in serve(examples=tf.constant(batch)).items()}
+        classes = [c.decode() for c in out["class_names"]]
+        results.update(_results_json([v.decode() for v in out["video_id"]], classes, out))
+        batch.clear()
+
+    for record in tfrecord.read_records(shards):
+        batch.append(record)
+        if len(batch) == batch_size:
+            flush()
+    if batch:
+        flush()
+    if not results:
+        raise StpnError(f"no videos in {', '.join(shards)}")
+    return _wrap(results)
 
 
 def write_results(results: Mapping[str, Any], path: str) -> None:

@@ -58,6 +58,18 @@ def test_build_train_localize_evaluate(tmp_path, release):
     for dets in detections["results"].values():
         for d in dets:
             assert 0 <= d["segment"][0] <= d["segment"][1] and isinstance(d["label"], str)
+    # The export holds both streams and the localization graph: same detections from the same TFRecords.
+    export = tmp_path / "export"
+    stpn("export", f"--workdir={work}", f"--out={export}", *common)
+    exported = tmp_path / "exported.json"
+    stpn("localize", f"--workdir={export}", f"--out={exported}", *common)
+    via_export = json.loads(exported.read_text())["results"]
+    assert via_export.keys() == detections["results"].keys()
+    for video, dets in detections["results"].items():
+        assert [d["label"] for d in via_export[video]] == [d["label"] for d in dets]
+        for a, b in zip(via_export[video], dets):
+            assert a["score"] == pytest.approx(b["score"], rel=1e-5, abs=1e-6)
+            assert a["segment"] == pytest.approx(b["segment"], abs=1e-4)
     out_json = tmp_path / "eval.json"
     proc = stpn("evaluate", f"--ground_truth={data}/ground_truth.json", "--subset=test",
                 f"--predictions={work}/detections.json", f"--protocol={protocol}", f"--json_out={out_json}",
