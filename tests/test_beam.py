@@ -1,4 +1,5 @@
-"""The Beam extraction pipeline (DirectRunner) gives the same features and records as `stpn extract`.
+"""Beam pipelines on the DirectRunner: extraction gives the same features and records as `stpn extract`,
+and batch localization over an export gives the same detections as single-process calls of the export.
 
 Skipped when apache-beam (the optional `beam` extra) is not installed.
 """
@@ -6,6 +7,7 @@ Skipped when apache-beam (the optional `beam` extra) is not installed.
 import json
 import os
 import shutil
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -19,6 +21,7 @@ import tensorflow as tf
 from stpn_tf.beam import extract as beam_extract
 from stpn_tf.data import annotations as ann
 from stpn_tf.data import tfrecord
+from stpn_tf.errors import StpnError
 from stpn_tf.extract import pipeline, standin
 from tests.test_extract import textured_square_frames, write_video
 
@@ -94,43 +97,227 @@ def test_beam_pipeline_equals_single_process(inputs, tmp_path, capsys):
     assert [(r.video_id, r.subset, r.labels) for r in truth] == [("clip_a", "test", ("Diving",))]
 
 
-def test_beam_localize_equals_single_process(inputs, tmp_path):
-    from stpn_tf import inference
+# ---------------------------------------------------------------- batch localization over an export
+
+D, C = 6, 3
+CLASSES = ["Alpha", "Beta", "Gamma"]
+SETTINGS = dict(interpolation=2, max_detections=6, max_components_per_class=4, class_threshold=.2)
+# (video id, snippets L, fps): different lengths so batches need padding; 10 fps gives 1.6 s snippets.
+VIDEOS = [("v_a", 3, 25.), ("v_b", 7, 25.), ("v_c", 12, 10.), ("v_d", 1, 25.), ("v_e", 20, 25.), ("v_f", 5, 10.)]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A training work directory with the real STPN model (tiny sizes), weights large enough that some
+    classes pass the thresholds."""
+    from stpn_tf.model.stpn import STPN, stream_model_path
+
+    path = str(tmp_path_factory.mktemp("workdir"))
+    for seed, stream in enumerate(("rgb", "flow")):
+        model = STPN(num_classes=C, attention_units=4)
+        model({"features": np.zeros((1, 5, D), np.float32), "mask": np.ones((1, 5), np.float32)})
+        for weight in model.weights:
+            weight.assign(np.random.default_rng(seed).normal(0, 1.5, weight.shape).astype(np.float32))
+        os.makedirs(os.path.dirname(stream_model_path(path, stream)), exist_ok=True)
+        model.save(stream_model_path(path, stream))
+    with open(os.path.join(path, "classes.json"), "w") as handle:
+        json.dump(CLASSES, handle)
+    return path
+
+
+@pytest.fixture(scope="module", params=["grid", "all_snippets"])
+def export(request, workdir, tmp_path_factory):
+    from stpn_tf.export import run_export
+
+    out = str(tmp_path_factory.mktemp("export") / request.param)
+    # The grid export keeps the XLA-compiled localization of production. Without the grid every distinct
+    # length is a new XLA compilation (about 2 s each here), so that export runs the same localization
+    # graph uncompiled to keep this file fast (XLA vs graph agreement is tested in tests/test_localize.py).
+    all_snippets = request.param == "all_snippets"
+    assert run_export(workdir=workdir, out=out, grid_length=16, all_snippets=all_snippets,
+                      jit_compile=not all_snippets, **SETTINGS) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def features(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("features"))
+    rng = np.random.default_rng(7)
+    for video_id, length, fps in VIDEOS:
+        pipeline.write_video_features(root, "test", pipeline.VideoFeatures(
+            video_id=video_id, rgb=rng.normal(0, 1, (length, D)).astype(np.float32),
+            flow=rng.normal(0, 1, (length, D)).astype(np.float32), fps=fps, stride_frames=16,
+            num_frames=length * 16 + 3, duration=(length * 16 + 3) / fps))
+    return root
+
+
+def _load_video(root, video_id):
+    paths = pipeline.output_paths(root, "test", video_id)
+    with open(paths["meta"]) as handle:
+        meta = json.load(handle)
+    return np.load(paths["rgb"]), np.load(paths["flow"]), meta["stride_frames"] / meta["fps"]
+
+
+def _serve_one(signature, rgb, flow, sps):
+    """One unpadded video through serving_default (batch of 1)."""
+    out = signature(rgb=tf.constant(rgb[None]), flow=tf.constant(flow[None]),
+                    num_snippets=tf.constant([len(rgb)], tf.int32),
+                    seconds_per_snippet=tf.constant([sps], tf.float32))
+    return {key: value.numpy()[0] for key, value in out.items() if key != "class_names"}
+
+
+def _detections(out):
+    k = int(out["num_detections"])
+    return [(CLASSES[int(out["detection_classes"][j])], float(out["detection_scores"][j]),
+             [float(v) for v in out["detection_segments"][j]]) for j in range(k)]
+
+
+def test_export_ignores_padding(export, features):
+    # A padded batch (garbage rows past each video's length, time longer than every video) gives every
+    # video the same outputs as calling the export on that video alone.
+    signature = tf.saved_model.load(export).signatures["serving_default"]
+    videos = [_load_video(features, v) for v, _, _ in VIDEOS]
+    time = max(len(r) for r, _, _ in videos) + 5
+    rgb = np.full((len(videos), time, D), 1e3, np.float32)
+    flow = np.full((len(videos), time, D), -1e3, np.float32)
+    for i, (r, f, _) in enumerate(videos):
+        rgb[i, :len(r)], flow[i, :len(f)] = r, f
+    batched = signature(rgb=tf.constant(rgb), flow=tf.constant(flow),
+                        num_snippets=tf.constant([len(r) for r, _, _ in videos], tf.int32),
+                        seconds_per_snippet=tf.constant([s for _, _, s in videos], tf.float32))
+    batched = {key: value.numpy() for key, value in batched.items()}
+    all_snippets = export.endswith("all_snippets")
+    total = 0
+    for i, (r, f, s) in enumerate(videos):
+        alone = _serve_one(signature, r, f, s)
+        valid = len(r) if all_snippets else 16
+        np.testing.assert_allclose(batched["attention"][i, :, :valid], alone["attention"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(batched["tcam"][i, :, :valid], alone["tcam"], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(batched["video_probabilities"][i], alone["video_probabilities"], rtol=1e-5)
+        got = _detections({key: value[i] for key, value in batched.items() if key != "class_names"})
+        want = _detections(alone)
+        assert [d[0] for d in got] == [d[0] for d in want]
+        for (_, score, segment), (_, want_score, want_segment) in zip(got, want):
+            assert score == pytest.approx(want_score, rel=1e-5, abs=1e-6)
+            assert segment == pytest.approx(want_segment, rel=1e-5, abs=1e-5)
+        total += len(want)
+        # Segments stay inside the real snippets: L * stride / fps seconds.
+        assert all(0 <= a <= b <= len(r) * s + 1e-5 for _, _, (a, b) in want)
+    assert total > 0  # the comparison covered real detections
+
+
+def test_beam_localize_equals_single_process(export, features, tmp_path, capsys):
     from stpn_tf.beam import localize as beam_localize
-    from stpn_tf.extract import localize_videos as lv
-    from stpn_tf.model.stpn import load_classes, load_stream_model
-    from tests.test_extract import _write_workdir
 
-    features = str(tmp_path / "features")
-    pipeline.run_extract(videos=[str(inputs / "videos" / "clip_a.avi"), str(inputs / "videos" / "clip_b.avi")],
-                         out=features, split="test", rgb_model=str(inputs / "rgb"),
-                         flow_model=str(inputs / "flow"), **FAST)
-    workdir = str(tmp_path / "workdir")
-    _write_workdir(workdir, ["Diving", "HighJump", "PoleVault"])
-    output = str(tmp_path / "detections.json")
-    assert beam_localize.run_beam_localize(features=features, split="test", workdir=workdir,
-                                           output=output) == 0
+    output = str(tmp_path / "out" / "detections.json")
+    # Batches of 4: six videos give one full and one partly filled batch, both padded along time.
+    assert beam_localize.run_beam_localize(features=features, split="test", export_dir=export, output=output,
+                                           batch_size=4) == 0
+    assert "6 videos localized, 0 failed" in capsys.readouterr().out
     with open(output) as handle:
-        beamed = json.load(handle)["results"]
+        written = json.load(handle)
+    assert written["version"] == "VERSION 1.3" and written["external_data"]["used"] is True
+    beamed = written["results"]
+    assert list(beamed) == sorted(v for v, _, _ in VIDEOS)
+    assert os.listdir(tmp_path / "out") == ["detections.json"]  # no temporary file left
 
-    # Single-process reference: the same streams and localization, all videos in one batch.
-    models = {s: load_stream_model(workdir, s) for s in ("rgb", "flow")}
-    per_video = []
-    for video in ("clip_a", "clip_b"):
-        paths = pipeline.output_paths(features, "test", video)
-        with open(paths["meta"]) as handle:
-            meta = json.load(handle)
-        item = pipeline.VideoFeatures(video_id=video, rgb=np.load(paths["rgb"]), flow=np.load(paths["flow"]),
-                                      fps=meta["fps"], stride_frames=meta["stride_frames"],
-                                      num_frames=meta["num_frames"], duration=meta["duration"])
-        per_video.append({"features": item,
-                          "outputs": {s: lv.stream_outputs(models[s], getattr(item, s), 400) for s in models}})
-    raw = lv._raw_outputs(per_video, load_classes(workdir), fps=25.0, stride_frames=16)
-    expected = inference.localize_raw(raw, jit_compile=False)["results"]
+    # Single process: plain tf.saved_model.load, one video per call, no padding, no stpn_tf code.
+    signature = tf.saved_model.load(export).signatures["serving_default"]
+    total = 0
+    for video_id, _, _ in VIDEOS:
+        want = _detections(_serve_one(signature, *_load_video(features, video_id)))
+        got = beamed[video_id]
+        assert [d["label"] for d in got] == [label for label, _, _ in want], video_id
+        for detection, (_, score, segment) in zip(got, want):
+            assert detection["score"] == pytest.approx(score, rel=1e-5, abs=1e-6)
+            assert detection["segment"] == pytest.approx(segment, rel=1e-5, abs=1e-5)
+        total += len(want)
+    assert total > 0
 
-    assert sorted(beamed) == sorted(expected) == ["clip_a", "clip_b"]
-    for video in expected:
-        assert [d["label"] for d in beamed[video]] == [d["label"] for d in expected[video]]
-        for got, want in zip(beamed[video], expected[video]):
-            assert got["score"] == pytest.approx(want["score"], rel=1e-5, abs=1e-6)
-            assert got["segment"] == pytest.approx(want["segment"], rel=1e-5, abs=1e-5)
+
+def test_workdir_path_equals_export(workdir, features):
+    # The training-work-directory path builds the export graph in memory: same detections as the export
+    # made with the same settings.
+    from stpn_tf.export import run_export
+    from stpn_tf.extract.localize_videos import load_serving_model
+
+    videos = [_load_video(features, v) for v, _, _ in VIDEOS]
+    args = ([r for r, _, _ in videos], [f for _, f, _ in videos], [s for _, _, s in videos])
+    in_memory = load_serving_model(workdir, grid_size=16, localize_params=SETTINGS,
+                                   jit_compile=False).predict(*args)
+    with tempfile.TemporaryDirectory() as tmp:
+        run_export(workdir=workdir, out=os.path.join(tmp, "e"), grid_length=16, jit_compile=False, **SETTINGS)
+        exported = load_serving_model(os.path.join(tmp, "e")).predict(*args)
+    assert sum(len(o["detections"]) for o in exported) > 0
+    for a, b in zip(in_memory, exported):
+        assert [d["label"] for d in a["detections"]] == [d["label"] for d in b["detections"]]
+        for x, y in zip(a["detections"], b["detections"]):
+            assert x["score"] == pytest.approx(y["score"], rel=1e-5, abs=1e-6)
+            assert x["segment"] == pytest.approx(y["segment"], rel=1e-5, abs=1e-5)
+        np.testing.assert_allclose(a["attention"], b["attention"], rtol=1e-5, atol=1e-6)
+
+
+def test_beam_localize_skips_bad_files(workdir, features, tmp_path, capsys):
+    from stpn_tf.beam import localize as beam_localize
+
+    root = str(tmp_path / "features")
+    shutil.copytree(features, root)
+    meta_dir = os.path.join(root, "test", "meta")
+    for name in os.listdir(meta_dir):
+        if name not in ("v_a.json", "v_d.json"):
+            os.remove(os.path.join(meta_dir, name))
+    # Three bad videos: malformed meta, NaN features, and rgb/flow of different lengths.
+    with open(os.path.join(meta_dir, "bad_json.json"), "w") as handle:
+        handle.write("{not json")
+    rng = np.random.default_rng(3)
+    for video_id, rgb, flow in (("bad_nan", np.full((2, D), np.nan), rng.normal(0, 1, (2, D))),
+                                ("bad_len", rng.normal(0, 1, (2, D)), rng.normal(0, 1, (3, D)))):
+        np.save(os.path.join(root, "test", "rgb", f"{video_id}.npy"), rgb.astype(np.float32))
+        np.save(os.path.join(root, "test", "flow", f"{video_id}.npy"), flow.astype(np.float32))
+        with open(os.path.join(meta_dir, f"{video_id}.json"), "w") as handle:
+            json.dump({"video_id": video_id, "fps": 25.0, "stride_frames": 16, "num_frames": 40,
+                       "num_snippets": 2, "duration": 1.6}, handle)
+    output = str(tmp_path / "detections.json")
+    # A training work directory in place of the export: the same handler, default settings.
+    assert beam_localize.run_beam_localize(features=root, split="test", export_dir=workdir, output=output) == 1
+    assert "2 videos localized, 3 failed" in capsys.readouterr().out
+    with open(output) as handle:
+        assert sorted(json.load(handle)["results"]) == ["v_a", "v_d"]
+
+
+def test_read_features_errors(features, tmp_path):
+    from stpn_tf.beam.localize import read_features
+
+    meta = pipeline.output_paths(features, "test", "v_b")["meta"]
+    video_id, example = read_features(meta, feature_dim=D)
+    assert video_id == "v_b" and example["rgb"].shape == (7, D)
+    assert example["seconds_per_snippet"] == pytest.approx(0.64)  # 16 frames / 25 fps
+    with pytest.raises(StpnError, match=r"v_b.npy: 6 values per snippet, the model expects 1024"):
+        read_features(meta, feature_dim=1024)
+    with pytest.raises(StpnError, match="missing.json: cannot read"):
+        read_features(str(tmp_path / "meta" / "missing.json"))
+    (tmp_path / "meta").mkdir()
+    (tmp_path / "meta" / "nomatch.json").write_text(json.dumps(
+        {"video_id": "v_x", "fps": 25, "stride_frames": 16, "num_snippets": 1}))
+    with pytest.raises(StpnError, match=r"v_x.npy: missing \(listed by"):
+        read_features(str(tmp_path / "meta" / "nomatch.json"))
+
+
+def test_beam_localize_input_errors(workdir, tmp_path):
+    from stpn_tf.beam import localize as beam_localize
+
+    with pytest.raises(StpnError, match="no feature meta files"):
+        beam_localize.run_beam_localize(features=str(tmp_path), split="test", export_dir=workdir,
+                                        output=str(tmp_path / "d.json"))
+    assert beam_localize.main(["--features", str(tmp_path), "--export_dir", workdir,
+                               "--output", str(tmp_path / "d.json")]) == 2
+
+
+def test_parse_args_splits_runner_flags():
+    from stpn_tf.beam.localize import parse_args
+
+    kwargs, beam_args = parse_args(["--features=f", "--export_dir=e", "--output=o.json", "--batch_size=2",
+                                    "--runner=FlinkRunner", "--", "--parallelism=4", "--split=not_ours"])
+    assert kwargs == {"features": "f", "split": "test", "export_dir": "e", "output": "o.json", "batch_size": 2}
+    # Unknown flags and everything after `--` (even names the script knows) belong to Beam.
+    assert beam_args == ["--runner=FlinkRunner", "--parallelism=4", "--split=not_ours"]

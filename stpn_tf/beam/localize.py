@@ -1,99 +1,138 @@
-"""Batch localization of many per-video feature files with Beam's RunInference.
+"""Batch localization of many per-video feature files with Beam's RunInference over an STPN export.
 
-    <features>/<split>/meta/*.json -> read rgb/flow npy -> RunInference(STPN streams, batched per
-    worker) -> localization per video -> detections.json (ActivityNet format)
+    <features>/<split>/meta/*.json -> ReadFeatures (rgb/flow npy; bad files counted and skipped)
+      -> RunInference(KeyedModelHandler(StpnExportHandler)): batches of videos, padded along time, through
+         the export's `serving_default` signature (both streams + localization in one graph)
+      -> ToDict -> detections JSON (ActivityNet format, written atomically)
 
-The model handler loads the trained streams of a training work directory once per worker
-(RunInference shares it between threads). Runner flags: see docs/extract.md.
+The handler loads the export with plain `tf.saved_model.load` once per worker process (RunInference
+shares it between the worker's threads). A training work directory also works in place of the export
+(the same graph is then built in memory with the default localization settings), but the export is the
+documented path: it is what a Dataflow/Flink/Spark worker needs without the training outputs.
+
+Command line (runner flags after the script's own, optionally behind `--`):
+
+    python -m stpn_tf.beam.localize --features=F --split=test --export_dir=E --output=detections.json \
+        -- --runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp ...
 """
 
 from __future__ import annotations
 
+import argparse
 import glob
 import json
 import os
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import apache_beam as beam
 import numpy as np
+from absl import logging
+from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from stpn_tf.errors import StpnError
 
-
-class _Streams:
-    """The loaded models (a class, not a dict: Beam's model sharing keeps a weak reference)."""
-
-    def __init__(self, classes: list[str], streams: dict[str, Any]):
-        self.classes = classes
-        self.streams = streams
+_NAMESPACE = "stpn"
+DEFAULT_BATCH_SIZE = 8
 
 
-class StpnStreamsHandler(ModelHandler):
-    """RunInference handler: per-video features -> per-stream attention, T-CAM and probabilities.
+class StpnExportHandler(ModelHandler):
+    """RunInference handler over an STPN export.
 
-    Examples are dicts {"rgb": [L, D], "flow": [L, D], "meta": {...}}; predictions are dicts
-    {stream: {"attention": [T], "tcam": [T, C], "probabilities": [C]}, "meta": {...}}.
+    Examples are dicts {"rgb": float32 [L, D], "flow": float32 [L, D], "seconds_per_snippet": float};
+    predictions are the ActivityNet result lists [{"label", "score", "segment": [s, e]}, ...] in seconds.
+    Each batch is padded along time (num_snippets gives the true lengths; stpn_tf.extract.localize_videos.
+    ServingModel.predict) and filled up to `batch_size` videos, so the export's compiled localization sees
+    few distinct shapes.
     """
 
-    def __init__(self, workdir: str, grid_size: int | None = 400):
-        super().__init__()
-        self._workdir = workdir
-        self._grid_size = grid_size
+    def __init__(self, export_dir: str, *, batch_size: int = DEFAULT_BATCH_SIZE):
+        if batch_size < 1:
+            raise StpnError(f"batch_size must be >= 1, got {batch_size}")
+        super().__init__(min_batch_size=1, max_batch_size=batch_size)
+        self._export_dir = export_dir
+        self._batch_size = batch_size
 
-    def load_model(self) -> "_Streams":
-        from stpn_tf.model.stpn import STREAMS, load_classes, load_stream_model
+    def load_model(self):
+        from stpn_tf.extract.localize_videos import load_serving_model
 
-        return _Streams(load_classes(self._workdir),
-                        {s: load_stream_model(self._workdir, s) for s in STREAMS})
+        return load_serving_model(self._export_dir)
 
     def run_inference(self, batch: Sequence[Mapping[str, Any]], model: Any,
-                      inference_args: Mapping[str, Any] | None = None) -> Iterable[dict[str, Any]]:
-        from stpn_tf.extract.localize_videos import stream_outputs
+                      inference_args: Mapping[str, Any] | None = None) -> Iterable[list[dict[str, Any]]]:
+        outputs = model.predict([e["rgb"] for e in batch], [e["flow"] for e in batch],
+                                [e["seconds_per_snippet"] for e in batch], pad_batch_to=self._batch_size)
+        return [output["detections"] for output in outputs]
 
-        for example in batch:
-            prediction = {s: stream_outputs(m, example[s], self._grid_size)
-                          for s, m in model.streams.items()}
-            prediction["meta"] = example["meta"]
-            prediction["classes"] = model.classes
-            yield prediction
+    def get_num_bytes(self, batch: Sequence[Mapping[str, Any]]) -> int:
+        return sum(e["rgb"].nbytes + e["flow"].nbytes for e in batch)
+
+    def get_metrics_namespace(self) -> str:
+        return "StpnRunInference"
 
 
+class ReadFeaturesDoFn(beam.DoFn):
+    """meta JSON path -> (video_id, example); a bad video is logged on one line, counted and skipped."""
 
-def _read_features(meta_path: str) -> tuple[str, dict[str, Any]]:
-    with open(meta_path) as handle:
+    def __init__(self, feature_dim: int | None):
+        self._feature_dim = feature_dim
+        self._failed = Metrics.counter(_NAMESPACE, "failed_videos")
+
+    def process(self, meta_path: str):
         try:
-            meta = json.load(handle)
-        except json.JSONDecodeError as error:
-            raise StpnError(f"{meta_path}: malformed JSON ({error})") from None
-    split_dir = os.path.dirname(os.path.dirname(meta_path))
-    video_id = meta["video_id"]
-    streams = {s: np.load(os.path.join(split_dir, s, f"{video_id}.npy")) for s in ("rgb", "flow")}
-    return video_id, {**streams, "meta": meta}
+            yield read_features(meta_path, feature_dim=self._feature_dim)
+        except StpnError as error:
+            logging.error("error: %s", error)
+            self._failed.inc()
 
 
-def _localize_one(item: tuple[str, Mapping[str, Any]], params: Mapping[str, Any]):
-    from stpn_tf import inference
+def read_features(meta_path: str, *, feature_dim: int | None = None) -> tuple[str, dict[str, Any]]:
+    """Reads one video of the `stpn extract` layout, given its meta JSON.
+
+    Returns:
+      (video_id, {"rgb": float32 [L, D], "flow": float32 [L, D], "seconds_per_snippet": float}).
+
+    Raises:
+      StpnError: malformed meta, missing or unreadable npy, shapes that disagree with each other, the meta
+        or `feature_dim`, an empty video, non-finite values.
+    """
     from stpn_tf import timeline
 
-    video_id, prediction = item
-    meta = prediction["meta"]
-    raw: dict[str, Any] = {
-        "video_id": np.asarray([video_id]),
-        "length": np.asarray([prediction["rgb"]["attention"].shape[0]], np.int32),
-        "num_snippets": np.asarray([meta["num_snippets"]], np.int32),
-        "seconds_per_snippet": np.asarray(
-            [timeline.seconds_per_snippet(meta["fps"], meta["stride_frames"])], np.float32),
-        "duration": np.asarray([meta["duration"]], np.float32),
-        "classes": np.asarray(prediction["classes"]),
-    }
+    try:
+        with open(meta_path) as handle:
+            meta = json.load(handle)
+        video_id, fps, stride = str(meta["video_id"]), float(meta["fps"]), int(meta["stride_frames"])
+        num_snippets = int(meta["num_snippets"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise StpnError(f"{meta_path}: malformed feature meta JSON ({type(error).__name__}: {error})") from None
+    except OSError as error:
+        raise StpnError(f"{meta_path}: cannot read ({error.strerror})") from None
+    split_dir = os.path.dirname(os.path.dirname(meta_path))
+    streams = {}
     for stream in ("rgb", "flow"):
-        for key, value in prediction[stream].items():
-            raw[f"{stream}/{key}"] = value[None]
-    results = inference.localize_raw(raw, batch_size=1, jit_compile=False, **dict(params))
-    return video_id, results["results"][video_id]
+        path = os.path.join(split_dir, stream, f"{video_id}.npy")
+        try:
+            array = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise StpnError(f"{path}: missing (listed by {meta_path})") from None
+        except (OSError, ValueError) as error:
+            raise StpnError(f"{path}: not a readable npy array ({error})") from None
+        if array.ndim != 2 or array.shape[0] != num_snippets or array.shape[0] == 0:
+            raise StpnError(f"{path}: shape {list(array.shape)}, expected [{num_snippets}, D] as its meta says"
+                            + (" (an empty video)" if num_snippets == 0 else ""))
+        if feature_dim is not None and array.shape[1] != feature_dim:
+            raise StpnError(f"{path}: {array.shape[1]} values per snippet, the model expects {feature_dim}")
+        if not np.all(np.isfinite(array)):
+            raise StpnError(f"{path}: contains NaN or infinite values")
+        streams[stream] = array.astype(np.float32, copy=False)
+    if streams["rgb"].shape != streams["flow"].shape:
+        raise StpnError(f"{split_dir}: {video_id} has rgb {list(streams['rgb'].shape)} but flow "
+                        f"{list(streams['flow'].shape)}")
+    return video_id, {**streams, "seconds_per_snippet": timeline.seconds_per_snippet(fps, stride)}
 
 
 def _write(detections: Mapping[str, Any], path: str) -> None:
@@ -104,36 +143,92 @@ def _write(detections: Mapping[str, Any], path: str) -> None:
                                                "details": "I3D features pretrained on Kinetics"}}, path)
 
 
-def run_beam_localize(*, features: str, split: str, workdir: str, output: str,
-                      grid_size: int | None = 400, localize_params: Mapping[str, Any] | None = None,
-                      pipeline_args: Sequence[str] = ()) -> int:
+def _export_feature_dim(export_dir: str) -> int | None:
+    """D from the export's description (None for a work directory: then the graph itself checks)."""
+    from stpn_tf.extract.localize_videos import EXPORT_INFO, is_export
+
+    if not is_export(export_dir):
+        if not os.path.isdir(export_dir):
+            raise StpnError(f"{export_dir}: no such export directory")
+        return None
+    try:
+        with open(os.path.join(export_dir, EXPORT_INFO)) as handle:
+            return int(json.load(handle)["feature_dim"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise StpnError(f"{os.path.join(export_dir, EXPORT_INFO)}: not an `stpn export` description "
+                        f"({error})") from None
+
+
+def run_beam_localize(*, features: str, split: str, export_dir: str, output: str,
+                      batch_size: int = DEFAULT_BATCH_SIZE, pipeline_args: Sequence[str] = ()) -> int:
     """Localizes every video of `<features>/<split>` (the `stpn extract` layout) on Beam.
 
     Args:
-        features: Root of the per-video npy layout.
-        split: Split sub-directory.
-        workdir: Training work directory with both streams.
-        output: detections JSON to write.
-        grid_size: Test grid (400) or None for all snippets.
-        localize_params: Keywords of stpn_tf.localize.localize.
-        pipeline_args: Beam flags; default the DirectRunner.
+      features: Root of the per-video npy layout (<features>/<split>/{rgb,flow,meta}/).
+      split: Split sub-directory.
+      export_dir: `stpn export` directory (or a training work directory; default settings then).
+      output: Detections JSON to write (ActivityNet format; written to a temporary name and renamed).
+      batch_size: Videos per `serving_default` call.
+      pipeline_args: Beam flags, e.g. ["--runner=DataflowRunner", ...]; default the DirectRunner.
 
     Returns:
-        0.
+      0 if every video was localized, 1 if any feature file was bad (each is logged on one line and
+      counted in the Beam metric stpn/failed_videos; the others are still written).
     """
-    metas = sorted(glob.glob(os.path.join(features, split, "meta", "*.json")))
+    meta_dir = os.path.join(features, split, "meta")
+    metas = sorted(glob.glob(os.path.join(meta_dir, "*.json")))
     if not metas:
-        raise StpnError(f"{os.path.join(features, split, 'meta')}: no feature meta files")
+        raise StpnError(f"{meta_dir}: no feature meta files (run `stpn extract` first)")
+    feature_dim = _export_feature_dim(export_dir)
     args = list(pipeline_args)
     if not any(a == "--runner" or a.startswith("--runner=") for a in args):
         args.append("--runner=DirectRunner")
-    with beam.Pipeline(options=PipelineOptions(args)) as pipeline:
-        _ = (pipeline
-             | "Metas" >> beam.Create(metas)
-             | "Read" >> beam.Map(_read_features)
-             | "Streams" >> RunInference(KeyedModelHandler(StpnStreamsHandler(workdir, grid_size)))
-             | "Localize" >> beam.Map(_localize_one, params=dict(localize_params or {}))
-             | "Collect" >> beam.combiners.ToDict()
-             | "Write" >> beam.Map(_write, path=output))
-    print(f"beam localize: {len(metas)} videos -> {output}", flush=True)
-    return 0
+    pipeline = beam.Pipeline(options=PipelineOptions(args))
+    _ = (pipeline
+         | "Metas" >> beam.Create(metas)
+         | "Spread" >> beam.Reshuffle()
+         | "Read" >> beam.ParDo(ReadFeaturesDoFn(feature_dim))
+         | "Localize" >> RunInference(KeyedModelHandler(StpnExportHandler(export_dir, batch_size=batch_size)))
+         | "Collect" >> beam.combiners.ToDict()
+         | "Write" >> beam.Map(_write, path=output))
+    result = pipeline.run()
+    result.wait_until_finish()
+    counters = result.metrics().query(MetricsFilter().with_namespace(_NAMESPACE).with_name("failed_videos"))
+    failed = sum(c.committed or 0 for c in counters["counters"])
+    print(f"beam localize: {len(metas) - failed} videos localized, {failed} failed -> {output}", flush=True)
+    return 1 if failed else 0
+
+
+def parse_args(argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
+    """Splits a command line into run_beam_localize keywords and Beam pipeline flags.
+
+    Flags this script does not know (and everything after a bare `--`) go to Beam.
+    """
+    parser = argparse.ArgumentParser(prog="python -m stpn_tf.beam.localize",
+                                     description="Localize per-video features with an STPN export on Beam.")
+    parser.add_argument("--features", required=True, help="root of the `stpn extract` layout")
+    parser.add_argument("--split", default="test", help="split sub-directory (default: test)")
+    parser.add_argument("--export_dir", required=True, help="`stpn export` directory")
+    parser.add_argument("--output", required=True, help="detections JSON to write")
+    parser.add_argument("--batch_size", type=int, default=DEFAULT_BATCH_SIZE, help="videos per model call")
+    argv = list(argv)
+    tail: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, tail = argv[:cut], argv[cut + 1:]
+    known, unknown = parser.parse_known_args(argv)
+    return vars(known), unknown + tail
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit code (2 with a one-line message on input errors)."""
+    kwargs, pipeline_args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return run_beam_localize(**kwargs, pipeline_args=pipeline_args)
+    except StpnError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
