@@ -377,37 +377,64 @@ def _write_workdir(workdir, classes, feature_dim=1024):
         model.save(path)
 
 
-def test_localize_videos_writes_detections_and_figures(models, tiny_video, tmp_path):
+def test_localize_videos_with_export_or_workdir(models, tiny_video, tmp_path):
+    from stpn_tf.export import run_export
     from stpn_tf.extract import localize_videos as lv
-    from stpn_tf.model.stpn import load_stream_model
 
-    workdir = str(tmp_path / "workdir")
+    workdir, export = str(tmp_path / "workdir"), str(tmp_path / "export")
     _write_workdir(workdir, ["Diving", "HighJump", "PoleVault"])
+    settings = dict(interpolation=4, max_detections=8)
+    assert run_export(workdir=workdir, out=export, grid_length=16, jit_compile=False, **settings) == 0
     (tmp_path / "bad.mp4").write_bytes(b"")
-    out = str(tmp_path / "localized")
-    code = lv.localize_videos(videos=[tiny_video, str(tmp_path / "bad.mp4")], workdir=workdir,
-                              out_dir=out, rgb_model=models["rgb_dir"], flow_model=models["flow_dir"],
-                              tvl1_scales=2, tvl1_warps=1, tvl1_inner_iterations=5,
-                              tvl1_outer_iterations=1, jit_compile=False)
+    extract = dict(rgb_model=models["rgb_dir"], flow_model=models["flow_dir"], tvl1_scales=2, tvl1_warps=1,
+                   tvl1_inner_iterations=5, tvl1_outer_iterations=1)
+    out = str(tmp_path / "from_export")
+    code = lv.localize_videos(videos=[tiny_video, str(tmp_path / "bad.mp4")], workdir=export, out_dir=out,
+                              **extract)
     assert code == 1  # bad.mp4 failed, the tiny clip went through
 
     with open(os.path.join(out, "detections.json")) as handle:
         results = json.load(handle)
     assert list(results["results"]) == ["tiny_clip"]
-    for detection in results["results"]["tiny_clip"]:
-        start, end = detection["segment"]
-        assert 0.0 <= start <= end <= 1.4 + 1e-6  # clipped to the 1.4 s duration
-        assert detection["label"] in ("Diving", "HighJump", "PoleVault")
+    detections = results["results"]["tiny_clip"]
+    assert detections  # the comparisons below cover real detections
     with open(os.path.join(out, "figures", "tiny_clip.png"), "rb") as handle:
         assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
-    assert os.path.exists(os.path.join(out, "features", "videos", "meta", "tiny_clip.json"))
 
-    # Grid of 400 over L = 2 snippets: indices floor(arange(400) * 2 / 400) -> 200 x snippet 0, then
-    # 200 x snippet 1, so the attention is constant on each half and equals the model on that snippet.
-    features = np.load(os.path.join(out, "features", "videos", "rgb", "tiny_clip.npy"))
-    model = load_stream_model(workdir, "rgb")
-    grid = lv.stream_outputs(model, features, 400)["attention"]
-    direct = lv.stream_outputs(model, features, None)["attention"]
-    assert grid.shape == (400,) and direct.shape == (2,)
-    np.testing.assert_allclose(grid[:200], direct[0], rtol=1e-5)
-    np.testing.assert_allclose(grid[200:], direct[1], rtol=1e-5)
+    # The JSON is the export's serving_default output on the extracted features, called directly.
+    rgb = np.load(os.path.join(out, "features", "videos", "rgb", "tiny_clip.npy"))
+    flow = np.load(os.path.join(out, "features", "videos", "flow", "tiny_clip.npy"))
+    served = tf.saved_model.load(export).signatures["serving_default"](
+        rgb=tf.constant(rgb[None]), flow=tf.constant(flow[None]), num_snippets=tf.constant([2]),
+        seconds_per_snippet=tf.constant([0.64]))
+    names = [n.decode() for n in served["class_names"].numpy()]
+    k = int(served["num_detections"][0])
+    assert [d["label"] for d in detections] == [names[c] for c in served["detection_classes"][0, :k].numpy()]
+    np.testing.assert_allclose([d["score"] for d in detections], served["detection_scores"][0, :k], rtol=1e-6)
+    np.testing.assert_allclose([d["segment"] for d in detections], served["detection_segments"][0, :k],
+                               rtol=1e-6, atol=1e-6)
+    for start, end in (d["segment"] for d in detections):
+        # 2 snippets of 16 frames at 25 fps end at 1.28 s (the 1.4 s clip's last 3 frames fill no stack).
+        assert 0.0 <= start < end <= 1.28 + 1e-6
+
+    # The same through the training work directory (the graph built in memory with the same settings).
+    out_workdir = str(tmp_path / "from_workdir")
+    assert lv.localize_videos(videos=[tiny_video], workdir=workdir, out_dir=out_workdir, grid_size=16,
+                              localize_params=settings, jit_compile=False, figures=False, **extract) == 0
+    with open(os.path.join(out_workdir, "detections.json")) as handle:
+        from_workdir = json.load(handle)["results"]["tiny_clip"]
+    assert [d["label"] for d in from_workdir] == [d["label"] for d in detections]
+    np.testing.assert_allclose([d["score"] for d in from_workdir], [d["score"] for d in detections], rtol=1e-5)
+    np.testing.assert_allclose([d["segment"] for d in from_workdir], [d["segment"] for d in detections],
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_localize_videos_model_errors(tmp_path):
+    from stpn_tf.extract import localize_videos as lv
+
+    with pytest.raises(StpnError, match="neither an export directory"):
+        lv.load_serving_model(str(tmp_path / "nowhere"))
+    # A SavedModel that is not an `stpn export` (no assets/stpn_export.json).
+    tf.saved_model.save(tf.Module(), str(tmp_path / "other"))
+    with pytest.raises(StpnError, match="stpn_export.json: missing"):
+        lv.load_serving_model(str(tmp_path / "other"))
