@@ -7,7 +7,6 @@ Skipped when apache-beam (the optional `beam` extra) is not installed.
 import json
 import os
 import shutil
-import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -125,18 +124,30 @@ def workdir(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module", params=["grid", "all_snippets"])
-def export(request, workdir, tmp_path_factory):
+def _export(workdir, out, all_snippets):
     from stpn_tf.export import run_export
 
-    out = str(tmp_path_factory.mktemp("export") / request.param)
     # The grid export keeps the XLA-compiled localization of production. Without the grid every distinct
     # length is a new XLA compilation (about 2 s each here), so that export runs the same localization
     # graph uncompiled to keep this file fast (XLA vs graph agreement is tested in tests/test_localize.py).
-    all_snippets = request.param == "all_snippets"
     assert run_export(workdir=workdir, out=out, grid_length=16, all_snippets=all_snippets,
                       jit_compile=not all_snippets, **SETTINGS) == 0
     return out
+
+
+@pytest.fixture(scope="module")
+def grid_export(workdir, tmp_path_factory):
+    return _export(workdir, str(tmp_path_factory.mktemp("export") / "grid"), all_snippets=False)
+
+
+@pytest.fixture(scope="module")
+def all_snippets_export(workdir, tmp_path_factory):
+    return _export(workdir, str(tmp_path_factory.mktemp("export") / "all_snippets"), all_snippets=True)
+
+
+@pytest.fixture(params=["grid", "all_snippets"])
+def export(request):
+    return request.getfixturevalue(f"{request.param}_export")
 
 
 @pytest.fixture(scope="module")
@@ -235,19 +246,16 @@ def test_beam_localize_equals_single_process(export, features, tmp_path, capsys)
     assert total > 0
 
 
-def test_workdir_path_equals_export(workdir, features):
-    # The training-work-directory path builds the export graph in memory: same detections as the export
-    # made with the same settings.
-    from stpn_tf.export import run_export
+def test_workdir_path_equals_export(workdir, grid_export, features):
+    # The training-work-directory path builds the export graph in memory (here uncompiled): same
+    # detections as the export made with the same settings (XLA-compiled localization).
     from stpn_tf.extract.localize_videos import load_serving_model
 
     videos = [_load_video(features, v) for v, _, _ in VIDEOS]
     args = ([r for r, _, _ in videos], [f for _, f, _ in videos], [s for _, _, s in videos])
     in_memory = load_serving_model(workdir, grid_size=16, localize_params=SETTINGS,
                                    jit_compile=False).predict(*args)
-    with tempfile.TemporaryDirectory() as tmp:
-        run_export(workdir=workdir, out=os.path.join(tmp, "e"), grid_length=16, jit_compile=False, **SETTINGS)
-        exported = load_serving_model(os.path.join(tmp, "e")).predict(*args)
+    exported = load_serving_model(grid_export).predict(*args)
     assert sum(len(o["detections"]) for o in exported) > 0
     for a, b in zip(in_memory, exported):
         assert [d["label"] for d in a["detections"]] == [d["label"] for d in b["detections"]]
@@ -257,7 +265,7 @@ def test_workdir_path_equals_export(workdir, features):
         np.testing.assert_allclose(a["attention"], b["attention"], rtol=1e-5, atol=1e-6)
 
 
-def test_beam_localize_skips_bad_files(workdir, features, tmp_path, capsys):
+def test_beam_localize_skips_bad_files(all_snippets_export, features, tmp_path, capsys):
     from stpn_tf.beam import localize as beam_localize
 
     root = str(tmp_path / "features")
@@ -278,8 +286,8 @@ def test_beam_localize_skips_bad_files(workdir, features, tmp_path, capsys):
             json.dump({"video_id": video_id, "fps": 25.0, "stride_frames": 16, "num_frames": 40,
                        "num_snippets": 2, "duration": 1.6}, handle)
     output = str(tmp_path / "detections.json")
-    # A training work directory in place of the export: the same handler, default settings.
-    assert beam_localize.run_beam_localize(features=root, split="test", export_dir=workdir, output=output) == 1
+    assert beam_localize.run_beam_localize(features=root, split="test", export_dir=all_snippets_export,
+                                           output=output) == 1
     assert "2 videos localized, 3 failed" in capsys.readouterr().out
     with open(output) as handle:
         assert sorted(json.load(handle)["results"]) == ["v_a", "v_d"]
