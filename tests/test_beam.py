@@ -329,3 +329,20 @@ def test_parse_args_splits_runner_flags():
     assert kwargs == {"features": "f", "split": "test", "export_dir": "e", "output": "o.json", "batch_size": 2}
     # Unknown flags and everything after `--` (even names the script knows) belong to Beam.
     assert beam_args == ["--runner=FlinkRunner", "--parallelism=4", "--split=not_ours"]
+
+
+def test_extract_parse_args_splits_runner_flags(tmp_path):
+    kwargs, beam_args = beam_extract.parse_args([
+        "--videos", "a.mp4", "dir", "--out=f", "--dataset_dir=d", "--split=test", "--rgb_model=r",
+        "--flow_model=m", "--rgb_input_range=0,1", "--tvl1_warps=2", "--direct_num_workers=2", "--",
+        "--runner=SparkRunner"])
+    assert kwargs["videos"] == ["a.mp4", "dir"] and kwargs["rgb_input_range"] == (0.0, 1.0)
+    assert kwargs["tvl1_warps"] == 2 and kwargs["tvl1_scales"] == 5 and kwargs["flow_input_range"] is None
+    assert beam_args == ["--direct_num_workers=2", "--runner=SparkRunner"]
+    # Every parsed name is a keyword of run_beam_extract.
+    import inspect
+    assert set(kwargs) <= set(inspect.signature(beam_extract.run_beam_extract).parameters)
+    # A folder without videos is an input error: exit code 2 before any pipeline starts.
+    assert beam_extract.main(["--videos", str(tmp_path), f"--out={tmp_path / 'f'}", "--split=test",
+                              f"--dataset_dir={tmp_path / 'd'}", "--rgb_model=r", "--flow_model=m"]) == 2
+    assert os.listdir(tmp_path) == []

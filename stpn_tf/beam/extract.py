@@ -8,15 +8,23 @@
     then, in the driver: <dataset>/dataset.json (+ ground_truth.json when annotations are given).
 
 The same code runs on the DirectRunner (default) and on Dataflow, Flink or Spark runners; runner flags
-go in `pipeline_args` (docs/extract.md). A failing video is logged on one line and counted in the
-Beam metric stpn/failed_videos; the run returns 1 when it is non-zero.
+go in `pipeline_args` (docs/extract.md). Command line (runner flags after the script's own, optionally
+behind `--`):
+
+    python -m stpn_tf.beam.extract --videos /videos --out features --dataset_dir dataset --split test
+        --rgb_model /models/i3d_rgb --flow_model /models/i3d_flow -- --runner=DataflowRunner ...
+
+A failing video is logged on one line and counted in the Beam metric stpn/failed_videos; the run returns
+1 when it is non-zero.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -256,3 +264,62 @@ def _write_dataset_metadata(dataset_dir: str, *, split: str, name: str, classes:
                 segments=record.segments, ambiguous=record.ambiguous)
         ann.write_activitynet_json(list(merged.values()), truth_path)
     ann.atomic_write_text(meta_path, json.dumps(metadata, indent=1) + "\n")
+
+
+def _input_range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH (e.g. 0,1), got {text!r}") from None
+    return low, high
+
+
+def parse_args(argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
+    """Splits a command line into run_beam_extract keywords and Beam pipeline flags.
+
+    Flags this script does not know (and everything after a bare `--`) go to Beam.
+    """
+    parser = argparse.ArgumentParser(prog="python -m stpn_tf.beam.extract",
+                                     description="Extract I3D features and build a TFRecord split on Beam.")
+    parser.add_argument("--videos", nargs="+", required=True, help="video files and/or folders")
+    parser.add_argument("--out", required=True, help="root of the per-video npy layout to write")
+    parser.add_argument("--dataset_dir", required=True, help="dataset directory for the TFRecord split")
+    parser.add_argument("--split", required=True, help="split name (train / test)")
+    parser.add_argument("--rgb_model", required=True, help="RGB I3D: hub handle or SavedModel directory")
+    parser.add_argument("--flow_model", required=True, help="flow I3D: hub handle or SavedModel directory")
+    parser.add_argument("--annotations", help="ActivityNet JSON or THUMOS14 toolkit folder (labels)")
+    parser.add_argument("--annotations_subset", help="subset of --annotations to read")
+    parser.add_argument("--classes", nargs="+", help="class names (default THUMOS14's 20)")
+    parser.add_argument("--dataset_name", default="videos")
+    parser.add_argument("--num_shards", type=int, default=4)
+    parser.add_argument("--fps", type=float, default=25.0)
+    parser.add_argument("--stride_frames", type=int, default=16)
+    parser.add_argument("--batch_size", type=int, default=8)
+    for name, default in (("tvl1_scales", 5), ("tvl1_warps", 5), ("tvl1_inner_iterations", 30),
+                          ("tvl1_outer_iterations", 10)):
+        parser.add_argument(f"--{name}", type=int, default=default)
+    parser.add_argument("--rgb_feature_tensor")
+    parser.add_argument("--flow_feature_tensor")
+    parser.add_argument("--rgb_input_range", type=_input_range, help="LOW,HIGH the RGB model expects")
+    parser.add_argument("--flow_input_range", type=_input_range, help="LOW,HIGH the flow model expects")
+    argv = list(argv)
+    tail: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, tail = argv[:cut], argv[cut + 1:]
+    known, unknown = parser.parse_known_args(argv)
+    return vars(known), unknown + tail
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit code (2 with a one-line message on input errors)."""
+    kwargs, pipeline_args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return run_beam_extract(**kwargs, pipeline_args=pipeline_args)
+    except StpnError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -12,7 +12,7 @@ documented path: it is what a Dataflow/Flink/Spark worker needs without the trai
 
 Command line (runner flags after the script's own, optionally behind `--`):
 
-    python -m stpn_tf.beam.localize --features=F --split=test --export_dir=E --output=detections.json \
+    python -m stpn_tf.beam.localize --features=F --split=test --export_dir=E --output=detections.json
         -- --runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp ...
 """
 
