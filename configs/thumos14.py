@@ -72,6 +72,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.extract.batch_size = 8
     config.extract.rgb_model = ""  # TF Hub handle or local SavedModel directory (docs/extract.md)
     config.extract.flow_model = ""
+    # Graph tensor to read features from when a model returns logits (docs/extract.md); "" = its output.
+    config.extract.rgb_feature_tensor = ""
+    config.extract.flow_feature_tensor = ""
     config.extract.tvl1_scales = 5
     config.extract.tvl1_warps = 5
     config.extract.tvl1_inner_iterations = 30

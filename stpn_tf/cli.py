@@ -252,7 +252,8 @@ def _extract_kwargs(cfg) -> dict:
                         "directories or hub handles (see docs/extract.md)")
     keys = ("fps", "stride_frames", "rgb_model", "flow_model", "batch_size", "tvl1_scales", "tvl1_warps",
             "tvl1_inner_iterations", "tvl1_outer_iterations")
-    return {k: ex[k] for k in keys}
+    return {**{k: ex[k] for k in keys}, "rgb_feature_tensor": ex.rgb_feature_tensor or None,
+            "flow_feature_tensor": ex.flow_feature_tensor or None}
 
 
 def cmd_extract(argv):

@@ -7,7 +7,11 @@ import sys
 
 import pytest
 
+import numpy as np
+
+from stpn_tf.extract.standin import build_standin_i3d
 from tests.test_build_dataset import write_activitynet_release, write_basnet_release
+from tests.test_extract import write_video
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = [
@@ -70,6 +74,8 @@ def test_build_train_localize_evaluate(tmp_path, release):
         for a, b in zip(via_export[video], dets):
             assert a["score"] == pytest.approx(b["score"], rel=1e-5, abs=1e-6)
             assert a["segment"] == pytest.approx(b["segment"], abs=1e-4)
+    if release == "thumos14_npy":
+        _extract_and_localize_a_video(tmp_path, export)
     out_json = tmp_path / "eval.json"
     proc = stpn("evaluate", f"--ground_truth={data}/ground_truth.json", "--subset=test",
                 f"--predictions={work}/detections.json", f"--protocol={protocol}", f"--json_out={out_json}",
@@ -95,3 +101,26 @@ def test_errors_are_one_line_with_exit_2(tmp_path):
     assert "--stream" in proc.stderr
     proc = stpn("nonsense", expect=2)
     assert "commands:" in proc.stderr
+
+
+def _extract_and_localize_a_video(tmp_path, export):
+    """`stpn extract` and `stpn localize VIDEO` with stand-in I3D models (D = 8, as the export's streams)."""
+    rng = np.random.default_rng(0)
+    video = str(tmp_path / "clip.avi")
+    write_video(video, rng.integers(0, 255, (40, 48, 64, 3), dtype=np.uint8), 25.0)  # 40 frames: 2 stacks
+    models = []
+    for name, channels in (("rgb", 3), ("flow", 2)):
+        build_standin_i3d(str(tmp_path / f"i3d_{name}"), channels=channels, feature_dim=8)
+        models.append(f"--config.extract.{name}_model={tmp_path / f'i3d_{name}'}")
+    fast_flow = ["--config.extract.tvl1_scales=1", "--config.extract.tvl1_warps=1",
+                 "--config.extract.tvl1_inner_iterations=2", "--config.extract.tvl1_outer_iterations=1"]
+    features = tmp_path / "features"
+    stpn("extract", video, f"--out={features}", "--split=test", *models, *fast_flow)
+    for stream in ("rgb", "flow"):
+        assert np.load(features / "test" / stream / "clip.npy").shape == (2, 8)
+    meta = json.loads((features / "test" / "meta" / "clip.json").read_text())
+    assert meta["num_snippets"] == 2 and meta["stride_frames"] == 16
+    out = tmp_path / "localized"
+    stpn("localize", video, f"--workdir={export}", f"--out={out}", *models, *fast_flow)
+    assert "clip" in json.loads((out / "detections.json").read_text())["results"]
+    assert os.path.exists(out / "figures" / "clip.png")
