@@ -1,1 +1,31 @@
 """Apache Beam pipelines (optional `beam` extra): extraction + TFRecord building, batch localization."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from stpn_tf.errors import StpnError
+
+
+def split_pipeline_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
+    """Parses this script's flags; unknown flags and everything after a bare `--` go to Beam."""
+    argv = list(argv)
+    tail: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, tail = argv[:cut], argv[cut + 1:]
+    known, unknown = parser.parse_known_args(argv)
+    return vars(known), unknown + tail
+
+
+def run_main(parse_args: Callable, run: Callable[..., int], argv: Sequence[str] | None) -> int:
+    """Command-line entry point shared by the pipelines: exit code, one-line message on input errors."""
+    kwargs, pipeline_args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return run(**kwargs, pipeline_args=pipeline_args)
+    except StpnError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 2

@@ -21,7 +21,6 @@ A failing video is logged on one line and counted in the Beam metric stpn/failed
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -35,6 +34,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from stpn_tf.beam import run_main, split_pipeline_args
 from stpn_tf.errors import StpnError
 from stpn_tf.extract import flow as flow_lib
 from stpn_tf.extract import pipeline as extract_lib
@@ -115,14 +115,6 @@ def _labels_from_annotations(annotations: str | None, annotations_subset: str | 
     return labels, kept
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _metric(result, name: str):
     metrics = result.metrics().query(MetricsFilter().with_namespace(_NAMESPACE).with_name(name))
     for kind in ("counters", "distributions"):
@@ -167,6 +159,7 @@ def run_beam_extract(*, videos: Sequence[str], out: str, dataset_dir: str, split
     """
     from stpn_tf.data import annotations as ann
     from stpn_tf.data import tfrecord
+    from stpn_tf.data.build import file_entry
 
     if not split or "/" in split or split.startswith("."):
         raise StpnError(f"invalid split name {split!r}")
@@ -219,8 +212,7 @@ def run_beam_extract(*, videos: Sequence[str], out: str, dataset_dir: str, split
         _write_dataset_metadata(
             dataset_dir, split=split, name=dataset_name, classes=class_names, feature_dim=int(dims.max),
             fps=fps, stride_frames=stride_frames, num_videos=int(written), num_snippets=int(snippets),
-            num_shards=num_shards, sources=[{"path": os.path.abspath(p), "bytes": os.path.getsize(p),
-                                             "sha256": _sha256(p)} for p in paths if os.path.isfile(p)],
+            num_shards=num_shards, sources=[file_entry(p) for p in paths if os.path.isfile(p)],
             records=records)
     print(f"beam extract: {written} videos written, {failed} failed -> {out}/{split} and "
           f"{os.path.join(dataset_dir, split)}-*.tfrecord", flush=True)
@@ -302,23 +294,12 @@ def parse_args(argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
     parser.add_argument("--flow_feature_tensor")
     parser.add_argument("--rgb_input_range", type=_input_range, help="LOW,HIGH the RGB model expects")
     parser.add_argument("--flow_input_range", type=_input_range, help="LOW,HIGH the flow model expects")
-    argv = list(argv)
-    tail: list[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, tail = argv[:cut], argv[cut + 1:]
-    known, unknown = parser.parse_known_args(argv)
-    return vars(known), unknown + tail
+    return split_pipeline_args(parser, argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit code (2 with a one-line message on input errors)."""
-    kwargs, pipeline_args = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        return run_beam_extract(**kwargs, pipeline_args=pipeline_args)
-    except StpnError as error:
-        print(f"error: {error}", file=sys.stderr, flush=True)
-        return 2
+    return run_main(parse_args, run_beam_extract, argv)
 
 
 if __name__ == "__main__":

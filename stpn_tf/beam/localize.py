@@ -34,6 +34,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from stpn_tf.beam import run_main, split_pipeline_args
 from stpn_tf.errors import StpnError
 
 _NAMESPACE = "stpn"
@@ -211,23 +212,12 @@ def parse_args(argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
     parser.add_argument("--export_dir", required=True, help="`stpn export` directory")
     parser.add_argument("--output", required=True, help="detections JSON to write")
     parser.add_argument("--batch_size", type=int, default=DEFAULT_BATCH_SIZE, help="videos per model call")
-    argv = list(argv)
-    tail: list[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, tail = argv[:cut], argv[cut + 1:]
-    known, unknown = parser.parse_known_args(argv)
-    return vars(known), unknown + tail
+    return split_pipeline_args(parser, argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit code (2 with a one-line message on input errors)."""
-    kwargs, pipeline_args = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        return run_beam_localize(**kwargs, pipeline_args=pipeline_args)
-    except StpnError as error:
-        print(f"error: {error}", file=sys.stderr, flush=True)
-        return 2
+    return run_main(parse_args, run_beam_localize, argv)
 
 
 if __name__ == "__main__":

@@ -215,7 +215,8 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def _file_entry(path: str) -> dict[str, Any]:
+def file_entry(path: str) -> dict[str, Any]:
+    """Path, size and sha256 of a source file, as recorded in dataset.json."""
     return {"path": os.path.abspath(path), "bytes": os.path.getsize(path), "sha256": _sha256(path)}
 
 
@@ -568,17 +569,17 @@ def run_build_dataset(
 
     # ---- Ground truth and metadata (metadata last: it marks the directory complete). ----
     ann.write_activitynet_json(built, os.path.join(out, tfrecord.GROUND_TRUTH_FILE))
-    sources = [_file_entry(p) for p in annotation_files]
+    sources = [file_entry(p) for p in annotation_files]
     if durations:
-        sources += [_file_entry(os.path.join(durations, n)) for n in ("videoname.npy", "duration.npy")]
+        sources += [file_entry(os.path.join(durations, n)) for n in ("videoname.npy", "duration.npy")]
     if feature_source is not None:
-        sources += [_file_entry(p) for p in source.source_files(built_ids) if os.path.isfile(p)]
+        sources += [file_entry(p) for p in source.source_files(built_ids) if os.path.isfile(p)]
     elif reader_kind == "npy":
         sources.append(_folder_entry(features, source.source_files(built_ids)))
     else:
-        sources.append(_file_entry(features))
+        sources.append(file_entry(features))
     if classes:
-        sources.append(_file_entry(classes))
+        sources.append(file_entry(classes))
     (main_fps, main_stride), _ = timings.most_common(1)[0]
     metadata = {
         "name": dataset_name or family,
