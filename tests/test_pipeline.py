@@ -4,14 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from stpn_tf import timeline
 from stpn_tf.data import pipeline, tfrecord
-
-
-def test_test_indices_by_hand():
-    # floor(arange(4) * 5 / 4) = floor([0, 1.25, 2.5, 3.75]).
-    np.testing.assert_array_equal(pipeline.test_indices(5, 4).numpy(), [0, 1, 2, 3])
-    # A short video repeats snippets: floor(arange(6) * 2 / 6) = [0, 0, 0, 1, 1, 1].
-    np.testing.assert_array_equal(pipeline.test_indices(2, 6).numpy(), [0, 0, 0, 1, 1, 1])
 
 
 @pytest.mark.parametrize("length", [1, 3, 399, 400, 401, 800, 1234])
@@ -41,9 +35,9 @@ def test_sampling_eager_equals_dataset_map():
     eager = pipeline.train_indices(517, 400, seed).numpy()
     mapped = next(iter(tf.data.Dataset.from_tensors(517).map(lambda n: pipeline.train_indices(n, 400, seed))))
     np.testing.assert_array_equal(eager, mapped.numpy())
-    eager_t = pipeline.test_indices(517, 400).numpy()
-    mapped_t = next(iter(tf.data.Dataset.from_tensors(517).map(lambda n: pipeline.test_indices(n, 400))))
-    np.testing.assert_array_equal(eager_t, mapped_t.numpy())
+    grid = lambda n: timeline.eval_grid_indices_tf(n[tf.newaxis], 400)[0]  # noqa: E731
+    mapped_t = next(iter(tf.data.Dataset.from_tensors(517).map(grid)))
+    np.testing.assert_array_equal(grid(tf.constant(517)).numpy(), mapped_t.numpy())
 
 
 def _write(tmp_path, lengths, d=3, c=4):

@@ -10,6 +10,7 @@ from typing import Sequence
 
 import tensorflow as tf
 
+from stpn_tf import timeline
 from stpn_tf.data import tfrecord
 
 
@@ -34,12 +35,6 @@ def train_indices(num_snippets, grid_size: int, seed):
     u = tf.random.stateless_uniform([grid_size], seed=seed, dtype=tf.float64)
     idx = tf.minimum(low + tf.floor(u * (high - low + 1.0)), high)
     return tf.cast(idx, tf.int32)
-
-
-def test_indices(num_snippets, grid_size: int):
-    """Uniform test-time sampling `floor(arange(T) * L / T)` as `[T]` int32."""
-    length = tf.cast(num_snippets, tf.float64)
-    return tf.cast(tf.floor(tf.range(grid_size, dtype=tf.float64) * length / grid_size), tf.int32)
 
 
 def _records(shards: Sequence[str], *, num_classes: int, feature_dim: int, shuffle_files: bool, seed: int,
@@ -124,7 +119,7 @@ def make_eval_dataset(
         if num_snippets is None:
             rgb, flow, valid = r["video/rgb"], r["video/flow"], length
         else:
-            idx = test_indices(length, num_snippets)
+            idx = timeline.eval_grid_indices_tf(length[tf.newaxis], num_snippets)[0]
             rgb, flow = tf.gather(r["video/rgb"], idx), tf.gather(r["video/flow"], idx)
             valid = tf.constant(num_snippets, tf.int32)
         return {
