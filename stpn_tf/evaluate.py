@@ -26,8 +26,12 @@
     is strictly greater than the threshold.
   - Unmatched detections that overlap any Ambiguous segment of their video are dropped (neither TP
     nor FP).
-  - Detections are then ranked by descending confidence over all videos; ties keep the kit's order
-    (video names sorted, then per-video order), matching Matlab's stable sort.
+  - Detections are then ranked by descending confidence over all videos. Ties follow the 2014 kit's
+    TH14eventdetpr.m: it concatenates all true positive confidences before all false positive ones
+    (`conf=[tpconf fpconf]`) and sorts with Matlab's stable `sort(conf,'descend')`, so among equal
+    confidences every true positive ranks before every false positive. Remaining ties keep the kit's
+    concatenation order (video names sorted, then per-video order); they cannot change the AP. (A later
+    modified kit orders all ties by video name instead; that can give a lower AP on tied confidences.)
   - AP is 11-point: mean over recall points 0:0.1:1 (as Matlab's colon builds them) of the maximum
     precision at recall >= the point, 0 where there is none. A class without detections scores 0.
 
@@ -41,6 +45,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
@@ -361,6 +366,13 @@ def _eleven_point_ap(tp: np.ndarray, kept: np.ndarray, npos: int) -> float:
 def th14kit_ap(data: EvalData, tiou_thresholds: Sequence[float]) -> np.ndarray:
     """Per-class AP with the THUMOS14 toolkit protocol (vectorized).
 
+    Among equal confidences true positives rank before false positives (the 2014 kit's stable sort of
+    `[tpconf fpconf]`), so the ranking is built per threshold.
+
+    Args:
+      data: Flat ground truth and predictions.
+      tiou_thresholds: [T] thresholds; a match needs overlap strictly greater than the threshold.
+
     Returns:
       [C, T] AP for the scored classes.
     """
@@ -424,17 +436,22 @@ def th14kit_ap(data: EvalData, tiou_thresholds: Sequence[float]) -> np.ndarray:
             amb_hit |= has & (inter > 0)
     kept = tp | ~amb_hit[:, None]
 
-    # Global ranking as the kit's final stable sort: confidence desc, then video name, then the
-    # per-video order (confidence desc, input order).
+    # Global ranking as the kit's final stable sort of `[tpconf fpconf]`: confidence desc, then true
+    # positives before false positives (which depends on the threshold), then the concatenation order
+    # (video name, then per-video order: confidence desc, input order).
     name_rank = np.empty(len(data.video_ids), np.int64)
     name_rank[np.argsort(np.array(data.video_ids, dtype=object), kind="stable")] = np.arange(len(data.video_ids))
     d_label = data.pred_label[d_idx]
-    rank = np.lexsort((np.arange(len(d_idx)), name_rank[data.pred_video[d_idx]], -data.pred_score[d_idx], d_label))
+    neg_score = -data.pred_score[d_idx]
+    base = np.lexsort((np.arange(len(d_idx)), name_rank[data.pred_video[d_idx]], neg_score, d_label))
     npos = np.bincount(data.gt_label, minlength=num_c)
-    bounds = np.searchsorted(d_label[rank], np.arange(num_c + 1))
-    for c in range(num_c):
-        rc = rank[bounds[c] : bounds[c + 1]]
-        for t in range(num_t):
+    bounds = np.searchsorted(d_label[base], np.arange(num_c + 1))
+    for t in range(num_t):
+        # Re-sorting `base` by (label, confidence, FP flag) with base position as the last key keeps
+        # the concatenation order inside each tie.
+        rank = base[np.lexsort((np.arange(len(base)), ~tp[base, t], neg_score[base], d_label[base]))]
+        for c in range(num_c):
+            rc = rank[bounds[c] : bounds[c + 1]]
             ap[c, t] = _eleven_point_ap(tp[rc, t], kept[rc, t], int(npos[c]))
     return ap
 
@@ -503,14 +520,19 @@ def _all_point_ap_loop(flags: list[bool], npos: int) -> float:
 
 
 def th14kit_ap_loop(data: EvalData, tiou_thresholds: Sequence[float]) -> np.ndarray:
-    """THUMOS14 toolkit protocol as a plain loop over videos and ground truth; [C, T] AP."""
+    """THUMOS14 toolkit protocol as a plain loop over videos and ground truth; [C, T] AP.
+
+    Ranks like TH14eventdetpr.m: TP confidences, then FP confidences, stably sorted by confidence.
+    """
     thr = [float(t) for t in tiou_thresholds]
     ap = np.zeros((data.num_classes, len(thr)))
     videos = sorted(range(len(data.video_ids)), key=lambda v: data.video_ids[v])
     for c in range(data.num_classes):
         npos = sum(1 for x in data.gt_label if x == c)
         for t, th in enumerate(thr):
-            ranked = []  # (score, flag) in kit concatenation order
+            # Like TH14eventdetpr.m: confidences of true positives and of false positives collected
+            # separately over the videos (sorted names), concatenated TPs first, then stably sorted.
+            tpconf, fpconf = [], []
             for v in videos:
                 dets = [i for i in range(len(data.pred_label)) if data.pred_label[i] == c and data.pred_video[i] == v]
                 dets = sorted(dets, key=lambda i: -data.pred_score[i])
@@ -529,13 +551,14 @@ def th14kit_ap_loop(data: EvalData, tiou_thresholds: Sequence[float]) -> np.ndar
                 ambs = [a for a in range(len(data.amb_video)) if data.amb_video[a] == v]
                 for k, d in enumerate(dets):
                     if not free[k]:
-                        ranked.append((data.pred_score[d], True))
+                        tpconf.append(data.pred_score[d])
                     elif not any(
                         min(data.pred_end[d], data.amb_end[a]) - max(data.pred_start[d], data.amb_start[a]) > 0
                         for a in ambs
                     ):
-                        ranked.append((data.pred_score[d], False))
-            ranked = sorted(ranked, key=lambda x: -x[0])  # stable, like Matlab's sort
+                        fpconf.append(data.pred_score[d])
+            conf = [(x, True) for x in tpconf] + [(x, False) for x in fpconf]
+            ranked = sorted(conf, key=lambda x: -x[0])  # stable, like Matlab's sort(conf, 'descend')
             tp = fp = 0
             prec, rec = [], []
             for _, f in ranked:
@@ -743,11 +766,17 @@ def load_ground_truth(path: str, subset: str | None = None) -> list[VideoRecord]
     return records
 
 
+# Video file suffixes the kit strips from result file names (its copies use .mpeg or .mp4).
+_VIDEO_SUFFIX = re.compile(r"\.(mpeg|mp4|avi)$", re.IGNORECASE)
+
+
 def read_toolkit_results(path: str, ucf101_ids: Mapping[str, int], *, unknown_labels_as_fp: bool = False) -> dict:
     """Toolkit result txt (`video start end class_id confidence` lines) -> {"results": {video: [...]}}.
 
     Class ids are UCF101 ids (`read_ucf101_ids(det.txt)`). Unknown ids raise StpnError unless
-    `unknown_labels_as_fp` (then they become label "UCF101 id <n>").
+    `unknown_labels_as_fp` (then they become label "UCF101 id <n>"). Like the kit, which strips the
+    video file suffix from result names before matching, a trailing `.mpeg`, `.mp4` or `.avi` (any case)
+    is removed from the video name ("video_test_0000004.mpeg" -> "video_test_0000004").
     """
     names = {i: n for n, i in ucf101_ids.items()}
     results: dict[str, list] = {}
@@ -777,7 +806,8 @@ def read_toolkit_results(path: str, ucf101_ids: Mapping[str, int], *, unknown_la
             label = f"UCF101 id {cid}"
         else:
             label = names[cid]
-        results.setdefault(fields[0], []).append({"label": label, "score": conf, "segment": [s, e]})
+        video = _VIDEO_SUFFIX.sub("", fields[0])
+        results.setdefault(video, []).append({"label": label, "score": conf, "segment": [s, e]})
     return {"version": "VERSION 1.3", "results": results, "external_data": {"used": False, "details": ""}}
 
 

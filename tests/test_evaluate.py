@@ -1,12 +1,13 @@
 """Evaluation protocols: hand-worked cases for every rule, loaders, and vectorized == loop properties."""
 
+import dataclasses
 import io
 import json
 import os
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from stpn_tf import evaluate as E
@@ -179,16 +180,41 @@ def test_positives_include_overlapping_ground_truth_and_class_without_prediction
     assert r["per_class_ap"]["x"] == [pytest.approx(6 / 11, abs=1e-15)] and r["per_class_ap"]["y"] == [0.0]
 
 
-def test_tied_scores_keep_input_order():
-    # Equal scores: the earlier prediction (a FP) ranks first -> FP, TP -> AP 0.5 (the official
-    # unstable sort could give TP, FP -> 1.0 depending on the numpy build).
+def test_tied_scores_activitynet_input_order_kit_true_positives_first():
+    # Equal scores. ActivityNet: the earlier prediction ranks first; FP, TP -> precision [0, .5] at
+    # recall [0, 1] -> AP 0.5 (the official unstable sort could give TP, FP -> 1.0 depending on the numpy
+    # build). Kit: TPs rank before FPs of equal confidence whatever the input order -> TP, FP -> AP 1.
     gt = [rec("v", [(0.0, 10.0, "x")])]
     p = preds(("v", "x", 0.5, 50.0, 60.0), ("v", "x", 0.5, 0.0, 10.0))
     anet, kit = both(gt, p, [0.5])
-    assert anet[0, 0] == 0.5 and kit[0, 0] == 0.5
+    assert anet[0, 0] == 0.5 and kit[0, 0] == 1.0
     p = preds(("v", "x", 0.5, 0.0, 10.0), ("v", "x", 0.5, 50.0, 60.0))
     anet, kit = both(gt, p, [0.5])
     assert anet[0, 0] == 1.0 and kit[0, 0] == 1.0
+
+
+def test_kit_tie_across_videos_true_positive_before_false_positive():
+    # GT x: a=[0,10], b=[0,10] (npos 2). Detections in input order:
+    #   d1 a 0.9 [0,10] (overlap 1), d2 a 0.5 [50,60] (overlap 0, FP), d3 b 0.5 [0,8] (overlap 0.8).
+    # Threshold 0.5: d1, d3 TP, d2 FP; d2 and d3 tie at 0.5.
+    #   2014 kit (TPs first among ties): TP, TP, FP -> precision [1, 1, 2/3], recall [.5, 1, 1]
+    #   -> max precision at recall >= r is 1 for all 11 points -> AP 1.
+    #   (Ordering ties by video name instead, a < b: TP, FP, TP -> precision [1, .5, 2/3], recall
+    #   [.5, .5, 1] -> points 0..0.5 (6) give 1, points 0.6..1 (5) give 2/3 -> (6 + 10/3)/11 = 28/33.)
+    #   ActivityNet (input order): TP, FP, TP -> all-point .5*1 + .5*(2/3) = 5/6.
+    # Threshold 0.9: d3 (0.8) is a FP too: TP, FP, FP in either order -> recall .5 with precision 1
+    #   -> kit 6/11 (points 0..0.5), ActivityNet .5*1 = 0.5.
+    gt = [rec("a", [(0.0, 10.0, "x")]), rec("b", [(0.0, 10.0, "x")])]
+    p = preds(("a", "x", 0.9, 0.0, 10.0), ("a", "x", 0.5, 50.0, 60.0), ("b", "x", 0.5, 0.0, 8.0))
+    anet, kit = both(gt, p, [0.5, 0.9])
+    assert kit[0, 0] == 1.0 and kit[0, 0] != pytest.approx(28 / 33)
+    assert kit[0, 1] == pytest.approx(6 / 11, abs=1e-15)
+    assert anet[0, 0] == pytest.approx(5 / 6, abs=1e-15) and anet[0, 1] == 0.5
+    # Same with the video names swapped (the FP's video now sorts last): the kit AP does not change.
+    gt2 = [rec("b", [(0.0, 10.0, "x")]), rec("a", [(0.0, 10.0, "x")])]
+    p2 = preds(("b", "x", 0.9, 0.0, 10.0), ("b", "x", 0.5, 50.0, 60.0), ("a", "x", 0.5, 0.0, 8.0))
+    _, kit2 = both(gt2, p2, [0.5, 0.9])
+    np.testing.assert_array_equal(kit2, kit)
 
 
 # ---------------------------------------------------------------------------------------------- bad input
@@ -257,6 +283,28 @@ def test_bad_prediction_files(tmp_path):
         E.read_toolkit_results(str(tmp_path / "nanconf.txt"), A.read_ucf101_ids(det_txt))
     with pytest.raises(StpnError, match="pass --det_txt"):
         E.load_predictions(str(tmp_path / "ids.txt"))
+
+
+def test_toolkit_results_strip_video_file_suffix(tmp_path):
+    # The kit strips the video file suffix from result names; .mpeg, .mp4, .avi in any case go, other
+    # suffixes and inner dots stay. UCF101 id 7 is BaseballPitch in det.txt.
+    det_txt = os.path.join(KIT, "det.txt")
+    names = ["v1.mpeg", "v2.MP4", "v3.Avi", "v4", "v5.mkv", "v6.mpeg.bak", "v7.mp4.mp4"]
+    txt = tmp_path / "res.txt"
+    txt.write_text("".join(f"{n} 0.0 10.0 7 0.{k + 1}\n" for k, n in enumerate(names)))
+    res = E.read_toolkit_results(str(txt), A.read_ucf101_ids(det_txt))["results"]
+    assert list(res) == ["v1", "v2", "v3", "v4", "v5.mkv", "v6.mpeg.bak", "v7.mp4"]
+    assert res["v2"] == [{"label": "BaseballPitch", "score": 0.2, "segment": [0.0, 10.0]}]
+    # End to end: a suffixed name matches its ground truth video (AP 1 instead of a FP and AP 0).
+    gt_path = str(tmp_path / "gt.json")
+    A.write_activitynet_json([rec("video_test_0000004", [(0.0, 10.0, "BaseballPitch")])], gt_path)
+    (tmp_path / "one.txt").write_text("video_test_0000004.mpeg 0.0 10.0 7 0.9\n")
+    for protocol in E.PROTOCOLS:
+        r = E.run_evaluate(
+            ground_truth=gt_path, predictions=str(tmp_path / "one.txt"), protocol=protocol,
+            tiou_thresholds=[0.5], det_txt=det_txt, out=io.StringIO(),
+        )
+        assert r[0]["mAP"] == [1.0] and r[0]["warnings"] == []
 
 
 def test_ground_truth_subset_rules(tmp_path):
@@ -349,6 +397,8 @@ def test_default_thresholds_by_dataset_size():
 def instances(draw):
     """Small random ground truth + predictions on a coarse grid (so tIoU and score ties do occur)."""
     n_videos = draw(st.integers(1, 4))
+    # 2 to 6 distinct scores per instance: coarse grids make TP / FP confidence ties common.
+    n_scores = draw(st.integers(1, 5))
     labels = ["a", "b", "c"]
     t = st.integers(0, 12).map(float)
     records = []
@@ -361,25 +411,73 @@ def instances(draw):
             st.tuples(
                 st.integers(0, n_videos),  # n_videos = a video without ground truth
                 st.sampled_from(labels + ["zz"]),
-                st.integers(0, 5).map(lambda x: x / 5),
+                st.integers(0, n_scores).map(lambda x: x / 5),
                 t,
                 st.integers(0, 6).map(float),
             ),
             max_size=25,
         )
     )
-    p = preds(*[(f"v{v}", l, c, s, s + d) for v, l, c, s, d in dets])
-    return records, p
+    dets = [(f"v{v}", l, c, s, s + d) for v, l, c, s, d in dets]
+    # Detections near ground truth segments (edges moved by -2..2), so true positives are common too.
+    gt = [(r.video_id, g) for r in records for g in r.segments]
+    if gt:
+        near = st.tuples(
+            st.integers(0, len(gt) - 1),
+            st.integers(0, n_scores).map(lambda x: x / 5),
+            st.integers(-2, 2).map(float),
+            st.integers(-2, 2).map(float),
+        )
+        for k, c, ds, de in draw(st.lists(near, max_size=8)):
+            v, g = gt[k]
+            dets.append((v, g.label, c, g.start + ds, max(g.start + ds, g.end + de)))
+        dets = draw(st.permutations(dets))
+    return records, preds(*dets)
 
 
 THRESHOLDS = [0.0, 0.1, 0.2, 0.25, 1 / 3, 0.5, 0.6, 0.7000000000000001, 0.9, 1.0] + list(np.linspace(0.1, 0.9, 9))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Always-tried instance with TP / FP ties at equal confidence across videos and inside one video (at
+# thresholds where the tied [0,8] detection is a TP and where it is a FP).
+TIE_EXAMPLE = (
+    [rec("v0", [(0.0, 10.0, "a")]), rec("v1", [(0.0, 10.0, "a"), (2.0, 6.0, "b")])],
+    preds(
+        ("v0", "a", 0.4, 50.0, 60.0),
+        ("v1", "a", 0.4, 0.0, 8.0),
+        ("v1", "a", 0.4, 30.0, 32.0),
+        ("v0", "a", 0.4, 0.0, 10.0),
+        ("v1", "b", 0.2, 2.0, 6.0),
+        ("v2", "b", 0.2, 2.0, 6.0),
+    ),
+)
+
+
+def _kit_tie_order_matters(data, thr):
+    """Whether some kit AP changes when confidence ties are broken by input order instead.
+
+    The offset -1e-9 * input index is far below the 0.2 score grid and keeps each video's detection
+    order (descending confidence, input order on ties), so only the global tie order changes: a
+    different AP means a TP and a FP of equal confidence were ranked the other way round.
+    """
+    offset = 1e-9 * np.arange(len(data.pred_score))
+    untied = dataclasses.replace(data, pred_score=data.pred_score - offset)
+    return not np.allclose(E.th14kit_ap(untied, thr), E.th14kit_ap(data, thr), rtol=0, atol=1e-12)
+
+
+def test_tie_example_exercises_the_kit_tie_rule():
+    data = E.build_eval_data(TIE_EXAMPLE[0], TIE_EXAMPLE[1]["results"])
+    assert _kit_tie_order_matters(data, THRESHOLDS)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(instances())
+@example(TIE_EXAMPLE)
 def test_vectorized_equals_loop(instance):
     records, p = instance
     data = E.build_eval_data(records, p["results"], unknown_labels_as_fp=True)
+    # Reported by --hypothesis-show-statistics: how often the TP-before-FP tie rule changes the result.
+    event(f"kit tie order matters: {_kit_tie_order_matters(data, THRESHOLDS)}")
     for fast, loop in ((E.activitynet_ap, E.activitynet_ap_loop), (E.th14kit_ap, E.th14kit_ap_loop)):
         np.testing.assert_allclose(fast(data, THRESHOLDS), loop(data, THRESHOLDS), rtol=0, atol=1e-12)
 
