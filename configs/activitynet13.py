@@ -12,7 +12,7 @@ then train each stream, localize and evaluate:
   stpn train --config=configs/activitynet13.py --workdir=runs/anet --stream=flow
   stpn localize --config=configs/activitynet13.py --workdir=runs/anet
   stpn evaluate --ground_truth=datasets/activitynet13/ground_truth.json --subset=test \
-      --predictions=runs/anet/detections.json --protocol=activitynet --tiou_thresholds=0.5,0.55,0.6,0.65,0.7,0.75,0.8,0.85,0.9,0.95
+      --predictions=runs/anet/detections.json --protocol=activitynet  # numpy.linspace(0.5, 0.95, 10)
 
 The paper reports mAP@0.5 / 0.75 / 0.95 = 29.3 / 16.9 / 2.6 on validation. It gives no ActivityNet-
 specific training length; the THUMOS14 settings are kept and the step count scaled to the ~50x larger
@@ -33,6 +33,7 @@ def get_config():
     config.train.steps = 100000
     config.train.steps_per_epoch = 1000
     config.train.shuffle_buffer = 1024
+    config.train.cache_features = False  # ~10,000 training videos: read them from the TFRecords each epoch
     # The exact floats of numpy.linspace(0.5, 0.95, 10), the ActivityNet protocol (spec section 4.1): a
     # match needs tIoU >= threshold, so 0.8999999999999999 (not 0.9) is what the official evaluator uses.
     config.evaluate.tiou_thresholds = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.8999999999999999, 0.95)

@@ -40,7 +40,8 @@ flags.DEFINE_string("save_raw", None, "localize: also save raw outputs (attentio
 flags.DEFINE_string("raw", None, "localize: localize saved raw outputs instead of running the models.")
 flags.DEFINE_list("streams", ["rgb", "flow"], "localize: streams to use (rgb,flow / rgb / flow).")
 flags.DEFINE_bool("sweep", False, "localize: sweep class and T-CAM thresholds over the raw outputs and print "
-                  "the mAP of each setting (needs --ground_truth).")
+                  "the mAP of each setting (needs --ground_truth). Tune on held-out data: settings chosen on "
+                  "the test split overstate test mAP.")
 flags.DEFINE_string("th14_txt", None, "localize: also write THUMOS14 toolkit result txt to this file.")
 # evaluate
 flags.DEFINE_string("ground_truth", None, "evaluate: ActivityNet/BaS-Net JSON or the toolkit's txt folder.")

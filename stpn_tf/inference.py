@@ -114,7 +114,7 @@ def localize_raw(
     raw: Mapping[str, np.ndarray],
     *,
     streams: Sequence[str] = STREAMS,
-    batch_size: int = 64,
+    batch_size: int = 16,
     jit_compile: bool = True,
     **params: Any,
 ) -> dict[str, Any]:
@@ -126,7 +126,14 @@ def localize_raw(
         params: localization keywords of `stpn_tf.localize.localize` (thresholds, alpha, interpolation, ...).
     """
     classes = [str(c) for c in raw["classes"]]
-    first, second = (streams[0], streams[-1])
+    if not streams or len(set(streams)) != len(streams) or not set(streams) <= set(STREAMS):
+        raise StpnError(f"streams must be 'rgb', 'flow' or both, got {list(streams)}")
+    if len(streams) == 1 and params.get("nms_threshold", 0.5) >= 1.0:
+        # One stream plays both roles of eq. 7; NMS (tIoU 1 > threshold) is what removes its duplicates.
+        raise StpnError("single-stream localization needs nms_threshold < 1")
+    # Roles by name: eq. 7 weighs the RGB T-CAM by alpha. One stream alone fills both roles, which gives
+    # lambda_s * a_s, the single-stream score.
+    first, second = ("rgb", "flow") if len(streams) == 2 else (streams[0], streams[0])
     fn = _compiled_localize(jit_compile)
     results: dict[str, list[dict[str, Any]]] = {}
     n = len(raw["video_id"])

@@ -60,6 +60,7 @@ def run_train(
     steps: int = 24000,
     steps_per_epoch: int = 500,
     shuffle_buffer: int = 256,
+    cache_features: bool = False,
     seed: int = 0,
     deterministic: bool = True,
     jit_compile: bool = True,
@@ -97,7 +98,7 @@ def run_train(
     dataset = pipeline.make_train_dataset(
         shards, stream=stream, num_classes=len(classes), feature_dim=meta["feature_dim"],
         num_snippets=num_snippets, batch_size=batch_size, shuffle_buffer=shuffle_buffer, seed=seed,
-        skip_batches=done_epochs * steps_per_epoch,
+        skip_batches=done_epochs * steps_per_epoch, cache=cache_features,
     )
     if done_epochs:
         logging.info("resuming the %s stream after epoch %d from %s", stream, done_epochs, backup_dir)
@@ -138,12 +139,24 @@ def run_train(
 
 
 def _backed_up_epochs(backup_dir: str) -> int:
-    """Epochs finished by an interrupted run (from BackupAndRestore's metadata), 0 when starting fresh."""
-    path = os.path.join(backup_dir, "training_metadata.json")
-    if not os.path.exists(path):
+    """Epochs finished by an interrupted run (from BackupAndRestore's metadata), 0 when starting fresh.
+
+    Mirrors BackupAndRestore's own fallback: when the latest weights file cannot be opened (a kill while
+    it was written), the previous backup, and so its metadata, is the one restored.
+    """
+    import h5py
+
+    weights = os.path.join(backup_dir, "latest.weights.h5")
+    metadata = os.path.join(backup_dir, "training_metadata.json")
+    if os.path.exists(weights):
+        try:
+            h5py.File(weights, "r").close()
+        except OSError:
+            metadata += ".bkp"
+    if not os.path.exists(metadata):
         return 0
     try:
-        with open(path) as f:
+        with open(metadata) as f:
             return int(json.load(f)["epoch"])
-    except (ValueError, KeyError, TypeError, json.JSONDecodeError):
-        return 0  # BackupAndRestore itself falls back to its previous copy in that case
+    except (ValueError, KeyError, TypeError):
+        return 0

@@ -59,11 +59,14 @@ def make_train_dataset(
     seed: int = 0,
     repeat: bool = True,
     skip_batches: int = 0,
+    cache: bool = False,
 ) -> tf.data.Dataset:
     """Training batches `({"features": [B, T, D], "mask": [B, T]}, labels [B, C])` for one stream.
 
     `skip_batches` resumes the exact batch sequence of an interrupted run (elements are skipped before
-    the snippet sampling, so skipping is cheap).
+    the snippet sampling, so skipping is cheap). `cache` keeps the decoded features of the stream in
+    memory after the first epoch (about 1.3 MB per THUMOS14 video at D = 1024), so later epochs do not
+    re-read the TFRecords; sampling stays random every epoch.
 
     Every video yields exactly `num_snippets` sampled snippets (short videos repeat snippets), so the
     mask is all ones; it is still provided so the model code is the same for padded inputs.
@@ -73,6 +76,8 @@ def make_train_dataset(
     ds = _records(shards, num_classes=num_classes, feature_dim=feature_dim, shuffle_files=True, seed=seed,
                   streams=(stream,))
     ds = ds.map(lambda r: (r[key], r["video/num_snippets"], r["video/labels"]))
+    if cache:
+        ds = ds.cache()
     if repeat:
         ds = ds.repeat()
     ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)

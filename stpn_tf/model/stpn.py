@@ -116,7 +116,10 @@ class STPN(keras.Model):
         inputs, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
             cls, sparsity, total = self._compute_losses(inputs, labels, training=True)
-        grads = tape.gradient(total, self.trainable_variables)
+            # Under a multi-replica strategy the replicas' gradients are summed: scale so their sum is the
+            # gradient of the global-batch mean (a no-op on one device).
+            scaled = total / tf.distribute.get_strategy().num_replicas_in_sync
+        grads = tape.gradient(scaled, self.trainable_variables)
         self.optimizer.apply(grads, self.trainable_variables)
         return self._update(cls, sparsity, total)
 
