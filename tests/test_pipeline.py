@@ -86,3 +86,15 @@ def test_eval_dataset_grid_and_all_snippets(tmp_path):
     assert full["rgb"].shape[1] == 9  # padded to the longest video
     np.testing.assert_array_equal(full["mask"].numpy()[i], [1, 1] + [0] * 7)
     assert full["length"].numpy()[i] == 2 and full["num_snippets"].numpy()[i] == 2
+
+
+def test_feature_cache_gives_the_same_batches(tmp_path):
+    shards = _write(tmp_path, [5, 9, 30, 2])
+    make = lambda cache: pipeline.make_train_dataset(  # noqa: E731
+        shards, stream="rgb", num_classes=4, feature_dim=3, num_snippets=8, batch_size=2, seed=3, cache=cache)
+    # Three epochs' worth of batches: the cached pipeline replays decoded features, sampling stays random.
+    plain = [b[0]["features"].numpy() for b in make(False).take(6)]
+    cached = [b[0]["features"].numpy() for b in make(True).take(6)]
+    for a, b in zip(plain, cached):
+        np.testing.assert_array_equal(a, b)
+    assert not all(np.array_equal(plain[0], p) for p in plain[1:])
