@@ -22,6 +22,7 @@ from stpn_tf.data import annotations as ann
 from stpn_tf.data import tfrecord
 from stpn_tf.errors import StpnError
 from stpn_tf.extract import pipeline, standin
+from tests.helpers import write_random_workdir
 from tests.test_extract import textured_square_frames, write_video
 
 FAST = dict(tvl1_scales=2, tvl1_warps=1, tvl1_inner_iterations=5, tvl1_outer_iterations=1)
@@ -107,21 +108,7 @@ VIDEOS = [("v_a", 3, 25.), ("v_b", 7, 25.), ("v_c", 12, 10.), ("v_d", 1, 25.), (
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    """A training work directory with the real STPN model (tiny sizes), weights large enough that some
-    classes pass the thresholds."""
-    from stpn_tf.model.stpn import STPN, stream_model_path
-
-    path = str(tmp_path_factory.mktemp("workdir"))
-    for seed, stream in enumerate(("rgb", "flow")):
-        model = STPN(num_classes=C, attention_units=4)
-        model({"features": np.zeros((1, 5, D), np.float32), "mask": np.ones((1, 5), np.float32)})
-        for weight in model.weights:
-            weight.assign(np.random.default_rng(seed).normal(0, 1.5, weight.shape).astype(np.float32))
-        os.makedirs(os.path.dirname(stream_model_path(path, stream)), exist_ok=True)
-        model.save(stream_model_path(path, stream))
-    with open(os.path.join(path, "classes.json"), "w") as handle:
-        json.dump(CLASSES, handle)
-    return path
+    return write_random_workdir(str(tmp_path_factory.mktemp("workdir")), CLASSES, D)
 
 
 def _export(workdir, out, all_snippets):

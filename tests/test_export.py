@@ -1,6 +1,5 @@
 """Export round trip: reload in a fresh process with plain tf.saved_model.load and compare exactly."""
 
-import json
 import os
 import subprocess
 import sys
@@ -13,7 +12,8 @@ import tensorflow as tf
 from stpn_tf.data.tfrecord import make_example
 from stpn_tf.errors import StpnError
 from stpn_tf.export import ExportModule, run_export
-from stpn_tf.model.stpn import STPN, load_classes, load_stream_model, stream_model_path
+from stpn_tf.model.stpn import load_classes, load_stream_model
+from tests.helpers import write_random_workdir
 
 D, C = 6, 3
 CLASSES = ["Alpha", "Beta", "Gamma"]
@@ -43,21 +43,7 @@ RELOAD = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("workdir"))
-    for seed, stream in enumerate(("rgb", "flow")):
-        keras_seed = tf.keras.utils.set_random_seed if hasattr(tf.keras.utils, "set_random_seed") else None
-        if keras_seed:
-            keras_seed(seed)
-        model = STPN(num_classes=C, attention_units=4)
-        model({"features": np.zeros((1, 5, D), np.float32), "mask": np.ones((1, 5), np.float32)})
-        # Larger weights than the initializer's so that some classes pass the thresholds.
-        for weight in model.weights:
-            weight.assign(np.random.default_rng(seed).normal(0, 1.5, weight.shape).astype(np.float32))
-        os.makedirs(os.path.dirname(stream_model_path(path, stream)), exist_ok=True)
-        model.save(stream_model_path(path, stream))
-    with open(os.path.join(path, "classes.json"), "w") as f:
-        json.dump(CLASSES, f)
-    return path
+    return write_random_workdir(str(tmp_path_factory.mktemp("workdir")), CLASSES, D)
 
 
 def inputs():
