@@ -109,7 +109,8 @@ class ExportModule(tf.Module):
         return sampled, mask, lengths
 
     def _run(self, rgb, flow, num_snippets, seconds_per_snippet, durations):
-        num_snippets = tf.cast(num_snippets, tf.int32)
+        # Clip once so that the grid and the seconds conversion see the same number of real snippets.
+        num_snippets = tf.clip_by_value(tf.cast(num_snippets, tf.int32), 0, tf.shape(rgb)[1])
         streams, lengths = {}, None
         for name, model, features in (("rgb", self.rgb_model, rgb), ("flow", self.flow_model, flow)):
             grid, mask, lengths = self._grid(features, num_snippets)
