@@ -30,7 +30,8 @@ config_flags.DEFINE_config_file(
     "config", os.path.join(CONFIG_DIR, "thumos14.py"), "Config file (ml_collections); `stpn demo` defaults to "
     "configs/demo.py. Override any value with --config.a.b=v.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Work directory: training outputs, logs, detections.")
-flags.DEFINE_enum("stream", None, ["rgb", "flow"], "train: which stream to train.")
+flags.DEFINE_enum("stream", None, ["rgb", "flow", "joint"], "train: which stream to train (joint: one model "
+                  "on the concatenated RGB and flow features, an extra beside the paper's two streams).")
 # localize
 flags.DEFINE_string("out", None, "localize: detections JSON (default <workdir>/detections.json); "
                     "export: SavedModel directory.")
@@ -38,7 +39,7 @@ flags.DEFINE_string("split", None, "localize: dataset split (default config.data
 flags.DEFINE_string("save_raw", None, "localize: also save raw outputs (attention, T-CAM, probabilities) "
                     "to this .npz so thresholds can be swept without rerunning the models.")
 flags.DEFINE_string("raw", None, "localize: localize saved raw outputs instead of running the models.")
-flags.DEFINE_list("streams", ["rgb", "flow"], "localize: streams to use (rgb,flow / rgb / flow).")
+flags.DEFINE_list("streams", ["rgb", "flow"], "localize: streams to use (rgb,flow / rgb / flow / joint).")
 flags.DEFINE_bool("sweep", False, "localize: sweep class and T-CAM thresholds over the raw outputs and print "
                   "the mAP of each setting (needs --ground_truth). Tune on held-out data: settings chosen on "
                   "the test split overstate test mAP.")
@@ -159,7 +160,7 @@ def cmd_localize(argv):
         raw = inference.predict(
             FLAGS.workdir, tfrecord.list_shards(cfg.dataset.dir, split), feature_dim=meta["feature_dim"],
             grid_size=None if cfg.localize.all_snippets else cfg.localize.num_snippets,
-            batch_size=cfg.localize.batch_size,
+            batch_size=cfg.localize.batch_size, streams=FLAGS.streams,
         )
         if FLAGS.save_raw:
             inference.save_raw(FLAGS.save_raw, raw)

@@ -71,7 +71,7 @@ def predict(
                 add(key, batch[key])
             add("video_id", [v.decode() for v in batch["video_id"].numpy()])
             for s in streams:
-                out = run[s]({"features": batch[s], "mask": batch["mask"]})
+                out = run[s]({"features": pipeline.stream_features(batch, s), "mask": batch["mask"]})
                 add(f"{s}/attention", out["attention"])
                 add(f"{s}/tcam", out["tcam"])
                 add(f"{s}/probabilities", tf.sigmoid(out["video_logits"]))
@@ -121,13 +121,13 @@ def localize_raw(
     """Localizes every video of `raw` and returns an ActivityNet-format results dict.
 
     Args:
-        streams: ("rgb", "flow") for two-stream localization, or one stream alone (it then plays both roles
-            of eq. 7, which is the single-stream score).
+        streams: ("rgb", "flow") for two-stream localization, or one stream alone ("rgb", "flow" or the joint
+            model "joint"; it then plays both roles of eq. 7, which is the single-stream score).
         params: localization keywords of `stpn_tf.localize.localize` (thresholds, alpha, interpolation, ...).
     """
     classes = [str(c) for c in raw["classes"]]
-    if not streams or len(set(streams)) != len(streams) or not set(streams) <= set(STREAMS):
-        raise StpnError(f"streams must be 'rgb', 'flow' or both, got {list(streams)}")
+    if tuple(sorted(streams)) not in (("flow", "rgb"), ("rgb",), ("flow",), ("joint",)):
+        raise StpnError(f"streams must be rgb,flow or one of rgb, flow, joint; got {','.join(streams)}")
     if len(streams) == 1 and params.get("nms_threshold", 0.5) >= 1.0:
         # One stream plays both roles of eq. 7; NMS (tIoU 1 > threshold) is what removes its duplicates.
         raise StpnError("single-stream localization needs nms_threshold < 1")

@@ -14,7 +14,7 @@ from tensorflow.python.framework import config as tf_config  # is/disable_op_det
 from stpn_tf.data import pipeline, tfrecord
 from stpn_tf.data.annotations import atomic_write_text
 from stpn_tf.errors import StpnError
-from stpn_tf.model.stpn import STPN, STREAMS, stream_model_path
+from stpn_tf.model.stpn import MODEL_STREAMS, STPN, stream_model_path
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -75,8 +75,8 @@ def run_train(
     Returns:
         The last epoch's logs (losses).
     """
-    if stream not in STREAMS:
-        raise StpnError(f"unknown stream {stream!r}; expected one of {STREAMS}")
+    if stream not in MODEL_STREAMS:
+        raise StpnError(f"unknown stream {stream!r}; expected one of {MODEL_STREAMS}")
     if steps < 1 or steps_per_epoch < 1 or steps % steps_per_epoch:
         raise StpnError(f"steps ({steps}) must be a positive multiple of steps_per_epoch ({steps_per_epoch})")
     meta = tfrecord.read_dataset_metadata(dataset_dir)
@@ -111,7 +111,8 @@ def run_train(
         model = STPN(len(classes), attention_units=attention_units, pooling=pooling, variant=variant, beta=beta)
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), jit_compile=jit_compile)
         # BackupAndRestore needs built variables before fit() (it restores into them).
-        model({"features": tf.zeros([1, num_snippets, meta["feature_dim"]]), "mask": tf.ones([1, num_snippets])})
+        input_dim = meta["feature_dim"] * (2 if stream == "joint" else 1)
+        model({"features": tf.zeros([1, num_snippets, input_dim]), "mask": tf.ones([1, num_snippets])})
     epochs = steps // steps_per_epoch
     callbacks = [
         # double_checkpoint: a kill while the backup is being written falls back to the previous one.

@@ -292,3 +292,25 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch):
     b = load_stream_model(str(tmp_path / "resumed"), "rgb").get_weights()
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
+
+
+def test_joint_model_on_concatenated_streams(tmp_path):
+    """The optional joint model (spec section 2): one STPN on [rgb, flow] features, D doubled, trained,
+    run over the test split and localized as a single stream."""
+    from stpn_tf import inference
+
+    dataset_dir = str(tmp_path / "data")
+    synthetic.write_dataset(dataset_dir, feature_dim=8, max_snippets=24, num_shards=1)
+    workdir = str(tmp_path / "work")
+    train.run_train(dataset_dir=dataset_dir, workdir=workdir, stream="joint", attention_units=4, num_snippets=8,
+                    batch_size=3, learning_rate=1e-2, steps=4, steps_per_epoch=4, verbose=0)
+    model = load_stream_model(workdir, "joint")
+    assert model.classifier.kernel.shape == (16, 20)  # 8 RGB + 8 flow features
+    raw = inference.predict(workdir, tfrecord.list_shards(dataset_dir, "test"), feature_dim=8, grid_size=8,
+                            streams=("joint",))
+    assert raw["joint/tcam"].shape == (212, 8, 20)
+    results = inference.localize_raw(raw, streams=("joint",), interpolation=2, class_threshold=0.0,
+                                     tcam_threshold=0.0, alpha=0.5, nms_threshold=0.5, max_detections=5)
+    assert len(results["results"]) == 212 and any(results["results"].values())
+    with pytest.raises(StpnError, match="streams"):
+        inference.localize_raw(raw, streams=("joint", "rgb"))

@@ -37,6 +37,14 @@ def train_indices(num_snippets, grid_size: int, seed):
     return tf.cast(idx, tf.int32)
 
 
+def stream_features(batch, stream: str, prefix: str = ""):
+    """The features a model of `stream` reads: `batch[prefix + stream]`, or for "joint" RGB and flow
+    concatenated along the feature axis. `prefix` is "video/" for parsed records, "" for eval batches."""
+    if stream == "joint":
+        return tf.concat([batch[prefix + "rgb"], batch[prefix + "flow"]], axis=-1)
+    return batch[prefix + stream]
+
+
 def _records(shards: Sequence[str], *, num_classes: int, feature_dim: int, shuffle_files: bool, seed: int,
              streams: Sequence[str] = ("rgb", "flow")):
     ds = tfrecord.tfrecord_dataset(list(shards), shuffle_files=shuffle_files, seed=seed)
@@ -63,6 +71,8 @@ def make_train_dataset(
 ) -> tf.data.Dataset:
     """Training batches `({"features": [B, T, D], "mask": [B, T]}, labels [B, C])` for one stream.
 
+    `stream` is "rgb", "flow", or "joint" for both streams concatenated along features (D doubles).
+
     `skip_batches` resumes the exact batch sequence of an interrupted run (elements are skipped before
     the snippet sampling, so skipping is cheap). `cache` keeps the decoded features of the stream in
     memory after the first epoch (about 1.3 MB per THUMOS14 video at D = 1024), so later epochs do not
@@ -71,11 +81,11 @@ def make_train_dataset(
     Every video yields exactly `num_snippets` sampled snippets (short videos repeat snippets), so the
     mask is all ones; it is still provided so the model code is the same for padded inputs.
     """
-    key = f"video/{stream}"
     # Decode only the stream being trained: records hold both.
+    streams = ("rgb", "flow") if stream == "joint" else (stream,)
     ds = _records(shards, num_classes=num_classes, feature_dim=feature_dim, shuffle_files=True, seed=seed,
-                  streams=(stream,))
-    ds = ds.map(lambda r: (r[key], r["video/num_snippets"], r["video/labels"]))
+                  streams=streams)
+    ds = ds.map(lambda r: (stream_features(r, stream, "video/"), r["video/num_snippets"], r["video/labels"]))
     if cache:
         ds = ds.cache()
     if repeat:

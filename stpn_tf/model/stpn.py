@@ -16,6 +16,9 @@ from stpn_tf.model.layers import AttentionModule, ClassifierHead
 VARIANTS = ("full", "no_sparsity", "no_attention")
 POOLINGS = ("mean", "sum")
 STREAMS = ("rgb", "flow")
+# Optional extra of spec section 2: one model on the concatenated features [rgb, flow] (D = 2 x 1024).
+JOINT = "joint"
+MODEL_STREAMS = STREAMS + (JOINT,)
 
 
 @keras.saving.register_keras_serializable(package="stpn_tf")
@@ -148,9 +151,9 @@ def stream_model_path(workdir: str, stream: str) -> str:
 
 
 def load_stream_model(workdir: str, stream: str) -> STPN:
-    """Loads the trained model of `stream` ("rgb" or "flow") from a training work directory."""
-    if stream not in STREAMS:
-        raise StpnError(f"unknown stream {stream!r}; expected one of {STREAMS}")
+    """Loads the trained model of `stream` ("rgb", "flow" or "joint") from a training work directory."""
+    if stream not in MODEL_STREAMS:
+        raise StpnError(f"unknown stream {stream!r}; expected one of {MODEL_STREAMS}")
     path = stream_model_path(workdir, stream)
     if not os.path.exists(path):
         raise StpnError(f"{path}: no trained {stream} model (run `stpn train --stream={stream}` first)")
