@@ -673,6 +673,11 @@ def evaluate_detections(
     if protocol not in _AP_FUNCS:
         raise StpnError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS} or 'both'")
     results = _results_mapping(predictions, source)
+    gt_ids = {r.video_id for r in ground_truth}
+    predicted_ids = [video for video, dets in results.items() if dets]
+    if predicted_ids and gt_ids.isdisjoint(predicted_ids):
+        raise StpnError(f"{source}: none of its {len(predicted_ids)} video(s) with predictions is in the ground truth "
+                        f"({len(gt_ids)} videos): wrong subset or ground-truth file?")
     data = build_eval_data(ground_truth, results, unknown_labels_as_fp=unknown_labels_as_fp, source=source)
     if data.num_classes == 0:
         raise StpnError("ground truth has no action segments to evaluate against")
@@ -876,6 +881,8 @@ def run_evaluate(
       One result dict per protocol (see `evaluate_detections`).
     """
     out = sys.stdout if out is None else out
+    if json_out and not os.path.isdir(os.path.dirname(os.path.abspath(json_out))):
+        raise StpnError(f"{json_out}: output directory does not exist")
     protocols = list(PROTOCOLS) if protocol == "both" else [protocol]
     for p in protocols:
         if p not in _AP_FUNCS:

@@ -204,7 +204,7 @@ def run_export(*, workdir: str, out: str, class_threshold: float = DEFAULTS["cla
     from stpn_tf.model.stpn import load_classes, load_stream_model
 
     if os.path.exists(out) and not overwrite:
-        raise StpnError(f"{out}: already exists (pass overwrite to replace it)")
+        raise StpnError(f"{out}: already exists (pass --overwrite to replace it)")
     classes = load_classes(workdir)
     models = {stream: load_stream_model(workdir, stream) for stream in STREAMS}
     for stream, model in models.items():

@@ -502,3 +502,14 @@ def test_vectorized_equals_loop_continuous(seed):
     thr = np.linspace(0.1, 0.9, 9)
     np.testing.assert_allclose(E.activitynet_ap(data, thr), E.activitynet_ap_loop(data, thr), rtol=0, atol=1e-12)
     np.testing.assert_allclose(E.th14kit_ap(data, thr), E.th14kit_ap_loop(data, thr), rtol=0, atol=1e-12)
+
+
+def test_predictions_on_no_ground_truth_video_is_an_error(tmp_path):
+    gt = [A.VideoRecord("video_a", "test", 10.0, ("Jump",), (A.Segment(1.0, 2.0, "Jump"),))]
+    preds = {"results": {"video_b": [{"label": "Jump", "score": 0.9, "segment": [1.0, 2.0]}]}}
+    # Typical cause: test detections evaluated against the validation subset.
+    with pytest.raises(StpnError, match="none of its 1 video"):
+        E.evaluate_detections(gt, preds, protocol="activitynet", tiou_thresholds=[0.5])
+    with pytest.raises(StpnError, match="output directory does not exist"):
+        E.run_evaluate(ground_truth=str(tmp_path / "gt.json"), predictions=str(tmp_path / "p.json"),
+                       json_out=str(tmp_path / "missing" / "out.json"))
