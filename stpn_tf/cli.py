@@ -26,9 +26,11 @@ from stpn_tf.errors import StpnError
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 COMMANDS = ("demo", "train", "localize", "evaluate", "export", "build-dataset", "extract")
 
+# No default here: a default would be loaded at import time, before run() knows the command; run() inserts
+# configs/thumos14.py (configs/demo.py for `stpn demo`) when --config is not given.
 config_flags.DEFINE_config_file(
-    "config", os.path.join(CONFIG_DIR, "thumos14.py"), "Config file (ml_collections); `stpn demo` defaults to "
-    "configs/demo.py. Override any value with --config.a.b=v.", lock_config=True)
+    "config", None, "Config file (ml_collections); default configs/thumos14.py, or configs/demo.py for "
+    "`stpn demo`. Override any value with --config.a.b=v.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Work directory: training outputs, logs, detections.")
 flags.DEFINE_enum("stream", None, ["rgb", "flow", "joint"], "train: which stream to train (joint: one model "
                   "on the concatenated RGB and flow features, an extra beside the paper's two streams).")
@@ -76,6 +78,9 @@ flags.DEFINE_float("fps", None, "build-dataset: frame rate of the features (defa
 flags.DEFINE_integer("stride_frames", None, "build-dataset: frames per snippet (default per layout).")
 flags.DEFINE_enum("segments_outside", "clip", ["clip", "keep"], "build-dataset: segments past the duration.")
 flags.DEFINE_bool("keep_unlabeled", False, "build-dataset: keep videos without labels.")
+flags.DEFINE_enum("snippet_time", "fixed", ["fixed", "duration"], "build-dataset: 'fixed' = stride_frames / fps "
+                  "seconds per snippet; 'duration' = video duration / snippets (releases resampled to a fixed "
+                  "number of snippets per video, common for ActivityNet).")
 # extract
 flags.DEFINE_bool("overwrite", False, "extract: recompute videos that already have features; export: replace "
                   "an existing export directory.")
@@ -109,9 +114,16 @@ def _require(**values):
 def cmd_train(argv):
     from stpn_tf import train
 
+    from stpn_tf.data import tfrecord
+    from stpn_tf.model.stpn import stream_model_path
+
     _require(workdir=FLAGS.workdir, stream=FLAGS.stream)
     cfg = _config()
-    _dataset_dir(cfg)
+    tfrecord.read_dataset_metadata(_dataset_dir(cfg))  # fail before writing anything
+    if os.path.exists(stream_model_path(FLAGS.workdir, FLAGS.stream)):
+        print(f"{stream_model_path(FLAGS.workdir, FLAGS.stream)} exists: the {FLAGS.stream} stream is already "
+              "trained (delete it, or use another --workdir, to train again with other settings)")
+        return 0
     _write_config(FLAGS.workdir, f"train.{FLAGS.stream}")
     train.run_train(
         dataset_dir=cfg.dataset.dir, workdir=FLAGS.workdir, stream=FLAGS.stream,
@@ -141,22 +153,28 @@ def cmd_localize(argv):
             grid_size=None if cfg.localize.all_snippets else cfg.localize.num_snippets, **_extract_kwargs(cfg),
         )
     if FLAGS.workdir and inference.is_export_dir(FLAGS.workdir):
-        # An export carries its own localization settings; it reads the TFRecords of the split directly.
+        # An export carries its own localization settings and both streams; it reads the TFRecords directly.
+        if FLAGS.save_raw or FLAGS.sweep or FLAGS.raw or FLAGS.streams != ["rgb", "flow"]:
+            raise StpnError(f"{FLAGS.workdir} is an export (fixed streams and localization settings): --save_raw, "
+                            "--raw, --sweep and --streams need the training work directory")
         split = FLAGS.split or cfg.dataset.test_split
         results = inference.localize_with_export(
             FLAGS.workdir, tfrecord.list_shards(_dataset_dir(cfg), split), batch_size=cfg.localize.batch_size)
         out = FLAGS.out or os.path.join(FLAGS.workdir, "detections.json")
-        inference.write_results(results, out)
-        print(f"wrote detections for {len(results['results'])} videos to {out}")
-        return 0
+        return _write_detections(results, out)
     if FLAGS.raw:
         raw = inference.load_raw(FLAGS.raw)
         out = FLAGS.out or os.path.join(os.path.dirname(os.path.abspath(FLAGS.raw)), "detections.json")
     else:
+        from stpn_tf.model.stpn import load_classes
+
         _require(workdir=FLAGS.workdir)
-        _write_config(FLAGS.workdir, "localize")
         split = FLAGS.split or cfg.dataset.test_split
         meta = tfrecord.read_dataset_metadata(_dataset_dir(cfg))
+        if load_classes(FLAGS.workdir) != meta["classes"]:
+            raise StpnError(f"{FLAGS.workdir} was trained on other classes than {cfg.dataset.dir} holds: pass the "
+                            "dataset it was trained on with --config.dataset.dir (see its config.train.*.json)")
+        _write_config(FLAGS.workdir, "localize")
         raw = inference.predict(
             FLAGS.workdir, tfrecord.list_shards(cfg.dataset.dir, split), feature_dim=meta["feature_dim"],
             grid_size=None if cfg.localize.all_snippets else cfg.localize.num_snippets,
@@ -167,7 +185,13 @@ def cmd_localize(argv):
         out = FLAGS.out or os.path.join(FLAGS.workdir, "detections.json")
     if FLAGS.sweep:
         return _sweep(raw, cfg)
-    results = inference.localize_raw(raw, streams=FLAGS.streams, **_localize_params(cfg))
+    return _write_detections(inference.localize_raw(raw, streams=FLAGS.streams, **_localize_params(cfg)), out)
+
+
+def _write_detections(results, out: str) -> int:
+    """Writes the detections JSON and, with --th14_txt, the THUMOS14 toolkit result txt."""
+    from stpn_tf import inference
+
     inference.write_results(results, out)
     print(f"wrote detections for {len(results['results'])} videos to {out}")
     if FLAGS.th14_txt:
@@ -212,7 +236,7 @@ def cmd_evaluate(argv):
     from stpn_tf import evaluate
 
     _require(ground_truth=FLAGS.ground_truth, predictions=FLAGS.predictions)
-    thresholds = [float(t) for t in FLAGS.tiou_thresholds] if FLAGS.tiou_thresholds else None
+    thresholds = evaluate.parse_tiou_thresholds(",".join(FLAGS.tiou_thresholds)) if FLAGS.tiou_thresholds else None
     evaluate.run_evaluate(
         ground_truth=FLAGS.ground_truth, predictions=FLAGS.predictions, subset=FLAGS.subset,
         protocol=FLAGS.protocol or _config().evaluate.protocol, tiou_thresholds=thresholds,
@@ -224,8 +248,11 @@ def cmd_evaluate(argv):
 def cmd_export(argv):
     from stpn_tf import export
 
+    from stpn_tf.model.stpn import load_classes
+
     _require(workdir=FLAGS.workdir, out=FLAGS.out)
     cfg = _config()
+    load_classes(FLAGS.workdir)  # a training work directory, or a one-line error before anything is written
     _write_config(FLAGS.workdir, "export")
     return export.run_export(
         workdir=FLAGS.workdir, out=FLAGS.out, grid_length=cfg.localize.num_snippets,
@@ -243,7 +270,7 @@ def cmd_build_dataset(argv):
         num_shards=FLAGS.num_shards, exclude_videos=FLAGS.exclude_videos, thumos14_210=FLAGS.thumos14_210,
         feature_dim=FLAGS.feature_dim, durations=FLAGS.durations, classes=FLAGS.classes, fps=FLAGS.fps,
         stride_frames=FLAGS.stride_frames, segments_outside=FLAGS.segments_outside,
-        keep_unlabeled=FLAGS.keep_unlabeled,
+        keep_unlabeled=FLAGS.keep_unlabeled, snippet_time=FLAGS.snippet_time,
     )
 
 
@@ -276,11 +303,11 @@ def cmd_demo(argv):
 
     _require(workdir=FLAGS.workdir)
     cfg = _config()
-    _write_config(FLAGS.workdir, "demo")
     demo.run_demo(
         workdir=FLAGS.workdir, synthetic=cfg.synthetic.to_dict(), model=cfg.model.to_dict(),
         train=cfg.train.to_dict(), localize=cfg.localize.to_dict(), evaluate=cfg.evaluate.to_dict(),
     )
+    _write_config(FLAGS.workdir, "demo")  # after the run: a refused rerun leaves the recorded config alone
     return 0
 
 
@@ -303,16 +330,37 @@ def main(argv):
     except StpnError as e:
         print(f"stpn {command}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        hint = " (rerun the same command to resume from the last finished epoch)" if command == "train" else ""
+        print(f"stpn {command}: interrupted{hint}", file=sys.stderr)
+        return 130
 
 
 def run():
     """Console-script entry point."""
     argv = list(sys.argv)
-    # `stpn demo` without --config uses the small demo config.
-    if len(argv) > 1 and argv[1] == "demo" and not any(a == "--config" or a.startswith("--config=") for a in argv):
-        argv.insert(2, f"--config={os.path.join(CONFIG_DIR, 'demo.py')}")
+    if len(argv) > 1 and argv[1] in ("-h", "--help", "help"):
+        print(__doc__.strip() + "\n\nAll flags: stpn --helpfull. Usage examples: README.md.")
+        sys.exit(0)
+    if not any(a in ("--config", "-config") or a.startswith(("--config=", "-config=")) for a in argv):
+        default = "demo.py" if len(argv) > 1 and argv[1] == "demo" else "thumos14.py"
+        argv.insert(min(2, len(argv)), f"--config={os.path.join(CONFIG_DIR, default)}")
+    # ml_collections reads sys.argv for --config and its overrides: keep it in step with what is parsed.
+    sys.argv = argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    app.run(main, argv=argv)
+    prefix = f"stpn {argv[1]}" if len(argv) > 1 and not argv[1].startswith("-") else "stpn"
+    app.define_help_flags()  # --help, --helpfull, as app.run would
+    try:
+        remaining = FLAGS(argv)
+        FLAGS.config.to_dict()  # a config that failed to load raises only when used: do it here
+    except (flags.Error, KeyError, AttributeError, OSError, ValueError, TypeError) as e:
+        # Unknown flags, bad values, typos in --config.a.b keys, a missing config file: one line, exit 2.
+        message = " ".join(str(e).replace("\\n", " ").split())
+        print(f"{prefix}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+    # Flags are parsed (parsing twice would define the --config.* override flags twice): app.run only sets
+    # up logging and runs main.
+    app.run(lambda _: main(remaining), argv=argv[:1])
 
 
 if __name__ == "__main__":

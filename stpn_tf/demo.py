@@ -13,6 +13,8 @@ from stpn_tf import inference
 from stpn_tf import train as train_lib
 from stpn_tf.data import annotations, tfrecord
 from stpn_tf.data import synthetic as synthetic_lib
+from stpn_tf.errors import StpnError
+from stpn_tf.model.stpn import stream_model_path
 
 ROWS = (("RGB", ("rgb",)), ("flow", ("flow",)), ("two-stream", ("rgb", "flow")))
 
@@ -47,6 +49,13 @@ def run_demo(
     start = time.time()
     dataset_dir = os.path.join(workdir, "dataset")
     if os.path.exists(os.path.join(dataset_dir, tfrecord.METADATA_FILE)):
+        made = tfrecord.read_dataset_metadata(dataset_dir)
+        wanted = {"feature_dim": synthetic["feature_dim"], "seed": synthetic["seed"],
+                  "max_snippets": synthetic["max_snippets"]}
+        have = {"feature_dim": made["feature_dim"], **made.get("synthetic", {})}
+        if any(have.get(k) != v for k, v in wanted.items()):
+            raise StpnError(f"{dataset_dir}: made with other synthetic settings ({have}) than asked ({wanted}); "
+                            "use a new --workdir")
         print(f"[demo] reusing dataset in {dataset_dir}")
     else:
         print(f"[demo] writing the synthetic THUMOS14 dataset to {dataset_dir}")
@@ -55,6 +64,9 @@ def run_demo(
             max_snippets=synthetic["max_snippets"], num_shards=synthetic["num_shards"],
         )
     for stream in ("rgb", "flow"):
+        if os.path.exists(stream_model_path(workdir, stream)):
+            print(f"[demo] reusing the trained {stream} model in {workdir} (new training settings need a new --workdir)")
+            continue
         print(f"[demo] training the {stream} stream ({train['steps']} steps)")
         train_lib.run_train(dataset_dir=dataset_dir, workdir=workdir, stream=stream, **model, **train,
                                   verbose=2)

@@ -56,6 +56,11 @@ def predict(
     """
     classes = load_classes(workdir)
     models = {s: load_stream_model(workdir, s) for s in streams}
+    for s, model in models.items():
+        expected = feature_dim * (2 if s == "joint" else 1)
+        if model.classifier.kernel.shape[0] != expected:
+            raise StpnError(f"{workdir}: the {s} model reads {model.classifier.kernel.shape[0]}-d features but the "
+                            f"dataset has {expected}: the dataset is not the one the model was trained on")
     dataset = pipeline.make_eval_dataset(
         shards, num_classes=len(classes), feature_dim=feature_dim, num_snippets=grid_size, batch_size=batch_size
     )

@@ -100,6 +100,10 @@ def run_train(
         num_snippets=num_snippets, batch_size=batch_size, shuffle_buffer=shuffle_buffer, seed=seed,
         skip_batches=done_epochs * steps_per_epoch, cache=cache_features,
     )
+    if done_epochs >= steps // steps_per_epoch:
+        raise StpnError(f"{backup_dir}: the interrupted run finished {done_epochs} epochs, but this run has only "
+                        f"{steps // steps_per_epoch} (steps or steps_per_epoch changed?); resume with the same "
+                        "settings, or delete the backup directory to start over")
     if done_epochs:
         logging.info("resuming the %s stream after epoch %d from %s", stream, done_epochs, backup_dir)
     # Keras refuses XLA when op determinism is already on (some XLA GPU kernels are non-deterministic), so

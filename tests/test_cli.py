@@ -29,7 +29,8 @@ def stpn(*args, expect=0):
 
 
 def test_demo_prints_both_tables(tmp_path):
-    proc = stpn("demo", f"--workdir={tmp_path}", f"--config={REPO}/configs/demo.py", *SMALL,
+    # No --config: `stpn demo` picks configs/demo.py and still takes --config.a.b overrides (README usage).
+    proc = stpn("demo", f"--workdir={tmp_path}", *SMALL,
                 "--config.synthetic.feature_dim=8", "--config.synthetic.max_snippets=40")
     out = proc.stdout
     assert "mAP (%) ActivityNet protocol" in out and "mAP (%) THUMOS14 toolkit" in out
@@ -101,6 +102,12 @@ def test_errors_are_one_line_with_exit_2(tmp_path):
     assert "--stream" in proc.stderr
     proc = stpn("nonsense", expect=2)
     assert "commands:" in proc.stderr
+    # A typo in a config key: one line naming it, no traceback.
+    proc = stpn("train", f"--workdir={tmp_path}/w", "--stream=rgb", "--config.trian.steps=3", expect=2)
+    assert proc.stderr.strip().count("\n") == 0 and "trian" in proc.stderr and "Traceback" not in proc.stderr
+    proc = stpn("train", f"--workdir={tmp_path}/w", "--stream=rgb", f"--config={tmp_path}/none.py", expect=2)
+    assert "none.py" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "w").exists()
 
 
 def _extract_and_localize_a_video(tmp_path, export):

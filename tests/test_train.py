@@ -166,28 +166,33 @@ def _cli(repo_dir, *args):
     return [sys.executable, "-m", "stpn_tf.cli", "train", "--config=configs/demo.py", *args], env
 
 
-def test_cli_missing_dataset_and_resolved_config(repo_dir, tmp_path):
+def test_cli_missing_dataset_and_resolved_config(repo_dir, tmp_path, dataset_dir):
     missing = tmp_path / "no_such_dataset"
     workdir = tmp_path / "work"
-    cmd, env = _cli(repo_dir, f"--config.dataset.dir={missing}", f"--workdir={workdir}", "--stream=rgb",
-                    "--config.train.steps=7", "--config.train.steps_per_epoch=7", "--config.model.attention_units=5")
+    overrides = ["--config.train.steps=7", "--config.train.steps_per_epoch=7", "--config.model.attention_units=5",
+                 "--config.train.num_snippets=16"]
+    cmd, env = _cli(repo_dir, f"--config.dataset.dir={missing}", f"--workdir={workdir}", "--stream=rgb", *overrides)
     proc = subprocess.run(cmd, cwd=repo_dir, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("stpn train: error:")]
     assert len(errors) == 1, proc.stderr
     assert str(missing) in errors[0] and "not found" in errors[0]
     assert "Traceback" not in proc.stderr
+    assert not workdir.exists()  # a refused run writes nothing
+    cmd, env = _cli(repo_dir, f"--config.dataset.dir={dataset_dir}", f"--workdir={workdir}", "--stream=rgb",
+                    *overrides)
+    proc = subprocess.run(cmd, cwd=repo_dir, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
     with open(workdir / "config.train.rgb.json") as f:
         config = json.load(f)
     assert config["train"]["steps"] == 7 and config["model"]["attention_units"] == 5
-    assert config["dataset"]["dir"] == str(missing)
+    assert config["dataset"]["dir"] == str(dataset_dir)
     # Values not overridden are the demo config's own.
     spec = importlib.util.spec_from_file_location("demo_config", os.path.join(repo_dir, "configs", "demo.py"))
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)
     assert config["train"]["batch_size"] == demo.get_config().train.batch_size
     assert config["train"]["learning_rate"] == demo.get_config().train.learning_rate
-    assert not (workdir / "rgb" / "model.keras").exists()
 
 
 def _read_backup_epoch(backup_dir):
