@@ -188,7 +188,7 @@ def build_eval_data(
                 raise StpnError(f"{dwhere}: score is {score} (NaN and infinite scores are not allowed)")
             if not isinstance(seg, (list, tuple)) or len(seg) != 2:
                 raise StpnError(f"{dwhere}: 'segment' must be [start, end], got {seg!r}")
-            s, e = annotations._parse_interval(seg[0], seg[1], dwhere)
+            s, e = annotations.parse_interval(seg[0], seg[1], dwhere)
             if label in class_index:
                 li = class_index[label]
             else:
@@ -785,20 +785,14 @@ def read_toolkit_results(path: str, ucf101_ids: Mapping[str, int], *, unknown_la
     """
     names = {i: n for n, i in ucf101_ids.items()}
     results: dict[str, list] = {}
-    for lineno, line in enumerate(annotations._read_text(path).splitlines(), start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        where = f"{path}: line {lineno}"
-        if len(fields) != 5:
-            raise StpnError(f"{where}: expected 'video start end class_id confidence', got {line.strip()!r}")
-        s, e = annotations._parse_interval(fields[1], fields[2], where)
+    for where, fields in annotations.text_rows(path, 5, "video start end class_id confidence"):
+        s, e = annotations.parse_interval(fields[1], fields[2], where)
         try:
             cid = int(fields[3])
             conf = float(fields[4])
         except ValueError:
             raise StpnError(
-                f"{where}: class id must be an integer and confidence a number, got {line.strip()!r}"
+                f"{where}: class id must be an integer and confidence a number, got {' '.join(fields)!r}"
             ) from None
         if not math.isfinite(conf):
             raise StpnError(f"{where}: confidence is {fields[4]} (NaN and infinite scores are not allowed)")
@@ -836,7 +830,7 @@ def write_toolkit_results(predictions: Mapping[str, Any], path: str, ucf101_ids:
 
 def load_predictions(path: str, *, det_txt: str | None = None, unknown_labels_as_fp: bool = False) -> dict:
     """Predictions from an ActivityNet results JSON or a toolkit result txt (needs det_txt)."""
-    text = annotations._read_text(path)
+    text = annotations.read_text(path)
     if text.lstrip().startswith("{") or path.endswith(".json"):
         try:
             data = json.loads(text)

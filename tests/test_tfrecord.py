@@ -76,17 +76,21 @@ def test_no_labels_gives_all_zero_multi_hot():
     np.testing.assert_array_equal(out["video/labels"].numpy(), np.zeros(C))
 
 
+def _parse(serialized, graph):
+    """parse_example eagerly, or inside Dataset.map when `graph`."""
+    if graph:
+        ds = tf.data.Dataset.from_tensors(serialized).map(
+            lambda s: tfrecord.parse_example(s, num_classes=C, feature_dim=D))
+        return next(iter(ds))
+    return tfrecord.parse_example(tf.constant(serialized), num_classes=C, feature_dim=D)
+
+
 @pytest.mark.parametrize("graph", [False, True])
 def test_byte_length_inconsistent_with_num_snippets_raises(graph):
     # num_snippets 3 * D 4 = 12 floats expected; rgb has 10.
     ser = _raw_example(3, rgb_values=10, flow_values=12)
     with pytest.raises(tf.errors.InvalidArgumentError, match="video/rgb holds a number of float32"):
-        if graph:
-            ds = tf.data.Dataset.from_tensors(ser).map(
-                lambda s: tfrecord.parse_example(s, num_classes=C, feature_dim=D))
-            next(iter(ds))
-        else:
-            tfrecord.parse_example(tf.constant(ser), num_classes=C, feature_dim=D)
+        _parse(ser, graph)
 
 
 def test_flow_length_checked_too():
@@ -100,12 +104,7 @@ def test_feature_dim_mismatch_raises(graph):
     # 3 snippets of stored dimension 8 = 24 floats; also divisible by 4, so only the explicit check catches it.
     ser = _raw_example(3, rgb_values=24, flow_values=24, feature_dim=8)
     with pytest.raises(tf.errors.InvalidArgumentError, match="video/feature_dim stored in the record"):
-        if graph:
-            ds = tf.data.Dataset.from_tensors(ser).map(
-                lambda s: tfrecord.parse_example(s, num_classes=C, feature_dim=D))
-            next(iter(ds))
-        else:
-            tfrecord.parse_example(tf.constant(ser), num_classes=C, feature_dim=D)
+        _parse(ser, graph)
 
 
 def test_label_out_of_range_raises():

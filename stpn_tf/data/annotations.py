@@ -18,7 +18,7 @@ import math
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -114,7 +114,8 @@ def _parse_time(value: Any, where: str) -> float:
     return out
 
 
-def _parse_interval(start: Any, end: Any, where: str) -> tuple[float, float]:
+def parse_interval(start: Any, end: Any, where: str) -> tuple[float, float]:
+    """A `[start, end]` segment in seconds (finite, start <= end); `where` names it in errors."""
     s = _parse_time(start, where)
     e = _parse_time(end, where)
     if s > e:
@@ -122,7 +123,8 @@ def _parse_interval(start: Any, end: Any, where: str) -> tuple[float, float]:
     return s, e
 
 
-def _read_text(path: str) -> str:
+def read_text(path: str) -> str:
+    """The UTF-8 text of `path`; a missing or undecodable file is a StpnError naming it."""
     try:
         with open(path, encoding="utf-8") as f:
             return f.read()
@@ -134,17 +136,28 @@ def _read_text(path: str) -> str:
         raise StpnError(f"{path}: not UTF-8 text ({e.reason})") from None
 
 
-def _read_toolkit_txt(path: str) -> list[tuple[str, float, float]]:
-    """Lines `video_name start end` -> [(name, start, end)] in file order."""
-    out = []
-    for lineno, line in enumerate(_read_text(path).splitlines(), start=1):
+def text_rows(path: str, num_fields: int, form: str) -> Iterator[tuple[str, list[str]]]:
+    """Yields `(where, fields)` for every non-blank line of a whitespace-separated text file.
+
+    Raises:
+        StpnError: naming the file and line when a line does not have `num_fields` fields (`form` shows the
+            expected layout, e.g. "video_name start end").
+    """
+    for lineno, line in enumerate(read_text(path).splitlines(), start=1):
         fields = line.split()
         if not fields:
             continue
         where = f"{path}: line {lineno}"
-        if len(fields) != 3:
-            raise StpnError(f"{where}: expected 'video_name start end', got {line.strip()!r}")
-        s, e = _parse_interval(fields[1], fields[2], where)
+        if len(fields) != num_fields:
+            raise StpnError(f"{where}: expected '{form}', got {line.strip()!r}")
+        yield where, fields
+
+
+def _read_toolkit_txt(path: str) -> list[tuple[str, float, float]]:
+    """Lines `video_name start end` -> [(name, start, end)] in file order."""
+    out = []
+    for where, fields in text_rows(path, 3, "video_name start end"):
+        s, e = parse_interval(fields[1], fields[2], where)
         out.append((fields[0], s, e))
     return out
 
@@ -302,7 +315,7 @@ def read_thumos14_reduced(folder: str, allow_pickle: bool = False) -> list[Video
         for j, (seg, lab) in enumerate(zip(vsegs, vlabs)):
             if len(seg) != 2:
                 raise StpnError(f"{where}, segment {j}: expected [start, end], got {seg!r}")
-            s, e = _parse_interval(seg[0], seg[1], f"{where}, segment {j}")
+            s, e = parse_interval(seg[0], seg[1], f"{where}, segment {j}")
             lab = lab.decode("utf-8") if isinstance(lab, bytes) else lab
             if not isinstance(lab, str) or not lab:
                 raise StpnError(f"{lpath}: entry {i} ({vid}), segment {j}: label must be a string, got {lab!r}")
@@ -326,7 +339,7 @@ def read_activitynet_json(path: str, subset: str | None = None) -> list[VideoRec
     Raises:
       StpnError: On malformed JSON, missing fields, bad segments, or a subset no video has.
     """
-    text = _read_text(path)
+    text = read_text(path)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
@@ -365,7 +378,7 @@ def read_activitynet_json(path: str, subset: str | None = None) -> list[VideoRec
                 raise StpnError(f"{awhere}: 'segment' must be [start, end], got {seg!r}")
             if not isinstance(label, str) or not label:
                 raise StpnError(f"{awhere}: 'label' must be a non-empty string, got {label!r}")
-            s, e = _parse_interval(seg[0], seg[1], awhere)
+            s, e = parse_interval(seg[0], seg[1], awhere)
             segs.append(Segment(s, e, label))
         amb = entry.get("ambiguous", [])
         if not isinstance(amb, list):
@@ -374,7 +387,7 @@ def read_activitynet_json(path: str, subset: str | None = None) -> list[VideoRec
         for j, seg in enumerate(amb):
             if not isinstance(seg, list) or len(seg) != 2:
                 raise StpnError(f"{where}, ambiguous {j}: expected [start, end], got {seg!r}")
-            ambiguous.append(_parse_interval(seg[0], seg[1], f"{where}, ambiguous {j}"))
+            ambiguous.append(parse_interval(seg[0], seg[1], f"{where}, ambiguous {j}"))
         records.append(_make_record(str(vid), vsubset, duration, segs, ambiguous))
     if subset is not None and not records:
         raise StpnError(
@@ -385,7 +398,7 @@ def read_activitynet_json(path: str, subset: str | None = None) -> list[VideoRec
 
 def read_split_file(path: str) -> list[str]:
     """One video name per line; blank lines ignored."""
-    return [line.strip() for line in _read_text(path).splitlines() if line.strip()]
+    return [line.strip() for line in read_text(path).splitlines() if line.strip()]
 
 
 def atomic_write_text(path: str, text: str) -> None:
@@ -431,14 +444,11 @@ def write_activitynet_json(records: Iterable[VideoRecord], path: str) -> None:
 def read_ucf101_ids(det_txt_path: str) -> dict[str, int]:
     """Class name -> UCF101 class id from the toolkit's `det.txt` (lines `id name`)."""
     out: dict[str, int] = {}
-    for lineno, line in enumerate(_read_text(det_txt_path).splitlines(), start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != 2 or not fields[0].isdigit():
-            raise StpnError(f"{det_txt_path}: line {lineno}: expected 'id ClassName', got {line.strip()!r}")
+    for where, fields in text_rows(det_txt_path, 2, "id ClassName"):
+        if not fields[0].isdigit():
+            raise StpnError(f"{where}: expected 'id ClassName', got {' '.join(fields)!r}")
         if fields[1] in out:
-            raise StpnError(f"{det_txt_path}: line {lineno}: class {fields[1]!r} listed twice")
+            raise StpnError(f"{where}: class {fields[1]!r} listed twice")
         out[fields[1]] = int(fields[0])
     if not out:
         raise StpnError(f"{det_txt_path}: no class ids found")

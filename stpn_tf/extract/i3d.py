@@ -28,23 +28,12 @@ from stpn_tf.errors import StpnError
 _LOGIT_WIDTHS = (400, 600, 700)
 
 # Settings for known public handles (matched by substring of the handle).
+# The TF Hub / Kaggle RGB I3D modules: [0, 1] input, logits output, features read at Mixed_5c.
+_HUB_RGB_I3D: dict[str, Any] = {"input_range": (0.0, 1.0), "feature_tensor": "RGB/inception_i3d/Mixed_5c/concat:0"}
 KNOWN_MODELS: dict[str, dict[str, Any]] = {
-    "deepmind/i3d-kinetics-400": {
-        "input_range": (0.0, 1.0),
-        "feature_tensor": "RGB/inception_i3d/Mixed_5c/concat:0",
-    },
-    "deepmind/i3d-kinetics-600": {
-        "input_range": (0.0, 1.0),
-        "feature_tensor": "RGB/inception_i3d/Mixed_5c/concat:0",
-    },
-    "i3d-kinetics/tensorFlow1/400": {
-        "input_range": (0.0, 1.0),
-        "feature_tensor": "RGB/inception_i3d/Mixed_5c/concat:0",
-    },
-    "i3d-kinetics/tensorFlow1/600": {
-        "input_range": (0.0, 1.0),
-        "feature_tensor": "RGB/inception_i3d/Mixed_5c/concat:0",
-    },
+    handle: _HUB_RGB_I3D
+    for handle in ("deepmind/i3d-kinetics-400", "deepmind/i3d-kinetics-600",
+                   "i3d-kinetics/tensorFlow1/400", "i3d-kinetics/tensorFlow1/600")
 }
 
 
