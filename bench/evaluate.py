@@ -21,8 +21,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from stpn_tf import evaluate as E  # noqa: E402
 from stpn_tf.data import annotations as A  # noqa: E402
+from stpn_tf.evaluation import activitynet, matching, th14kit, thresholds  # noqa: E402
+from tests import reference_evaluation as loops  # noqa: E402  (the plain-loop reference lives with the tests)
 
 
 def make_input(num_videos: int, num_classes: int, dets_per_video: int, seed: int = 0):
@@ -37,7 +38,7 @@ def make_input(num_videos: int, num_classes: int, dets_per_video: int, seed: int
         for _ in range(rng.integers(1, 4)):
             s = float(rng.uniform(0, duration * 0.8))
             segs.append(A.Segment(s, min(duration, s + float(rng.uniform(2, duration * 0.5))), label))
-        records.append(A._make_record(vid, "validation", duration, segs))
+        records.append(A.make_record(vid, "validation", duration, segs))
         near = rng.random(dets_per_video) < 0.6
         which = rng.integers(len(segs), size=dets_per_video)
         jitter = rng.normal(0, 0.15, (dets_per_video, 2))
@@ -68,7 +69,7 @@ def main() -> None:
     parser.add_argument("--dets_per_video", type=int, default=100)
     parser.add_argument("--loop_fraction", type=float, default=0.05)
     args = parser.parse_args()
-    thr = E.ACTIVITYNET_TIOU
+    thr = thresholds.ACTIVITYNET_TIOU
 
     t0 = time.perf_counter()
     records, preds = make_input(args.videos, args.classes, args.dets_per_video)
@@ -78,13 +79,13 @@ def main() -> None:
           f"(generated in {time.perf_counter() - t0:.1f} s)")
 
     t0 = time.perf_counter()
-    data = E.build_eval_data(records, preds["results"])
+    data = matching.build_eval_data(records, preds["results"])
     t_parse = time.perf_counter() - t0
     t0 = time.perf_counter()
-    ap = E.activitynet_ap(data, thr)
+    ap = activitynet.activitynet_ap(data, thr)
     t_anet = time.perf_counter() - t0
     t0 = time.perf_counter()
-    kit = E.th14kit_ap(data, thr)
+    kit = th14kit.th14kit_ap(data, thr)
     t_kit = time.perf_counter() - t0
     total = t_parse + t_anet
     print(f"vectorized: parse+validate {t_parse:.2f} s, ActivityNet matching+AP {t_anet:.2f} s "
@@ -94,12 +95,12 @@ def main() -> None:
     n_sub = max(1, int(round(args.videos * args.loop_fraction)))
     sub_records = records[:n_sub]
     sub_preds = {r.video_id: preds["results"][r.video_id] for r in sub_records}
-    sub = E.build_eval_data(sub_records, sub_preds, unknown_labels_as_fp=True)
+    sub = matching.build_eval_data(sub_records, sub_preds, unknown_labels_as_fp=True)
     t0 = time.perf_counter()
-    loop_ap = E.activitynet_ap_loop(sub, thr)
+    loop_ap = loops.activitynet_ap_loop(sub, thr)
     t_loop = time.perf_counter() - t0
     t0 = time.perf_counter()
-    vec_ap = E.activitynet_ap(sub, thr)
+    vec_ap = activitynet.activitynet_ap(sub, thr)
     t_vec_sub = time.perf_counter() - t0
     scale = args.videos / n_sub
     print(f"loop reference on {n_sub} videos ({len(sub.pred_label)} detections): {t_loop:.2f} s "

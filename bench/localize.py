@@ -1,11 +1,12 @@
 """Localization speed: numpy reference vs graph (eager, tf.function) vs XLA on the THUMOS14 test split.
 
-212 videos with the real THUMOS14 test durations (data/thumos14/thumos14reduced: duration.npy,
+212 videos with the real THUMOS14 test durations (the shipped stpn:thumos14/thumos14reduced: duration.npy,
 subset.npy), 25 fps / 16-frame snippets, outputs on the 400-position grid, 20 classes, x24 interpolation.
 Model outputs are random but smooth (a few long components per class, as a trained model gives); each
 video has two confident classes and 18 with probabilities in [0, 0.12] (about 3.6 of which pass the 0.1
-class threshold per stream). Settings are stpn_tf.localize.DEFAULTS (at most 8 classes per video, 64
-components per stream and class, 100 detections per video); the reference gets the same bounds.
+class threshold per stream). Settings are the paper's with smaller bounds than the shipped config's: at
+most 8 classes per video, 64 components per stream and class, 100 detections per video (the reference gets
+the same bounds); the last timing line uses the shipped bounds (LocalizerConfig's defaults).
 
 Run: .venv/bin/python bench/localize.py
 """
@@ -20,15 +21,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from stpn_tf import timeline  # noqa: E402
+from stpn_tf import resources  # noqa: E402
 from stpn_tf.data.annotations import read_thumos14_durations, read_thumos14_subsets  # noqa: E402
-from stpn_tf.localize import DEFAULTS, localize  # noqa: E402
-from stpn_tf.localize_reference import localize_video  # noqa: E402
+from stpn_tf.postprocess import timeline  # noqa: E402
+from stpn_tf.postprocess.localizer import LocalizerConfig, localize  # noqa: E402
+from stpn_tf.postprocess.reference import localize_video  # noqa: E402
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-FOLDER = os.path.join(ROOT, "data", "thumos14", "thumos14reduced")
+FOLDER = resources.resource_path(resources.THUMOS14_REDUCED)
 T, C, FPS, STRIDE = 400, 20, 25.0, 16
-SETTINGS = dict(DEFAULTS, interpolation=24)
+SETTINGS = LocalizerConfig(interpolation=24, max_detections=100, max_components_per_class=64, max_classes_per_video=8)
 
 
 def make_inputs(seed: int = 0):
@@ -70,17 +71,17 @@ def main() -> None:
     rgb, flow, num_snippets, sps, durations = make_inputs()
     b = len(num_snippets)
     lengths = np.full(b, T, np.int32)
-    print(f"videos={b} grid={T} classes={C} interpolation={SETTINGS['interpolation']} "
+    print(f"videos={b} grid={T} classes={C} interpolation={SETTINGS.interpolation} "
           f"snippets min/median/max={num_snippets.min()}/{int(np.median(num_snippets))}/{num_snippets.max()} "
-          f"max_components_per_class={SETTINGS['max_components_per_class']} "
-          f"max_detections={SETTINGS['max_detections']}")
+          f"max_components_per_class={SETTINGS.max_components_per_class} "
+          f"max_detections={SETTINGS.max_detections}")
 
     def pick(stream, sl):
         return {key: value[sl] for key, value in stream.items()}
 
     def reference_all():
         return [localize_video(pick(rgb, i), pick(flow, i), length=T, num_snippets=int(num_snippets[i]),
-                               seconds_per_snippet=float(sps[i]), duration=float(durations[i]), **SETTINGS)
+                               seconds_per_snippet=float(sps[i]), duration=float(durations[i]), config=SETTINGS)
                 for i in range(b)]
 
     start = time.perf_counter()
@@ -94,7 +95,7 @@ def main() -> None:
 
     def run(rgb_, flow_, lengths_, num_snippets_, sps_, durations_):
         return localize(rgb_, flow_, lengths=lengths_, num_snippets=num_snippets_, seconds_per_snippet=sps_,
-                        durations=durations_, **SETTINGS)
+                        durations=durations_, config=SETTINGS)
 
     singles = [graph_inputs(slice(i, i + 1)) for i in range(b)]
     everything = graph_inputs(slice(None))
@@ -144,18 +145,19 @@ def main() -> None:
     print(f"detections per video (mean) {expected.mean():.1f}; XLA batch {b} agrees with the reference on "
           f"{agree}/{b} videos")
 
-    # The same split with the bounds of configs/thumos14.py (every passing class, 200 components, 1000
-    # detections), in batches of 16 as `stpn localize` runs it: what a user pays for not capping recall.
-    config_bounds = dict(SETTINGS, max_classes_per_video=None, max_components_per_class=200, max_detections=1000)
+    # The same split with the shipped bounds (the thumos14 config's and LocalizerConfig's defaults: every passing
+    # class, 200 components, 1000 detections), in batches of 16 as `stpn localize` runs it: what a user pays
+    # for not capping recall.
+    shipped = LocalizerConfig(interpolation=24)
     wide = tf.function(lambda *a: localize(a[0], a[1], lengths=a[2], num_snippets=a[3], seconds_per_snippet=a[4],
-                                           durations=a[5], **config_bounds), jit_compile=True)
+                                           durations=a[5], config=shipped), jit_compile=True)
     batches = [graph_inputs(slice(i, i + 16)) for i in range(0, b - b % 16, 16)]
     start = time.perf_counter()
     wide(*batches[0])["num_detections"].numpy()
     t_compile = time.perf_counter() - start
     t = best_of(lambda: [wide(*x)["num_detections"].numpy() for x in batches], 2)
     n = 16 * len(batches)
-    print(f"XLA, batch 16, configs/thumos14.py bounds: {n / t:9.1f} videos/s ({b * t / n:.3f} s for the split "
+    print(f"XLA, batch 16, shipped bounds: {n / t:9.1f} videos/s ({b * t / n:.3f} s for the split "
           f"at that rate; compile {t_compile:.2f} s)")
     print(f"RESULT xla_speedup_vs_reference={results[b] / (b / t_reference):.1f}")
 

@@ -212,7 +212,7 @@ def main() -> None:
               f"{uncached:.0f} examples/s ({args.pipeline_batches} batches of {args.batch_size}, 400 sampled "
               "snippets, one stream)")
         pipe = pipeline_rate(shards, args.feature_dim, args.pipeline_batches, args.batch_size, cache=True)
-        print(f"input pipeline, after the first epoch with train.cache_features=True (configs/thumos14.py): "
+        print(f"input pipeline, after the first epoch with train.cache_features=True (the thumos14 config): "
               f"{pipe:.0f} examples/s")
         step = train_step_rate(shards, args.feature_dim, args.train_steps, args.batch_size)
         print(f"train step (XLA, cached batch): {step:.0f} examples/s ({args.train_steps} steps)")

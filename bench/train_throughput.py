@@ -2,7 +2,7 @@
 
   .venv/bin/python bench/train_throughput.py [--steps=50] [--rounds=5] [--warmup=5]
 
-Model and batch as in configs/thumos14.py: D = 1024 features, T = 400 snippets, batch B = 6, C = 20 classes,
+Model and batch as in the thumos14 config: D = 1024 features, T = 400 snippets, batch B = 6, C = 20 classes,
 attention_units H = 256, Adam. The model trains with its own `train_step` through `model.fit`, compiled with
 `jit_compile=True`, on one constant random batch repeated by tf.data (no input pipeline cost). In the same
 run, a plain `tf.matmul` of the dominant shape [B*T, D] x [D, H], also compiled by XLA, gives the practical

@@ -8,8 +8,6 @@ one place that maps snippet indices to seconds).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,6 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from stpn_tf.errors import StpnError
+from stpn_tf.io.atomic import atomic_output
 
 
 def _interval(item: Any) -> tuple[str, float, float, float | None]:
@@ -141,15 +140,6 @@ def plot_timeline(out_path: str, *, video_id: str, times: np.ndarray,
     axes[-1].set_xlabel("time (s)")
     figure.tight_layout()
 
-    directory = os.path.dirname(os.path.abspath(out_path))
-    os.makedirs(directory, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".png")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            figure.savefig(handle, format="png")
-        os.replace(temp, out_path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.remove(temp)
-        raise
+    with atomic_output(out_path, make_parents=True) as temporary:
+        figure.savefig(temporary, format="png")
     return out_path

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
+import re
+import sys
+import time
+from collections.abc import Mapping
 from typing import Any
 
 import keras
@@ -12,9 +18,65 @@ from absl import logging
 from tensorflow.python.framework import config as tf_config  # is/disable_op_determinism
 
 from stpn_tf.data import pipeline, tfrecord
-from stpn_tf.data.annotations import atomic_write_text
 from stpn_tf.errors import StpnError
-from stpn_tf.model.stpn import MODEL_STREAMS, STPN, stream_model_path
+from stpn_tf.io.atomic import atomic_output, remove_temporaries
+from stpn_tf.io.dataset_dir import read_dataset_info
+from stpn_tf.io.workdir import WorkDir, WorkDirRecord, check_stream
+from stpn_tf.model.stpn import ModelConfig
+
+STRATEGIES = ("default", "mirrored", "one_device:<device>")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The training protocol of one stream (spec section 2).
+
+    Attributes:
+      num_snippets: Snippets sampled per video (400, stratified random perturbation).
+      batch_size: Videos per step (6).
+      learning_rate: Adam's learning rate (1e-4).
+      steps: Optimizer steps in all (24,000).
+      steps_per_epoch: Steps between checkpoints / log lines; when `steps` is not a multiple of it, the
+        last epoch is shorter.
+      shuffle_buffer: Videos in the shuffle buffer.
+      cache_features: Keep the decoded features of the stream in memory after the first epoch.
+      seed: Seed of initialization, shuffling and sampling.
+      deterministic: Switch TF op determinism on (same seed, same machine: identical weights).
+      jit_compile: XLA-compile the train step.
+      strategy: "default", "mirrored" or "one_device:<device>".
+      keep_checkpoints: Per-epoch weight files kept (the newest); 0 keeps none.
+    """
+
+    num_snippets: int = 400
+    batch_size: int = 6
+    learning_rate: float = 1e-4
+    steps: int = 24000
+    steps_per_epoch: int = 500
+    shuffle_buffer: int = 256
+    cache_features: bool = False
+    seed: int = 0
+    deterministic: bool = True
+    jit_compile: bool = True
+    strategy: str = "default"
+    keep_checkpoints: int = 3
+
+    def __post_init__(self):
+        for name in ("num_snippets", "batch_size", "steps", "steps_per_epoch", "shuffle_buffer"):
+            value = getattr(self, name)
+            if int(value) != value or value < 1:
+                raise StpnError(f"train.{name} must be a positive integer, got {value}")
+        if self.keep_checkpoints < 0:
+            raise StpnError(f"train.keep_checkpoints must be >= 0, got {self.keep_checkpoints}")
+        if not self.learning_rate > 0:
+            raise StpnError(f"train.learning_rate must be > 0, got {self.learning_rate}")
+        if self.strategy not in ("default", "mirrored") and not self.strategy.startswith("one_device:"):
+            raise StpnError(f"unknown strategy {self.strategy!r}; expected 'default', 'mirrored' or "
+                            "'one_device:<device>'")
+
+    @property
+    def epochs(self) -> int:
+        """Epochs of `steps_per_epoch` steps; the last one is shorter when the steps do not divide."""
+        return math.ceil(self.steps / self.steps_per_epoch)
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -38,10 +100,65 @@ def _set_op_determinism(enabled: bool) -> None:
 
 def save_model_atomically(model: keras.Model, path: str) -> None:
     """Saves a `.keras` file under a temporary name in the same directory, then renames it."""
-    directory, name = os.path.split(path)
-    tmp = os.path.join(directory, f".tmp-{os.getpid()}-{name}")  # Keras needs the .keras suffix.
-    model.save(tmp)
-    os.replace(tmp, path)
+    with atomic_output(path) as temporary:
+        model.save(temporary)
+
+
+class StopAtStep(keras.callbacks.Callback):
+    """Ends training once the optimizer has made `steps` steps (a shorter last epoch)."""
+
+    def __init__(self, steps: int):
+        super().__init__()
+        self.steps = int(steps)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) >= self.steps:
+            self.model.stop_training = True
+
+
+class EpochLog(keras.callbacks.Callback):
+    """One line per epoch (for logs, where Keras's progress bar leaves escape codes), with the real step count.
+
+    `Epoch 3/48 - 500 steps - 11s - 21.4 ms/step - classification_loss: 0.1078 - loss: 0.1399 - ...`
+    """
+
+    def __init__(self, epochs: int, stream=None):
+        super().__init__()
+        self.epochs = epochs
+        self.stream = stream
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.monotonic()
+        self._step = int(self.model.optimizer.iterations.numpy())
+
+    def on_epoch_end(self, epoch, logs=None):
+        steps = int(self.model.optimizer.iterations.numpy()) - self._step
+        seconds = time.monotonic() - self._start
+        values = " - ".join(f"{k}: {float(v):.4f}" for k, v in sorted((logs or {}).items()))
+        print(f"Epoch {epoch + 1}/{self.epochs} - {steps} steps - {seconds:.0f}s - "
+              f"{1000 * seconds / max(steps, 1):.1f} ms/step - {values}", file=self.stream or sys.stdout, flush=True)
+
+
+class EpochCheckpoints(keras.callbacks.Callback):
+    """Writes `epoch-NNNN.weights.h5` atomically after every epoch and keeps only the newest `keep`."""
+
+    PATTERN = re.compile(r"^epoch-(\d{4,})\.weights\.h5$")
+
+    def __init__(self, directory: str, keep: int):
+        super().__init__()
+        self.directory = directory
+        self.keep = int(keep)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.keep == 0:
+            return
+        os.makedirs(self.directory, exist_ok=True)
+        with atomic_output(os.path.join(self.directory, f"epoch-{epoch + 1:04d}.weights.h5")) as temporary:
+            self.model.save_weights(temporary)
+        found = sorted((int(m.group(1)), name) for name in os.listdir(self.directory)
+                       for m in [self.PATTERN.match(name)] if m)
+        for _, name in found[:-self.keep]:
+            os.remove(os.path.join(self.directory, name))
 
 
 def run_train(
@@ -50,60 +167,72 @@ def run_train(
     workdir: str,
     stream: str,
     train_split: str = "train",
-    attention_units: int = 256,
-    pooling: str = "mean",
-    variant: str = "full",
-    beta: float = 1e-4,
-    num_snippets: int = 400,
-    batch_size: int = 6,
-    learning_rate: float = 1e-4,
-    steps: int = 24000,
-    steps_per_epoch: int = 500,
-    shuffle_buffer: int = 256,
-    cache_features: bool = False,
-    seed: int = 0,
-    deterministic: bool = True,
-    jit_compile: bool = True,
-    strategy: str = "default",
-    verbose: int | str = "auto",
+    model: ModelConfig = ModelConfig(),
+    train: TrainConfig = TrainConfig(),
+    config_record: Mapping[str, Any] | None = None,
+    config_name: str = "",
+    verbose: int | str | None = None,
 ) -> dict[str, Any]:
     """Trains the model of one stream and writes `<workdir>/<stream>/model.keras`.
 
     Resumable: a `BackupAndRestore` backup in `<workdir>/<stream>/backup` lets a killed run continue from
-    its last finished epoch (an epoch is `steps_per_epoch` steps). A finished run is not retrained.
+    its last finished epoch. A finished run is not retrained. Everything is checked before anything is
+    written; a second run on the same stream and work directory is refused while the first one runs.
+
+    Args:
+      dataset_dir: Directory written by `stpn build-dataset`.
+      workdir: Training work directory (stpn_tf.io.workdir).
+      stream: "rgb", "flow" or "joint".
+      train_split: Dataset split to train on.
+      model: Architecture settings.
+      train: Training protocol.
+      config_record: The resolved config to record in the work directory (workdir.json and
+        config.train.<stream>.json), so later commands need no other flag.
+      config_name: The config's name or file, recorded with it.
+      verbose: 0 silent, 1 Keras's progress bar, 2 one line per epoch; None: the bar on a terminal, one
+        line per epoch otherwise (log files).
 
     Returns:
-        The last epoch's logs (losses).
+      The last epoch's logs (losses); {} when the stream was already trained.
     """
-    if stream not in MODEL_STREAMS:
-        raise StpnError(f"unknown stream {stream!r}; expected one of {MODEL_STREAMS}")
-    if steps < 1 or steps_per_epoch < 1 or steps % steps_per_epoch:
-        raise StpnError(f"steps ({steps}) must be a positive multiple of steps_per_epoch ({steps_per_epoch})")
-    meta = tfrecord.read_dataset_metadata(dataset_dir)
+    check_stream(stream)
+    info = read_dataset_info(dataset_dir)
     shards = tfrecord.list_shards(dataset_dir, train_split)
-    classes = meta["classes"]
-    stream_dir = os.path.join(workdir, stream)
-    os.makedirs(stream_dir, exist_ok=True)
-    atomic_write_text(os.path.join(workdir, "classes.json"), json.dumps(classes))
-
-    final_path = stream_model_path(workdir, stream)
-    if os.path.exists(final_path):
-        logging.info("%s exists: the %s stream is already trained (delete it to retrain)", final_path, stream)
+    work = WorkDir(workdir)
+    if work.is_trained(stream):
+        logging.info("%s exists: the %s stream is already trained (delete it to retrain)", work.model_path(stream),
+                     stream)
         return {}
-
-    keras.utils.set_random_seed(seed)
-    dist = make_strategy(strategy)
-    backup_dir = os.path.join(stream_dir, "backup")
+    if work.is_workdir() and work.classes() != info.classes:
+        raise StpnError(f"{workdir} holds models of other classes than {dataset_dir}; use another --workdir")
+    backup_dir = work.backup_dir(stream)
     done_epochs = _backed_up_epochs(backup_dir)
-    dataset = pipeline.make_train_dataset(
-        shards, stream=stream, num_classes=len(classes), feature_dim=meta["feature_dim"],
-        num_snippets=num_snippets, batch_size=batch_size, shuffle_buffer=shuffle_buffer, seed=seed,
-        skip_batches=done_epochs * steps_per_epoch, cache=cache_features,
-    )
-    if done_epochs >= steps // steps_per_epoch:
+    if done_epochs >= train.epochs:
         raise StpnError(f"{backup_dir}: the interrupted run finished {done_epochs} epochs, but this run has only "
-                        f"{steps // steps_per_epoch} (steps or steps_per_epoch changed?); resume with the same "
-                        "settings, or delete the backup directory to start over")
+                        f"{train.epochs} (steps or steps_per_epoch changed?); resume with the same settings, or "
+                        "delete the backup directory to start over")
+    with work.lock(stream):
+        work.write_classes(info.classes)
+        record = WorkDirRecord(dataset_dir=os.path.abspath(dataset_dir), classes=info.classes,
+                               feature_dim=info.feature_dim, config=dict(config_record or {}), config_name=config_name)
+        work.write_record(record)
+        if config_record is not None:
+            work.write_config("train", dict(config_record), stream)
+        return _fit(work, stream, info, shards, done_epochs, model, train, verbose)
+
+
+def _fit(work: WorkDir, stream: str, info, shards, done_epochs: int, model_config: ModelConfig,
+         train: TrainConfig, verbose) -> dict[str, Any]:
+    keras.utils.set_random_seed(train.seed)
+    dist = make_strategy(train.strategy)
+    stream_dir = work.stream_dir(stream)
+    backup_dir = work.backup_dir(stream)
+    remove_temporaries(stream_dir)
+    classes = info.classes
+    dataset = pipeline.make_train_dataset(
+        shards, stream=stream, num_classes=len(classes), feature_dim=info.feature_dim,
+        num_snippets=train.num_snippets, batch_size=train.batch_size, shuffle_buffer=train.shuffle_buffer,
+        seed=train.seed, skip_batches=done_epochs * train.steps_per_epoch, cache=train.cache_features)
     if done_epochs:
         logging.info("resuming the %s stream after epoch %d from %s", stream, done_epochs, backup_dir)
     # Keras refuses XLA when op determinism is already on (some XLA GPU kernels are non-deterministic), so
@@ -112,31 +241,35 @@ def run_train(
     determinism_was_on = tf_config.is_op_determinism_enabled()
     _set_op_determinism(False)
     with dist.scope():
-        model = STPN(len(classes), attention_units=attention_units, pooling=pooling, variant=variant, beta=beta)
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate), jit_compile=jit_compile)
+        model = model_config.build(len(classes))
+        model.compile(optimizer=keras.optimizers.Adam(train.learning_rate), jit_compile=train.jit_compile)
         # BackupAndRestore needs built variables before fit() (it restores into them).
-        input_dim = meta["feature_dim"] * (2 if stream == "joint" else 1)
-        model({"features": tf.zeros([1, num_snippets, input_dim]), "mask": tf.ones([1, num_snippets])})
-    epochs = steps // steps_per_epoch
+        input_dim = info.feature_dim * (2 if stream == "joint" else 1)
+        model({"features": tf.zeros([1, train.num_snippets, input_dim]), "mask": tf.ones([1, train.num_snippets])})
     callbacks = [
         # double_checkpoint: a kill while the backup is being written falls back to the previous one.
         keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True),
-        keras.callbacks.TensorBoard(os.path.join(stream_dir, "logs"), update_freq="epoch"),
-        keras.callbacks.ModelCheckpoint(
-            os.path.join(stream_dir, "checkpoints", "epoch-{epoch:04d}.weights.h5"), save_weights_only=True
-        ),
+        keras.callbacks.TensorBoard(work.logs_dir(stream), update_freq="epoch"),
+        EpochCheckpoints(work.checkpoints_dir(stream), train.keep_checkpoints),
+        StopAtStep(train.steps),
     ]
-    logging.info("training %s stream: %d steps (%d epochs of %d), batch %d, %d classes, D=%d",
-                 stream, steps, epochs, steps_per_epoch, batch_size, len(classes), meta["feature_dim"])
-    _set_op_determinism(deterministic)
+    last = train.steps - (train.epochs - 1) * train.steps_per_epoch
+    logging.info("training %s stream: %d steps (%d epochs of %d%s), batch %d, %d classes, D=%d", stream, train.steps,
+                 train.epochs, train.steps_per_epoch, f", the last of {last}" if last != train.steps_per_epoch else "",
+                 train.batch_size, len(classes), info.feature_dim)
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 2
+    if verbose == 2:
+        callbacks.insert(0, EpochLog(train.epochs))  # before the backup: a line per epoch that can be resumed
+    _set_op_determinism(train.deterministic)
     try:
         with tfrecord.corrupt_record_errors(shards):
-            history = model.fit(
-                dataset, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose,
-                shuffle=False,  # the dataset shuffles itself
-            )
+            history = model.fit(dataset, epochs=train.epochs, steps_per_epoch=train.steps_per_epoch,
+                                callbacks=callbacks, verbose=1 if verbose == 1 else 0,
+                                shuffle=False)  # the dataset shuffles itself
     finally:
         _set_op_determinism(determinism_was_on)
+    final_path = work.model_path(stream)
     save_model_atomically(model, final_path)
     logs = {k: float(v[-1]) for k, v in history.history.items()} if history.history else {}
     logging.info("saved %s (%s)", final_path, ", ".join(f"{k}={v:.4f}" for k, v in logs.items()))

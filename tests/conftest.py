@@ -2,12 +2,14 @@
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pytest  # noqa: E402
 
+from stpn_tf import resources  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.path.join(REPO, "data", "thumos14")
+DATA = resources.resource_path(resources.THUMOS14)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""Annotation readers on the real THUMOS14 files shipped in data/thumos14/, plus malformed input."""
+"""Annotation readers on the real THUMOS14 files shipped with the package (stpn_tf.resources), plus
+malformed input."""
 
 import json
 import os
@@ -6,10 +7,11 @@ import os
 import numpy as np
 import pytest
 
+from stpn_tf import resources
 from stpn_tf.data import annotations as A
 from stpn_tf.errors import StpnError
 
-ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "thumos14")
+ROOT = resources.resource_path(resources.THUMOS14)
 KIT = os.path.join(ROOT, "th14_evalkit_groundtruth")
 REDUCED = os.path.join(ROOT, "thumos14reduced")
 BASNET = os.path.join(ROOT, "basnet")
@@ -132,7 +134,7 @@ def test_basnet_gt_json_string_segments(kit_test):
 
 def test_activitynet_json_round_trip(tmp_path, kit_test):
     recs = [kit_test["video_test_0000004"], kit_test["video_test_0001292"]]
-    recs.append(A._make_record("v3", "validation", 12.5, [A.Segment(0.0, 2.5, "x")]))
+    recs.append(A.make_record("v3", "validation", 12.5, [A.Segment(0.0, 2.5, "x")]))
     path = str(tmp_path / "gt.json")
     A.write_activitynet_json(recs, path)
     assert A.read_activitynet_json(path) == recs

@@ -22,10 +22,21 @@ from stpn_tf.data import annotations as ann
 from stpn_tf.data import tfrecord
 from stpn_tf.errors import StpnError
 from stpn_tf.extract import pipeline, standin
-from tests.helpers import write_random_workdir
+from tests.fixtures import write_random_workdir
 from tests.test_extract import textured_square_frames, write_video
 
-FAST = dict(tvl1_scales=2, tvl1_warps=1, tvl1_inner_iterations=5, tvl1_outer_iterations=1)
+from stpn_tf.data.grid import GridConfig
+from stpn_tf.extract.flow import TVL1Options
+from stpn_tf.io.dataset_dir import ground_truth_path, read_dataset_info
+from stpn_tf.postprocess.localizer import LocalizerConfig
+
+FAST = pipeline.ExtractConfig(batch_size=2, tvl1=TVL1Options(scales=2, warps=1, inner_iterations=5,
+                                                             outer_iterations=1))
+
+
+def metadata(path):
+    """dataset.json as the writer's JSON (read and checked by read_dataset_info)."""
+    return read_dataset_info(str(path)).to_json()
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +57,8 @@ def inputs(tmp_path_factory):
 
 
 def test_beam_pipeline_equals_single_process(inputs, tmp_path, capsys):
-    common = dict(videos=[str(inputs / "videos")], split="test", rgb_model=str(inputs / "rgb"),
-                  flow_model=str(inputs / "flow"), batch_size=2, **FAST)
+    common = dict(videos=[str(inputs / "videos")], split="test", config=FAST,
+                  models=pipeline.I3DModels(rgb_model=str(inputs / "rgb"), flow_model=str(inputs / "flow")))
     single_out = str(tmp_path / "single")
     assert pipeline.run_extract(out=single_out, **common) == 1  # clip_bad fails
 
@@ -68,7 +79,7 @@ def test_beam_pipeline_equals_single_process(inputs, tmp_path, capsys):
     assert not os.path.exists(pipeline.output_paths(beam_out, "test", "clip_bad")["meta"])
 
     # The TFRecord split holds one example per good video, equal to the single-process features.
-    meta = tfrecord.read_dataset_metadata(dataset)
+    meta = metadata(dataset)
     assert meta["splits"]["test"]["num_videos"] == 2 and meta["splits"]["test"]["num_snippets"] == 4
     assert meta["feature_dim"] == 1024 and meta["fps"] == 25.0 and meta["stride_frames"] == 16
     shards = tfrecord.list_shards(dataset, "test")
@@ -93,7 +104,7 @@ def test_beam_pipeline_equals_single_process(inputs, tmp_path, capsys):
     assert parsed["clip_a"]["video/duration"].numpy() == pytest.approx(1.4)   # 70 frames / 50 fps
     assert parsed["clip_b"]["video/duration"].numpy() == pytest.approx(1.6)   # 40 frames / 25 fps
 
-    truth = ann.read_activitynet_json(os.path.join(dataset, tfrecord.GROUND_TRUTH_FILE))
+    truth = ann.read_activitynet_json(ground_truth_path(dataset))
     assert [(r.video_id, r.subset, r.labels) for r in truth] == [("clip_a", "test", ("Diving",))]
 
 
@@ -101,7 +112,7 @@ def test_beam_pipeline_equals_single_process(inputs, tmp_path, capsys):
 
 D, C = 6, 3
 CLASSES = ["Alpha", "Beta", "Gamma"]
-SETTINGS = dict(interpolation=2, max_detections=6, max_components_per_class=4, class_threshold=.2)
+SETTINGS = LocalizerConfig(interpolation=2, max_detections=6, max_components_per_class=4, class_threshold=.2)
 # (video id, snippets L, fps): different lengths so batches need padding; 10 fps gives 1.6 s snippets.
 VIDEOS = [("v_a", 3, 25.), ("v_b", 7, 25.), ("v_c", 12, 10.), ("v_d", 1, 25.), ("v_e", 20, 25.), ("v_f", 5, 10.)]
 
@@ -112,13 +123,13 @@ def workdir(tmp_path_factory):
 
 
 def _export(workdir, out, all_snippets):
-    from stpn_tf.export import run_export
+    from stpn_tf.serving.export import run_export
 
     # The grid export keeps the XLA-compiled localization of production. Without the grid every distinct
     # length is a new XLA compilation (about 2 s each here), so that export runs the same localization
     # graph uncompiled to keep this file fast (XLA vs graph agreement is tested in tests/test_localize.py).
-    assert run_export(workdir=workdir, out=out, grid_length=16, all_snippets=all_snippets,
-                      jit_compile=not all_snippets, **SETTINGS) == 0
+    assert run_export(workdir=workdir, out=out, grid=GridConfig(length=16, all_snippets=all_snippets),
+                      jit_compile=not all_snippets, localizer_config=SETTINGS) == 0
     return out
 
 
@@ -236,11 +247,11 @@ def test_beam_localize_equals_single_process(export, features, tmp_path, capsys)
 def test_workdir_path_equals_export(workdir, grid_export, features):
     # The training-work-directory path builds the export graph in memory (here uncompiled): same
     # detections as the export made with the same settings (XLA-compiled localization).
-    from stpn_tf.extract.localize_videos import load_serving_model
+    from stpn_tf.serving.model import load_serving_model
 
     videos = [_load_video(features, v) for v, _, _ in VIDEOS]
     args = ([r for r, _, _ in videos], [f for _, f, _ in videos], [s for _, _, s in videos])
-    in_memory = load_serving_model(workdir, grid_size=16, localize_params=SETTINGS,
+    in_memory = load_serving_model(workdir, grid=GridConfig(length=16), localizer_config=SETTINGS,
                                    jit_compile=False).predict(*args)
     exported = load_serving_model(grid_export).predict(*args)
     assert sum(len(o["detections"]) for o in exported) > 0
@@ -323,8 +334,9 @@ def test_extract_parse_args_splits_runner_flags(tmp_path):
         "--videos", "a.mp4", "dir", "--out=f", "--dataset_dir=d", "--split=test", "--rgb_model=r",
         "--flow_model=m", "--rgb_input_range=0,1", "--tvl1_warps=2", "--direct_num_workers=2", "--",
         "--runner=SparkRunner"])
-    assert kwargs["videos"] == ["a.mp4", "dir"] and kwargs["rgb_input_range"] == (0.0, 1.0)
-    assert kwargs["tvl1_warps"] == 2 and kwargs["tvl1_scales"] == 5 and kwargs["flow_input_range"] is None
+    assert kwargs["videos"] == ["a.mp4", "dir"] and kwargs["models"].rgb_input_range == (0.0, 1.0)
+    assert kwargs["config"].tvl1.warps == 2 and kwargs["config"].tvl1.scales == 5
+    assert kwargs["models"].flow_input_range is None
     assert beam_args == ["--direct_num_workers=2", "--runner=SparkRunner"]
     # Every parsed name is a keyword of run_beam_extract.
     import inspect

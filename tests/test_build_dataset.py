@@ -18,14 +18,21 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from stpn_tf import resources
 from stpn_tf.data import annotations as ann
 from stpn_tf.data import tfrecord
 from stpn_tf.data.build import THUMOS14_EXCLUDED_FOR_210, run_build_dataset
 from stpn_tf.errors import StpnError
+from stpn_tf.io.dataset_dir import GROUND_TRUTH_FILE, METADATA_FILE, read_dataset_info
 
-REAL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "thumos14")
+REAL = resources.resource_path(resources.THUMOS14)
 REDUCED = os.path.join(REAL, "thumos14reduced")
 SECONDS_PER_SNIPPET = 16 / 25  # the THUMOS14 releases: 16-frame snippets at 25 fps
+
+
+def metadata(path):
+    """dataset.json as the writer's JSON (read and checked by read_dataset_info)."""
+    return read_dataset_info(str(path)).to_json()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -219,7 +226,7 @@ def build_tiny_dataset(root: str, release: str = "thumos14_reduced", feature_dim
 @pytest.mark.parametrize("release", sorted(RELEASE_WRITERS))
 def test_build_tiny_dataset_for_end_to_end(tmp_path, release):
     out = build_tiny_dataset(str(tmp_path), release)
-    meta = tfrecord.read_dataset_metadata(out)
+    meta = metadata(out)
     for split in ("train", "test"):
         shards = tfrecord.list_shards(out, split)
         assert sum(1 for _ in tfrecord.read_records(shards)) == meta["splits"][split]["num_videos"] > 0
@@ -255,7 +262,7 @@ def test_thumos14_reduced_build(tmp_path, capsys):
     summary = capsys.readouterr().out
     assert "train: 3 videos" in summary and "test: 2 videos" in summary
 
-    meta = tfrecord.read_dataset_metadata(str(out))
+    meta = metadata(str(out))
     assert meta["classes"] == list(ann.THUMOS14_CLASSES)
     assert (meta["feature_dim"], meta["fps"], meta["stride_frames"]) == (8, 25.0, 16)
     assert {s: v["num_videos"] for s, v in meta["splits"].items()} == {"train": 3, "test": 2}
@@ -285,10 +292,10 @@ def test_thumos14_full_splits_200_212_and_210(tmp_path, capsys):
     # All 412 real annotated videos with 2-snippet, D=2 features: the protocol's split sizes.
     release = write_thumos14_reduced_release(str(tmp_path / "rel"), feature_dim=2, max_snippets=2)
     build(tmp_path / "212", layout="thumos14_reduced", allow_pickle=True, **release)
-    meta = tfrecord.read_dataset_metadata(str(tmp_path / "212"))
+    meta = metadata(str(tmp_path / "212"))
     assert {s: v["num_videos"] for s, v in meta["splits"].items()} == {"train": 200, "test": 212}
     build(tmp_path / "210", layout="thumos14_reduced", allow_pickle=True, thumos14_210=True, **release)
-    meta = tfrecord.read_dataset_metadata(str(tmp_path / "210"))
+    meta = metadata(str(tmp_path / "210"))
     assert {s: v["num_videos"] for s, v in meta["splits"].items()} == {"train": 200, "test": 210}
     assert meta["options"]["exclude_videos"] == sorted(THUMOS14_EXCLUDED_FOR_210)
     gt_ids = {r.video_id for r in ann.read_activitynet_json(str(tmp_path / "210" / "ground_truth.json"))}
@@ -300,7 +307,7 @@ def test_basnet_per_video_npy_build_with_durations(tmp_path):
     release = write_basnet_release(str(tmp_path / "rel"))
     out = tmp_path / "ds"
     build(out, layout="thumos14_npy", **release)
-    meta = tfrecord.read_dataset_metadata(str(out))
+    meta = metadata(str(out))
     assert {s: v["num_videos"] for s, v in meta["splits"].items()} == {"train": 3, "test": 3}
     assert meta["sources"][-1]["files"] == 12  # 6 videos x (rgb, flow), one folder entry
     gt = ann.read_activitynet_json(str(out / "ground_truth.json"))
@@ -312,7 +319,7 @@ def test_basnet_per_video_npy_build_with_durations(tmp_path):
 def test_toolkit_and_extract_layout_uses_meta_and_skips_ambiguous_only(tmp_path, capsys):
     release = write_toolkit_extract_release(str(tmp_path / "rel"))
     build(tmp_path / "ds", layout="thumos14_npy", **release)
-    meta = tfrecord.read_dataset_metadata(str(tmp_path / "ds"))
+    meta = metadata(str(tmp_path / "ds"))
     assert {s: v["num_videos"] for s, v in meta["splits"].items()} == {"train": 3, "test": 3}
     text = capsys.readouterr().out
     assert "annotated videos without action segments (skipped" in text
@@ -333,7 +340,7 @@ def test_toolkit_and_extract_layout_uses_meta_and_skips_ambiguous_only(tmp_path,
 def test_activitynet_h5_build(tmp_path, capsys, joint):
     release = write_activitynet_release(str(tmp_path / "rel"), joint=joint)
     build(tmp_path / "ds", layout="activitynet_h5", **release)
-    meta = tfrecord.read_dataset_metadata(str(tmp_path / "ds"))
+    meta = metadata(str(tmp_path / "ds"))
     assert meta["classes"] == sorted(ACTIVITYNET_CLASSES)  # the taxonomy's leaves
     # 9 videos: 3 training -> train, 3 validation -> test, 3 testing not built.
     assert {s: v["num_videos"] for s, v in meta["splits"].items()} == {"train": 3, "test": 3}
@@ -397,7 +404,7 @@ def test_build_killed_after_renaming_does_not_look_complete(tmp_path, monkeypatc
     with pytest.raises(KeyboardInterrupt):
         build(out, layout="thumos14_reduced", allow_pickle=True, **release)
     with pytest.raises(StpnError, match="dataset metadata not found"):
-        tfrecord.read_dataset_metadata(str(out))
+        metadata(str(out))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -424,7 +431,7 @@ def test_missing_features_skipped_and_counted_or_strict_error(tmp_path, capsys):
         os.remove(os.path.join(release["features"], "test", stream, victim + ".npy"))
     build(tmp_path / "ds", layout="thumos14_npy", **release)
     assert "WARNING: 1 annotated videos without features (skipped)" in capsys.readouterr().out
-    meta = tfrecord.read_dataset_metadata(str(tmp_path / "ds"))
+    meta = metadata(str(tmp_path / "ds"))
     assert meta["splits"]["test"]["num_videos"] == 2 and meta["warnings"] == {"no_features": 1}
     with pytest.raises(StpnError, match=f"no features for annotated video {victim} .*--strict") as e:
         build(tmp_path / "ds2", layout="thumos14_npy", strict=True, **release)
@@ -522,7 +529,7 @@ def test_label_not_in_class_list(tmp_path):
     classes = tmp_path / "classes.txt"
     classes.write_text("\n".join(ann.THUMOS14_CLASSES + ("Juggling",)) + "\n")
     build(tmp_path / "ds", layout="thumos14_npy", classes=str(classes), **release)
-    assert tfrecord.read_dataset_metadata(str(tmp_path / "ds"))["classes"][-1] == "Juggling"
+    assert metadata(str(tmp_path / "ds"))["classes"][-1] == "Juggling"
 
 
 def test_segments_outside_duration_clipped_dropped_or_kept(tmp_path, capsys):

@@ -1,14 +1,16 @@
 """The `stpn` command line end to end, each command in its own process as a user runs it."""
 
+import contextlib
+import io
 import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-import numpy as np
-
+from stpn_tf.cli import main
 from stpn_tf.extract.standin import build_standin_i3d
 from tests.test_build_dataset import write_activitynet_release, write_basnet_release
 from tests.test_extract import write_video
@@ -17,97 +19,196 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = [
     "--config.train.steps=12", "--config.train.steps_per_epoch=6", "--config.model.attention_units=8",
     "--config.train.num_snippets=16", "--config.localize.num_snippets=16", "--config.localize.interpolation=4",
+    # Small bounds: cheaper XLA compiles of the localization (a 16-position grid cannot exceed them anyway).
+    "--config.localize.max_detections=64", "--config.localize.max_components_per_class=16",
 ]
 
 
-def stpn(*args, expect=0):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.run([sys.executable, "-m", "stpn_tf.cli", *args], cwd=REPO, env=env,
+def stpn(*args, expect=0, cwd=REPO):
+    """`stpn args` in its own process, exactly as a user runs it."""
+    proc = subprocess.run([sys.executable, "-m", "stpn_tf.cli", *args], cwd=cwd, env=dict(os.environ),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == expect, f"stpn {' '.join(args)}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     return proc
 
 
-def test_demo_prints_both_tables(tmp_path):
-    # No --config: `stpn demo` picks configs/demo.py and still takes --config.a.b overrides (README usage).
-    proc = stpn("demo", f"--workdir={tmp_path}", *SMALL,
-                "--config.synthetic.feature_dim=8", "--config.synthetic.max_snippets=40")
+def cli(*args, expect=0):
+    """`stpn args` through the same entry point in this process (no TensorFlow start-up per call: fast).
+
+    Every command parses its own flags afresh, so calls do not leak into each other.
+    """
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["stpn", *args])
+    proc = subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+    assert code == expect, f"stpn {' '.join(args)}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc
+
+
+def one_error_line(proc, *needles):
+    """The process printed exactly one error line, naming every needle, and no traceback."""
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """`stpn demo` with the README's kind of override: 9 steps, while an epoch is 1000 (a shorter epoch)."""
+    workdir = tmp_path_factory.mktemp("demo") / "work"
+    proc = stpn("demo", f"--workdir={workdir}", "--config.train.steps=9", "--config.model.attention_units=8",
+                "--config.train.num_snippets=16", "--config.localize.num_snippets=16",
+                "--config.localize.interpolation=4", "--config.localize.max_detections=64",
+                "--config.localize.max_components_per_class=16", "--config.synthetic.feature_dim=8",
+                "--config.synthetic.max_snippets=40", cwd=str(tmp_path_factory.mktemp("elsewhere")))
+    return workdir, proc
+
+
+def test_demo_prints_and_saves_both_tables(demo):
+    workdir, proc = demo
     out = proc.stdout
     assert "mAP (%) ActivityNet protocol" in out and "mAP (%) THUMOS14 toolkit" in out
     for row in ("RGB", "flow", "two-stream"):
         assert sum(line.startswith(row + " ") for line in out.splitlines()) == 2, row
-    # Everything the demo writes stays in the work directory.
+    # Everything the demo writes stays in the work directory, the tables too.
     for name in ("dataset/dataset.json", "rgb/model.keras", "flow/model.keras", "raw_test.npz",
-                 "detections_rgb_flow.json", "config.demo.json"):
-        assert os.path.exists(tmp_path / name), name
+                 "detections_rgb_flow.json", "config.demo.json", "workdir.json", "results.txt", "results.json"):
+        assert os.path.exists(workdir / name), name
+    assert (workdir / "results.txt").read_text().strip() in out
+    tables = json.loads((workdir / "results.json").read_text())
+    assert set(tables) == {"activitynet", "th14kit"} and set(tables["activitynet"]) == {"RGB", "flow", "two-stream"}
+    # 9 steps with epochs of 1000: one short epoch, no refusal.
+    assert "Epoch 1/1 - 9 steps - " in out
+    # No TensorFlow start-up lines.
+    assert "cudart" not in proc.stderr and "cuInit" not in proc.stderr
+
+
+def test_workdir_needs_no_other_flag(demo, tmp_path):
+    """The demo's work directory knows its dataset and config: localize and export need nothing else, the
+    export records the demo's settings, and every path gives the demo's own two-stream detections."""
+    workdir, _ = demo
+    demo_detections = json.loads((workdir / "detections_rgb_flow.json").read_text())
+    (workdir / "detections.json").unlink(missing_ok=True)
+    stpn("localize", f"--workdir={workdir}", cwd=str(tmp_path))  # a process of its own, elsewhere
+    assert json.loads((workdir / "detections.json").read_text()) == demo_detections
+
+    export = tmp_path / "export"
+    cli("export", f"--workdir={workdir}", f"--out={export}")
+    recorded = json.loads((workdir / "config.export.json").read_text())
+    assert recorded["synthetic"]["feature_dim"] == 8 and recorded["model"]["attention_units"] == 8
+    assert recorded["localize"]["interpolation"] == 4 and recorded["train"]["steps"] == 9
+    info = json.loads((export / "assets" / "stpn_export.json").read_text())
+    assert info["feature_dim"] == 8 and info["grid_length"] == 16 and info["localize"]["interpolation"] == 4
+
+    # An export gets no outputs written into it: --out is required, and a refusal writes nothing.
+    before = sorted(os.listdir(export))
+    proc = cli("localize", f"--workdir={export}", expect=2)
+    one_error_line(proc, "pass --out=FILE")
+    proc = cli("localize", f"--workdir={export}", f"--out={export}/assets/d.json", expect=2)
+    one_error_line(proc, "outputs never go into an export")
+    assert sorted(os.listdir(export)) == before
+    out = tmp_path / "from_export.json"
+    cli("localize", f"--workdir={export}", f"--out={out}")
+    assert json.loads(out.read_text()) == demo_detections
 
 
 @pytest.mark.parametrize("release", ["thumos14_npy", "activitynet_h5"])
 def test_build_train_localize_evaluate(tmp_path, release):
     if release == "thumos14_npy":
         files = write_basnet_release(str(tmp_path / "release"), num_train=6, num_test=4, feature_dim=8)
-        config, protocol = "configs/thumos14.py", "both"
+        config, protocol = "thumos14", "both"
     else:
         files = write_activitynet_release(str(tmp_path / "release"), feature_dim=8)
-        config, protocol = "configs/activitynet13.py", "activitynet"
+        config, protocol = "activitynet13", "activitynet"
     data, work = tmp_path / "dataset", tmp_path / "work"
     build_args = [f"--{k}={v}" for k, v in files.items()]
-    stpn("build-dataset", f"--layout={release}", f"--out={data}", "--num_shards=2", *build_args)
+    cli("build-dataset", f"--layout={release}", f"--out={data}", "--num_shards=2", *build_args)
     common = [f"--config={config}", f"--config.dataset.dir={data}", *SMALL]
-    for stream in ("rgb", "flow"):
-        stpn("train", f"--workdir={work}", f"--stream={stream}", *common)
+    cli("train", f"--workdir={work}", "--stream=rgb", *common)
+    cli("train", f"--workdir={work}", "--stream=flow", *SMALL)  # the work directory's recorded config
+    assert json.loads((work / "config.train.flow.json").read_text())["dataset"]["dir"] == str(data)
     raw = tmp_path / "raw.npz"
-    stpn("localize", f"--workdir={work}", f"--save_raw={raw}", *common)
+    cli("localize", f"--workdir={work}", f"--save_raw={raw}")
     detections = json.loads((work / "detections.json").read_text())
     assert detections["version"] == "VERSION 1.3" and detections["results"]
     for dets in detections["results"].values():
         for d in dets:
             assert 0 <= d["segment"][0] <= d["segment"][1] and isinstance(d["label"], str)
-    # The export holds both streams and the localization graph: same detections from the same TFRecords.
+    # The export holds both streams and the localization graph: the same detections from the same TFRecords.
     export = tmp_path / "export"
-    stpn("export", f"--workdir={work}", f"--out={export}", *common)
+    cli("export", f"--workdir={work}", f"--out={export}")
     exported = tmp_path / "exported.json"
-    stpn("localize", f"--workdir={export}", f"--out={exported}", *common)
-    via_export = json.loads(exported.read_text())["results"]
-    assert via_export.keys() == detections["results"].keys()
-    for video, dets in detections["results"].items():
-        assert [d["label"] for d in via_export[video]] == [d["label"] for d in dets]
-        for a, b in zip(via_export[video], dets):
-            assert a["score"] == pytest.approx(b["score"], rel=1e-5, abs=1e-6)
-            assert a["segment"] == pytest.approx(b["segment"], abs=1e-4)
+    cli("localize", f"--workdir={export}", f"--out={exported}")
+    assert json.loads(exported.read_text()) == detections
+    # Localizing the saved raw outputs again with the same settings reproduces them too.
+    again = tmp_path / "again.json"
+    cli("localize", f"--raw={raw}", f"--out={again}", *common)
+    assert json.loads(again.read_text()) == detections
     if release == "thumos14_npy":
         _extract_and_localize_a_video(tmp_path, export)
     out_json = tmp_path / "eval.json"
-    proc = stpn("evaluate", f"--ground_truth={data}/ground_truth.json", "--subset=test",
+    proc = cli("evaluate", f"--ground_truth={data}/ground_truth.json", "--subset=test",
                 f"--predictions={work}/detections.json", f"--protocol={protocol}", f"--json_out={out_json}",
                 f"--config={config}", "--unknown_labels_as_fp")  # the tiny test split lacks some classes
     assert "mAP" in proc.stdout
     results = json.loads(out_json.read_text())
     results = results if isinstance(results, list) else [results]
     assert all(0.0 <= r["average_mAP"] <= 1.0 for r in results)
-    # The sweep runs on the saved raw outputs without the models.
-    proc = stpn("localize", f"--raw={raw}", "--sweep", f"--ground_truth={data}/ground_truth.json", "--subset=test",
-                "--unknown_labels_as_fp", *common, "--config.sweep.class_thresholds=(0.1,)", "--config.sweep.tcam_thresholds=(0.05,0.1)")
+    # The sweep runs on the saved raw outputs without the models, and saves its table beside them.
+    proc = cli("localize", f"--raw={raw}", "--sweep", f"--ground_truth={data}/ground_truth.json", "--subset=test",
+                "--unknown_labels_as_fp", *common, "--config.sweep.class_thresholds=(0.1,)",
+                "--config.sweep.tcam_thresholds=(0.05,0.1)")
     assert proc.stdout.count("\n") >= 4 and "best:" in proc.stdout
+    assert len(json.loads((tmp_path / "sweep.json").read_text())["rows"]) == 2
 
 
 def test_errors_are_one_line_with_exit_2(tmp_path):
+    # The first two in processes of their own: the exit code and the whole of stderr as a user sees them.
     proc = stpn("evaluate", f"--ground_truth={tmp_path}/missing.json", f"--predictions={tmp_path}/p.json", expect=2)
-    assert proc.stderr.strip().count("\n") == 0 and "missing.json" in proc.stderr
+    one_error_line(proc, "missing.json")
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     proc = stpn("evaluate", f"--ground_truth={bad}", f"--predictions={bad}", expect=2)
-    assert "bad.json" in proc.stderr and "Traceback" not in proc.stderr
-    proc = stpn("train", f"--workdir={tmp_path}/w", expect=2)
-    assert "--stream" in proc.stderr
-    proc = stpn("nonsense", expect=2)
-    assert "commands:" in proc.stderr
-    # A typo in a config key: one line naming it, no traceback.
-    proc = stpn("train", f"--workdir={tmp_path}/w", "--stream=rgb", "--config.trian.steps=3", expect=2)
-    assert proc.stderr.strip().count("\n") == 0 and "trian" in proc.stderr and "Traceback" not in proc.stderr
-    proc = stpn("train", f"--workdir={tmp_path}/w", "--stream=rgb", f"--config={tmp_path}/none.py", expect=2)
-    assert "none.py" in proc.stderr and "Traceback" not in proc.stderr
-    assert not (tmp_path / "w").exists()
+    one_error_line(proc, "bad.json")
+    proc = cli("train", f"--workdir={tmp_path}/w", expect=2)
+    one_error_line(proc, "--stream")
+    # A typo in a config key names it and the key meant.
+    proc = cli("train", f"--workdir={tmp_path}/w", "--stream=rgb", "--config.train.step=3", expect=2)
+    one_error_line(proc, "unknown config key --config.train.step", "did you mean --config.train.steps?")
+    proc = cli("train", f"--workdir={tmp_path}/w", "--stream=rgb", f"--config={tmp_path}/none.py", expect=2)
+    one_error_line(proc, "none.py: config file not found")
+    # A flag of another command is an unknown flag here.
+    proc = cli("train", f"--workdir={tmp_path}/w", "--stream=rgb", "--layout=thumos14_npy", expect=2)
+    one_error_line(proc, "Unknown command line flag 'layout'")
+    proc = cli("localize", f"--workdir={tmp_path}/nonexistent", expect=2)
+    one_error_line(proc, "nonexistent: no such work directory")
+    # Refused runs write nothing: a bad training setting stops the demo before its dataset is written.
+    proc = cli("demo", f"--workdir={tmp_path}/d", "--config.train.batch_size=0", expect=2)
+    one_error_line(proc, "train.batch_size must be a positive integer")
+    assert not (tmp_path / "w").exists() and not (tmp_path / "d").exists()
+
+
+def test_help_and_unknown_commands(tmp_path):
+    proc = stpn("trian", expect=2)
+    one_error_line(proc, "unknown command 'trian'", "did you mean 'train'?")
+    overview = stpn("--help", cwd=str(tmp_path)).stdout
+    for name in ("demo", "build-dataset", "train", "localize", "evaluate", "export", "extract"):
+        assert f"\n  {name} " in overview, name
+    full = stpn("--helpfull").stdout
+    assert all(f"usage: stpn {name}" in full for name in ("demo", "build-dataset", "train", "localize", "evaluate",
+                                                           "export", "extract"))
+    # Per-command help: its purpose, usage and only its own flags.
+    for flag in ("-h", "--help"):
+        text = stpn("build-dataset", flag).stdout
+        assert text.startswith("stpn build-dataset: ") and "usage: stpn build-dataset" in text
+        for own in ("--layout", "--annotations", "--features", "--out", "--allow_pickle", "--snippet_time"):
+            assert own in text, own
+        for other in ("--stream", "--workdir", "--ground_truth", "--config"):
+            assert other not in text, other
+    train = stpn("train", "-h").stdout
+    assert "--stream=rgb|flow|joint" in train and "--layout" not in train and "train.steps=24000" in train
 
 
 def _extract_and_localize_a_video(tmp_path, export):
@@ -122,12 +223,12 @@ def _extract_and_localize_a_video(tmp_path, export):
     fast_flow = ["--config.extract.tvl1_scales=1", "--config.extract.tvl1_warps=1",
                  "--config.extract.tvl1_inner_iterations=2", "--config.extract.tvl1_outer_iterations=1"]
     features = tmp_path / "features"
-    stpn("extract", video, f"--out={features}", "--split=test", *models, *fast_flow)
+    cli("extract", video, f"--out={features}", "--split=test", *models, *fast_flow)
     for stream in ("rgb", "flow"):
         assert np.load(features / "test" / stream / "clip.npy").shape == (2, 8)
     meta = json.loads((features / "test" / "meta" / "clip.json").read_text())
     assert meta["num_snippets"] == 2 and meta["stride_frames"] == 16
     out = tmp_path / "localized"
-    stpn("localize", video, f"--workdir={export}", f"--out={out}", *models, *fast_flow)
+    cli("localize", video, f"--workdir={export}", f"--out={out}", *models, *fast_flow)
     assert "clip" in json.loads((out / "detections.json").read_text())["results"]
     assert os.path.exists(out / "figures" / "clip.png")

@@ -10,17 +10,20 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from stpn_tf import evaluate as E
+from stpn_tf import evaluation, resources
 from stpn_tf.data import annotations as A
 from stpn_tf.errors import StpnError
+from stpn_tf.evaluation import activitynet, formats, matching, report, th14kit, thresholds
+from stpn_tf.io import ground_truth
+from tests import reference_evaluation as loops
 
-ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "thumos14")
-KIT = os.path.join(ROOT, "th14_evalkit_groundtruth")
+ROOT = resources.resource_path(resources.THUMOS14)
+KIT = resources.resource_path(resources.THUMOS14_TOOLKIT)
 
 
 def rec(video, segments, ambiguous=()):
     """segments: [(start, end, label)] in file order."""
-    return A._make_record(video, "test", None, [A.Segment(s, e, l) for s, e, l in segments], ambiguous)
+    return A.make_record(video, "test", None, [A.Segment(s, e, l) for s, e, l in segments], ambiguous)
 
 
 def preds(*dets):
@@ -33,10 +36,10 @@ def preds(*dets):
 
 def both(records, predictions, thr, **kw):
     """(ActivityNet per-class AP, kit per-class AP) and checks each against its loop reference."""
-    data = E.build_eval_data(records, predictions["results"], **kw)
-    anet, kit = E.activitynet_ap(data, thr), E.th14kit_ap(data, thr)
-    np.testing.assert_allclose(anet, E.activitynet_ap_loop(data, thr), rtol=0, atol=1e-12)
-    np.testing.assert_allclose(kit, E.th14kit_ap_loop(data, thr), rtol=0, atol=1e-12)
+    data = matching.build_eval_data(records, predictions["results"], **kw)
+    anet, kit = activitynet.activitynet_ap(data, thr), th14kit.th14kit_ap(data, thr)
+    np.testing.assert_allclose(anet, loops.activitynet_ap_loop(data, thr), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(kit, loops.th14kit_ap_loop(data, thr), rtol=0, atol=1e-12)
     return anet, kit
 
 
@@ -45,23 +48,23 @@ def both(records, predictions, thr, **kw):
 
 def test_tiou_and_kit_overlap_by_hand():
     # [0,10] vs [5,15]: intersection 5, union 10 + 10 - 5 = 15 (= hull 15) -> 1/3 for both.
-    assert E.segment_tiou(0.0, 10.0, 5.0, 15.0) == pytest.approx(1 / 3, abs=1e-15)
-    assert E.kit_overlap(0.0, 10.0, 5.0, 15.0) == pytest.approx(1 / 3, abs=1e-15)
+    assert matching.segment_tiou(0.0, 10.0, 5.0, 15.0) == pytest.approx(1 / 3, abs=1e-15)
+    assert matching.kit_overlap(0.0, 10.0, 5.0, 15.0) == pytest.approx(1 / 3, abs=1e-15)
     # Touching and disjoint segments overlap 0; containment [2,4] in [0,10] -> 2/10.
-    assert E.segment_tiou(0.0, 5.0, 5.0, 10.0) == 0.0 and E.kit_overlap(0.0, 5.0, 5.0, 10.0) == 0.0
-    assert E.segment_tiou(0.0, 5.0, 7.0, 10.0) == 0.0
-    assert E.segment_tiou(2.0, 4.0, 0.0, 10.0) == 0.2
+    assert matching.segment_tiou(0.0, 5.0, 5.0, 10.0) == 0.0 and matching.kit_overlap(0.0, 5.0, 5.0, 10.0) == 0.0
+    assert matching.segment_tiou(0.0, 5.0, 7.0, 10.0) == 0.0
+    assert matching.segment_tiou(2.0, 4.0, 0.0, 10.0) == 0.2
     # Two zero-length segments: 0 (the official code would divide 0 by 0).
-    assert E.segment_tiou(3.0, 3.0, 3.0, 3.0) == 0.0
+    assert matching.segment_tiou(3.0, 3.0, 3.0, 3.0) == 0.0
 
 
 def test_matlab_colon_floats():
     # Matlab builds 0:0.1:1 from both ends: 3*0.1 = 0.30000000000000004 but 1 - 3*0.1 == 0.7 exactly,
     # where numpy.linspace gives 0.7000000000000001.
-    pts = E.matlab_colon(0.0, 0.1, 1.0)
+    pts = th14kit.matlab_colon(0.0, 0.1, 1.0)
     assert len(pts) == 11 and pts[3] == 0.1 * 3 and pts[7] == 0.7 and pts[6] == 0.6
     assert np.linspace(0, 1, 11)[7] != 0.7
-    assert E.matlab_colon(0.1, 0.1, 0.5).tolist() == [0.1, 0.2, 0.3, 0.4, 0.5]
+    assert th14kit.matlab_colon(0.1, 0.1, 0.5).tolist() == [0.1, 0.2, 0.3, 0.4, 0.5]
 
 
 # ---------------------------------------------------------------------------------------------- matching
@@ -173,9 +176,9 @@ def test_positives_include_overlapping_ground_truth_and_class_without_prediction
     # Class x has two identical GT segments: one detection matches one of them -> recall 0.5, AP 0.5.
     # Class y has GT but no detection -> AP 0 and stays in the mean: mAP = (0.5 + 0) / 2.
     gt = [rec("v", [(0.0, 10.0, "x"), (0.0, 10.0, "x"), (50.0, 60.0, "y")])]
-    r = E.evaluate_detections(gt, preds(("v", "x", 0.9, 0.0, 10.0)), protocol="activitynet", tiou_thresholds=[0.5])
+    r = evaluation.evaluate_detections(gt, preds(("v", "x", 0.9, 0.0, 10.0)), protocol="activitynet", tiou_thresholds=[0.5])
     assert r["per_class_ap"] == {"x": [0.5], "y": [0.0]} and r["mAP"] == [0.25]
-    r = E.evaluate_detections(gt, preds(("v", "x", 0.9, 0.0, 10.0)), protocol="th14kit", tiou_thresholds=[0.5])
+    r = evaluation.evaluate_detections(gt, preds(("v", "x", 0.9, 0.0, 10.0)), protocol="th14kit", tiou_thresholds=[0.5])
     # 11-point: recall 0.5 reached with precision 1 -> points 0..0.5 (6 of 11) -> 6/11.
     assert r["per_class_ap"]["x"] == [pytest.approx(6 / 11, abs=1e-15)] and r["per_class_ap"]["y"] == [0.0]
 
@@ -222,19 +225,34 @@ def test_kit_tie_across_videos_true_positive_before_false_positive():
 
 def test_empty_prediction_set_gives_zero_and_warning():
     gt = [rec("v", [(0.0, 10.0, "x")])]
-    for protocol in E.PROTOCOLS:
-        r = E.evaluate_detections(gt, {"results": {}}, protocol=protocol, tiou_thresholds=[0.3, 0.5])
+    for protocol in evaluation.PROTOCOLS:
+        r = evaluation.evaluate_detections(gt, {"results": {}}, protocol=protocol, tiou_thresholds=[0.3, 0.5])
         assert r["mAP"] == [0.0, 0.0] and r["per_class_ap"] == {"x": [0.0, 0.0]}
         assert any("no predictions" in w for w in r["warnings"])
-        assert "warning: predictions: no predictions" in E.format_table(r)
+        assert "warning: predictions: no predictions" in report.format_table(r)
+
+
+def test_ground_truth_videos_without_predictions_are_counted():
+    # Predictions for 1 of 3 annotated videos (the fourth has only Ambiguous segments and does not count):
+    # the others' segments are misses, and the output says so.
+    gt = [rec("a", [(0.0, 10.0, "x")]), rec("b", [(0.0, 5.0, "x")]), rec("c", [(1.0, 2.0, "y")]),
+          rec("d", [], ambiguous=[(0.0, 1.0)])]
+    r = evaluation.evaluate_detections(gt, preds(("a", "x", 0.9, 0.0, 10.0)), tiou_thresholds=[0.5])
+    assert r["num_videos_without_predictions"] == 2
+    assert any("2 of the 3 ground-truth videos with actions have no predictions (e.g. b)" in w for w in r["warnings"])
+    # x: 1 of 2 segments found at precision 1 -> AP 0.5; y: 0.
+    assert r["per_class_ap"] == {"x": [0.5], "y": [0.0]}
+    full = evaluation.evaluate_detections(gt, preds(("a", "x", 0.9, 0.0, 10.0), ("b", "x", 0.8, 0.0, 5.0),
+                                                    ("c", "y", 0.7, 1.0, 2.0)), tiou_thresholds=[0.5])
+    assert full["num_videos_without_predictions"] == 0 and full["warnings"] == []
 
 
 def test_unknown_labels_error_by_default_and_false_positives_with_flag():
     gt = [rec("v", [(0.0, 10.0, "x")])]
     p = preds(("v", "zzz", 0.9, 0.0, 10.0), ("v", "x", 0.8, 0.0, 10.0))
     with pytest.raises(StpnError, match="absent from the ground truth \\('zzz'\\).*--unknown_labels_as_fp"):
-        E.evaluate_detections(gt, p, tiou_thresholds=[0.5])
-    r = E.evaluate_detections(gt, p, tiou_thresholds=[0.5], unknown_labels_as_fp=True)
+        evaluation.evaluate_detections(gt, p, tiou_thresholds=[0.5])
+    r = evaluation.evaluate_detections(gt, p, tiou_thresholds=[0.5], unknown_labels_as_fp=True)
     # The unknown label is a FP of an unscored class; class x keeps AP 1.
     assert r["per_class_ap"] == {"x": [1.0]} and r["num_predictions"] == 2
     assert any("absent from the ground truth" in w for w in r["warnings"])
@@ -255,7 +273,7 @@ def test_unknown_labels_error_by_default_and_false_positives_with_flag():
 def test_bad_detections(det, message):
     gt = [rec("v", [(0.0, 10.0, "x")])]
     with pytest.raises(StpnError, match=message):
-        E.evaluate_detections(gt, {"results": {"v": [det]}})
+        evaluation.evaluate_detections(gt, {"results": {"v": [det]}})
 
 
 def test_bad_prediction_files(tmp_path):
@@ -274,15 +292,15 @@ def test_bad_prediction_files(tmp_path):
     for name, (content, message) in cases.items():
         (tmp_path / name).write_text(content)
         with pytest.raises(StpnError, match=message):
-            E.run_evaluate(ground_truth=gt_path, predictions=str(tmp_path / name), det_txt=det_txt, out=io.StringIO())
+            evaluation.run_evaluate(ground_truth=gt_path, predictions=str(tmp_path / name), det_txt=det_txt, out=io.StringIO())
     (tmp_path / "ids.txt").write_text("v 0.0 1.0 8 0.5\n")
     with pytest.raises(StpnError, match="class id 8 is not in det.txt"):
-        E.read_toolkit_results(str(tmp_path / "ids.txt"), A.read_ucf101_ids(det_txt))
+        formats.read_toolkit_results(str(tmp_path / "ids.txt"), A.read_ucf101_ids(det_txt))
     (tmp_path / "nanconf.txt").write_text("v 0.0 1.0 7 nan\n")
     with pytest.raises(StpnError, match="confidence is nan"):
-        E.read_toolkit_results(str(tmp_path / "nanconf.txt"), A.read_ucf101_ids(det_txt))
+        formats.read_toolkit_results(str(tmp_path / "nanconf.txt"), A.read_ucf101_ids(det_txt))
     with pytest.raises(StpnError, match="pass --det_txt"):
-        E.load_predictions(str(tmp_path / "ids.txt"))
+        formats.load_predictions(str(tmp_path / "ids.txt"))
 
 
 def test_toolkit_results_strip_video_file_suffix(tmp_path):
@@ -292,15 +310,15 @@ def test_toolkit_results_strip_video_file_suffix(tmp_path):
     names = ["v1.mpeg", "v2.MP4", "v3.Avi", "v4", "v5.mkv", "v6.mpeg.bak", "v7.mp4.mp4"]
     txt = tmp_path / "res.txt"
     txt.write_text("".join(f"{n} 0.0 10.0 7 0.{k + 1}\n" for k, n in enumerate(names)))
-    res = E.read_toolkit_results(str(txt), A.read_ucf101_ids(det_txt))["results"]
+    res = formats.read_toolkit_results(str(txt), A.read_ucf101_ids(det_txt))["results"]
     assert list(res) == ["v1", "v2", "v3", "v4", "v5.mkv", "v6.mpeg.bak", "v7.mp4"]
     assert res["v2"] == [{"label": "BaseballPitch", "score": 0.2, "segment": [0.0, 10.0]}]
     # End to end: a suffixed name matches its ground truth video (AP 1 instead of a FP and AP 0).
     gt_path = str(tmp_path / "gt.json")
     A.write_activitynet_json([rec("video_test_0000004", [(0.0, 10.0, "BaseballPitch")])], gt_path)
     (tmp_path / "one.txt").write_text("video_test_0000004.mpeg 0.0 10.0 7 0.9\n")
-    for protocol in E.PROTOCOLS:
-        r = E.run_evaluate(
+    for protocol in evaluation.PROTOCOLS:
+        r = evaluation.run_evaluate(
             ground_truth=gt_path, predictions=str(tmp_path / "one.txt"), protocol=protocol,
             tiou_thresholds=[0.5], det_txt=det_txt, out=io.StringIO(),
         )
@@ -309,12 +327,21 @@ def test_toolkit_results_strip_video_file_suffix(tmp_path):
 
 def test_ground_truth_subset_rules(tmp_path):
     with pytest.raises(StpnError, match="holds subsets \\['test', 'train'\\]; choose one with --subset"):
-        E.load_ground_truth(os.path.join(ROOT, "basnet", "gt.json"))
-    assert len(E.load_ground_truth(os.path.join(ROOT, "basnet", "gt.json"), "test")) == 210
-    assert len(E.load_ground_truth(KIT)) == 213
-    assert len(E.load_ground_truth(KIT, "val")) == 200
+        ground_truth.load_ground_truth(os.path.join(ROOT, "basnet", "gt.json"))
+    assert len(ground_truth.load_ground_truth(os.path.join(ROOT, "basnet", "gt.json"), "test")) == 210
+    assert len(ground_truth.load_ground_truth(KIT)) == 213
+    assert len(ground_truth.load_ground_truth(KIT, "val")) == 200
+    # One rule for subset names: spelling variants, and for the toolkit folder the dataset split "train"
+    # (THUMOS14 trains on its validation videos); `stpn:` names the shipped copy.
+    assert len(ground_truth.load_ground_truth(KIT, "train")) == len(ground_truth.load_ground_truth(KIT, "validation"))
+    assert len(ground_truth.load_ground_truth("stpn:thumos14/basnet/gt.json", "training")) == 200
+    assert len(ground_truth.load_ground_truth(os.path.join(ROOT, "basnet", "gt.json"), "testing")) == 210
+    with pytest.raises(StpnError, match="no videos in subset 'validation'; subsets present: \\['test', 'train'\\]"):
+        ground_truth.load_ground_truth(os.path.join(ROOT, "basnet", "gt.json"), "validation")
+    with pytest.raises(StpnError, match="unknown THUMOS14 subset 'dev'"):
+        ground_truth.load_ground_truth(KIT, "dev")
     with pytest.raises(StpnError, match="tIoU thresholds"):
-        E.evaluate_detections([rec("v", [(0.0, 1.0, "x")])], {}, tiou_thresholds=[1.5])
+        evaluation.evaluate_detections([rec("v", [(0.0, 1.0, "x")])], {}, tiou_thresholds=[1.5])
 
 
 # ---------------------------------------------------------------------------------------------- end to end
@@ -331,12 +358,12 @@ def test_perfect_detections_on_real_thumos14_toolkit_folder(tmp_path):
             det = {"label": s.label, "score": 1.0 - k * 1e-5, "segment": [s.start, s.end]}
             results.setdefault(r.video_id, []).append(det)
     txt = str(tmp_path / "results.txt")
-    assert E.write_toolkit_results({"results": results}, txt, A.read_ucf101_ids(os.path.join(KIT, "det.txt"))) == 3358
+    assert formats.write_toolkit_results({"results": results}, txt, A.read_ucf101_ids(os.path.join(KIT, "det.txt"))) == 3358
     # First video video_test_0000004, first segment CricketBowling 0.2-1.1 (UCF101 id 23 in det.txt).
     assert open(txt).readline().split() == ["video_test_0000004", "0.2", "1.1", "23", "0.99999"]
     out = io.StringIO()
     json_out = str(tmp_path / "eval.json")
-    res = E.run_evaluate(
+    res = evaluation.run_evaluate(
         ground_truth=KIT, predictions=txt, subset="test", protocol="both", tiou_thresholds=None,
         json_out=json_out, out=out,
     )
@@ -345,7 +372,7 @@ def test_perfect_detections_on_real_thumos14_toolkit_folder(tmp_path):
         assert r["mAP"] == [1.0] * 9 and len(r["per_class_ap"]) == 20
         assert r["num_videos"] == 213 and r["num_ground_truth"] == 3358
     assert res[0]["tiou_thresholds"] == np.linspace(0.1, 0.9, 9).tolist()
-    assert res[1]["tiou_thresholds"] == E.matlab_colon(0.1, 0.1, 0.9).tolist()
+    assert res[1]["tiou_thresholds"] == th14kit.matlab_colon(0.1, 0.1, 0.9).tolist()
     written = json.load(open(json_out))
     assert isinstance(written, list) and len(written) == 2
     for key in ("protocol", "tiou_thresholds", "mAP", "average_mAP", "per_class_ap"):
@@ -362,7 +389,7 @@ def test_run_evaluate_json_ground_truth_single_protocol(tmp_path):
     A.write_activitynet_json([rec("v", [(0.0, 10.0, "x"), (20.0, 30.0, "y")])], gt_path)
     with open(pred_path, "w") as f:
         json.dump(preds(("v", "x", 0.9, 1.0, 10.0)), f)
-    res = E.run_evaluate(
+    res = evaluation.run_evaluate(
         ground_truth=gt_path, predictions=pred_path, tiou_thresholds=[0.5, 0.75], json_out=out_path, out=io.StringIO()
     )
     written = json.load(open(out_path))
@@ -371,22 +398,22 @@ def test_run_evaluate_json_ground_truth_single_protocol(tmp_path):
 
 
 def test_parse_tiou_thresholds():
-    assert E.parse_tiou_thresholds(None) is None and E.parse_tiou_thresholds("") is None
-    assert E.parse_tiou_thresholds("thumos")[2] == 0.30000000000000004
-    assert E.parse_tiou_thresholds("activitynet") == np.linspace(0.5, 0.95, 10).tolist()
-    assert E.parse_tiou_thresholds("0.1, 0.3,0.5") == [0.1, 0.3, 0.5]
+    assert thresholds.parse_tiou_thresholds(None) is None and thresholds.parse_tiou_thresholds("") is None
+    assert thresholds.parse_tiou_thresholds("thumos")[2] == 0.30000000000000004
+    assert thresholds.parse_tiou_thresholds("activitynet") == np.linspace(0.5, 0.95, 10).tolist()
+    assert thresholds.parse_tiou_thresholds("0.1, 0.3,0.5") == [0.1, 0.3, 0.5]
     with pytest.raises(StpnError, match="--tiou_thresholds"):
-        E.parse_tiou_thresholds("0.1;0.5")
+        thresholds.parse_tiou_thresholds("0.1;0.5")
     with pytest.raises(StpnError, match="in \\[0, 1\\]"):
-        E.parse_tiou_thresholds("0.5,nan")
+        thresholds.parse_tiou_thresholds("0.5,nan")
 
 
 def test_default_thresholds_by_dataset_size():
     small = [rec("v", [(0.0, 1.0, f"c{i}") for i in range(20)])]
     large = [rec("v", [(0.0, 1.0, f"c{i}") for i in range(21)])]
-    assert E.default_tiou_thresholds(small, "activitynet").tolist() == np.linspace(0.1, 0.9, 9).tolist()
-    assert E.default_tiou_thresholds(large, "th14kit").tolist() == np.linspace(0.5, 0.95, 10).tolist()
-    r = E.evaluate_detections(large, {}, protocol="activitynet")
+    assert thresholds.default_tiou_thresholds(small, "activitynet").tolist() == np.linspace(0.1, 0.9, 9).tolist()
+    assert thresholds.default_tiou_thresholds(large, "th14kit").tolist() == np.linspace(0.5, 0.95, 10).tolist()
+    r = evaluation.evaluate_detections(large, {}, protocol="activitynet")
     assert r["average_mAP_ranges"] == {"0.5:0.95": 0.0}
 
 
@@ -462,11 +489,11 @@ def _kit_tie_order_matters(data, thr):
     """
     offset = 1e-9 * np.arange(len(data.pred_score))
     untied = dataclasses.replace(data, pred_score=data.pred_score - offset)
-    return not np.allclose(E.th14kit_ap(untied, thr), E.th14kit_ap(data, thr), rtol=0, atol=1e-12)
+    return not np.allclose(th14kit.th14kit_ap(untied, thr), th14kit.th14kit_ap(data, thr), rtol=0, atol=1e-12)
 
 
 def test_tie_example_exercises_the_kit_tie_rule():
-    data = E.build_eval_data(TIE_EXAMPLE[0], TIE_EXAMPLE[1]["results"])
+    data = matching.build_eval_data(TIE_EXAMPLE[0], TIE_EXAMPLE[1]["results"])
     assert _kit_tie_order_matters(data, THRESHOLDS)
 
 
@@ -475,10 +502,10 @@ def test_tie_example_exercises_the_kit_tie_rule():
 @example(TIE_EXAMPLE)
 def test_vectorized_equals_loop(instance):
     records, p = instance
-    data = E.build_eval_data(records, p["results"], unknown_labels_as_fp=True)
+    data = matching.build_eval_data(records, p["results"], unknown_labels_as_fp=True)
     # Reported by --hypothesis-show-statistics: how often the TP-before-FP tie rule changes the result.
     event(f"kit tie order matters: {_kit_tie_order_matters(data, THRESHOLDS)}")
-    for fast, loop in ((E.activitynet_ap, E.activitynet_ap_loop), (E.th14kit_ap, E.th14kit_ap_loop)):
+    for fast, loop in ((activitynet.activitynet_ap, loops.activitynet_ap_loop), (th14kit.th14kit_ap, loops.th14kit_ap_loop)):
         np.testing.assert_allclose(fast(data, THRESHOLDS), loop(data, THRESHOLDS), rtol=0, atol=1e-12)
 
 
@@ -498,10 +525,10 @@ def test_vectorized_equals_loop_continuous(seed):
     for _ in range(60):
         s = rng.uniform(0, 50)
         dets.append((f"v{rng.integers(6)}", "ab"[rng.integers(2)], float(rng.uniform()), s, s + rng.uniform(0.1, 12)))
-    data = E.build_eval_data(records, preds(*dets)["results"], unknown_labels_as_fp=True)
+    data = matching.build_eval_data(records, preds(*dets)["results"], unknown_labels_as_fp=True)
     thr = np.linspace(0.1, 0.9, 9)
-    np.testing.assert_allclose(E.activitynet_ap(data, thr), E.activitynet_ap_loop(data, thr), rtol=0, atol=1e-12)
-    np.testing.assert_allclose(E.th14kit_ap(data, thr), E.th14kit_ap_loop(data, thr), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(activitynet.activitynet_ap(data, thr), loops.activitynet_ap_loop(data, thr), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(th14kit.th14kit_ap(data, thr), loops.th14kit_ap_loop(data, thr), rtol=0, atol=1e-12)
 
 
 def test_predictions_on_no_ground_truth_video_is_an_error(tmp_path):
@@ -509,7 +536,7 @@ def test_predictions_on_no_ground_truth_video_is_an_error(tmp_path):
     preds = {"results": {"video_b": [{"label": "Jump", "score": 0.9, "segment": [1.0, 2.0]}]}}
     # Typical cause: test detections evaluated against the validation subset.
     with pytest.raises(StpnError, match="none of its 1 video"):
-        E.evaluate_detections(gt, preds, protocol="activitynet", tiou_thresholds=[0.5])
+        evaluation.evaluate_detections(gt, preds, protocol="activitynet", tiou_thresholds=[0.5])
     with pytest.raises(StpnError, match="output directory does not exist"):
-        E.run_evaluate(ground_truth=str(tmp_path / "gt.json"), predictions=str(tmp_path / "p.json"),
+        evaluation.run_evaluate(ground_truth=str(tmp_path / "gt.json"), predictions=str(tmp_path / "p.json"),
                        json_out=str(tmp_path / "missing" / "out.json"))

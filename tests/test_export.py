@@ -9,15 +9,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from stpn_tf.data.grid import GridConfig
 from stpn_tf.data.tfrecord import make_example
 from stpn_tf.errors import StpnError
-from stpn_tf.export import ExportModule, run_export
-from stpn_tf.model.stpn import load_classes, load_stream_model
-from tests.helpers import write_random_workdir
+from stpn_tf.io.export_dir import read_export_info
+from stpn_tf.postprocess.localizer import LocalizerConfig
+from stpn_tf.serving.export import run_export
+from stpn_tf.serving.model import build_module
+from tests.fixtures import write_random_workdir
 
 D, C = 6, 3
 CLASSES = ["Alpha", "Beta", "Gamma"]
-SETTINGS = dict(interpolation=2, max_detections=6, max_components_per_class=4, class_threshold=.2)
+SETTINGS = LocalizerConfig(interpolation=2, max_detections=6, max_components_per_class=4, class_threshold=.2)
 
 RELOAD = textwrap.dedent("""
     import sys
@@ -65,9 +68,9 @@ def inputs():
 @pytest.mark.parametrize("all_snippets", [False, True])
 def test_export_round_trip_is_exact(workdir, tmp_path, all_snippets):
     out = str(tmp_path / "export")
-    assert run_export(workdir=workdir, out=out, grid_length=16, all_snippets=all_snippets, **SETTINGS) == 0
-    module = ExportModule(load_stream_model(workdir, "rgb"), load_stream_model(workdir, "flow"),
-                          load_classes(workdir), grid_length=16, all_snippets=all_snippets, **SETTINGS)
+    grid = GridConfig(length=16, all_snippets=all_snippets)
+    assert run_export(workdir=workdir, out=out, grid=grid, localizer_config=SETTINGS) == 0
+    module = build_module(workdir, grid=grid, localizer_config=SETTINGS)
     data = inputs()
     expected = module.serve(tf.constant(data["rgb"]), tf.constant(data["flow"]), tf.constant(data["num_snippets"]),
                             tf.constant(data["seconds_per_snippet"]))
@@ -92,7 +95,8 @@ def test_export_round_trip_is_exact(workdir, tmp_path, all_snippets):
     t = 11 if all_snippets else 16
     assert got["attention"].shape == (3, 2, t) and got["tcam"].shape == (3, 2, t, C)
     assert got["video_probabilities"].shape == (3, 2, C)
-    assert got["detection_segments"].shape == (3, SETTINGS["max_detections"], 2)
+    assert got["detection_segments"].shape == (3, SETTINGS.max_detections, 2)
+    np.testing.assert_array_equal(got["grid_length"], data["num_snippets"] if all_snippets else [16] * 3)
     assert got["num_detections"].sum() > 0
     assert list(got["examples/video_id"]) == ["v0", "v1", "v2"]
     # Segments lie inside the videos: features-only input clips at L * seconds_per_snippet, the
@@ -105,39 +109,49 @@ def test_export_round_trip_is_exact(workdir, tmp_path, all_snippets):
     np.testing.assert_array_equal(got["examples/video_probabilities"], got["video_probabilities"])
     with open(os.path.join(out, "assets", "classes.txt")) as f:
         assert f.read().split() == CLASSES
+    info = read_export_info(out)
+    assert info.classes == CLASSES and info.feature_dim == D and info.streams == ["rgb", "flow"]
+    assert info.grid_length == (None if all_snippets else 16) and info.localize == SETTINGS.to_dict()
+    assert info.source == os.path.abspath(workdir)
+    assert sorted(os.listdir(tmp_path)) == ["export", "inputs.npz", "out.npz", "reload.py"]  # no temporaries left
 
 
 def test_grid_sampling_matches_timeline(workdir):
     # The in-graph grid equals timeline.eval_grid_indices: with identical rows per snippet index, the
     # attention on the grid is the per-snippet attention gathered at floor(t * L / T).
-    from stpn_tf import timeline
-    module = ExportModule(load_stream_model(workdir, "rgb"), load_stream_model(workdir, "flow"), CLASSES,
-                          grid_length=16, jit_compile=False, **SETTINGS)
+    from stpn_tf.data.grid import eval_grid_indices
+    from stpn_tf.io.workdir import WorkDir
+
+    module = build_module(workdir, grid=GridConfig(length=16), localizer_config=SETTINGS, jit_compile=False)
     data = inputs()
     out = module.serve(tf.constant(data["rgb"]), tf.constant(data["flow"]), tf.constant(data["num_snippets"]),
                        tf.constant(data["seconds_per_snippet"]))
-    model = load_stream_model(workdir, "rgb")
+    model = WorkDir(workdir).load_stream_model("rgb")
     for i, n in enumerate(data["num_snippets"]):
         per_snippet = model({"features": data["rgb"][i:i + 1, :n]}, training=False)["attention"].numpy()[0]
-        np.testing.assert_allclose(out["attention"].numpy()[i, 0], per_snippet[timeline.eval_grid_indices(n, 16)],
+        np.testing.assert_allclose(out["attention"].numpy()[i, 0], per_snippet[eval_grid_indices(n, 16)],
                                    rtol=1e-6)
 
 
 def test_saved_model_cli_lists_both_signatures(workdir, tmp_path):
     out = str(tmp_path / "export")
-    run_export(workdir=workdir, out=out, grid_length=16, jit_compile=False, **SETTINGS)
+    run_export(workdir=workdir, out=out, grid=GridConfig(length=16), localizer_config=SETTINGS, jit_compile=False)
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
     shown = subprocess.run([cli, "show", "--dir", out, "--all"], check=True, capture_output=True, text=True,
                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")).stdout
     assert "signature_def['serving_default']" in shown and "signature_def['serve_examples']" in shown
     for name in ("detection_classes", "detection_scores", "detection_segments", "num_detections",
-                 "video_probabilities", "attention", "tcam", "class_names", "num_snippets",
-                 "seconds_per_snippet"):
+                 "video_probabilities", "attention", "tcam", "class_names", "num_snippets", "grid_length",
+                 "seconds_per_snippet", "video_id", "duration"):
         assert name in shown
 
 
 def test_export_errors(workdir, tmp_path):
     with pytest.raises(StpnError, match="already exists"):
         run_export(workdir=workdir, out=str(tmp_path))
-    with pytest.raises(StpnError, match="classes.json"):
+    with pytest.raises(StpnError, match="nowhere: no such work directory"):
         run_export(workdir=str(tmp_path / "nowhere"), out=str(tmp_path / "x"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(StpnError, match="classes.json"):
+        run_export(workdir=str(tmp_path / "empty"), out=str(tmp_path / "x"))
+    assert not (tmp_path / "x").exists()

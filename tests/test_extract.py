@@ -27,6 +27,11 @@ from stpn_tf.extract import video as video_lib
 FAST_TVL1 = flow_lib.TVL1Options(scales=2, warps=1, inner_iterations=5, outer_iterations=1)
 
 
+def fast(**changes) -> pipeline.ExtractConfig:
+    """The extraction settings with a cheap TV-L1 solver (tests only)."""
+    return pipeline.ExtractConfig(**{"tvl1": FAST_TVL1, **changes})
+
+
 def textured_square_frames(num_frames, width=64, height=48, step=1, size=16, seed=0):
     """RGB uint8 frames [N, H, W, 3]: a random-texture square moving `step` pixels right per frame
     over a smooth gray background."""
@@ -264,8 +269,8 @@ def tiny_video(tmp_path_factory):
 def test_extract_video_matches_reference_and_metadata(models, tiny_video):
     rgb_model = i3d.FeatureModel(models["rgb_dir"], channels=3)
     flow_model = i3d.FeatureModel(models["flow_dir"], channels=2)
-    result = pipeline.extract_video(tiny_video, rgb_model=rgb_model, flow_model=flow_model, fps=25.0,
-                                    stride_frames=16, batch_size=1, tvl1=FAST_TVL1)
+    result = pipeline.extract_video(tiny_video, rgb_model=rgb_model, flow_model=flow_model,
+                                    config=fast(fps=25.0, stride_frames=16, batch_size=1))
     assert result.video_id == "tiny_clip"
     assert result.rgb.shape == (2, 1024) and result.flow.shape == (2, 1024)
     assert result.meta() == {"video_id": "tiny_clip", "fps": 25.0, "stride_frames": 16,
@@ -281,7 +286,7 @@ def test_extract_video_matches_reference_and_metadata(models, tiny_video):
 
     # Batching does not change the answer.
     batched = pipeline.extract_video(tiny_video, rgb_model=rgb_model, flow_model=flow_model,
-                                     fps=25.0, batch_size=3, tvl1=FAST_TVL1)
+                                     config=fast(fps=25.0, batch_size=3))
     np.testing.assert_allclose(batched.rgb, result.rgb, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(batched.flow, result.flow, rtol=1e-5, atol=1e-5)
 
@@ -293,8 +298,7 @@ def test_extract_video_upsampling_10fps_frames(models, tmp_path):
     write_video(path, textured_square_frames(20), fps=10)
     result = pipeline.extract_video(
         path, rgb_model=lambda s: s[..., :2].mean(axis=(2, 3)).reshape(len(s), -1),
-        flow_model=lambda s: np.abs(s).mean(axis=(2, 3)).reshape(len(s), -1),
-        fps=25.0, tvl1=FAST_TVL1)
+        flow_model=lambda s: np.abs(s).mean(axis=(2, 3)).reshape(len(s), -1), config=fast(fps=25.0))
     assert (result.num_frames, result.num_snippets, result.duration) == (50, 3, pytest.approx(2.0))
     # Output k repeats source floor(k * 0.4): resampled frames 0,1,2 are source frame 0, so the
     # flows 0->1 and 1->2 are exactly zero, and 2->3 (source 0->1) is not.
@@ -308,7 +312,7 @@ def test_too_short_and_unreadable_videos(tmp_path):
     write_video(short, textured_square_frames(10), fps=25)
     dummy = lambda s: np.zeros((len(s), 4), np.float32)
     with pytest.raises(StpnError, match="only 10 frames"):
-        pipeline.extract_video(short, rgb_model=dummy, flow_model=dummy, tvl1=FAST_TVL1)
+        pipeline.extract_video(short, rgb_model=dummy, flow_model=dummy, config=fast())
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
     with pytest.raises(StpnError, match="empty.mp4"):
@@ -324,9 +328,8 @@ def test_run_extract_writes_layout_and_continues_after_failures(models, tiny_vid
     (videos / "broken.avi").write_bytes(b"this is not a video")
     (videos / "notes.txt").write_text("ignored: not a video extension")
     out = str(tmp_path / "features")
-    kwargs = dict(videos=[str(videos)], out=out, split="test", rgb_model=models["rgb_dir"],
-                  flow_model=models["flow_dir"], batch_size=2, tvl1_scales=2, tvl1_warps=1,
-                  tvl1_inner_iterations=5, tvl1_outer_iterations=1)
+    kwargs = dict(videos=[str(videos)], out=out, split="test", config=fast(batch_size=2),
+                  models=pipeline.I3DModels(rgb_model=models["rgb_dir"], flow_model=models["flow_dir"]))
     assert pipeline.run_extract(**kwargs) == 1
     printed = capsys.readouterr().out
     assert "broken.avi" in printed and "1 videos written" in printed and "1 failed" in printed
@@ -339,7 +342,7 @@ def test_run_extract_writes_layout_and_continues_after_failures(models, tiny_vid
     assert meta["num_snippets"] == 2 and meta["num_frames"] == 35 and meta["stride_frames"] == 16
     assert not os.path.exists(os.path.join(out, "test", "rgb", "broken.npy"))
     leftovers = [n for d in ("rgb", "flow", "meta") for n in os.listdir(os.path.join(out, "test", d))
-                 if n.startswith(".tmp")]
+                 if n.startswith(".")]
     assert leftovers == []
 
     # A second run skips the finished video and still reports the broken one.
@@ -363,33 +366,35 @@ def test_expand_videos_rejects_collisions_and_empty_dirs(tmp_path):
 
 
 def _write_workdir(workdir, classes, feature_dim=1024):
-    from stpn_tf.model.stpn import STPN, stream_model_path
+    from stpn_tf.io.workdir import WorkDir
+    from stpn_tf.model.stpn import STPN
 
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "classes.json"), "w") as handle:
-        json.dump(classes, handle)
+    work = WorkDir(workdir)
+    work.write_classes(classes)
     for seed, stream in enumerate(("rgb", "flow")):
         tf.keras.utils.set_random_seed(seed)
         model = STPN(num_classes=len(classes))
         model({"features": tf.zeros([1, 4, feature_dim]), "mask": tf.ones([1, 4])})
-        path = stream_model_path(workdir, stream)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        model.save(path)
+        os.makedirs(work.stream_dir(stream), exist_ok=True)
+        model.save(work.model_path(stream))
 
 
 def test_localize_videos_with_export_or_workdir(models, tiny_video, tmp_path):
-    from stpn_tf.export import run_export
+    from stpn_tf.data.grid import GridConfig
     from stpn_tf.extract import localize_videos as lv
+    from stpn_tf.postprocess.localizer import LocalizerConfig
+    from stpn_tf.serving.export import run_export
 
     workdir, export = str(tmp_path / "workdir"), str(tmp_path / "export")
     _write_workdir(workdir, ["Diving", "HighJump", "PoleVault"])
-    settings = dict(interpolation=4, max_detections=8)
-    assert run_export(workdir=workdir, out=export, grid_length=16, jit_compile=False, **settings) == 0
+    settings = LocalizerConfig(interpolation=4, max_detections=8)
+    assert run_export(workdir=workdir, out=export, grid=GridConfig(length=16), localizer_config=settings,
+                      jit_compile=False) == 0
     (tmp_path / "bad.mp4").write_bytes(b"")
-    extract = dict(rgb_model=models["rgb_dir"], flow_model=models["flow_dir"], tvl1_scales=2, tvl1_warps=1,
-                   tvl1_inner_iterations=5, tvl1_outer_iterations=1)
+    extract = dict(models=pipeline.I3DModels(rgb_model=models["rgb_dir"], flow_model=models["flow_dir"]),
+                   extract=fast())
     out = str(tmp_path / "from_export")
-    code = lv.localize_videos(videos=[tiny_video, str(tmp_path / "bad.mp4")], workdir=export, out_dir=out,
+    code = lv.localize_videos(videos=[tiny_video, str(tmp_path / "bad.mp4")], model_path=export, out_dir=out,
                               **extract)
     assert code == 1  # bad.mp4 failed, the tiny clip went through
 
@@ -419,8 +424,8 @@ def test_localize_videos_with_export_or_workdir(models, tiny_video, tmp_path):
 
     # The same through the training work directory (the graph built in memory with the same settings).
     out_workdir = str(tmp_path / "from_workdir")
-    assert lv.localize_videos(videos=[tiny_video], workdir=workdir, out_dir=out_workdir, grid_size=16,
-                              localize_params=settings, jit_compile=False, figures=False, **extract) == 0
+    assert lv.localize_videos(videos=[tiny_video], model_path=workdir, out_dir=out_workdir, grid=GridConfig(length=16),
+                              localizer_config=settings, jit_compile=False, figures=False, **extract) == 0
     with open(os.path.join(out_workdir, "detections.json")) as handle:
         from_workdir = json.load(handle)["results"]["tiny_clip"]
     assert [d["label"] for d in from_workdir] == [d["label"] for d in detections]
@@ -429,12 +434,12 @@ def test_localize_videos_with_export_or_workdir(models, tiny_video, tmp_path):
                                rtol=1e-5, atol=1e-5)
 
 
-def test_localize_videos_model_errors(tmp_path):
-    from stpn_tf.extract import localize_videos as lv
+def test_serving_model_errors(tmp_path):
+    from stpn_tf.serving.model import load_serving_model
 
     with pytest.raises(StpnError, match="neither an export directory"):
-        lv.load_serving_model(str(tmp_path / "nowhere"))
+        load_serving_model(str(tmp_path / "nowhere"))
     # A SavedModel that is not an `stpn export` (no assets/stpn_export.json).
     tf.saved_model.save(tf.Module(), str(tmp_path / "other"))
     with pytest.raises(StpnError, match="stpn_export.json: missing"):
-        lv.load_serving_model(str(tmp_path / "other"))
+        load_serving_model(str(tmp_path / "other"))

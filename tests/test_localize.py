@@ -7,19 +7,25 @@ import pytest
 import tensorflow as tf
 
 from stpn_tf.errors import StpnError
-from stpn_tf.localize import DEFAULTS, Localizer, localize
-from stpn_tf.localize_reference import localize_video
+from stpn_tf.postprocess.localizer import Localizer, LocalizerConfig, localize
+from stpn_tf.postprocess.reference import localize_video
 
 KEYS = ("detection_classes", "detection_scores", "detection_segments", "num_detections")
+# Small bounds keep the hand cases' compiles fast; tests that exceed them say so.
+TEST_BOUNDS = dict(max_detections=100, max_components_per_class=64, max_classes_per_video=8)
+
+
+def make_config(kwargs) -> LocalizerConfig:
+    return LocalizerConfig.from_dict({**TEST_BOUNDS, **kwargs})
 
 
 @functools.lru_cache(maxsize=None)
 def _compiled(jit: bool, items: tuple):
-    kwargs = dict(items)
+    config = make_config(dict(items))
 
     def run(rgb, flow, lengths, num_snippets, sps, durations):
         return localize(rgb, flow, lengths=lengths, num_snippets=num_snippets, seconds_per_snippet=sps,
-                        durations=durations, **kwargs)
+                        durations=durations, config=config)
 
     return tf.function(run, jit_compile=jit)
 
@@ -28,7 +34,7 @@ def run_all_modes(rgb, flow, lengths, num_snippets, sps, durations=None, graph_m
     """Runs eagerly and under XLA (and plain tf.function if `graph_mode`); asserts identical outputs."""
     kwargs.setdefault("max_components_per_class", 8)  # small NMS loop: fast compiles in the hand cases
     eager = localize(rgb, flow, lengths=lengths, num_snippets=num_snippets, seconds_per_snippet=sps,
-                     durations=durations, **kwargs)
+                     durations=durations, config=make_config(kwargs))
     items = tuple(sorted(kwargs.items()))
     durations_t = None if durations is None else tf.constant(durations, tf.float32)
     args = (rgb, flow, tf.constant(lengths, tf.int32), tf.constant(num_snippets, tf.int32),
@@ -57,7 +63,8 @@ def reference(rgb, flow, lengths, num_snippets, sps, durations=None, **kwargs):
         pick = lambda s: {key: np.asarray(value)[b] for key, value in s.items()}  # noqa: E731
         result.append(localize_video(pick(rgb), pick(flow), length=int(lengths[b]),
                                      num_snippets=int(num_snippets[b]), seconds_per_snippet=float(sps[b]),
-                                     duration=None if durations is None else float(durations[b]), **kwargs))
+                                     duration=None if durations is None else float(durations[b]),
+                                     config=make_config(kwargs)))
     return result
 
 
@@ -83,7 +90,7 @@ def pad(stream, t, c):
 def check(rgb, flow, lengths, num_snippets, sps, durations=None, expected=None, graph_mode=False, **kwargs):
     """Graph (eager, XLA) == reference (== expected, when given, for every video)."""
     kwargs.setdefault("max_components_per_class", 8)
-    kwargs.setdefault("max_classes_per_video", DEFAULTS["max_classes_per_video"])
+    kwargs.setdefault("max_classes_per_video", TEST_BOUNDS["max_classes_per_video"])
     b, t, c = rgb["tcam"].shape
     rgb, flow = pad(rgb, max(t, 12), max(c, 2)), pad(flow, max(t, 12), max(c, 2))
     if b == 1:  # a second, empty video (length 0) in the batch; it must get no detections
@@ -352,11 +359,12 @@ def test_localizer_config_round_trip_and_output():
     config = dict(class_threshold=.15, tcam_threshold=.1, alpha=.3, interpolation=4, nms_threshold=.4,
                   max_detections=7, max_components_per_class=5, max_classes_per_video=None)
     # jit_compile=False keeps the test fast; the XLA path of localize is covered above.
-    localizer = Localizer.from_config(Localizer(jit_compile=False, **config).get_config())
+    localizer = Localizer.from_config(Localizer(LocalizerConfig(**config), jit_compile=False).get_config())
     assert localizer.get_config() == dict(config, jit_compile=False)
+    assert localizer.config == LocalizerConfig(**config)
     out = localizer(rgb, flow, lengths=[10, 7, 3], num_snippets=[20, 7, 100], seconds_per_snippet=[.64] * 3)
     direct = localize(rgb, flow, lengths=[10, 7, 3], num_snippets=[20, 7, 100], seconds_per_snippet=[.64] * 3,
-                      **config)
+                      config=LocalizerConfig(**config))
     for key in KEYS:
         np.testing.assert_array_equal(out[key].numpy(), direct[key].numpy())
 
@@ -371,7 +379,12 @@ def test_bad_inputs_raise_stpn_error():
     with pytest.raises(StpnError, match="inconsistent"):
         localize(rgb, dict(flow, tcam=np.zeros((1, 4, 3), np.float32)), lengths=[4], **common)
     with pytest.raises(StpnError, match="interpolation"):
-        localize(rgb, flow, lengths=[4], interpolation=0, **common)
+        LocalizerConfig(interpolation=0)
+    with pytest.raises(StpnError, match="max_classes_per_video"):
+        LocalizerConfig(max_classes_per_video=-1)
+    with pytest.raises(StpnError, match="unknown settings"):
+        LocalizerConfig.from_dict({"tcam_thresold": .1})
+    assert LocalizerConfig.from_dict({"max_classes_per_video": 0}).max_classes_per_video is None
     pick = lambda s: {key: value[0] for key, value in s.items()}  # noqa: E731
     bad = pick(rgb)
     bad["tcam"] = bad["tcam"].copy()
@@ -390,11 +403,12 @@ def test_unknown_time_dimension_under_xla():
     kwargs = dict(interpolation=3, max_detections=8, max_components_per_class=4)
     spec = {"attention": tf.TensorSpec([None, None], tf.float32), "tcam": tf.TensorSpec([None, None, 2], tf.float32),
             "probabilities": tf.TensorSpec([None, 2], tf.float32)}
+    config = make_config(kwargs)
     run = tf.function(lambda r, f, n: localize(r, f, lengths=n, num_snippets=n, seconds_per_snippet=[1.] * 3,
-                                               **kwargs),
+                                               config=config),
                       jit_compile=True, input_signature=[spec, spec, tf.TensorSpec([None], tf.int32)])
     lengths = np.array([13, 9, 4], np.int32)
     got = run(rgb, flow, lengths)
-    expected = localize(rgb, flow, lengths=lengths, num_snippets=lengths, seconds_per_snippet=[1.] * 3, **kwargs)
+    expected = localize(rgb, flow, lengths=lengths, num_snippets=lengths, seconds_per_snippet=[1.] * 3, config=config)
     for key in KEYS:
         np.testing.assert_array_equal(got[key].numpy(), expected[key].numpy())

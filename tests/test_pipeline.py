@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from stpn_tf import timeline
 from stpn_tf.data import pipeline, tfrecord
+from stpn_tf.data.grid import GridConfig
 
 
 @pytest.mark.parametrize("length", [1, 3, 399, 400, 401, 800, 1234])
@@ -35,9 +35,6 @@ def test_sampling_eager_equals_dataset_map():
     eager = pipeline.train_indices(517, 400, seed).numpy()
     mapped = next(iter(tf.data.Dataset.from_tensors(517).map(lambda n: pipeline.train_indices(n, 400, seed))))
     np.testing.assert_array_equal(eager, mapped.numpy())
-    grid = lambda n: timeline.eval_grid_indices_tf(n[tf.newaxis], 400)[0]  # noqa: E731
-    mapped_t = next(iter(tf.data.Dataset.from_tensors(517).map(grid)))
-    np.testing.assert_array_equal(grid(tf.constant(517)).numpy(), mapped_t.numpy())
 
 
 def _write(tmp_path, lengths, d=3, c=4):
@@ -70,7 +67,8 @@ def test_train_dataset_yields_only_features_and_labels(tmp_path):
 
 def test_eval_dataset_grid_and_all_snippets(tmp_path):
     shards = _write(tmp_path, [5, 9, 2])
-    grid = list(pipeline.make_eval_dataset(shards, num_classes=4, feature_dim=3, num_snippets=4, batch_size=8))
+    grid = list(pipeline.make_eval_dataset(shards, num_classes=4, feature_dim=3, grid=GridConfig(length=4),
+                                           batch_size=8))
     assert len(grid) == 1
     b = grid[0]
     ids = [v.decode() for v in b["video_id"].numpy()]
@@ -79,8 +77,8 @@ def test_eval_dataset_grid_and_all_snippets(tmp_path):
     np.testing.assert_array_equal(b["rgb"].numpy()[first, :, 0], [0, 1, 2, 3])
     np.testing.assert_array_equal(b["length"].numpy(), [4, 4, 4])
     np.testing.assert_allclose(b["seconds_per_snippet"].numpy(), [0.64] * 3, rtol=1e-6)
-    full = next(iter(pipeline.make_eval_dataset(shards, num_classes=4, feature_dim=3, num_snippets=None,
-                                                batch_size=8)))
+    full = next(iter(pipeline.make_eval_dataset(shards, num_classes=4, feature_dim=3,
+                                                grid=GridConfig(all_snippets=True), batch_size=8)))
     ids = [v.decode() for v in full["video_id"].numpy()]
     i = ids.index("v2")
     assert full["rgb"].shape[1] == 9  # padded to the longest video

@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from stpn_tf.data import tfrecord
+from stpn_tf.io.dataset_dir import DatasetInfo, SplitInfo, read_dataset_info, write_dataset_info
 from stpn_tf.errors import StpnError
 
 D = 4
@@ -230,25 +231,34 @@ def test_read_records_missing_file(tmp_path):
         list(tfrecord.read_records([path]))
 
 
-def test_read_dataset_metadata(tmp_path):
+def test_dataset_info_read_write(tmp_path):
     d = str(tmp_path)
     with pytest.raises(StpnError, match="dataset metadata not found"):
-        tfrecord.read_dataset_metadata(d)
+        read_dataset_info(d)
+    with pytest.raises(StpnError, match="nowhere: dataset directory not found"):
+        read_dataset_info(str(tmp_path / "nowhere"))
     path = tmp_path / "dataset.json"
     path.write_text("{not json")
     with pytest.raises(StpnError, match="dataset.json: malformed JSON"):
-        tfrecord.read_dataset_metadata(d)
+        read_dataset_info(d)
     meta = {"name": "x", "classes": ["a", "b"], "feature_dim": 4, "fps": 25.0, "stride_frames": 16,
             "splits": {"train": {"num_videos": 2, "shards": ["train-00000-of-00001.tfrecord"]}},
             "sources": []}
     path.write_text(json.dumps({k: v for k, v in meta.items() if k != "feature_dim"}))
     with pytest.raises(StpnError, match="missing key 'feature_dim'"):
-        tfrecord.read_dataset_metadata(d)
+        read_dataset_info(d)
     path.write_text(json.dumps({**meta, "fps": "25"}))
     with pytest.raises(StpnError, match="key 'fps' has the wrong type str"):
-        tfrecord.read_dataset_metadata(d)
+        read_dataset_info(d)
     path.write_text(json.dumps(meta))
-    assert tfrecord.read_dataset_metadata(d) == meta
+    info = read_dataset_info(d)
+    assert info == DatasetInfo(name="x", classes=["a", "b"], feature_dim=4, fps=25.0, stride_frames=16,
+                               splits={"train": SplitInfo(2, 0, ["train-00000-of-00001.tfrecord"])})
+    # The writer and the reader agree, and the file is written atomically (no temporary left).
+    write_dataset_info(d, info.with_split("test", SplitInfo(1, 7, ["test-00000-of-00001.tfrecord"])))
+    again = read_dataset_info(d)
+    assert list(again.splits) == ["test", "train"] and again.splits["test"].num_snippets == 7
+    assert sorted(os.listdir(d)) == ["dataset.json"]
 
 
 def test_parse_one_stream_only():

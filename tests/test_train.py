@@ -4,8 +4,8 @@ Everything runs on a hand-made dataset of 12 tiny videos (D = 8, 5..29 snippets,
 8 attention units on a 16-snippet grid, so one training is a few seconds (mostly XLA compilation).
 """
 
+import dataclasses
 import glob
-import importlib.util
 import json
 import os
 import re
@@ -21,17 +21,23 @@ import tensorflow as tf
 
 from stpn_tf import train
 from stpn_tf.data import synthetic, tfrecord
-from stpn_tf.data.annotations import atomic_write_text
 from stpn_tf.errors import StpnError
-from stpn_tf.model.stpn import STPN, load_stream_model
+from stpn_tf.io.dataset_dir import DatasetInfo, SplitInfo, write_dataset_info
+from stpn_tf.io.workdir import WorkDir
+from stpn_tf.model.stpn import STPN, ModelConfig
 
 CLASSES = ["Alpha", "Beta", "Gamma"]
 DIM = 8
 GRID = 16
 UNITS = 8
 # Two epochs of 10 steps: the checkpoints directory must hold epoch-0001 and epoch-0002.
-SMALL = dict(attention_units=UNITS, num_snippets=GRID, batch_size=6, steps=20, steps_per_epoch=10,
-             shuffle_buffer=16, verbose=0)
+MODEL = ModelConfig(attention_units=UNITS)
+TRAIN = train.TrainConfig(num_snippets=GRID, batch_size=6, steps=20, steps_per_epoch=10, shuffle_buffer=16)
+SMALL = dict(model=MODEL, train=TRAIN, verbose=0)
+
+
+def load_stream_model(workdir, stream):
+    return WorkDir(workdir).load_stream_model(stream)
 
 
 def _write_tiny_dataset(out_dir: str) -> None:
@@ -46,10 +52,9 @@ def _write_tiny_dataset(out_dir: str) -> None:
             writer.write(tfrecord.make_example(
                 video_id=f"video_{i:02d}", subset="train", rgb=rgb, flow=-rgb, labels=[label],
                 duration=length * 0.64, fps=25.0, stride_frames=16))
-    meta = {"name": "tiny", "classes": CLASSES, "feature_dim": DIM, "fps": 25.0, "stride_frames": 16,
-            "splits": {"train": {"num_videos": 12, "shards": [os.path.basename(p) for p in writer.shards]}},
-            "sources": []}
-    atomic_write_text(os.path.join(out_dir, tfrecord.METADATA_FILE), json.dumps(meta))
+    write_dataset_info(out_dir, DatasetInfo(
+        name="tiny", classes=CLASSES, feature_dim=DIM, fps=25.0, stride_frames=16,
+        splits={"train": SplitInfo(12, 0, [os.path.basename(p) for p in writer.shards])}))
 
 
 @pytest.fixture(autouse=True)
@@ -75,7 +80,8 @@ def trained(dataset_dir, tmp_path_factory):
     runs = {}
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
         workdir = str(tmp_path_factory.mktemp(f"run_{name}"))
-        logs = train.run_train(dataset_dir=dataset_dir, workdir=workdir, stream="rgb", seed=seed, **SMALL)
+        logs = train.run_train(dataset_dir=dataset_dir, workdir=workdir, stream="rgb",
+                               model=MODEL, train=dataclasses.replace(TRAIN, seed=seed), verbose=0)
         runs[name] = (workdir, logs)
     from tensorflow.python.framework import config as tf_config
 
@@ -110,7 +116,7 @@ def test_run_train_writes_model_logs_checkpoints(trained):
         "epoch-0001.weights.h5", "epoch-0002.weights.h5"]
     # A finished run deletes its backup (it is only for resuming) and leaves no temporary model file.
     assert not os.path.exists(os.path.join(stream_dir, "backup"))
-    assert not [n for n in os.listdir(stream_dir) if n.startswith(".tmp")]
+    assert sorted(os.listdir(stream_dir)) == [".lock", "checkpoints", "logs", "model.keras"]
 
     model = load_stream_model(workdir, "rgb")
     assert isinstance(model, STPN) and model.attention_units == UNITS and model.num_classes == 3
@@ -131,7 +137,7 @@ def test_second_call_does_not_retrain(trained, dataset_dir):
     path = os.path.join(workdir, "rgb", "model.keras")
     before = (os.stat(path).st_mtime_ns, open(path, "rb").read())
     events_before = glob.glob(os.path.join(workdir, "rgb", "logs", "**", "events.*"), recursive=True)
-    assert train.run_train(dataset_dir=dataset_dir, workdir=workdir, stream="rgb", seed=0, **SMALL) == {}
+    assert train.run_train(dataset_dir=dataset_dir, workdir=workdir, stream="rgb", **SMALL) == {}
     assert (os.stat(path).st_mtime_ns, open(path, "rb").read()) == before
     assert glob.glob(os.path.join(workdir, "rgb", "logs", "**", "events.*"), recursive=True) == events_before
 
@@ -146,15 +152,38 @@ def test_same_seed_same_weights_other_seed_differs(trained):
 
 
 def test_bad_arguments(dataset_dir, tmp_path):
+    work = tmp_path / "work"
     with pytest.raises(StpnError, match="unknown stream"):
-        train.run_train(dataset_dir=dataset_dir, workdir=str(tmp_path), stream="depth")
-    with pytest.raises(StpnError, match="positive multiple"):
-        train.run_train(dataset_dir=dataset_dir, workdir=str(tmp_path), stream="rgb", steps=0)
-    # 25 steps cannot be cut into epochs of 10: refuse rather than silently train 30.
-    with pytest.raises(StpnError, match="positive multiple"):
-        train.run_train(dataset_dir=dataset_dir, workdir=str(tmp_path), stream="rgb", steps=25, steps_per_epoch=10)
-    with pytest.raises(StpnError, match="dataset.json"):
-        train.run_train(dataset_dir=str(tmp_path / "nowhere"), workdir=str(tmp_path), stream="rgb")
+        train.run_train(dataset_dir=dataset_dir, workdir=str(work), stream="depth")
+    with pytest.raises(StpnError, match="train.steps must be a positive integer"):
+        train.TrainConfig(steps=0)
+    with pytest.raises(StpnError, match="unknown strategy 'tpu'"):
+        train.TrainConfig(strategy="tpu")
+    with pytest.raises(StpnError, match="nowhere: dataset directory not found"):
+        train.run_train(dataset_dir=str(tmp_path / "nowhere"), workdir=str(work), stream="rgb")
+    with pytest.raises(StpnError, match="no TFRecord shards for split 'dev'"):
+        train.run_train(dataset_dir=dataset_dir, workdir=str(work), stream="rgb", train_split="dev")
+    assert not work.exists()  # refused runs write nothing
+
+
+def test_steps_not_a_multiple_of_the_epoch_end_in_a_shorter_epoch(dataset_dir, tmp_path):
+    """25 steps in epochs of 10: epochs of 10, 10 and 5 steps; the optimizer makes exactly 25 steps, and
+    only the newest checkpoints (keep_checkpoints) stay."""
+    workdir = str(tmp_path / "work")
+    config = dataclasses.replace(TRAIN, steps=25, steps_per_epoch=10, keep_checkpoints=2)
+    assert config.epochs == 3
+    logs = train.run_train(dataset_dir=dataset_dir, workdir=workdir, stream="rgb", model=MODEL, train=config,
+                           config_record={"train": {"steps": 25}}, config_name="demo", verbose=0)
+    assert np.isfinite(logs["loss"])
+    assert _optimizer_steps(workdir) == 25
+    assert sorted(os.listdir(os.path.join(workdir, "rgb", "checkpoints"))) == [
+        "epoch-0002.weights.h5", "epoch-0003.weights.h5"]
+    # The work directory records its dataset, classes and config for later commands.
+    record = WorkDir(workdir).read_record()
+    assert record.dataset_dir == os.path.abspath(dataset_dir) and record.classes == CLASSES
+    assert record.feature_dim == DIM and record.config == {"train": {"steps": 25}} and record.config_name == "demo"
+    with open(os.path.join(workdir, "config.train.rgb.json")) as f:
+        assert json.load(f) == {"train": {"steps": 25}}
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -162,8 +191,8 @@ def test_bad_arguments(dataset_dir, tmp_path):
 
 
 def _cli(repo_dir, *args):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    return [sys.executable, "-m", "stpn_tf.cli", "train", "--config=configs/demo.py", *args], env
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    return [sys.executable, "-m", "stpn_tf.cli", "train", "--config=demo", *args], env
 
 
 def test_cli_missing_dataset_and_resolved_config(repo_dir, tmp_path, dataset_dir):
@@ -177,7 +206,7 @@ def test_cli_missing_dataset_and_resolved_config(repo_dir, tmp_path, dataset_dir
     errors = [line for line in proc.stderr.splitlines() if line.startswith("stpn train: error:")]
     assert len(errors) == 1, proc.stderr
     assert str(missing) in errors[0] and "not found" in errors[0]
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in proc.stderr and "cudart" not in proc.stderr  # no TensorFlow start-up lines
     assert not workdir.exists()  # a refused run writes nothing
     cmd, env = _cli(repo_dir, f"--config.dataset.dir={dataset_dir}", f"--workdir={workdir}", "--stream=rgb",
                     *overrides)
@@ -188,11 +217,12 @@ def test_cli_missing_dataset_and_resolved_config(repo_dir, tmp_path, dataset_dir
     assert config["train"]["steps"] == 7 and config["model"]["attention_units"] == 5
     assert config["dataset"]["dir"] == str(dataset_dir)
     # Values not overridden are the demo config's own.
-    spec = importlib.util.spec_from_file_location("demo_config", os.path.join(repo_dir, "configs", "demo.py"))
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
+    from stpn_tf.configs import demo
+
     assert config["train"]["batch_size"] == demo.get_config().train.batch_size
     assert config["train"]["learning_rate"] == demo.get_config().train.learning_rate
+    # Log files get one line per epoch, not progress-bar escape codes (stdout is not a terminal here).
+    assert "\x1b" not in proc.stdout and "\r" not in proc.stdout and "Epoch 1/1 - 7 steps - " in proc.stdout
 
 
 def _read_backup_epoch(backup_dir):
@@ -276,8 +306,8 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch):
     the backup restores model and optimizer, and the data pipeline skips the batches already used."""
     dataset_dir = str(tmp_path / "data")
     synthetic.write_dataset(dataset_dir, feature_dim=8, max_snippets=24, num_shards=1)
-    kwargs = dict(dataset_dir=dataset_dir, stream="rgb", attention_units=4, num_snippets=8, batch_size=3,
-                  learning_rate=1e-2, steps=8, steps_per_epoch=4, verbose=0)
+    kwargs = dict(dataset_dir=dataset_dir, stream="rgb", model=ModelConfig(attention_units=4), verbose=0,
+                  train=train.TrainConfig(num_snippets=8, batch_size=3, learning_rate=1e-2, steps=8, steps_per_epoch=4))
     train.run_train(workdir=str(tmp_path / "straight"), **kwargs)
 
     class Crash(keras.callbacks.Callback):
@@ -288,7 +318,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch):
             raise RuntimeError("simulated kill")
 
     with monkeypatch.context() as m:
-        m.setattr(train.keras.callbacks, "ModelCheckpoint", Crash)
+        m.setattr(train, "EpochCheckpoints", Crash)
         with pytest.raises(RuntimeError, match="simulated kill"):
             train.run_train(workdir=str(tmp_path / "resumed"), **kwargs)
     assert os.path.exists(tmp_path / "resumed" / "rgb" / "backup" / "training_metadata.json")
@@ -302,20 +332,24 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch):
 def test_joint_model_on_concatenated_streams(tmp_path):
     """The optional joint model (spec section 2): one STPN on [rgb, flow] features, D doubled, trained,
     run over the test split and localized as a single stream."""
-    from stpn_tf import inference
+    from stpn_tf import predict
+    from stpn_tf.data.grid import GridConfig
+    from stpn_tf.postprocess.localizer import LocalizerConfig
+    from stpn_tf.serving.model import load_serving_model
 
     dataset_dir = str(tmp_path / "data")
     synthetic.write_dataset(dataset_dir, feature_dim=8, max_snippets=24, num_shards=1)
     workdir = str(tmp_path / "work")
-    train.run_train(dataset_dir=dataset_dir, workdir=workdir, stream="joint", attention_units=4, num_snippets=8,
-                    batch_size=3, learning_rate=1e-2, steps=4, steps_per_epoch=4, verbose=0)
+    train.run_train(dataset_dir=dataset_dir, workdir=workdir, stream="joint", model=ModelConfig(attention_units=4),
+                    train=train.TrainConfig(num_snippets=8, batch_size=3, learning_rate=1e-2, steps=4,
+                                            steps_per_epoch=4), verbose=0)
     model = load_stream_model(workdir, "joint")
     assert model.classifier.kernel.shape == (16, 20)  # 8 RGB + 8 flow features
-    raw = inference.predict(workdir, tfrecord.list_shards(dataset_dir, "test"), feature_dim=8, grid_size=8,
-                            streams=("joint",))
+    serving = load_serving_model(workdir, grid=GridConfig(length=8), streams=("joint",), feature_dim=8,
+                                 localizer_config=LocalizerConfig(interpolation=2, class_threshold=0.0,
+                                                                  tcam_threshold=0.0, max_detections=5))
+    results, raw = predict.predict_records(serving, tfrecord.list_shards(dataset_dir, "test"))
     assert raw["joint/tcam"].shape == (212, 8, 20)
-    results = inference.localize_raw(raw, streams=("joint",), interpolation=2, class_threshold=0.0,
-                                     tcam_threshold=0.0, alpha=0.5, nms_threshold=0.5, max_detections=5)
     assert len(results["results"]) == 212 and any(results["results"].values())
-    with pytest.raises(StpnError, match="streams"):
-        inference.localize_raw(raw, streams=("joint", "rgb"))
+    with pytest.raises(StpnError, match="reads 16-d features but the dataset has 20"):
+        load_serving_model(workdir, streams=("joint",), feature_dim=10)

@@ -23,8 +23,8 @@ def split_pipeline_args(parser: argparse.ArgumentParser, argv: Sequence[str]) ->
 
 def run_main(parse_args: Callable, run: Callable[..., int], argv: Sequence[str] | None) -> int:
     """Command-line entry point shared by the pipelines: exit code, one-line message on input errors."""
-    kwargs, pipeline_args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
+        kwargs, pipeline_args = parse_args(sys.argv[1:] if argv is None else argv)
         return run(**kwargs, pipeline_args=pipeline_args)
     except StpnError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)

@@ -21,7 +21,7 @@ A failing video is logged on one line and counted in the Beam metric stpn/failed
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -45,9 +45,9 @@ _NAMESPACE = "stpn"
 class ExtractDoFn(beam.DoFn):
     """path -> VideoFeatures; failures go to the "failed" output as one-line messages."""
 
-    def __init__(self, *, model_options: Mapping[str, Any], extract_options: Mapping[str, Any]):
-        self._model_options = dict(model_options)
-        self._extract_options = dict(extract_options)
+    def __init__(self, *, models: extract_lib.I3DModels, config: extract_lib.ExtractConfig):
+        self._models_spec = models
+        self._config = config
         self._models = None
         self._failed = Metrics.counter(_NAMESPACE, "failed_videos")
         self._written = Metrics.counter(_NAMESPACE, "extracted_videos")
@@ -56,13 +56,13 @@ class ExtractDoFn(beam.DoFn):
 
     def setup(self):
         # Once per worker process: loading I3D is far too slow to repeat per element.
-        self._models = extract_lib.load_stream_models(**self._model_options)
+        self._models = self._models_spec.load()
 
     def process(self, path: str):
         rgb_model, flow_model = self._models
         try:
             features = extract_lib.extract_video(path, rgb_model=rgb_model, flow_model=flow_model,
-                                                 **self._extract_options)
+                                                 config=self._config)
         except StpnError as error:
             self._failed.inc()
             logging.error("%s", error)
@@ -93,12 +93,9 @@ def _labels_from_annotations(annotations: str | None, annotations_subset: str | 
     """(labels by video id, VideoRecords of the given videos) from ground truth, or empty."""
     if annotations is None:
         return {}, []
-    from stpn_tf.data import annotations as ann
+    from stpn_tf.io.ground_truth import load_ground_truth
 
-    if os.path.isdir(annotations):
-        records = ann.read_thumos14_toolkit(annotations, subset=annotations_subset or "test")
-    else:
-        records = ann.read_activitynet_json(annotations, subset=annotations_subset)
+    records = load_ground_truth(annotations, annotations_subset, single_subset=False)
     index = {name: i for i, name in enumerate(classes)}
     wanted = set(video_ids)
     labels: dict[str, list[int]] = {}
@@ -124,13 +121,7 @@ def _metric(result, name: str):
 
 
 def run_beam_extract(*, videos: Sequence[str], out: str, dataset_dir: str, split: str,
-                     rgb_model: str, flow_model: str, fps: float = 25.0, stride_frames: int = 16,
-                     batch_size: int = 8, short_side: int = 256, crop_size: int = 224,
-                     tvl1_scales: int = 5, tvl1_warps: int = 5, tvl1_inner_iterations: int = 30,
-                     tvl1_outer_iterations: int = 10, rgb_feature_tensor: str | None = None,
-                     flow_feature_tensor: str | None = None,
-                     rgb_input_range: Sequence[float] | None = None,
-                     flow_input_range: Sequence[float] | None = None,
+                     models: extract_lib.I3DModels, config: extract_lib.ExtractConfig = extract_lib.ExtractConfig(),
                      annotations: str | None = None, annotations_subset: str | None = None,
                      classes: Sequence[str] | None = None, dataset_name: str = "videos",
                      num_shards: int = 4, pipeline_args: Sequence[str] = ()) -> int:
@@ -143,8 +134,8 @@ def run_beam_extract(*, videos: Sequence[str], out: str, dataset_dir: str, split
             annotations, ground_truth.json. Other splits already there are kept if their settings
             (classes, feature size, fps, stride) match.
         split: Split name ("train" / "test").
-        rgb_model, flow_model, fps, stride_frames, batch_size, short_side, crop_size, tvl1_*,
-        rgb_feature_tensor, flow_feature_tensor, rgb_input_range, flow_input_range: as run_extract.
+        models: The I3D feature extractors.
+        config: Frame rate, stacks, crop and TV-L1 settings (as `stpn extract`).
         annotations: Optional ground truth (ActivityNet-layout JSON or THUMOS14 toolkit folder) giving
             the video-level labels; videos without annotations get no labels.
         annotations_subset: Subset of `annotations` to read ("validation" / "test" for THUMOS14).
@@ -158,7 +149,6 @@ def run_beam_extract(*, videos: Sequence[str], out: str, dataset_dir: str, split
         0 if every video succeeded, 1 if any failed.
     """
     from stpn_tf.data import annotations as ann
-    from stpn_tf.data import tfrecord
     from stpn_tf.data.build import file_entry
 
     if not split or "/" in split or split.startswith("."):
@@ -169,30 +159,18 @@ def run_beam_extract(*, videos: Sequence[str], out: str, dataset_dir: str, split
     class_names = list(classes) if classes else list(ann.THUMOS14_CLASSES)
     video_ids = [extract_lib.video_id_from_path(p) for p in paths]
     labels, records = _labels_from_annotations(annotations, annotations_subset, class_names, video_ids)
-
-    model_options = dict(rgb_model=rgb_model, flow_model=flow_model,
-                         rgb_feature_tensor=rgb_feature_tensor, flow_feature_tensor=flow_feature_tensor,
-                         rgb_input_range=rgb_input_range, flow_input_range=flow_input_range)
-    extract_options = dict(fps=fps, stride_frames=stride_frames, batch_size=batch_size,
-                           short_side=short_side, crop_size=crop_size,
-                           tvl1=flow_lib.TVL1Options(scales=tvl1_scales, warps=tvl1_warps,
-                                                     inner_iterations=tvl1_inner_iterations,
-                                                     outer_iterations=tvl1_outer_iterations))
     os.makedirs(dataset_dir, exist_ok=True)
     args = list(pipeline_args)
     if not any(a == "--runner" or a.startswith("--runner=") for a in args):
         # Pin the in-process runner: newer Beam releases may otherwise pick a runner that fetches
         # a binary on first use.
         args.append("--runner=DirectRunner")
-    options = PipelineOptions(args)
-    pipeline = beam.Pipeline(options=options)
+    pipeline = beam.Pipeline(options=PipelineOptions(args))
     extracted = (
         pipeline
         | "Videos" >> beam.Create(paths)
         | "Spread" >> beam.Reshuffle()  # one video per work item, so workers share the load
-        | "Extract" >> beam.ParDo(ExtractDoFn(model_options=model_options,
-                                              extract_options=extract_options)).with_outputs(
-                                                  "failed", main="features"))
+        | "Extract" >> beam.ParDo(ExtractDoFn(models=models, config=config)).with_outputs("failed", main="features"))
     _ = extracted.features | "WriteNpy" >> beam.Map(_write_npy, out=out, split=split)
     _ = (extracted.features
          | "ToExample" >> beam.Map(_to_example, split=split, labels=labels)
@@ -209,53 +187,43 @@ def run_beam_extract(*, videos: Sequence[str], out: str, dataset_dir: str, split
         if dims is None or dims.min != dims.max:
             raise StpnError(f"{dataset_dir}: videos have different feature sizes "
                             f"({getattr(dims, 'min', '?')}..{getattr(dims, 'max', '?')})")
-        _write_dataset_metadata(
-            dataset_dir, split=split, name=dataset_name, classes=class_names, feature_dim=int(dims.max),
-            fps=fps, stride_frames=stride_frames, num_videos=int(written), num_snippets=int(snippets),
-            num_shards=num_shards, sources=[file_entry(p) for p in paths if os.path.isfile(p)],
-            records=records)
+        _write_dataset(dataset_dir, split=split, name=dataset_name, classes=class_names, feature_dim=int(dims.max),
+                       fps=config.fps, stride_frames=config.stride_frames, num_videos=int(written),
+                       num_snippets=int(snippets), num_shards=num_shards,
+                       sources=[file_entry(p) for p in paths if os.path.isfile(p)], records=records)
     print(f"beam extract: {written} videos written, {failed} failed -> {out}/{split} and "
           f"{os.path.join(dataset_dir, split)}-*.tfrecord", flush=True)
     return 1 if failed else 0
 
 
-def _write_dataset_metadata(dataset_dir: str, *, split: str, name: str, classes: Sequence[str],
-                            feature_dim: int, fps: float, stride_frames: int, num_videos: int,
-                            num_snippets: int, num_shards: int, sources: list[dict[str, Any]],
-                            records: Sequence[Any]) -> None:
+def _write_dataset(dataset_dir: str, *, split: str, name: str, classes: Sequence[str], feature_dim: int,
+                   fps: float, stride_frames: int, num_videos: int, num_snippets: int, num_shards: int,
+                   sources: list[dict[str, Any]], records: Sequence[Any]) -> None:
     """Writes (or updates this split in) dataset.json, and ground_truth.json, atomically."""
     from stpn_tf.data import annotations as ann
     from stpn_tf.data import tfrecord
+    from stpn_tf.io import dataset_dir as dataset_io
 
-    meta_path = os.path.join(dataset_dir, tfrecord.METADATA_FILE)
-    splits: dict[str, Any] = {}
-    old_sources: list[dict[str, Any]] = []
-    if os.path.exists(meta_path):
-        old = tfrecord.read_dataset_metadata(dataset_dir)
-        same = (old["classes"] == list(classes) and old["feature_dim"] == feature_dim
-                and float(old["fps"]) == float(fps) and old["stride_frames"] == stride_frames)
-        if not same:
-            raise StpnError(f"{meta_path}: existing dataset has other classes, feature size, fps or "
-                            "stride; use a new dataset directory")
-        splits = {s: v for s, v in old["splits"].items() if s != split}
-        old_sources = [s for s in old.get("sources", []) if s not in sources]
-    splits[split] = {"num_videos": num_videos, "num_snippets": num_snippets,
-                     "shards": [tfrecord.shard_name(split, i, num_shards) for i in range(num_shards)]}
-    metadata = {"name": name, "layout": "beam_extract", "classes": list(classes),
-                "feature_dim": feature_dim, "fps": float(fps), "stride_frames": int(stride_frames),
-                "splits": dict(sorted(splits.items())), "sources": old_sources + sources}
-
+    split_info = dataset_io.SplitInfo(num_videos=num_videos, num_snippets=num_snippets,
+                                      shards=[tfrecord.shard_name(split, i, num_shards) for i in range(num_shards)])
+    info = dataset_io.DatasetInfo(name=name, layout="beam_extract", classes=list(classes), feature_dim=feature_dim,
+                                  fps=float(fps), stride_frames=int(stride_frames), splits={})
+    if dataset_io.is_dataset_dir(dataset_dir):
+        old = dataset_io.read_dataset_info(dataset_dir)
+        if not old.same_features(info):
+            raise StpnError(f"{dataset_io.metadata_path(dataset_dir)}: existing dataset has other classes, feature "
+                            "size, fps or stride; use a new dataset directory")
+        info = dataclasses.replace(info, splits=old.splits, sources=old.sources)
+    info = info.with_split(split, split_info, sources)
     if records:
-        truth_path = os.path.join(dataset_dir, tfrecord.GROUND_TRUTH_FILE)
+        truth_path = dataset_io.ground_truth_path(dataset_dir)
         merged = {}
         if os.path.exists(truth_path):
             merged = {r.video_id: r for r in ann.read_activitynet_json(truth_path) if r.subset != split}
         for record in records:
-            merged[record.video_id] = ann.VideoRecord(
-                video_id=record.video_id, subset=split, duration=record.duration, labels=record.labels,
-                segments=record.segments, ambiguous=record.ambiguous)
+            merged[record.video_id] = dataclasses.replace(record, subset=split)
         ann.write_activitynet_json(list(merged.values()), truth_path)
-    ann.atomic_write_text(meta_path, json.dumps(metadata, indent=1) + "\n")
+    dataset_io.write_dataset_info(dataset_dir, info)
 
 
 def _input_range(text: str) -> tuple[float, float]:
@@ -287,14 +255,21 @@ def parse_args(argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
     parser.add_argument("--fps", type=float, default=25.0)
     parser.add_argument("--stride_frames", type=int, default=16)
     parser.add_argument("--batch_size", type=int, default=8)
-    for name, default in (("tvl1_scales", 5), ("tvl1_warps", 5), ("tvl1_inner_iterations", 30),
-                          ("tvl1_outer_iterations", 10)):
-        parser.add_argument(f"--{name}", type=int, default=default)
+    defaults = flow_lib.TVL1Options()
+    for name in ("scales", "warps", "inner_iterations", "outer_iterations"):
+        parser.add_argument(f"--tvl1_{name}", type=int, default=getattr(defaults, name))
     parser.add_argument("--rgb_feature_tensor")
     parser.add_argument("--flow_feature_tensor")
     parser.add_argument("--rgb_input_range", type=_input_range, help="LOW,HIGH the RGB model expects")
     parser.add_argument("--flow_input_range", type=_input_range, help="LOW,HIGH the flow model expects")
-    return split_pipeline_args(parser, argv)
+    known, pipeline_args = split_pipeline_args(parser, argv)
+    models = extract_lib.I3DModels(**{k: known.pop(k) for k in (
+        "rgb_model", "flow_model", "rgb_feature_tensor", "flow_feature_tensor", "rgb_input_range", "flow_input_range")})
+    tvl1 = flow_lib.TVL1Options(**{name: known.pop(f"tvl1_{name}") for name in (
+        "scales", "warps", "inner_iterations", "outer_iterations")})
+    config = extract_lib.ExtractConfig(fps=known.pop("fps"), stride_frames=known.pop("stride_frames"),
+                                       batch_size=known.pop("batch_size"), tvl1=tvl1)
+    return {**known, "models": models, "config": config}, pipeline_args
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -46,7 +46,7 @@ class StpnExportHandler(ModelHandler):
 
     Examples are dicts {"rgb": float32 [L, D], "flow": float32 [L, D], "seconds_per_snippet": float};
     predictions are the ActivityNet result lists [{"label", "score", "segment": [s, e]}, ...] in seconds.
-    Each batch is padded along time (num_snippets gives the true lengths; stpn_tf.extract.localize_videos.
+    Each batch is padded along time (num_snippets gives the true lengths; stpn_tf.serving.model.
     ServingModel.predict) and filled up to `batch_size` videos, so the export's compiled localization sees
     few distinct shapes.
     """
@@ -59,7 +59,7 @@ class StpnExportHandler(ModelHandler):
         self._batch_size = batch_size
 
     def load_model(self):
-        from stpn_tf.extract.localize_videos import load_serving_model
+        from stpn_tf.serving.model import load_serving_model
 
         return load_serving_model(self._export_dir)
 
@@ -101,7 +101,7 @@ def read_features(meta_path: str, *, feature_dim: int | None = None) -> tuple[st
       StpnError: malformed meta, missing or unreadable npy, shapes that disagree with each other, the meta
         or `feature_dim`, an empty video, non-finite values.
     """
-    from stpn_tf import timeline
+    from stpn_tf.postprocess import timeline
 
     try:
         with open(meta_path) as handle:
@@ -137,27 +137,20 @@ def read_features(meta_path: str, *, feature_dim: int | None = None) -> tuple[st
 
 
 def _write(detections: Mapping[str, Any], path: str) -> None:
-    from stpn_tf import inference
+    from stpn_tf.io.results import results_envelope, write_results
 
-    inference.write_results({"version": inference.RESULTS_VERSION, "results": dict(sorted(detections.items())),
-                             "external_data": {"used": True,
-                                               "details": "I3D features pretrained on Kinetics"}}, path)
+    write_results(path, results_envelope(detections, sort=True))
 
 
 def _export_feature_dim(export_dir: str) -> int | None:
     """D from the export's description (None for a work directory: then the graph itself checks)."""
-    from stpn_tf.extract.localize_videos import EXPORT_INFO, is_export
+    from stpn_tf.io.export_dir import is_export_dir, read_export_info
 
-    if not is_export(export_dir):
+    if not is_export_dir(export_dir):
         if not os.path.isdir(export_dir):
             raise StpnError(f"{export_dir}: no such export directory")
         return None
-    try:
-        with open(os.path.join(export_dir, EXPORT_INFO)) as handle:
-            return int(json.load(handle)["feature_dim"])
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise StpnError(f"{os.path.join(export_dir, EXPORT_INFO)}: not an `stpn export` description "
-                        f"({error})") from None
+    return read_export_info(export_dir).feature_dim
 
 
 def run_beam_localize(*, features: str, split: str, export_dir: str, output: str,

@@ -16,13 +16,13 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from typing import Any, Iterator
 
 import numpy as np
 
 from stpn_tf.errors import StpnError
+from stpn_tf.io.atomic import atomic_write_json
 
 # The 20 THUMOS14 detection classes in detclasslist order (which is alphabetical).
 THUMOS14_CLASSES: tuple[str, ...] = (
@@ -85,7 +85,7 @@ class VideoRecord:
     ambiguous: tuple[tuple[float, float], ...] = ()
 
 
-def _make_record(video_id, subset, duration, segments, ambiguous=()) -> VideoRecord:
+def make_record(video_id, subset, duration, segments, ambiguous=()) -> VideoRecord:
     segments = tuple(segments)
     labels = tuple(sorted({s.label for s in segments}))
     return VideoRecord(
@@ -204,7 +204,7 @@ def read_thumos14_toolkit(
     for vid in sorted(set(segments) | set(ambiguous)):
         duration = None if durations is None else durations.get(vid)
         records.append(
-            _make_record(vid, subset, duration, segments.get(vid, ()), ambiguous.get(vid, ()))
+            make_record(vid, subset, duration, segments.get(vid, ()), ambiguous.get(vid, ()))
         )
     return records
 
@@ -320,7 +320,7 @@ def read_thumos14_reduced(folder: str, allow_pickle: bool = False) -> list[Video
             if not isinstance(lab, str) or not lab:
                 raise StpnError(f"{lpath}: entry {i} ({vid}), segment {j}: label must be a string, got {lab!r}")
             out.append(Segment(s, e, lab))
-        records.append(_make_record(vid, subsets[vid], durations[vid], out, ambiguous.get(vid, ())))
+        records.append(make_record(vid, subsets[vid], durations[vid], out, ambiguous.get(vid, ())))
     return records
 
 
@@ -388,7 +388,7 @@ def read_activitynet_json(path: str, subset: str | None = None) -> list[VideoRec
             if not isinstance(seg, list) or len(seg) != 2:
                 raise StpnError(f"{where}, ambiguous {j}: expected [start, end], got {seg!r}")
             ambiguous.append(parse_interval(seg[0], seg[1], f"{where}, ambiguous {j}"))
-        records.append(_make_record(str(vid), vsubset, duration, segs, ambiguous))
+        records.append(make_record(str(vid), vsubset, duration, segs, ambiguous))
     if subset is not None and not records:
         raise StpnError(
             f"{path}: no videos in subset {subset!r}; subsets present: {sorted(seen_subsets)}"
@@ -399,26 +399,6 @@ def read_activitynet_json(path: str, subset: str | None = None) -> list[VideoRec
 def read_split_file(path: str) -> list[str]:
     """One video name per line; blank lines ignored."""
     return [line.strip() for line in read_text(path).splitlines() if line.strip()]
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    """Writes `text` to a temporary file in the same directory and renames it onto `path`."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise StpnError(f"{path}: output directory {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix="-" + os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        # mkstemp creates 0600; give the file the mode a plain open() would (0666 less the umask).
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_activitynet_json(records: Iterable[VideoRecord], path: str) -> None:
@@ -437,8 +417,7 @@ def write_activitynet_json(records: Iterable[VideoRecord], path: str) -> None:
             "annotations": [{"segment": [s.start, s.end], "label": s.label} for s in r.segments],
             "ambiguous": [[s, e] for s, e in r.ambiguous],
         }
-    payload = {"version": "VERSION 1.3", "taxonomy": [], "database": database}
-    atomic_write_text(path, json.dumps(payload, indent=1) + "\n")
+    atomic_write_json(path, {"version": "VERSION 1.3", "taxonomy": [], "database": database})
 
 
 def read_ucf101_ids(det_txt_path: str) -> dict[str, int]:

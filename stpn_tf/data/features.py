@@ -40,6 +40,15 @@ PICKLE_EXPLANATION = (
     "code; if you trust the file (e.g. the Thumos14reduced release from its authors), opt in with "
     "--allow_pickle (allow_pickle=True)")
 
+# `stpn build-dataset --layout`: layout -> (dataset family, feature reader).
+LAYOUTS: dict[str, tuple[str, str]] = {
+    "thumos14_reduced": ("thumos14", "joint_npy"),
+    "thumos14_npy": ("thumos14", "npy"),
+    "thumos14_h5": ("thumos14", "h5"),
+    "activitynet_h5": ("activitynet", "h5"),
+    "activitynet_npy": ("activitynet", "npy"),
+}
+
 _META_KEYS = {"fps", "stride_frames", "num_frames", "num_snippets", "duration"}
 
 

@@ -10,8 +10,8 @@ from typing import Sequence
 
 import tensorflow as tf
 
-from stpn_tf import timeline
 from stpn_tf.data import tfrecord
+from stpn_tf.data.grid import GridConfig, sample_grid
 
 
 def train_indices(num_snippets, grid_size: int, seed):
@@ -113,45 +113,28 @@ def make_eval_dataset(
     *,
     num_classes: int,
     feature_dim: int,
-    num_snippets: int | None = 400,
+    grid: GridConfig = GridConfig(),
     batch_size: int = 16,
 ) -> tf.data.Dataset:
-    """Evaluation batches with both streams, in file order.
+    """Evaluation batches with both streams on the test grid, in file order.
 
-    Args:
-        num_snippets: size of the uniform test grid, or None to keep every real snippet (batches are then
-            padded to the longest video and "mask" marks the real ones).
+    The grid step is `stpn_tf.data.grid.sample_grid`, the same function the serving graph runs.
 
     Yields:
-        dict with "rgb", "flow" `[B, T, D]`, "mask" `[B, T]`, "length" `[B]` (valid grid positions),
-        "num_snippets" `[B]` (real snippets L), "seconds_per_snippet" `[B]`, "duration" `[B]`,
-        "video_id" `[B]` strings and "labels" `[B, C]`.
+        dict with "rgb", "flow" `[B, T, D]` (T = grid.length, or the longest video with all_snippets),
+        "mask" `[B, T]`, "length" `[B]` (valid grid positions), "num_snippets" `[B]` (real snippets L),
+        "seconds_per_snippet" `[B]`, "duration" `[B]`, "video_id" `[B]` strings and "labels" `[B, C]`.
     """
     ds = _records(shards, num_classes=num_classes, feature_dim=feature_dim, shuffle_files=False, seed=0)
+    ds = ds.map(lambda r: {
+        "rgb": r["video/rgb"], "flow": r["video/flow"], "num_snippets": r["video/num_snippets"],
+        "seconds_per_snippet": r["video/seconds_per_snippet"], "duration": r["video/duration"],
+        "video_id": r["video/id"], "labels": r["video/labels"]}, num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True)
 
-    def prepare(r):
-        length = r["video/num_snippets"]
-        if num_snippets is None:
-            rgb, flow, valid = r["video/rgb"], r["video/flow"], length
-        else:
-            idx = timeline.eval_grid_indices_tf(length[tf.newaxis], num_snippets)[0]
-            rgb, flow = tf.gather(r["video/rgb"], idx), tf.gather(r["video/flow"], idx)
-            valid = tf.constant(num_snippets, tf.int32)
-        return {
-            "rgb": rgb,
-            "flow": flow,
-            "mask": tf.ones(tf.shape(rgb)[:1], tf.float32),
-            "length": valid,
-            "num_snippets": length,
-            "seconds_per_snippet": r["video/seconds_per_snippet"],
-            "duration": r["video/duration"],
-            "video_id": r["video/id"],
-            "labels": r["video/labels"],
-        }
+    def on_grid(batch):
+        rgb, mask, length = sample_grid(batch["rgb"], batch["num_snippets"], grid)
+        flow, _, _ = sample_grid(batch["flow"], batch["num_snippets"], grid)
+        return {**batch, "rgb": rgb, "flow": flow, "mask": mask, "length": length}
 
-    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if num_snippets is None:
-        ds = ds.padded_batch(batch_size)
-    else:
-        ds = ds.batch(batch_size)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return ds.padded_batch(batch_size).map(on_grid).prefetch(tf.data.AUTOTUNE)

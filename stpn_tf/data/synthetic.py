@@ -1,7 +1,7 @@
 """The embedded default dataset: THUMOS14 timings with synthesized two-stream snippet features.
 
 Every video keeps its real THUMOS14 duration, subset and ground-truth intervals (from the annotation files
-shipped in `data/thumos14/`); only the features are synthetic. Per stream and snippet:
+shipped in the package (stpn_tf.resources, `thumos14/`)); only the features are synthetic. Per stream and snippet:
 
     x_t = scene(video) + sum_c presence_c(t) * strength_s(c) * pattern_s(c)
           + actionness_s * presence(t) + distractors(t) + noise
@@ -27,11 +27,11 @@ from typing import Iterator
 
 import numpy as np
 
+from stpn_tf import resources
 from stpn_tf.data import annotations
+from stpn_tf.io import dataset_dir
+from stpn_tf.io.dataset_dir import DatasetInfo, SplitInfo
 
-DEFAULT_ANNOTATIONS = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "data", "thumos14"
-)
 
 # Scene groups: classes filmed in similar places share context.
 SCENES = (
@@ -193,12 +193,18 @@ class Generator:
         return out[0], out[1]
 
 
-def thumos14_records(annotation_dir: str = DEFAULT_ANNOTATIONS) -> list[annotations.VideoRecord]:
+def default_annotations() -> str:
+    """The shipped THUMOS14 annotation folder (package data)."""
+    return resources.resource_path(resources.THUMOS14)
+
+
+def thumos14_records(annotation_dir: str | None = None) -> list[annotations.VideoRecord]:
     """The 412 Thumos14reduced videos (200 validation, 212 test) with real durations and toolkit segments.
 
     Uses only files that load without pickle: `videoname.npy`, `subset.npy`, `duration.npy` and the toolkit
     txt files.
     """
+    annotation_dir = annotation_dir or default_annotations()
     reduced = os.path.join(annotation_dir, "thumos14reduced")
     toolkit = os.path.join(annotation_dir, "th14_evalkit_groundtruth")
     durations = annotations.read_thumos14_durations(reduced)
@@ -217,7 +223,7 @@ def thumos14_records(annotation_dir: str = DEFAULT_ANNOTATIONS) -> list[annotati
 
 
 def generate(
-    *, feature_dim: int = 32, seed: int = 0, max_snippets: int = 0, annotation_dir: str = DEFAULT_ANNOTATIONS
+    *, feature_dim: int = 32, seed: int = 0, max_snippets: int = 0, annotation_dir: str | None = None
 ) -> Iterator[SyntheticVideo]:
     """Yields every THUMOS14 video (validation first, then test) with synthetic features."""
     gen = Generator(feature_dim=feature_dim, seed=seed, max_snippets=max_snippets)
@@ -226,24 +232,45 @@ def generate(
         yield SyntheticVideo(record, rgb, flow)
 
 
+@dataclasses.dataclass(frozen=True)
+class SyntheticConfig:
+    """Settings of the embedded dataset (`stpn demo`).
+
+    Attributes:
+      seed: Generator seed; the same seed gives the same features.
+      feature_dim: D per stream.
+      max_snippets: Cap on snippets per video (0 keeps every video's real length).
+      num_shards: Shards per split.
+    """
+
+    seed: int = 0
+    feature_dim: int = 32
+    max_snippets: int = 0
+    num_shards: int = 2
+
+    def matches(self, info: DatasetInfo) -> bool:
+        """True when a written dataset was made with these settings."""
+        made = info.synthetic or {}
+        return (info.feature_dim == self.feature_dim and made.get("seed") == self.seed
+                and made.get("max_snippets") == self.max_snippets)
+
+
 # Split names of the TFRecords: THUMOS14 trains on its validation videos and tests on its test videos.
 SPLIT_OF_SUBSET = {"validation": "train", "test": "test"}
 
 
 def write_dataset(
     out_dir: str, *, feature_dim: int = 32, seed: int = 0, max_snippets: int = 0, num_shards: int = 2,
-    annotation_dir: str = DEFAULT_ANNOTATIONS,
-) -> dict:
+    annotation_dir: str | None = None,
+) -> DatasetInfo:
     """Writes the synthetic dataset as a dataset directory that `stpn train` reads.
 
-    Produces `train-*.tfrecord` / `test-*.tfrecord` shards, `dataset.json` and `ground_truth.json` (the real
-    THUMOS14 test and validation annotations, with the durations the features were made for).
+    Produces `train-*.tfrecord` / `test-*.tfrecord` shards, `ground_truth.json` (the real THUMOS14 test and
+    validation annotations, with the durations the features were made for) and `dataset.json`.
 
     Returns:
-        The metadata written to `dataset.json`.
+        The DatasetInfo written to `dataset.json`.
     """
-    import json
-
     from stpn_tf.data import tfrecord
 
     os.makedirs(out_dir, exist_ok=True)
@@ -252,11 +279,13 @@ def write_dataset(
     records = thumos14_records(annotation_dir)
     splits = {}
     for subset, split in SPLIT_OF_SUBSET.items():
+        snippets = 0
         with tfrecord.ShardedWriter(out_dir, split, num_shards) as writer:
             for record in records:
                 if record.subset != subset:
                     continue
                 rgb, flow = gen.features(record)
+                snippets += len(rgb)
                 writer.write(
                     tfrecord.make_example(
                         video_id=record.video_id, subset=split, rgb=rgb, flow=flow,
@@ -265,13 +294,11 @@ def write_dataset(
                         fps=FPS, stride_frames=STRIDE_FRAMES,
                     )
                 )
-        splits[split] = {"num_videos": writer.num_written, "shards": [os.path.basename(p) for p in writer.shards]}
-    annotations.write_activitynet_json(records, os.path.join(out_dir, tfrecord.GROUND_TRUTH_FILE))
-    meta = {
-        "name": "synthetic_thumos14", "classes": gen.classes, "feature_dim": feature_dim, "fps": FPS,
-        "stride_frames": STRIDE_FRAMES, "splits": splits, "sources": [],
-        "synthetic": {"seed": seed, "max_snippets": max_snippets},
-    }
-    # dataset.json last: its presence marks a complete dataset.
-    annotations.atomic_write_text(os.path.join(out_dir, tfrecord.METADATA_FILE), json.dumps(meta, indent=2))
-    return meta
+        splits[split] = SplitInfo(num_videos=writer.num_written, num_snippets=snippets,
+                                  shards=[os.path.basename(p) for p in writer.shards])
+    annotations.write_activitynet_json(records, dataset_dir.ground_truth_path(out_dir))
+    info = DatasetInfo(name="synthetic_thumos14", layout="synthetic", classes=gen.classes, feature_dim=feature_dim,
+                       fps=FPS, stride_frames=STRIDE_FRAMES, splits=splits,
+                       synthetic={"seed": seed, "max_snippets": max_snippets})
+    dataset_dir.write_dataset_info(out_dir, info)  # last: its presence marks a complete dataset
+    return info

@@ -16,26 +16,22 @@ One `tf.train.Example` per video:
 Shards are written atomically: `ShardedWriter` writes hidden temporary files and renames them to
 `<split>-00000-of-00004.tfrecord` only when its block exits without an exception, so a killed writer
 leaves only dot-files that `list_shards` never picks up. A dataset directory is complete once its
-`dataset.json` exists; the builder writes that file last.
+`dataset.json` exists (stpn_tf.io.dataset_dir); every writer writes that file last.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
-import uuid
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
 from stpn_tf.errors import StpnError
+from stpn_tf.io import atomic
 
-METADATA_FILE = "dataset.json"
-GROUND_TRUTH_FILE = "ground_truth.json"
 SHARD_RE = re.compile(r"^(?P<split>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.tfrecord$")
 
 
@@ -231,7 +227,7 @@ class ShardedWriter:
           writer.write(example)
       writer.shards   # final paths, writer.counts: records per shard
 
-    Records go to hidden temporary files (".<shard>.tmp-<random>") in `out_dir`; on a clean exit from
+    Records go to hidden temporary files (stpn_tf.io.atomic names) in `out_dir`; on a clean exit from
     the `with` block they are renamed to their final names (replacing older shards of the same name).
     On an exception they are deleted; a killed process leaves only the hidden temporaries, which
     `list_shards` ignores and the next `ShardedWriter` on the same directory removes.
@@ -258,9 +254,8 @@ class ShardedWriter:
     def __enter__(self) -> "ShardedWriter":
         tf.io.gfile.makedirs(self.out_dir)
         remove_stale_temporaries(self.out_dir, self.split)
-        token = uuid.uuid4().hex[:8]
         for i in range(self.num_shards):
-            temp = os.path.join(self.out_dir, f".{shard_name(self.split, i, self.num_shards)}.tmp-{token}")
+            temp = atomic.temporary_name(os.path.join(self.out_dir, shard_name(self.split, i, self.num_shards)))
             self._temps.append(temp)
             self._writers.append(tf.io.TFRecordWriter(temp))
         return self
@@ -279,12 +274,11 @@ class ShardedWriter:
         self._writers = []
         if exc_type is not None:
             for temp in self._temps:
-                with contextlib.suppress(tf.errors.NotFoundError):
-                    tf.io.gfile.remove(temp)
+                atomic.remove_quietly(temp)
             return
         for i, temp in enumerate(self._temps):
             final = os.path.join(self.out_dir, shard_name(self.split, i, self.num_shards))
-            tf.io.gfile.rename(temp, final, overwrite=True)
+            atomic.replace(temp, final)
             self.shards.append(final)
         # Shards of this split with another shard count belong to an earlier build: drop them so the
         # directory holds one consistent set.
@@ -301,9 +295,9 @@ def remove_stale_temporaries(out_dir: str, split: str | None = None) -> int:
         return 0
     removed = 0
     for name in tf.io.gfile.listdir(out_dir):
-        if not name.startswith(".") or ".tmp-" not in name:
+        if not atomic.is_temporary(name):
             continue
-        m = SHARD_RE.match(name[1:name.index(".tmp-")])
+        m = SHARD_RE.match(name[1:name.index(atomic.TEMP_MARK)])
         if m and (split is None or m.group("split") == split):
             tf.io.gfile.remove(os.path.join(out_dir, name))
             removed += 1
@@ -335,42 +329,6 @@ def list_shards(dataset_dir: str, split: str) -> list[str]:
         raise StpnError(f"{dataset_dir}: split {split!r} is incomplete, missing shard(s) "
                         f"{', '.join(shard_name(split, i, count) for i in missing)}")
     return [os.path.join(dataset_dir, shard_name(split, i, count)) for i in range(count)]
-
-
-def read_dataset_metadata(dataset_dir: str) -> dict[str, Any]:
-    """Reads and checks `<dataset_dir>/dataset.json`.
-
-    Returns:
-      The metadata dict: "name", "classes", "feature_dim", "fps", "stride_frames", "splits"
-      ({split: {"num_videos", "shards"}}), "sources" and whatever else the builder recorded.
-
-    Raises:
-      StpnError: if the file is missing, not JSON, or lacks a required key.
-    """
-    path = os.path.join(dataset_dir, METADATA_FILE)
-    if not tf.io.gfile.exists(path):
-        raise StpnError(f"{path}: dataset metadata not found (not a built dataset, or its build did not "
-                        "finish; run `stpn build-dataset`)")
-    try:
-        with tf.io.gfile.GFile(path, "r") as f:
-            meta = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise StpnError(f"{path}: malformed JSON ({e})") from None
-    if not isinstance(meta, dict):
-        raise StpnError(f"{path}: expected a JSON object, got {type(meta).__name__}")
-    required = {"name": str, "classes": list, "feature_dim": int, "fps": (int, float),
-                "stride_frames": int, "splits": dict}
-    for key, types in required.items():
-        if key not in meta:
-            raise StpnError(f"{path}: missing key {key!r}")
-        if not isinstance(meta[key], types) or isinstance(meta[key], bool):
-            raise StpnError(f"{path}: key {key!r} has the wrong type {type(meta[key]).__name__}")
-    if not meta["classes"] or not all(isinstance(c, str) for c in meta["classes"]):
-        raise StpnError(f"{path}: 'classes' must be a non-empty list of names")
-    for split, info in meta["splits"].items():
-        if not isinstance(info, dict) or "num_videos" not in info or "shards" not in info:
-            raise StpnError(f"{path}: split {split!r} needs 'num_videos' and 'shards'")
-    return meta
 
 
 # --------------------------------------------------------------------------------------------------
@@ -412,11 +370,12 @@ def find_corrupt_file(paths: Sequence[str]) -> tuple[str, str] | None:
             for _ in tf.data.TFRecordDataset(path):
                 pass
         except (tf.errors.DataLossError, tf.errors.NotFoundError) as e:
-            return path, _one_line(e.message)
+            return path, one_line(e.message)
     return None
 
 
-def _one_line(message: str) -> str:
+def one_line(message: str) -> str:
+    """TF's error message on one line, without its function-node and op decorations."""
     # TF prefixes iterator errors with "{{function_node ...}}" and appends "[Op:...]"; keep the core.
     message = re.sub(r"\{\{function_node [^}]*\}\}", "", message)
     message = re.sub(r"\[Op:[^\]]*\].*$", "", message, flags=re.S)
@@ -435,7 +394,7 @@ def corrupt_record_errors(paths: Sequence[str]) -> Iterator[None]:
     except tf.errors.DataLossError as e:
         culprit = find_corrupt_file(paths)
         if culprit is None:
-            raise StpnError(f"corrupt TFRecord data in one of {len(paths)} file(s): {_one_line(e.message)}") from e
+            raise StpnError(f"corrupt TFRecord data in one of {len(paths)} file(s): {one_line(e.message)}") from e
         path, message = culprit
         raise StpnError(f"{path}: corrupt or truncated TFRecord file ({message}); rebuild the dataset") from e
 

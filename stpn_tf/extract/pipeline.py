@@ -11,9 +11,7 @@ The meta file is written last, so its presence marks a complete video (used to r
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -22,6 +20,7 @@ import numpy as np
 from absl import logging
 
 from stpn_tf.errors import StpnError
+from stpn_tf.io.atomic import atomic_output, atomic_write_json
 from stpn_tf.extract import flow as flow_lib
 from stpn_tf.extract import video as video_lib
 
@@ -66,6 +65,66 @@ class VideoFeatures:
             "num_snippets": self.num_snippets,
             "duration": float(self.duration),
         }
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtractConfig:
+    """How frames become snippet features (spec section 6).
+
+    Attributes:
+        fps: Frame rate to resample to (25 as the public THUMOS14 features; the paper used 10).
+        stride_frames: Frames per non-overlapping stack (16).
+        short_side: Shorter side after rescaling (256).
+        crop_size: Center crop side (224).
+        batch_size: Stacks per model call.
+        tvl1: TV-L1 solver settings.
+    """
+
+    fps: float = 25.0
+    stride_frames: int = 16
+    short_side: int = 256
+    crop_size: int = 224
+    batch_size: int = 8
+    tvl1: flow_lib.TVL1Options = flow_lib.TVL1Options()
+
+    def __post_init__(self):
+        if self.fps <= 0 or self.stride_frames <= 0 or self.batch_size <= 0:
+            raise StpnError(f"fps ({self.fps}), stride_frames ({self.stride_frames}) and batch_size "
+                            f"({self.batch_size}) must be positive")
+
+
+@dataclasses.dataclass(frozen=True)
+class I3DModels:
+    """The two frozen feature extractors (stpn_tf.extract.i3d.FeatureModel arguments per stream).
+
+    Attributes:
+        rgb_model, flow_model: TF Hub handles or local SavedModel directories (docs/extract.md).
+        rgb_feature_tensor, flow_feature_tensor: Graph tensor to read features from (TF1 Hub models that
+            return logits), None for the model's output.
+        rgb_input_range, flow_input_range: (low, high) the model expects, None for the preset / [-1, 1].
+    """
+
+    rgb_model: str
+    flow_model: str
+    rgb_feature_tensor: str | None = None
+    flow_feature_tensor: str | None = None
+    rgb_input_range: tuple[float, float] | None = None
+    flow_input_range: tuple[float, float] | None = None
+
+    def __post_init__(self):
+        if not self.rgb_model or not self.flow_model:
+            raise StpnError("set --config.extract.rgb_model and --config.extract.flow_model to I3D SavedModel "
+                            "directories or hub handles (see docs/extract.md)")
+
+    def load(self):
+        """(rgb, flow) FeatureModels, loaded once (slow: do it once per process)."""
+        from stpn_tf.extract.i3d import FeatureModel  # TF and hub load only when models are needed
+
+        rgb = FeatureModel(self.rgb_model, channels=3, feature_tensor=self.rgb_feature_tensor,
+                           input_range=self.rgb_input_range)
+        flow = FeatureModel(self.flow_model, channels=2, feature_tensor=self.flow_feature_tensor,
+                            input_range=self.flow_input_range)
+        return rgb, flow
 
 
 def video_id_from_path(path: str) -> str:
@@ -114,22 +173,15 @@ def iter_stacks(path: str, *, fps: float, stride_frames: int, short_side: int, c
         yield np.stack(rgb_buffer[:stride_frames]), np.stack(flow_buffer[:stride_frames])
 
 
-def extract_video(path: str, *, rgb_model: FeatureFn, flow_model: FeatureFn, fps: float = 25.0,
-                  stride_frames: int = 16, batch_size: int = 8, short_side: int = 256,
-                  crop_size: int = 224,
-                  tvl1: flow_lib.TVL1Options = flow_lib.TVL1Options()) -> VideoFeatures:
+def extract_video(path: str, *, rgb_model: FeatureFn, flow_model: FeatureFn,
+                  config: ExtractConfig = ExtractConfig()) -> VideoFeatures:
     """Two-stream features of one video file.
 
     Args:
         path: Video file OpenCV can decode.
         rgb_model: Callable float32 [B, F, crop, crop, 3] in [-1, 1] -> [B, D] (e.g. FeatureModel).
         flow_model: Callable float32 [B, F, crop, crop, 2] in [-1, 1] -> [B, D].
-        fps: Frame rate to resample to (25 as the public THUMOS14 features; the paper used 10).
-        stride_frames: Frames per non-overlapping stack (16).
-        batch_size: Stacks per model call.
-        short_side: Shorter side after rescaling (256).
-        crop_size: Center crop side (224).
-        tvl1: TV-L1 solver settings.
+        config: Frame rate, stack size, crop geometry, batch size and TV-L1 settings.
 
     Returns:
         VideoFeatures with rgb and flow [L, D], L = num_frames // stride_frames.
@@ -137,10 +189,8 @@ def extract_video(path: str, *, rgb_model: FeatureFn, flow_model: FeatureFn, fps
     Raises:
         StpnError: unreadable or empty video, or too short for one stack.
     """
-    if fps <= 0 or stride_frames <= 0 or batch_size <= 0:
-        raise StpnError(f"fps ({fps}), stride_frames ({stride_frames}) and batch_size ({batch_size}) "
-                        "must be positive")
-    flow_fn = flow_lib.TVL1Flow(tvl1)
+    fps, stride_frames, batch_size = config.fps, config.stride_frames, config.batch_size
+    flow_fn = flow_lib.TVL1Flow(config.tvl1)
     counts: dict[str, float] = {}
     rgb_features: list[np.ndarray] = []
     flow_features: list[np.ndarray] = []
@@ -157,7 +207,7 @@ def extract_video(path: str, *, rgb_model: FeatureFn, flow_model: FeatureFn, fps
 
     try:
         for rgb_stack, flow_stack in iter_stacks(path, fps=fps, stride_frames=stride_frames,
-                                                 short_side=short_side, crop_size=crop_size,
+                                                 short_side=config.short_side, crop_size=config.crop_size,
                                                  flow_fn=flow_fn, counts=counts):
             rgb_batch.append(rgb_stack)
             flow_batch.append(flow_stack)
@@ -198,20 +248,6 @@ def _run_model(model: FeatureFn, stacks: np.ndarray, path: str) -> np.ndarray:
     return features
 
 
-def _atomic_write(path: str, write: Callable[[Any], None], mode: str = "wb") -> None:
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, mode) as handle:
-            write(handle)
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.remove(temp)
-        raise
-
-
 def output_paths(out: str, split: str, video_id: str) -> dict[str, str]:
     """Paths of the three files one video produces."""
     return {
@@ -224,9 +260,10 @@ def output_paths(out: str, split: str, video_id: str) -> dict[str, str]:
 def write_video_features(out: str, split: str, features: VideoFeatures) -> dict[str, str]:
     """Writes one video's npy pair and meta JSON atomically (meta last). Returns the paths."""
     paths = output_paths(out, split, features.video_id)
-    _atomic_write(paths["rgb"], lambda handle: np.save(handle, features.rgb))
-    _atomic_write(paths["flow"], lambda handle: np.save(handle, features.flow))
-    _atomic_write(paths["meta"], lambda handle: json.dump(features.meta(), handle, indent=1), mode="w")
+    for stream in ("rgb", "flow"):
+        with atomic_output(paths[stream], make_parents=True) as temporary:
+            np.save(temporary, getattr(features, stream))
+    atomic_write_json(paths["meta"], features.meta(), make_parents=True)
     return paths
 
 
@@ -258,28 +295,8 @@ def expand_videos(videos: Sequence[str]) -> list[str]:
     return paths
 
 
-def load_stream_models(*, rgb_model: str, flow_model: str, rgb_feature_tensor: str | None = None,
-                       flow_feature_tensor: str | None = None,
-                       rgb_input_range: Sequence[float] | None = None,
-                       flow_input_range: Sequence[float] | None = None):
-    """Loads the RGB and flow FeatureModels from handles or local SavedModel directories."""
-    from stpn_tf.extract.i3d import FeatureModel  # TF and hub load only when models are needed
-
-    rgb = FeatureModel(rgb_model, channels=3, feature_tensor=rgb_feature_tensor,
-                       input_range=rgb_input_range)
-    flow = FeatureModel(flow_model, channels=2, feature_tensor=flow_feature_tensor,
-                        input_range=flow_input_range)
-    return rgb, flow
-
-
-def run_extract(*, videos: Sequence[str], out: str, split: str, fps: float = 25.0,
-                stride_frames: int = 16, rgb_model: str, flow_model: str, batch_size: int = 8,
-                short_side: int = 256, crop_size: int = 224, tvl1_scales: int = 5,
-                tvl1_warps: int = 5, tvl1_inner_iterations: int = 30,
-                tvl1_outer_iterations: int = 10, rgb_feature_tensor: str | None = None,
-                flow_feature_tensor: str | None = None,
-                rgb_input_range: Sequence[float] | None = None,
-                flow_input_range: Sequence[float] | None = None, overwrite: bool = False) -> int:
+def run_extract(*, videos: Sequence[str], out: str, split: str, models: I3DModels,
+                config: ExtractConfig = ExtractConfig(), overwrite: bool = False) -> int:
     """`stpn extract`: features of every video into `<out>/<split>/{rgb,flow,meta}/`.
 
     A video that fails (unreadable, empty, too short) is reported on one line and counted; the others
@@ -289,10 +306,8 @@ def run_extract(*, videos: Sequence[str], out: str, split: str, fps: float = 25.
         videos: Video files and/or directories of video files.
         out: Output root.
         split: Split name, e.g. "train" or "test" (a sub-directory of `out`).
-        fps, stride_frames, batch_size, short_side, crop_size: See extract_video.
-        rgb_model, flow_model: TF Hub handles or local SavedModel directories (docs/extract.md).
-        tvl1_*: TV-L1 solver settings (OpenCV defaults).
-        rgb_feature_tensor, flow_feature_tensor, rgb_input_range, flow_input_range: See FeatureModel.
+        models: The two I3D feature extractors.
+        config: Frame rate, stacks, crop and TV-L1 settings.
         overwrite: Recompute videos that already have outputs.
 
     Returns:
@@ -301,20 +316,13 @@ def run_extract(*, videos: Sequence[str], out: str, split: str, fps: float = 25.
     if not split or os.sep in split:
         raise StpnError(f"invalid split name {split!r}")
     paths = expand_videos(videos)
-    rgb, flow = load_stream_models(rgb_model=rgb_model, flow_model=flow_model,
-                                   rgb_feature_tensor=rgb_feature_tensor,
-                                   flow_feature_tensor=flow_feature_tensor,
-                                   rgb_input_range=rgb_input_range, flow_input_range=flow_input_range)
-    tvl1 = flow_lib.TVL1Options(scales=tvl1_scales, warps=tvl1_warps,
-                                inner_iterations=tvl1_inner_iterations,
-                                outer_iterations=tvl1_outer_iterations)
-    return extract_many(paths, out=out, split=split, rgb_model=rgb, flow_model=flow, fps=fps,
-                        stride_frames=stride_frames, batch_size=batch_size, short_side=short_side,
-                        crop_size=crop_size, tvl1=tvl1, overwrite=overwrite)
+    rgb, flow = models.load()
+    return extract_many(paths, out=out, split=split, rgb_model=rgb, flow_model=flow, config=config,
+                        overwrite=overwrite)
 
 
-def extract_many(paths: Sequence[str], *, out: str, split: str, rgb_model: FeatureFn,
-                 flow_model: FeatureFn, overwrite: bool = False, **options: Any) -> int:
+def extract_many(paths: Sequence[str], *, out: str, split: str, rgb_model: FeatureFn, flow_model: FeatureFn,
+                 config: ExtractConfig = ExtractConfig(), overwrite: bool = False) -> int:
     """Runs extract_video over `paths` with already-loaded models; returns 0, or 1 if any failed."""
     done = skipped = 0
     failures: list[str] = []
@@ -324,7 +332,7 @@ def extract_many(paths: Sequence[str], *, out: str, split: str, rgb_model: Featu
             skipped += 1
             continue
         try:
-            features = extract_video(path, rgb_model=rgb_model, flow_model=flow_model, **options)
+            features = extract_video(path, rgb_model=rgb_model, flow_model=flow_model, config=config)
             write_video_features(out, split, features)
         except StpnError as error:
             failures.append(path)

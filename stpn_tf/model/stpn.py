@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
+import dataclasses
 
 import keras
 import tensorflow as tf
@@ -15,10 +14,34 @@ from stpn_tf.model.layers import AttentionModule, ClassifierHead
 
 VARIANTS = ("full", "no_sparsity", "no_attention")
 POOLINGS = ("mean", "sum")
-STREAMS = ("rgb", "flow")
-# Optional extra of spec section 2: one model on the concatenated features [rgb, flow] (D = 2 x 1024).
-JOINT = "joint"
-MODEL_STREAMS = STREAMS + (JOINT,)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The architecture and loss settings of one stream (spec section 1); the STPN keywords.
+
+    Attributes:
+      attention_units: Hidden width of the attention module (256).
+      pooling: "mean" (the public reproduction) or "sum" (eq. 1 as written).
+      variant: "full", "no_sparsity" or "no_attention" (ablations, section 4.4).
+      beta: Weight of the sparsity loss (1e-4).
+    """
+
+    attention_units: int = 256
+    pooling: str = "mean"
+    variant: str = "full"
+    beta: float = 1e-4
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise StpnError(f"unknown model variant {self.variant!r}; expected one of {VARIANTS}")
+        if self.pooling not in POOLINGS:
+            raise StpnError(f"unknown pooling {self.pooling!r}; expected one of {POOLINGS}")
+        if int(self.attention_units) != self.attention_units or self.attention_units < 1:
+            raise StpnError(f"attention_units must be a positive integer, got {self.attention_units}")
+
+    def build(self, num_classes: int) -> "STPN":
+        return STPN(num_classes, **dataclasses.asdict(self))
 
 
 @keras.saving.register_keras_serializable(package="stpn_tf")
@@ -143,34 +166,3 @@ class STPN(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
-
-
-def stream_model_path(workdir: str, stream: str) -> str:
-    """Where training leaves the final model of one stream."""
-    return os.path.join(workdir, stream, "model.keras")
-
-
-def load_stream_model(workdir: str, stream: str) -> STPN:
-    """Loads the trained model of `stream` ("rgb", "flow" or "joint") from a training work directory."""
-    if stream not in MODEL_STREAMS:
-        raise StpnError(f"unknown stream {stream!r}; expected one of {MODEL_STREAMS}")
-    path = stream_model_path(workdir, stream)
-    if not os.path.exists(path):
-        raise StpnError(f"{path}: no trained {stream} model (run `stpn train --stream={stream}` first)")
-    # Inference only: no optimizer state or compile settings needed.
-    return keras.models.load_model(path, compile=False)
-
-
-def load_classes(workdir: str) -> list[str]:
-    """Class names written by training into `<workdir>/classes.json`."""
-    path = os.path.join(workdir, "classes.json")
-    try:
-        with open(path) as f:
-            classes = json.load(f)
-    except FileNotFoundError:
-        raise StpnError(f"{path}: missing (not a training work directory?)") from None
-    except json.JSONDecodeError as e:
-        raise StpnError(f"{path}: malformed JSON ({e})") from None
-    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
-        raise StpnError(f"{path}: expected a JSON list of class names")
-    return classes

@@ -1,16 +1,12 @@
 """Small and fast: the embedded synthetic THUMOS14-shaped dataset, end to end in a few minutes on a CPU.
 
   stpn demo --workdir=work/demo
-  stpn demo --workdir=work/demo --config=configs/demo.py --config.train.steps=300
+  stpn demo --workdir=work/demo2 --config.train.steps=300
 
-Same keys as configs/thumos14.py; only sizes and the learning rate differ.
+Same keys as thumos14.py; only sizes and the learning rate differ.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import thumos14  # noqa: E402  (configs are plain files; share the defaults instead of copying them)
+from stpn_tf.configs import thumos14  # share the defaults instead of copying them
 
 
 def get_config():

@@ -3,7 +3,7 @@
 `localize` turns both streams' outputs for a batch of videos into a fixed number of padded detections.
 It has no Python loop over videos or classes, no host callbacks and no string ops; the same function
 runs eagerly, under `tf.function` and under `tf.function(jit_compile=True)` with identical results.
-`stpn_tf.localize_reference` is the plain numpy statement of the same algorithm that the tests compare
+`stpn_tf.postprocess.reference` is the plain numpy statement of the same algorithm that the tests compare
 against; the conventions listed there (float64 arithmetic, strict thresholding, tIoU > nms_threshold
 suppresses, tie orders) hold here too.
 
@@ -37,19 +37,83 @@ the cut could be exchanged relative to the reference. All orderings are exact in
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 
 import tensorflow as tf
 
-from stpn_tf import timeline
+from stpn_tf.postprocess import timeline
 from stpn_tf.errors import StpnError
 
-STREAMS = ("rgb", "flow")
 STREAM_KEYS = ("attention", "tcam", "probabilities")
 
-DEFAULTS = dict(class_threshold=0.1, tcam_threshold=0.05, alpha=0.5, interpolation=24, nms_threshold=0.5,
-                max_detections=100, max_components_per_class=64, max_classes_per_video=8)
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalizerConfig:
+    """Every setting of STPN localization (spec section 3) and the static bounds the graph needs.
+
+    The defaults are the paper's protocol (stpn_tf/configs/thumos14.py holds the same values) and bounds far above
+    what a 400-position grid produces, so they do not cap recall.
+
+    Attributes:
+      class_threshold: A stream proposes class c iff its video probability >= this (0.1).
+      tcam_threshold: Proposals are runs of the interpolated weighted T-CAM psi > this (0.05).
+      alpha: RGB weight of the score sequence, eq. 7 (0.5).
+      interpolation: Integer interpolation factor k (24).
+      nms_threshold: Per-class NMS suppresses tIoU > this (0.5).
+      max_detections: K, detections kept per video (output slots).
+      max_components_per_class: M, proposals per video, stream and class entering NMS.
+      max_classes_per_video: Q, classes localized per video (the most probable), None for all.
+    """
+
+    class_threshold: float = 0.1
+    tcam_threshold: float = 0.05
+    alpha: float = 0.5
+    interpolation: int = 24
+    nms_threshold: float = 0.5
+    max_detections: int = 1000
+    max_components_per_class: int = 200
+    max_classes_per_video: int | None = None
+
+    def __post_init__(self):
+        if int(self.interpolation) != self.interpolation or self.interpolation < 1:
+            raise StpnError(f"localize: interpolation must be a positive integer, got {self.interpolation}")
+        if self.max_detections < 1 or self.max_components_per_class < 1:
+            raise StpnError(f"localize: max_detections and max_components_per_class must be >= 1, got "
+                            f"{self.max_detections} and {self.max_components_per_class}")
+        if self.max_classes_per_video is not None and self.max_classes_per_video < 1:
+            raise StpnError("localize: max_classes_per_video must be >= 1, or 0 / None for all classes, got "
+                            f"{self.max_classes_per_video}")
+        for name in ("class_threshold", "tcam_threshold", "alpha", "nms_threshold"):
+            if not math.isfinite(float(getattr(self, name))):
+                raise StpnError(f"localize: {name} must be a finite number, got {getattr(self, name)}")
+
+    @classmethod
+    def from_dict(cls, values: Mapping) -> "LocalizerConfig":
+        """From a mapping of (a subset of) the fields; max_classes_per_video 0 means all classes."""
+        fields = {f.name: f.type for f in dataclasses.fields(cls)}
+        unknown = set(values) - set(fields)
+        if unknown:
+            raise StpnError(f"localize: unknown settings {sorted(unknown)}; known: {sorted(fields)}")
+        kwargs = dict(values)
+        if kwargs.get("max_classes_per_video") == 0:
+            kwargs["max_classes_per_video"] = None
+        for name in ("interpolation", "max_detections", "max_components_per_class"):
+            if name in kwargs:
+                kwargs[name] = int(kwargs[name])
+        for name in ("class_threshold", "tcam_threshold", "alpha", "nms_threshold"):
+            if name in kwargs:
+                kwargs[name] = float(kwargs[name])
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> "LocalizerConfig":
+        return dataclasses.replace(self, **changes)
+
 
 _F64 = tf.float64
 
@@ -288,12 +352,7 @@ def _check_static(rgb: Mapping[str, tf.Tensor], flow: Mapping[str, tf.Tensor]) -
 
 def localize(rgb: Mapping[str, tf.Tensor], flow: Mapping[str, tf.Tensor], *, lengths: tf.Tensor,
              num_snippets: tf.Tensor, seconds_per_snippet: tf.Tensor, durations: tf.Tensor | None = None,
-             class_threshold: float = DEFAULTS["class_threshold"],
-             tcam_threshold: float = DEFAULTS["tcam_threshold"], alpha: float = DEFAULTS["alpha"],
-             interpolation: int = DEFAULTS["interpolation"], nms_threshold: float = DEFAULTS["nms_threshold"],
-             max_detections: int = DEFAULTS["max_detections"],
-             max_components_per_class: int = DEFAULTS["max_components_per_class"],
-             max_classes_per_video: int | None = DEFAULTS["max_classes_per_video"]) -> dict[str, tf.Tensor]:
+             config: LocalizerConfig = LocalizerConfig()) -> dict[str, tf.Tensor]:
     """Detections for a batch of videos from both streams' outputs.
 
     Args:
@@ -304,26 +363,16 @@ def localize(rgb: Mapping[str, tf.Tensor], flow: Mapping[str, tf.Tensor], *, len
       num_snippets: int32 [B] real snippets L per video.
       seconds_per_snippet: float32 [B] stride_frames / fps.
       durations: float32 [B] clip bounds in seconds, or None for L * seconds_per_snippet.
-      class_threshold: Per-stream class rejection, keep class iff probability >= this.
-      tcam_threshold: psi threshold (strict >).
-      alpha: RGB weight in the score sequence.
-      interpolation: Integer factor k >= 1.
-      nms_threshold: Per-class NMS suppresses tIoU > this.
-      max_detections: K, static number of output slots.
-      max_components_per_class: M, bound per video, stream and class (module docstring).
-      max_classes_per_video: Q, bound on localized classes per video, or None (module docstring).
+      config: The thresholds, factors and bounds (see LocalizerConfig and the module docstring).
 
     Returns:
       dict with "detection_classes" int32 [B, K] (-1 padding), "detection_scores" float32 [B, K]
       (0 padding), "detection_segments" float32 [B, K, 2] seconds (0 padding), "num_detections" int32 [B].
     """
-    if int(interpolation) != interpolation or interpolation < 1:
-        raise StpnError(f"localize: interpolation must be a positive integer, got {interpolation}")
-    if max_detections < 1 or max_components_per_class < 1:
-        raise StpnError(f"localize: max_detections and max_components_per_class must be >= 1, got "
-                        f"{max_detections} and {max_components_per_class}")
-    if max_classes_per_video is not None and max_classes_per_video < 1:
-        raise StpnError(f"localize: max_classes_per_video must be >= 1 or None, got {max_classes_per_video}")
+    class_threshold, tcam_threshold, alpha = config.class_threshold, config.tcam_threshold, config.alpha
+    nms_threshold, max_detections = config.nms_threshold, config.max_detections
+    max_components_per_class, max_classes_per_video = config.max_components_per_class, config.max_classes_per_video
+    interpolation = config.interpolation
     rgb, flow = _as_stream("rgb", rgb), _as_stream("flow", flow)
     _check_static(rgb, flow)
     k = int(interpolation)
@@ -423,40 +472,37 @@ def localize(rgb: Mapping[str, tf.Tensor], flow: Mapping[str, tf.Tensor], *, len
 
 
 class Localizer(tf.Module):
-    """Holds the localization settings and runs `localize` as one XLA-compiled function.
+    """The one postprocessor: stream outputs -> padded detections, as one (XLA-compiled) function.
 
-    Serializable by `get_config()` / `from_config()`; usable inside a SavedModel (the export wraps it).
+    Holds a LocalizerConfig; `get_config()` / `from_config()` round-trip it. The export, `stpn localize`,
+    the sweep and Beam all localize through this module (inside a SavedModel too: stpn_tf.serving).
+
+    Args:
+      config: The localization settings.
+      jit_compile: Compile with XLA (identical results; tests/test_localize.py checks it).
     """
 
-    def __init__(self, *, class_threshold: float = DEFAULTS["class_threshold"],
-                 tcam_threshold: float = DEFAULTS["tcam_threshold"], alpha: float = DEFAULTS["alpha"],
-                 interpolation: int = DEFAULTS["interpolation"], nms_threshold: float = DEFAULTS["nms_threshold"],
-                 max_detections: int = DEFAULTS["max_detections"],
-                 max_components_per_class: int = DEFAULTS["max_components_per_class"],
-                 max_classes_per_video: int | None = DEFAULTS["max_classes_per_video"], jit_compile: bool = True,
+    def __init__(self, config: LocalizerConfig = LocalizerConfig(), *, jit_compile: bool = True,
                  name: str | None = None):
         super().__init__(name=name)
-        self._config = dict(class_threshold=float(class_threshold), tcam_threshold=float(tcam_threshold),
-                            alpha=float(alpha), interpolation=int(interpolation),
-                            nms_threshold=float(nms_threshold), max_detections=int(max_detections),
-                            max_components_per_class=int(max_components_per_class),
-                            max_classes_per_video=None if max_classes_per_video is None
-                            else int(max_classes_per_video))
-        if self._config["interpolation"] != interpolation or interpolation < 1:
-            raise StpnError(f"Localizer: interpolation must be a positive integer, got {interpolation}")
+        if not isinstance(config, LocalizerConfig):
+            raise StpnError(f"Localizer: config must be a LocalizerConfig, got {type(config).__name__}")
+        self.config = config
         self.jit_compile = bool(jit_compile)
         self._compiled = tf.function(self._run, jit_compile=self.jit_compile)
 
     def get_config(self) -> dict:
-        return dict(self._config, jit_compile=self.jit_compile)
+        return {**self.config.to_dict(), "jit_compile": self.jit_compile}
 
     @classmethod
     def from_config(cls, config: Mapping) -> "Localizer":
-        return cls(**config)
+        settings = dict(config)
+        jit_compile = settings.pop("jit_compile", True)
+        return cls(LocalizerConfig.from_dict(settings), jit_compile=jit_compile)
 
     def _run(self, rgb, flow, lengths, num_snippets, seconds_per_snippet, durations):
         return localize(rgb, flow, lengths=lengths, num_snippets=num_snippets,
-                        seconds_per_snippet=seconds_per_snippet, durations=durations, **self._config)
+                        seconds_per_snippet=seconds_per_snippet, durations=durations, config=self.config)
 
     def __call__(self, rgb: Mapping[str, tf.Tensor], flow: Mapping[str, tf.Tensor], *, lengths, num_snippets,
                  seconds_per_snippet, durations=None) -> dict[str, tf.Tensor]:

@@ -2,12 +2,14 @@
 
 Build the dataset first (see README), then train each stream and localize:
 
-  stpn train --config=configs/thumos14.py --workdir=runs/th14 --stream=rgb
-  stpn train --config=configs/thumos14.py --workdir=runs/th14 --stream=flow
-  stpn localize --config=configs/thumos14.py --workdir=runs/th14
-  stpn evaluate --ground_truth=data/thumos14/th14_evalkit_groundtruth --predictions=runs/th14/detections.json
+  stpn train --config=thumos14 --workdir=runs/th14 --stream=rgb
+  stpn train --config=thumos14 --workdir=runs/th14 --stream=flow
+  stpn localize --workdir=runs/th14      # the work directory recorded its dataset and config
+  stpn evaluate --ground_truth=stpn:thumos14/th14_evalkit_groundtruth --predictions=runs/th14/detections.json
 
-Any value can be overridden, e.g. `--config.train.steps=1000 --config.model.variant=no_sparsity`.
+Any value can be overridden, e.g. `--config.train.steps=1000 --config.model.variant=no_sparsity`. This file
+is package data (stpn_tf/configs/); a config file of your own can start from it:
+`from stpn_tf.configs import thumos14; config = thumos14.get_config()`.
 """
 
 import ml_collections
@@ -34,7 +36,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.batch_size = 6
     config.train.learning_rate = 1e-4
     config.train.steps = 24000
-    config.train.steps_per_epoch = 500  # Keras "epochs" are logging/checkpoint periods here.
+    # Keras "epochs" are logging/checkpoint periods here; when steps is not a multiple, the last one is shorter.
+    config.train.steps_per_epoch = 500
     config.train.shuffle_buffer = 256
     # Keep the decoded training features in memory after the first epoch (THUMOS14: 200 videos, about
     # 270 MB per stream at D = 1024); set False for data sets that do not fit in memory.
@@ -44,6 +47,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.jit_compile = True
     # "default" (one device), "mirrored" (all local GPUs) or "one_device:/gpu:0".
     config.train.strategy = "default"
+    config.train.keep_checkpoints = 3  # per-epoch weight files kept (the newest); 0 keeps none
 
     config.localize = ml_collections.ConfigDict()
     config.localize.num_snippets = 400  # the sampling grid at test time
@@ -53,7 +57,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.localize.alpha = 0.5
     config.localize.interpolation = 24
     config.localize.nms_threshold = 0.5
-    # Static bounds that let the localization graph compile with XLA (stpn_tf/localize.py): detections kept
+    # Static bounds that let the localization graph compile with XLA (stpn_tf.postprocess): detections kept
     # per video, components kept per video, stream and class (highest-scoring first), and classes localized
     # per video (those passing class_threshold, highest probability first; 0 = all classes). The spec keeps
     # everything: these defaults are far above what a 400-snippet grid produces in practice for THUMOS14

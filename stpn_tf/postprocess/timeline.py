@@ -1,8 +1,8 @@
 """The one place where snippet-grid positions and seconds are converted.
 
 A stream's outputs (attention, T-CAM) live on a grid of `length` positions: either the 400 positions
-sampled from the video's `num_snippets` real snippets (the test grid of spec section 2) or all real
-snippets (then `length == num_snippets`). Localization may interpolate the grid by an integer factor
+sampled from the video's `num_snippets` real snippets (the test grid of spec section 2,
+stpn_tf.data.grid) or all real snippets (then `length == num_snippets`). Localization may interpolate the grid by an integer factor
 `k`; interpolated position `j` sits at grid coordinate `j / k`, so a run of interpolated positions
 `[s, e]` (inclusive) covers the continuous grid interval `[s / k, (e + 1) / k]`.
 
@@ -24,9 +24,6 @@ import tensorflow as tf
 
 from stpn_tf.errors import StpnError
 
-#: Snippets sampled per video in training and testing (spec section 2).
-DEFAULT_GRID_LENGTH = 400
-
 
 def seconds_per_snippet(fps: float, stride_frames: int) -> float:
     """Seconds covered by one feature snippet.
@@ -42,43 +39,6 @@ def seconds_per_snippet(fps: float, stride_frames: int) -> float:
         raise StpnError(f"seconds_per_snippet needs fps > 0 and stride_frames > 0, got fps={fps}, "
                         f"stride_frames={stride_frames}")
     return float(stride_frames) / float(fps)
-
-
-def eval_grid_indices(num_snippets: int, length: int = DEFAULT_GRID_LENGTH) -> np.ndarray:
-    """Snippet indices of the deterministic test grid, `floor(arange(length) * L / length)`.
-
-    Integer arithmetic gives exactly the floor of the real quotient (no float rounding). Videos with
-    fewer than `length` snippets repeat snippets. (Named `eval_` rather than `test_` so that pytest
-    never mistakes it for a test.)
-
-    Args:
-      num_snippets: L, the number of real snippets (>= 1).
-      length: Grid length T.
-
-    Returns:
-      int64 array [length] with values in [0, L - 1].
-    """
-    if num_snippets < 1:
-        raise StpnError(f"eval_grid_indices: a video needs at least one snippet, got {num_snippets}")
-    if length < 1:
-        raise StpnError(f"eval_grid_indices: grid length must be >= 1, got {length}")
-    return (np.arange(length, dtype=np.int64) * int(num_snippets)) // int(length)
-
-
-def eval_grid_indices_tf(num_snippets: tf.Tensor, length: int = DEFAULT_GRID_LENGTH) -> tf.Tensor:
-    """Graph version of `eval_grid_indices` for a batch.
-
-    Args:
-      num_snippets: int [B], real snippet counts L (>= 1; 0 gives all-zero indices).
-      length: Static grid length T.
-
-    Returns:
-      int32 [B, T] snippet indices, `floor(t * L / T)`.
-    """
-    num_snippets = tf.cast(num_snippets, tf.int64)
-    positions = tf.range(length, dtype=tf.int64)
-    indices = (positions[tf.newaxis, :] * num_snippets[:, tf.newaxis]) // length
-    return tf.cast(indices, tf.int32)
 
 
 def grid_to_seconds(grid_coordinate, *, length, num_snippets, seconds_per_snippet, duration=None):
@@ -105,38 +65,6 @@ def grid_to_seconds(grid_coordinate, *, length, num_snippets, seconds_per_snippe
     # single broadcast multiply leaves TF's graph optimizer nothing to reassociate).
     seconds = grid_coordinate * (num_snippets / length * sps)
     return np.clip(seconds, 0.0, duration)
-
-
-def grid_to_seconds_tf(grid_coordinate: tf.Tensor, *, length: tf.Tensor, num_snippets: tf.Tensor,
-                       seconds_per_snippet: tf.Tensor, duration: tf.Tensor | None = None) -> tf.Tensor:
-    """Graph version of `grid_to_seconds`; computes in float64 (the arguments must broadcast).
-
-    Float64 keeps boundaries of long videos (THUMOS14 test videos reach ~1,500 s) well inside
-    1e-4 s before the caller rounds to float32.
-
-    Args:
-      grid_coordinate: Grid coordinates, e.g. [B, K, 2].
-      length: Grid lengths, broadcastable to `grid_coordinate` (e.g. [B, 1, 1]).
-      num_snippets: Real snippet counts, broadcastable.
-      seconds_per_snippet: Seconds per snippet, broadcastable.
-      duration: Clip bound in seconds, broadcastable; None means `num_snippets * seconds_per_snippet`.
-
-    Returns:
-      float64 tensor of seconds, shape of `grid_coordinate`.
-    """
-    f64 = tf.float64
-    grid_coordinate = tf.cast(grid_coordinate, f64)
-    length = tf.cast(length, f64)
-    num_snippets = tf.cast(num_snippets, f64)
-    sps = tf.cast(seconds_per_snippet, f64)
-    if duration is None:
-        duration = num_snippets * sps
-    duration = tf.cast(duration, f64)
-    # Guard the division for empty (length 0) videos: they have no detections, so any finite value
-    # will do, and it must not be NaN because NaN would survive the clip.
-    safe_length = tf.maximum(length, 1.0)
-    seconds = grid_coordinate * (num_snippets / safe_length * sps)
-    return tf.clip_by_value(seconds, tf.zeros_like(seconds), tf.broadcast_to(duration, tf.shape(seconds)))
 
 
 def positions_to_seconds(positions, *, interpolation, length, num_snippets, seconds_per_snippet, duration=None):
@@ -185,21 +113,3 @@ def positions_to_seconds_tf(positions: tf.Tensor, *, interpolation: int, length:
     duration = tf.cast(duration, f64)
     seconds = tf.cast(positions, f64) * (num_snippets / scale * sps)
     return tf.clip_by_value(seconds, tf.zeros_like(seconds), tf.broadcast_to(duration, tf.shape(seconds)))
-
-
-def interpolated_run_to_grid(start, end, interpolation):
-    """Inclusive run `[start, end]` of interpolated positions -> continuous grid interval.
-
-    Args:
-      start: First interpolated position (array-like or tensor).
-      end: Last interpolated position, inclusive.
-      interpolation: Interpolation factor k (>= 1).
-
-    Returns:
-      `(start / k, (end + 1) / k)`, in the dtype of the inputs' float promotion (numpy) or float64 (TF).
-    """
-    if isinstance(start, tf.Tensor) or isinstance(end, tf.Tensor):
-        k = tf.constant(float(interpolation), tf.float64)
-        return tf.cast(start, tf.float64) / k, (tf.cast(end, tf.float64) + 1.0) / k
-    k = float(interpolation)
-    return np.asarray(start, np.float64) / k, (np.asarray(end, np.float64) + 1.0) / k

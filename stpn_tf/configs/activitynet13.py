@@ -8,9 +8,9 @@ Build the dataset first (training -> "train", validation -> "test"; `testing` ha
 
 then train each stream, localize and evaluate:
 
-  stpn train --config=configs/activitynet13.py --workdir=runs/anet --stream=rgb
-  stpn train --config=configs/activitynet13.py --workdir=runs/anet --stream=flow
-  stpn localize --config=configs/activitynet13.py --workdir=runs/anet
+  stpn train --config=activitynet13 --workdir=runs/anet --stream=rgb
+  stpn train --config=activitynet13 --workdir=runs/anet --stream=flow
+  stpn localize --workdir=runs/anet
   stpn evaluate --ground_truth=datasets/activitynet13/ground_truth.json --subset=test \
       --predictions=runs/anet/detections.json --protocol=activitynet  # numpy.linspace(0.5, 0.95, 10)
 
@@ -19,11 +19,7 @@ specific training length; the THUMOS14 settings are kept and the step count scal
 training split is a guess to tune. Any value can be overridden, e.g. `--config.train.steps=50000`.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import thumos14  # noqa: E402  (same keys and defaults; only what differs is set here)
+from stpn_tf.configs import thumos14  # same keys and defaults; only what differs is set here
 
 
 def get_config():

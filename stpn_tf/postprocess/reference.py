@@ -1,10 +1,10 @@
 """Plain numpy reference of STPN localization (spec section 3) for one video.
 
 Written directly from the spec, position by position, so that it can check the batched graph version
-in `stpn_tf.localize` (which computes the same thing a different way). It is also usable on its own for
+in `stpn_tf.postprocess.localizer` (which computes the same thing a different way). It is also usable on its own for
 a handful of videos; it is not meant to be fast.
 
-Conventions shared with `stpn_tf.localize` (both document them; the tests hold them to it):
+Conventions shared with `stpn_tf.postprocess.localizer` (both document them; the tests hold them to it):
 - Inputs are converted to float64 before any arithmetic.
 - Class rejection is per stream: stream s proposes class c only if `p_s[c] >= class_threshold`.
 - Interpolation by factor k puts position j at grid coordinate j / k, j = 0 .. length * k - 1. Past the
@@ -33,7 +33,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from stpn_tf import timeline
+from stpn_tf.postprocess import timeline
+from stpn_tf.postprocess.localizer import LocalizerConfig
 from stpn_tf.errors import StpnError
 
 STREAMS = ("rgb", "flow")
@@ -100,29 +101,26 @@ def _stream_arrays(name: str, stream: Mapping[str, np.ndarray], length: int):
         tcam = np.asarray(stream["tcam"], np.float64)
         probabilities = np.asarray(stream["probabilities"], np.float64)
     except KeyError as err:
-        raise StpnError(f"localize_reference: stream {name!r} lacks key {err.args[0]!r}") from None
+        raise StpnError(f"reference localize: stream {name!r} lacks key {err.args[0]!r}") from None
     if attention.ndim != 1 or tcam.ndim != 2 or probabilities.ndim != 1:
-        raise StpnError(f"localize_reference: stream {name!r} needs attention [T], tcam [T, C], "
+        raise StpnError(f"reference localize: stream {name!r} needs attention [T], tcam [T, C], "
                         f"probabilities [C]; got shapes {attention.shape}, {tcam.shape}, {probabilities.shape}")
     if tcam.shape[0] != attention.shape[0] or tcam.shape[1] != probabilities.shape[0]:
-        raise StpnError(f"localize_reference: stream {name!r} shapes disagree: attention {attention.shape}, "
+        raise StpnError(f"reference localize: stream {name!r} shapes disagree: attention {attention.shape}, "
                         f"tcam {tcam.shape}, probabilities {probabilities.shape}")
     if length > attention.shape[0]:
-        raise StpnError(f"localize_reference: length {length} exceeds the {attention.shape[0]} positions "
+        raise StpnError(f"reference localize: length {length} exceeds the {attention.shape[0]} positions "
                         f"of stream {name!r}")
     attention, tcam = attention[:length], tcam[:length]
     for what, arr in (("attention", attention), ("tcam", tcam), ("probabilities", probabilities)):
         if not np.all(np.isfinite(arr)):
-            raise StpnError(f"localize_reference: stream {name!r} {what} has NaN or infinite values")
+            raise StpnError(f"reference localize: stream {name!r} {what} has NaN or infinite values")
     return attention, tcam, probabilities
 
 
 def localize_video(rgb: Mapping[str, np.ndarray], flow: Mapping[str, np.ndarray], *, length: int,
                    num_snippets: int, seconds_per_snippet: float, duration: float | None = None,
-                   class_threshold: float = 0.1, tcam_threshold: float = 0.05, alpha: float = 0.5,
-                   interpolation: int = 24, nms_threshold: float = 0.5, max_detections: int = 100,
-                   max_components_per_class: int | None = None,
-                   max_classes_per_video: int | None = None) -> list[Detection]:
+                   config: LocalizerConfig = LocalizerConfig()) -> list[Detection]:
     """Detections for one video from both streams' outputs.
 
     Args:
@@ -132,28 +130,23 @@ def localize_video(rgb: Mapping[str, np.ndarray], flow: Mapping[str, np.ndarray]
       num_snippets: Real snippets L of the video the grid was sampled from.
       seconds_per_snippet: stride_frames / fps.
       duration: Clip bound in seconds; None means L * seconds_per_snippet.
-      class_threshold: Per-stream class rejection threshold on video probabilities (>=).
-      tcam_threshold: Threshold on the weighted T-CAM psi (strict >).
-      alpha: Weight of the RGB T-CAM in the score sequence.
-      interpolation: Integer interpolation factor k >= 1.
-      nms_threshold: Per-class NMS suppresses tIoU > nms_threshold.
-      max_detections: Keep at most this many detections (the first in the final order).
-      max_components_per_class: Optional bound M per stream and class (see module docstring).
-      max_classes_per_video: Optional bound Q on localized classes (see module docstring).
+      config: class_threshold (per-stream rejection, >=), tcam_threshold (psi > it), alpha (RGB weight
+        of the score sequence), interpolation k, nms_threshold (suppress tIoU > it), max_detections (keep
+        the first in the final order), max_components_per_class M and max_classes_per_video Q (module
+        docstring). Only the plain values are read; the arithmetic here is independent of the graph.
 
     Returns:
       Detections (class index, score, start s, end s), score descending with the documented tie order.
     """
-    if interpolation < 1 or int(interpolation) != interpolation:
-        raise StpnError(f"localize_reference: interpolation must be a positive integer, got {interpolation}")
-    if max_detections < 1:
-        raise StpnError(f"localize_reference: max_detections must be >= 1, got {max_detections}")
+    class_threshold, tcam_threshold, alpha = config.class_threshold, config.tcam_threshold, config.alpha
+    interpolation, nms_threshold, max_detections = config.interpolation, config.nms_threshold, config.max_detections
+    max_components_per_class, max_classes_per_video = config.max_components_per_class, config.max_classes_per_video
     if length < 0:
-        raise StpnError(f"localize_reference: length must be >= 0, got {length}")
+        raise StpnError(f"reference localize: length must be >= 0, got {length}")
     k = int(interpolation)
     arrays = {name: _stream_arrays(name, stream, length) for name, stream in (("rgb", rgb), ("flow", flow))}
     if arrays["rgb"][1].shape[1] != arrays["flow"][1].shape[1]:
-        raise StpnError("localize_reference: rgb and flow streams have different numbers of classes")
+        raise StpnError("reference localize: rgb and flow streams have different numbers of classes")
     if length == 0:
         return []
     num_classes = arrays["rgb"][1].shape[1]

@@ -1,0 +1,93 @@
+"""The `stpn` command line: `stpn <command> [--config=NAME|FILE] [--config.a.b=v ...] [flags]`.
+
+One module per command (stpn_tf.cli.<command>); this one dispatches, prints help and turns errors into
+one line. The cli package is the only code that reads configs (stpn_tf.cli.settings builds the typed
+settings the library takes).
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from collections.abc import Sequence
+
+from stpn_tf import __version__
+from stpn_tf.cli import build_dataset, demo, evaluate, export, extract, localize, train
+from stpn_tf.cli.common import PROG, Command, command_help, import_tensorflow, parse
+from stpn_tf.errors import StpnError
+
+COMMANDS: dict[str, Command] = {m.COMMAND.name: m.COMMAND for m in (
+    demo, build_dataset, train, localize, evaluate, export, extract)}
+HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "help")
+
+
+def overview() -> str:
+    width = max(len(name) for name in COMMANDS) + 2
+    lines = [f"{PROG} {__version__}: the Sparse Temporal Pooling Network (STPN, CVPR 2018) for weakly supervised "
+             "temporal action localization.", "",
+             f"usage: {PROG} <command> [flags]      {PROG} <command> --help lists that command's flags", "",
+             "commands:"]
+    lines += [f"  {name:<{width}} {command.purpose}" for name, command in COMMANDS.items()]
+    lines += ["",
+              "Configs: --config=thumos14 | demo | activitynet13 | FILE; override any value with --config.SECTION.KEY=V.",
+              "Shipped THUMOS14 annotations, usable in any file flag: stpn:thumos14/th14_evalkit_groundtruth,",
+              "stpn:thumos14/thumos14reduced, stpn:thumos14/basnet/gt.json.",
+              "Start with: stpn demo --workdir=work/demo"]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str]) -> int:
+    """Runs `stpn argv[1:]`; returns the exit code (0 ok, 2 bad input or usage, 130 interrupted)."""
+    args = list(argv[1:])
+    if not args or args[0] in HELP_FLAGS:
+        print(overview())
+        return 0 if args else 2
+    if args[0] == "--helpfull":
+        print("\n\n".join([overview()] + [command_help(c) for c in COMMANDS.values()]))
+        return 0
+    if args[0] == "--version":
+        print(f"{PROG} {__version__}")
+        return 0
+    name, rest = args[0], args[1:]
+    command = COMMANDS.get(name)
+    if command is None:
+        close = difflib.get_close_matches(name, list(COMMANDS), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        kind = "flag" if name.startswith("-") else "command"
+        print(f"{PROG}: unknown {kind} '{name}'{hint}; commands: {', '.join(COMMANDS)} ({PROG} --help)",
+              file=sys.stderr)
+        return 2
+    if any(a in HELP_FLAGS[:4] or a == "--helpfull" for a in rest):
+        print(command_help(command))
+        return 0
+    prefix = f"{PROG} {name}"
+    try:
+        parsed = parse(command, rest)
+        _setup_logging()
+        import_tensorflow(parsed.flags["verbose"].value)
+        return command.run(parsed)
+    except StpnError as error:
+        print(f"{prefix}: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        hint = " (rerun the same command to resume from the last finished epoch)" if name in ("train", "demo") else ""
+        print(f"{prefix}: interrupted{hint}", file=sys.stderr)
+        return 130
+
+
+def _setup_logging() -> None:
+    from absl import flags, logging
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS([PROG], known_only=True)  # absl logging wants parsed flags; the commands have their own
+    logging.use_absl_handler()
+    logging.set_verbosity(logging.INFO)
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main(sys.argv))
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,37 @@
+"""`stpn demo`: the embedded THUMOS14-shaped dataset end to end."""
+
+from __future__ import annotations
+
+from absl import flags
+
+from stpn_tf.cli.common import Command, Parsed, define_workdir, require
+
+
+def define(fv: flags.FlagValues) -> None:
+    define_workdir(fv, "work directory of the run: dataset, models, detections, tables")
+
+
+def run(p: Parsed) -> int:
+    from stpn_tf.cli import settings
+    from stpn_tf import demo
+
+    require(p.flags, "workdir")
+    cfg = p.config
+    demo.run_demo(
+        workdir=p.workdir, synthetic=settings.synthetic_config(cfg), model=settings.model_config(cfg),
+        train=settings.train_config(cfg), grid=settings.grid_config(cfg),
+        localizer_config=settings.localizer_config(cfg), batch_size=int(cfg.localize.batch_size),
+        protocol=cfg.evaluate.protocol, tiou_thresholds=settings.evaluation_thresholds(cfg),
+        config_record=settings.as_json(cfg), config_name=p.config_name)
+    return 0
+
+
+COMMAND = Command(
+    name="demo", purpose="the embedded THUMOS14-shaped dataset end to end: data, both streams, localization, "
+                         "both evaluation protocols",
+    usage="stpn demo --workdir=DIR [--config.SECTION.KEY=VALUE ...]",
+    define=define, run=run, config_sections=("synthetic", "model", "train", "localize", "evaluate"),
+    default_config="demo",
+    details="It reuses what a previous run left in the work directory (dataset, trained streams); other\n"
+            "training settings need a new --workdir. Afterwards `stpn localize --workdir=DIR` and `stpn export\n"
+            "--workdir=DIR --out=E` need no other flag.")

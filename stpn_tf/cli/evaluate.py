@@ -1,0 +1,47 @@
+"""`stpn evaluate`: mAP of a detections file with the ActivityNet and/or THUMOS14-toolkit protocol."""
+
+from __future__ import annotations
+
+from absl import flags
+
+from stpn_tf.cli.common import Command, Parsed, require
+
+
+def define(fv: flags.FlagValues) -> None:
+    flags.DEFINE_string("ground_truth", None, "ground truth: ActivityNet / BaS-Net JSON, a dataset's "
+                        "ground_truth.json, or the THUMOS14 toolkit txt folder (e.g. "
+                        "stpn:thumos14/th14_evalkit_groundtruth) (required)", flag_values=fv)
+    flags.DEFINE_string("predictions", None, "detections: ActivityNet results JSON or toolkit result txt (required)",
+                        flag_values=fv)
+    flags.DEFINE_string("subset", None, "ground-truth subset (test, validation / val, train; a toolkit folder's "
+                        "default is test)", flag_values=fv)
+    flags.DEFINE_enum("protocol", None, ["activitynet", "th14kit", "both"], "protocol (default "
+                      "config.evaluate.protocol)", flag_values=fv)
+    flags.DEFINE_string("tiou_thresholds", None, "tIoU thresholds: thumos (0.1..0.9), activitynet (0.5..0.95) or a "
+                        "list like 0.1,0.3,0.5 (default: by the number of classes)", flag_values=fv)
+    flags.DEFINE_bool("unknown_labels_as_fp", False, "count predictions with labels absent from the ground truth as "
+                      "false positives instead of failing", flag_values=fv)
+    flags.DEFINE_string("json_out", None, "also write the results as JSON here", flag_values=fv)
+    flags.DEFINE_string("det_txt", None, "UCF101 class ids for toolkit result txt (default: det.txt of a toolkit "
+                        "ground-truth folder)", flag_values=fv)
+
+
+def run(p: Parsed) -> int:
+    from stpn_tf.evaluation import run_evaluate
+    from stpn_tf.evaluation.thresholds import parse_tiou_thresholds
+
+    require(p.flags, "ground_truth", "predictions")
+    run_evaluate(ground_truth=p.path("ground_truth"), predictions=p.path("predictions"), subset=p.subset,
+                 protocol=p.protocol or p.config.evaluate.protocol,
+                 tiou_thresholds=parse_tiou_thresholds(p.tiou_thresholds), unknown_labels_as_fp=p.unknown_labels_as_fp,
+                 json_out=p.json_out, det_txt=p.path("det_txt"))
+    return 0
+
+
+COMMAND = Command(
+    name="evaluate", purpose="mAP of detections with the ActivityNet and THUMOS14-toolkit protocols",
+    usage="stpn evaluate --ground_truth=G --predictions=P [--protocol=activitynet|th14kit|both] [--json_out=F]",
+    define=define, run=run, config_sections=("evaluate",),
+    details="The two protocols differ (tIoU >= t with all-point AP vs overlap > t with 11-point AP and\n"
+            "Ambiguous segments ignored); README.md explains both. Use the toolkit folder as ground truth for\n"
+            "th14kit: it carries the Ambiguous segments.")

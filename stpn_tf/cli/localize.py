@@ -1,0 +1,241 @@
+"""`stpn localize`: detections from a training work directory, an export, saved raw outputs, or raw videos.
+
+Every path runs the composed graph (stpn_tf.serving: test grid -> streams -> Localizer) or, on saved raw
+outputs, the same Localizer.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import flags, logging
+
+from stpn_tf import resources
+from stpn_tf.cli.common import Command, Parsed, define_workdir, require
+from stpn_tf.errors import StpnError
+
+
+def define(fv: flags.FlagValues) -> None:
+    define_workdir(fv, "training work directory (its recorded dataset and config are used) or `stpn export` "
+                       "directory", required=False)
+    flags.DEFINE_string("out", None, "detections JSON to write (default <workdir>/detections.json; required with an "
+                        "export); with videos: the output directory (required)", flag_values=fv)
+    flags.DEFINE_string("split", None, "dataset split to localize (default config.dataset.test_split)",
+                        flag_values=fv)
+    flags.DEFINE_list("streams", ["rgb", "flow"], "streams: rgb,flow (two-stream, eq. 7) or one of rgb, flow, "
+                      "joint", flag_values=fv)
+    flags.DEFINE_string("save_raw", None, "also save the raw outputs (attention, T-CAM, probabilities) to this "
+                        ".npz, to localize again with other settings without the models", flag_values=fv)
+    flags.DEFINE_string("raw", None, "localize saved raw outputs (from --save_raw) instead of running the models",
+                        flag_values=fv)
+    flags.DEFINE_bool("sweep", False, "print the mAP of every config.sweep class / T-CAM threshold pair instead of "
+                      "writing detections (tune on held-out data: settings chosen on the test split overstate "
+                      "test mAP)", flag_values=fv)
+    flags.DEFINE_string("ground_truth", None, "--sweep: ground truth (default the dataset's ground_truth.json); "
+                        "with videos: segments drawn in the figures", flag_values=fv)
+    flags.DEFINE_string("subset", None, "subset of --ground_truth (default the localized split)", flag_values=fv)
+    flags.DEFINE_enum("protocol", None, ["activitynet", "th14kit"], "--sweep: protocol (default activitynet, or "
+                      "config.evaluate.protocol when it is one)", flag_values=fv)
+    flags.DEFINE_bool("unknown_labels_as_fp", False, "--sweep: count predicted labels absent from the ground truth "
+                      "as false positives", flag_values=fv)
+    flags.DEFINE_string("th14_txt", None, "also write THUMOS14 toolkit result txt to this file", flag_values=fv)
+    flags.DEFINE_string("det_txt", None, "UCF101 class ids for --th14_txt (default the shipped THUMOS14 det.txt)",
+                        flag_values=fv)
+
+
+def run(p: Parsed) -> int:
+    from stpn_tf.io.export_dir import is_export_dir
+
+    if p.args:
+        return _videos(p)
+    if p.raw:
+        return _from_raw(p)
+    require(p.flags, "workdir")
+    if not os.path.isdir(p.workdir):
+        raise StpnError(f"{p.workdir}: no such work directory")
+    if is_export_dir(p.workdir):
+        return _from_export(p)
+    return _from_workdir(p)
+
+
+def _check_output(path: str) -> None:
+    from stpn_tf.io.export_dir import is_export_dir
+
+    parent = os.path.dirname(os.path.abspath(path))
+    while parent and parent != os.path.dirname(parent):
+        if is_export_dir(parent):
+            raise StpnError(f"{path}: inside the export {parent}; outputs never go into an export, choose another "
+                            "--out")
+        parent = os.path.dirname(parent)
+
+
+def _dataset(p: Parsed, classes, feature_dim: int, source: str):
+    """(dataset directory, split, its shards, its video count), checked against the model."""
+    from stpn_tf.data import tfrecord
+    from stpn_tf.io.dataset_dir import read_dataset_info
+
+    cfg = p.config
+    if not cfg.dataset.dir:
+        raise StpnError("config.dataset.dir is empty: pass --config.dataset.dir=<directory from stpn build-dataset>")
+    info = read_dataset_info(cfg.dataset.dir)
+    if list(info.classes) != list(classes):
+        raise StpnError(f"{source} was trained on other classes than {cfg.dataset.dir} holds: pass the dataset it "
+                        "was trained on with --config.dataset.dir")
+    if info.feature_dim != feature_dim:
+        raise StpnError(f"{source} reads {feature_dim}-d features but {cfg.dataset.dir} has {info.feature_dim}: "
+                        "not the dataset it was trained on")
+    split = p.split or cfg.dataset.test_split
+    shards = tfrecord.list_shards(cfg.dataset.dir, split)
+    total = info.splits[split].num_videos if split in info.splits else 0
+    return cfg.dataset.dir, split, shards, total
+
+
+def _progress(total: int):
+    def report(done: int) -> None:
+        logging.info("localize: %d/%d videos", done, total)
+    return report
+
+
+def _write(p: Parsed, results, out: str) -> None:
+    from stpn_tf.io.results import write_results
+
+    write_results(out, results)
+    print(f"wrote detections for {len(results['results'])} videos to {out}")
+    if p.th14_txt:
+        from stpn_tf.data.annotations import read_ucf101_ids
+        from stpn_tf.evaluation.formats import write_toolkit_results
+
+        det_txt = p.path("det_txt") or resources.resource_path(resources.THUMOS14_DET_TXT)
+        n = write_toolkit_results(results, p.path("th14_txt"), read_ucf101_ids(det_txt))
+        print(f"wrote {n} toolkit result lines to {p.th14_txt}")
+
+
+def _from_export(p: Parsed) -> int:
+    from stpn_tf import predict
+    from stpn_tf.serving.model import load_export
+
+    if p.save_raw or p.sweep or p.flags["streams"].present:
+        raise StpnError(f"{p.workdir} is an export (fixed streams and localization settings): --save_raw, --sweep "
+                        "and --streams need the training work directory")
+    if not p.out:
+        raise StpnError(f"{p.workdir} is an export directory: pass --out=FILE for the detections (outputs never go "
+                        "into an export)")
+    _check_output(p.out)
+    model = load_export(p.workdir)
+    _, _, shards, total = _dataset(p, model.classes, model.feature_dim, p.workdir)
+    results, _ = predict.predict_records(model, shards, batch_size=int(p.config.localize.batch_size),
+                                         progress=_progress(total))
+    _write(p, results, p.out)
+    return 0
+
+
+def _from_workdir(p: Parsed) -> int:
+    from stpn_tf.cli import settings
+    from stpn_tf import predict
+    from stpn_tf.io.ground_truth import load_ground_truth
+    from stpn_tf.io.workdir import WorkDir
+    from stpn_tf.serving.model import load_serving_model
+
+    cfg = p.config
+    work = WorkDir(p.workdir).require()
+    record = work.read_record()
+    feature_dim = record.feature_dim if record else None
+    dataset_dir, split, shards, total = _dataset(p, work.classes(), feature_dim or _dataset_dim(cfg), p.workdir)
+    out = p.out or work.file("detections.json")
+    _check_output(out)
+    grid, localizer_config = settings.grid_config(cfg), settings.localizer_config(cfg)
+    model = load_serving_model(p.workdir, grid=grid, localizer_config=localizer_config, streams=p.streams,
+                               feature_dim=feature_dim or _dataset_dim(cfg))
+    ground_truth = None
+    if p.sweep:  # read before the models run: a wrong path fails at once
+        ground_truth = load_ground_truth(p.path("ground_truth") or os.path.join(dataset_dir, "ground_truth.json"),
+                                         p.subset or split)
+    results, raw = predict.predict_records(model, shards, batch_size=int(cfg.localize.batch_size),
+                                           progress=_progress(total))
+    if p.save_raw:
+        predict.save_raw(p.path("save_raw"), raw)
+        print(f"wrote raw outputs of {len(raw['video_id'])} videos to {p.save_raw}")
+    work.write_config("localize", settings.as_json(cfg))
+    if p.sweep:
+        return _sweep(p, raw, ground_truth, os.path.dirname(os.path.abspath(out)))
+    _write(p, results, out)
+    return 0
+
+
+def _dataset_dim(cfg) -> int:
+    from stpn_tf.io.dataset_dir import read_dataset_info
+
+    return read_dataset_info(cfg.dataset.dir).feature_dim
+
+
+def _from_raw(p: Parsed) -> int:
+    from stpn_tf.cli import settings
+    from stpn_tf import predict
+    from stpn_tf.io.ground_truth import load_ground_truth
+    from stpn_tf.postprocess.localizer import Localizer
+
+    raw = predict.load_raw(p.path("raw"))
+    if p.sweep:
+        if not p.ground_truth:
+            raise StpnError("--sweep over --raw outputs needs --ground_truth (and --subset)")
+        ground_truth = load_ground_truth(p.path("ground_truth"), p.subset)
+        return _sweep(p, raw, ground_truth, os.path.dirname(os.path.abspath(p.path("raw"))))
+    out = p.out or os.path.join(os.path.dirname(os.path.abspath(p.path("raw"))), "detections.json")
+    _check_output(out)
+    results = predict.localize_raw(raw, Localizer(settings.localizer_config(p.config)), streams=p.streams,
+                                   batch_size=int(p.config.localize.batch_size))
+    _write(p, results, out)
+    return 0
+
+
+def _sweep(p: Parsed, raw, ground_truth, out_dir: str) -> int:
+    from stpn_tf.cli import settings
+    from stpn_tf.evaluation.sweep import best_setting, sweep_thresholds
+    from stpn_tf.io.atomic import atomic_write_json
+
+    cfg = p.config
+    protocol = p.protocol or (cfg.evaluate.protocol if cfg.evaluate.protocol in ("activitynet", "th14kit")
+                              else "activitynet")
+    thresholds = settings.evaluation_thresholds(cfg)
+    print(f"sweep ({protocol} protocol, mAP % averaged over tIoU {thresholds[0]:g}..{thresholds[-1]:g}; the "
+          f"ground truth is {len(ground_truth)} videos: tune on data other than your test split)")
+    rows = sweep_thresholds(raw, ground_truth, base=settings.localizer_config(cfg),
+                            class_thresholds=cfg.sweep.class_thresholds, tcam_thresholds=cfg.sweep.tcam_thresholds,
+                            streams=p.streams, protocol=protocol, tiou_thresholds=thresholds,
+                            unknown_labels_as_fp=p.unknown_labels_as_fp, batch_size=int(cfg.localize.batch_size),
+                            out=sys.stdout)
+    best = best_setting(rows)
+    print(f"best: class_threshold={best['class_threshold']:g} tcam_threshold={best['tcam_threshold']:g} "
+          f"(avg mAP {100 * best['average_mAP']:.2f})")
+    path = os.path.join(out_dir, "sweep.json")
+    atomic_write_json(path, {"protocol": protocol, "rows": rows, "best": best})
+    print(f"wrote the sweep table to {path}")
+    return 0
+
+
+def _videos(p: Parsed) -> int:
+    from stpn_tf.cli import settings
+    from stpn_tf.extract.localize_videos import localize_videos
+    from stpn_tf.io.export_dir import is_export_dir
+
+    require(p.flags, "workdir", "out")
+    _check_output(os.path.join(p.out, "detections.json"))
+    cfg = p.config
+    export = is_export_dir(p.workdir)
+    return localize_videos(
+        videos=p.args, model_path=p.workdir, out_dir=p.out, models=settings.i3d_models(cfg),
+        extract=settings.extract_config(cfg), grid=None if export else settings.grid_config(cfg),
+        localizer_config=None if export else settings.localizer_config(cfg), ground_truth=p.path("ground_truth"),
+        ground_truth_subset=p.subset)
+
+
+COMMAND = Command(
+    name="localize", purpose="detections from a training work directory, an export, saved raw outputs, or videos",
+    usage="stpn localize --workdir=W [--out=F] [--save_raw=R.npz] [--th14_txt=T]   (a training work directory)\n"
+          "       stpn localize --workdir=E --out=F                                 (an `stpn export` directory)\n"
+          "       stpn localize --raw=R.npz [--out=F | --sweep --ground_truth=G]    (saved raw outputs)\n"
+          "       stpn localize VIDEO... --workdir=W|E --out=DIR                    (videos: extract, localize, draw)",
+    define=define, run=run, config_sections=("dataset", "localize", "sweep", "evaluate", "extract"),
+    details="Localization settings come from config.localize (an export carries its own). Videos need the I3D\n"
+            "models: --config.extract.rgb_model=M --config.extract.flow_model=M (docs/extract.md).")

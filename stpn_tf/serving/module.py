@@ -1,0 +1,180 @@
+"""The composed inference graph: real snippets -> test grid -> STPN streams -> Localizer -> detections.
+
+`InferenceModule` is what `stpn export` saves and what every other path runs in memory (`stpn localize`
+from a work directory, `stpn localize VIDEO`, Beam batch localization, the demo), so they all compute the
+same numbers. Its two signatures (load the SavedModel with plain `tf.saved_model.load`; no stpn_tf needed):
+
+`serving_default`
+  inputs:  rgb float32 [batch, time, D], flow float32 [batch, time, D] (padded; rows past num_snippets are
+           ignored), num_snippets int32 [batch] (real snippets L), seconds_per_snippet float32 [batch]
+  outputs: detection_classes int32 [batch, K] (-1 padding), detection_scores float32 [batch, K],
+           detection_segments float32 [batch, K, 2] (seconds), num_detections int32 [batch],
+           video_probabilities float32 [batch, S, C] (sigmoid of the video logits; one row per stream S,
+           rgb then flow), attention float32 [batch, S, T], tcam float32 [batch, S, T, C] (on the grid
+           that was localized), grid_length int32 [batch] (valid positions of that grid), num_snippets
+           int32 [batch] (L, clipped to time), class_names string [C]
+`serve_examples`
+  inputs:  examples string [batch], serialized tf.train.Example records of the project's TFRecord
+           schema (stpn_tf.data.tfrecord); durations in the records clip the segments.
+  outputs: the same plus video_id string [batch], seconds_per_snippet float32 [batch], duration float32
+           [batch]. With all_snippets the batch's time axis is padded to the next power of two, so that
+           the compiled localization sees few distinct shapes.
+
+Streams: ("rgb", "flow") is the paper's two-stream model; one of ("rgb",), ("flow",), ("joint",) localizes
+that stream alone (it then plays both roles of eq. 7, the single-stream score). Both feature inputs are
+always present; a joint model reads them concatenated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import tensorflow as tf
+
+from stpn_tf.data import grid as grid_lib
+from stpn_tf.data.grid import GridConfig
+from stpn_tf.errors import StpnError
+from stpn_tf.postprocess.localizer import Localizer
+
+TWO_STREAMS = ("rgb", "flow")
+SINGLE_STREAMS = ("rgb", "flow", "joint")
+
+
+def check_streams(streams: Sequence[str]) -> tuple[str, ...]:
+    """The stream tuple of a module or localization run: rgb,flow or one of rgb, flow, joint."""
+    streams = tuple(streams)
+    if streams == ("flow", "rgb"):
+        streams = TWO_STREAMS
+    if streams != TWO_STREAMS and not (len(streams) == 1 and streams[0] in SINGLE_STREAMS):
+        raise StpnError(f"streams must be rgb,flow or one of rgb, flow, joint; got {','.join(streams)}")
+    return streams
+
+
+def stream_roles(streams: Sequence[str]) -> tuple[str, str]:
+    """Which stream plays the RGB and which the flow role of eq. 7 (one stream alone plays both)."""
+    streams = check_streams(streams)
+    return TWO_STREAMS if len(streams) == 2 else (streams[0], streams[0])
+
+
+def model_feature_dim(model) -> int:
+    """Input size of a built STPN stream model (rows of its classifier kernel)."""
+    try:
+        return int(model.classifier.kernel.shape[0])
+    except AttributeError as err:
+        raise StpnError(f"cannot find the feature dimension of model {getattr(model, 'name', model)!r} "
+                        f"({err})") from None
+
+
+def _bucket(length: tf.Tensor) -> tf.Tensor:
+    """The next power of two >= length (>= 1), as int32."""
+    length = tf.maximum(tf.cast(length, tf.int32), 1)
+    exponent = tf.math.ceil(tf.math.log(tf.cast(length, tf.float64)) / tf.math.log(tf.constant(2.0, tf.float64)))
+    return tf.maximum(tf.cast(tf.pow(tf.constant(2.0, tf.float64), exponent), tf.int32), length)
+
+
+class InferenceModule(tf.Module):
+    """Stream models, the test grid and the Localizer as one graph with two signatures.
+
+    Args:
+      models: {stream: model}, each called as `model({"features": [B, T, D_s], "mask": [B, T]},
+        training=False)` and returning {"attention" [B, T], "tcam" [B, T, C], "video_logits" [B, C]}.
+        Keys: "rgb" and "flow", or one of "rgb", "flow", "joint".
+      class_names: C names.
+      grid: Test grid settings.
+      localizer: The postprocessor.
+      feature_dim: D per stream; None reads it from the models.
+    """
+
+    def __init__(self, models: Mapping[str, object], class_names: Sequence[str], *, grid: GridConfig = GridConfig(),
+                 localizer: Localizer | None = None, feature_dim: int | None = None):
+        super().__init__(name="stpn_export")
+        self.streams = check_streams(tuple(models))
+        self.models = {s: models[s] for s in self.streams}  # tracked: the SavedModel holds their variables
+        self.class_names = [str(name) for name in class_names]
+        self.grid = grid
+        self.localizer = localizer if localizer is not None else Localizer()
+        self.feature_dim = int(feature_dim) if feature_dim is not None else self._feature_dim()
+        for stream, model in self.models.items():
+            classes = getattr(model, "num_classes", len(self.class_names))
+            if classes != len(self.class_names):
+                raise StpnError(f"the {stream} model has {classes} classes but there are {len(self.class_names)} "
+                                "class names")
+        self._class_names_tensor = tf.constant(self.class_names, tf.string)
+        d = self.feature_dim
+        self.serve = tf.function(self._serve, input_signature=[
+            tf.TensorSpec([None, None, d], tf.float32, name="rgb"),
+            tf.TensorSpec([None, None, d], tf.float32, name="flow"),
+            tf.TensorSpec([None], tf.int32, name="num_snippets"),
+            tf.TensorSpec([None], tf.float32, name="seconds_per_snippet"),
+        ])
+        self.serve_examples = tf.function(self._serve_examples, input_signature=[
+            tf.TensorSpec([None], tf.string, name="examples")])
+
+    def _feature_dim(self) -> int:
+        dims = {s: model_feature_dim(m) // (2 if s == "joint" else 1) for s, m in self.models.items()}
+        if len(set(dims.values())) != 1:
+            raise StpnError(f"the stream models expect different feature sizes {dims}")
+        return next(iter(dims.values()))
+
+    @property
+    def signatures(self) -> dict:
+        return {"serving_default": self.serve, "serve_examples": self.serve_examples}
+
+    def run(self, rgb: tf.Tensor, flow: tf.Tensor, num_snippets: tf.Tensor, seconds_per_snippet: tf.Tensor,
+            durations: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+        """The composed graph (see the module docstring for inputs and outputs)."""
+        # Clip once so that the grid and the seconds conversion see the same number of real snippets.
+        num_snippets = tf.clip_by_value(tf.cast(num_snippets, tf.int32), 0, tf.shape(rgb)[1])
+        features = {"rgb": rgb, "flow": flow}
+        outputs, lengths = {}, None
+        for stream, model in self.models.items():
+            x = tf.concat([rgb, flow], axis=-1) if stream == "joint" else features[stream]
+            on_grid, mask, lengths = grid_lib.sample_grid(x, num_snippets, self.grid)
+            out = model({"features": on_grid, "mask": mask}, training=False)
+            outputs[stream] = {"attention": tf.convert_to_tensor(out["attention"]),
+                               "tcam": tf.convert_to_tensor(out["tcam"]),
+                               "probabilities": tf.sigmoid(tf.convert_to_tensor(out["video_logits"]))}
+        first, second = stream_roles(self.streams)
+        detections = self.localizer(outputs[first], outputs[second], lengths=lengths, num_snippets=num_snippets,
+                                    seconds_per_snippet=seconds_per_snippet, durations=durations)
+
+        def stack(key):
+            return tf.stack([outputs[s][key] for s in self.streams], axis=1)
+
+        return {
+            **detections,
+            "video_probabilities": stack("probabilities"),
+            "attention": stack("attention"),
+            "tcam": stack("tcam"),
+            "grid_length": lengths,
+            "num_snippets": num_snippets,
+            "class_names": tf.identity(self._class_names_tensor),
+        }
+
+    def _serve(self, rgb, flow, num_snippets, seconds_per_snippet):
+        return self.run(rgb, flow, num_snippets, seconds_per_snippet)
+
+    def _serve_examples(self, examples):
+        from stpn_tf.data.tfrecord import parse_example  # traced once, at export time
+
+        d = self.feature_dim
+
+        def parse(serialized):
+            parsed = parse_example(serialized, num_classes=len(self.class_names), feature_dim=d)
+            return (tf.RaggedTensor.from_tensor(parsed["video/rgb"][tf.newaxis])[0],
+                    tf.RaggedTensor.from_tensor(parsed["video/flow"][tf.newaxis])[0],
+                    parsed["video/num_snippets"], parsed["video/seconds_per_snippet"],
+                    parsed["video/duration"], parsed["video/id"])
+
+        ragged = tf.RaggedTensorSpec([None, d], tf.float32, ragged_rank=0)
+        rgb, flow, num_snippets, sps, durations, video_ids = tf.map_fn(
+            parse, examples, fn_output_signature=(ragged, ragged, tf.int32, tf.float32, tf.float32, tf.string))
+        rgb = rgb.to_tensor() if isinstance(rgb, tf.RaggedTensor) else rgb
+        flow = flow.to_tensor() if isinstance(flow, tf.RaggedTensor) else flow
+        if self.grid.all_snippets:
+            target = _bucket(tf.reduce_max(tf.concat([num_snippets, [1]], axis=0)))
+            pad = [[0, 0], [0, target - tf.shape(rgb)[1]], [0, 0]]
+            rgb, flow = tf.pad(rgb, pad), tf.pad(flow, pad)
+        outputs = self.run(rgb, flow, num_snippets, sps, durations)
+        outputs.update({"video_id": video_ids, "seconds_per_snippet": sps, "duration": durations})
+        return outputs

@@ -1,0 +1,123 @@
+"""stpn_tf.predict: the composed graph over TFRecords, raw outputs, and the Localizer on raw outputs."""
+
+import numpy as np
+import pytest
+
+from stpn_tf import predict
+from stpn_tf.data import tfrecord
+from stpn_tf.data.grid import GridConfig
+from stpn_tf.errors import StpnError
+from stpn_tf.postprocess.localizer import Localizer, LocalizerConfig
+from stpn_tf.postprocess.reference import localize_video
+from stpn_tf.serving.model import load_serving_model
+from tests.fixtures import write_random_workdir
+
+CLASSES = ["Jump", "Run", "Swim"]
+D = 5
+
+
+def _raw(num_videos=5, t=12, c=3, seed=0):
+    rng = np.random.default_rng(seed)
+    raw = {
+        "video_id": np.array([f"v{i}" for i in range(num_videos)]),
+        "length": np.full(num_videos, t, np.int32),
+        "num_snippets": rng.integers(3, 40, num_videos).astype(np.int32),
+        "seconds_per_snippet": np.full(num_videos, 0.64, np.float32),
+        "classes": np.array(CLASSES),
+    }
+    raw["duration"] = (raw["num_snippets"] * 0.64).astype(np.float32)
+    raw["length"][1] = 7  # a padded video: only 7 valid grid positions
+    for s in ("rgb", "flow"):
+        raw[f"{s}/attention"] = rng.uniform(0, 1, (num_videos, t)).astype(np.float32)
+        raw[f"{s}/tcam"] = rng.normal(0, 2, (num_videos, t, c)).astype(np.float32)
+        raw[f"{s}/probabilities"] = rng.uniform(0, 1, (num_videos, c)).astype(np.float32)
+    return raw
+
+
+def test_save_and_load_raw_round_trip(tmp_path):
+    raw = _raw()
+    path = str(tmp_path / "raw.npz")
+    predict.save_raw(path, raw)
+    loaded = predict.load_raw(path)
+    assert loaded.keys() == raw.keys()
+    for key, value in raw.items():
+        np.testing.assert_array_equal(loaded[key], value)
+    assert predict.raw_streams(loaded) == ("rgb", "flow")
+    (tmp_path / "bad.npz").write_bytes(b"not an npz")
+    with pytest.raises(StpnError, match="bad.npz"):
+        predict.load_raw(str(tmp_path / "bad.npz"))
+    with pytest.raises(StpnError, match="missing.npz"):
+        predict.load_raw(str(tmp_path / "missing.npz"))
+    np.savez(tmp_path / "other.npz", x=np.zeros(3))
+    with pytest.raises(StpnError, match="other.npz: not a raw-outputs file"):
+        predict.load_raw(str(tmp_path / "other.npz"))
+
+
+@pytest.mark.parametrize("streams", [("rgb", "flow"), ("flow",)])
+def test_localize_raw_equals_reference(streams):
+    raw = _raw()
+    config = LocalizerConfig(class_threshold=0.3, tcam_threshold=0.3, interpolation=4, max_detections=20,
+                             max_components_per_class=64)
+    # batch_size 2 over 5 videos: the last batch is padded, which must not change anything.
+    results = predict.localize_raw(raw, Localizer(config), streams=streams, batch_size=2)["results"]
+    first, second = streams[0], streams[-1]
+    assert sorted(results) == [f"v{i}" for i in range(5)]
+    total = 0
+    for i in range(5):
+        stream = lambda s: {k: raw[f"{s}/{k}"][i] for k in ("attention", "tcam", "probabilities")}  # noqa: E731
+        expected = localize_video(
+            stream(first), stream(second), length=int(raw["length"][i]), num_snippets=int(raw["num_snippets"][i]),
+            seconds_per_snippet=float(raw["seconds_per_snippet"][i]), duration=float(raw["duration"][i]),
+            config=config)
+        got = results[f"v{i}"]
+        assert [d["label"] for d in got] == [CLASSES[e.class_index] for e in expected]
+        for d, e in zip(got, expected):
+            assert d["score"] == pytest.approx(e.score, abs=1e-5)
+            assert d["segment"] == pytest.approx([e.start, e.end], abs=1e-4)
+        total += len(expected)
+    assert total > 0  # the comparison is not vacuous
+
+
+def test_localize_raw_errors():
+    raw = _raw()
+    with pytest.raises(StpnError, match="no joint stream"):
+        predict.localize_raw(raw, Localizer(), streams=("joint",))
+    with pytest.raises(StpnError, match="streams must be"):
+        predict.localize_raw(raw, Localizer(), streams=("joint", "rgb"))
+    with pytest.raises(StpnError, match="nms_threshold < 1"):
+        predict.localize_raw(raw, Localizer(LocalizerConfig(nms_threshold=1.0)), streams=("rgb",))
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory):
+    """A workdir of random models and one split of 7 videos in 3 shards (so the records interleave)."""
+    root = tmp_path_factory.mktemp("predict")
+    workdir = write_random_workdir(str(root / "work"), CLASSES, D)
+    rng = np.random.default_rng(3)
+    with tfrecord.ShardedWriter(str(root / "data"), "test", 3) as writer:
+        for i, length in enumerate([4, 9, 1, 17, 6, 12, 3]):
+            writer.write(tfrecord.make_example(
+                video_id=f"v{i}", subset="test", rgb=rng.normal(0, 1, (length, D)), flow=rng.normal(0, 1, (length, D)),
+                labels=[i % 3], duration=length * 0.64 - 0.2, fps=25.0, stride_frames=16))
+    return workdir, writer.shards
+
+
+@pytest.mark.parametrize("all_snippets", [False, True])
+def test_composed_graph_equals_localizer_on_its_raw_outputs(split, all_snippets):
+    """The detections of one composed call are exactly what the Localizer gives on the raw outputs it
+    returned: re-localizing saved outputs (--raw, --sweep, the demo's single-stream rows) reproduces it."""
+    workdir, shards = split
+    config = LocalizerConfig(interpolation=3, class_threshold=0.2, max_detections=12, max_components_per_class=6)
+    model = load_serving_model(workdir, grid=GridConfig(length=8, all_snippets=all_snippets), localizer_config=config,
+                               jit_compile=False)
+    results, raw = predict.predict_records(model, shards, batch_size=3)
+    # The shards are read interleaved one record at a time, which undoes the writer's round-robin: the
+    # videos come back in the order they were written.
+    assert list(results["results"]) == list(raw["video_id"]) == [f"v{i}" for i in range(7)]
+    # With all snippets, serve_examples pads time to the next power of two of the longest video (17 -> 32).
+    assert raw["rgb/tcam"].shape[1:] == ((32 if all_snippets else 8), 3)
+    again = predict.localize_raw(raw, Localizer(config, jit_compile=False), batch_size=3)
+    assert again == results
+    assert sum(len(d) for d in results["results"].values()) > 0
+    expected_lengths = [4, 9, 1, 17, 6, 12, 3] if all_snippets else [8] * 7
+    np.testing.assert_array_equal(raw["length"], expected_lengths)
