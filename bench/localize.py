@@ -159,7 +159,37 @@ def main() -> None:
     n = 16 * len(batches)
     print(f"XLA, batch 16, shipped bounds: {n / t:9.1f} videos/s ({b * t / n:.3f} s for the split "
           f"at that rate; compile {t_compile:.2f} s)")
+    serving_checks()
     print(f"RESULT xla_speedup_vs_reference={results[b] / (b / t_reference):.1f}")
+
+
+def serving_checks(batch: int = 16, time_steps: int = 1024, dim: int = 1024) -> None:
+    """What the export's input checks (NaN / size / count assertions before the compiled part) cost: the
+    whole serving graph with and without them, on random THUMOS14-size inputs and random-weight models."""
+    from stpn_tf.data.grid import GridConfig
+    from stpn_tf.model.stpn import STPN
+    from stpn_tf.postprocess.localizer import Localizer
+    from stpn_tf.serving.module import InferenceModule
+
+    models = {}
+    for stream in ("rgb", "flow"):
+        models[stream] = STPN(C)
+        models[stream]({"features": tf.zeros([1, 4, dim]), "mask": tf.ones([1, 4])})
+    module = InferenceModule(models, [f"c{i}" for i in range(C)], grid=GridConfig(),
+                             localizer=Localizer(LocalizerConfig(interpolation=24)))
+    rng = np.random.default_rng(0)
+    inputs = dict(rgb=tf.constant(rng.normal(size=(batch, time_steps, dim)).astype(np.float32)),
+                  flow=tf.constant(rng.normal(size=(batch, time_steps, dim)).astype(np.float32)),
+                  num_snippets=tf.constant(rng.integers(100, time_steps, batch).astype(np.int32)),
+                  seconds_per_snippet=tf.constant(np.full(batch, .64, np.float32)))
+    unchecked = tf.function(lambda rgb, flow, num_snippets, seconds_per_snippet: module.run(
+        rgb, flow, num_snippets, seconds_per_snippet))
+    timings = {}
+    for name, fn in (("with the input checks (serving_default)", module.serve), ("without them", unchecked)):
+        fn(**inputs)["num_detections"].numpy()
+        timings[name] = best_of(lambda: [fn(**inputs)["num_detections"].numpy() for _ in range(5)], 3) / 5
+    print("serving graph, batch {} x {} snippets x D={}: {}".format(batch, time_steps, dim, "; ".join(
+        f"{name} {1000 * t:.1f} ms per call" for name, t in timings.items())))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
 import time
 from collections.abc import Mapping
@@ -18,8 +19,8 @@ from absl import logging
 from tensorflow.python.framework import config as tf_config  # is/disable_op_determinism
 
 from stpn_tf.data import pipeline, tfrecord
-from stpn_tf.errors import StpnError
-from stpn_tf.io.atomic import atomic_output, remove_temporaries
+from stpn_tf.errors import StpnError, WriteError
+from stpn_tf.io.atomic import atomic_output, atomic_write_text, remove_temporaries, write_error
 from stpn_tf.io.dataset_dir import read_dataset_info
 from stpn_tf.io.workdir import WorkDir, WorkDirRecord, check_stream
 from stpn_tf.model.stpn import ModelConfig
@@ -102,6 +103,35 @@ def save_model_atomically(model: keras.Model, path: str) -> None:
     """Saves a `.keras` file under a temporary name in the same directory, then renames it."""
     with atomic_output(path) as temporary:
         model.save(temporary)
+
+
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore whose backup files are written to temporary names and renamed, so a write that
+    fails (a full disk) or a kill leaves the previous backup whole instead of a half-written one.
+
+    Keras's own restore (with its fallback to the `.bkp` copy of the epoch before) is unchanged.
+    """
+
+    def _save_model(self):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        for path, previous in ((self._weights_path, self._prev_weights_path),
+                               (self._training_metadata_path, self._prev_training_metadata_path)):
+            if self.double_checkpoint and os.path.exists(path):
+                with atomic_output(previous) as temporary:
+                    shutil.copyfile(path, temporary)
+        with atomic_output(self._weights_path) as temporary:
+            self.model.save_weights(temporary)
+        atomic_write_text(self._training_metadata_path,
+                          json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen}))
+
+
+class FirstBatch(keras.callbacks.Callback):
+    """Notes whether training got as far as its first batch (failures before it come from restoring)."""
+
+    started = False
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.started = True
 
 
 class StopAtStep(keras.callbacks.Callback):
@@ -248,10 +278,11 @@ def _fit(work: WorkDir, stream: str, info, shards, done_epochs: int, model_confi
         model({"features": tf.zeros([1, train.num_snippets, input_dim]), "mask": tf.ones([1, train.num_snippets])})
     callbacks = [
         # double_checkpoint: a kill while the backup is being written falls back to the previous one.
-        keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True),
+        AtomicBackupAndRestore(backup_dir, double_checkpoint=True),
         keras.callbacks.TensorBoard(work.logs_dir(stream), update_freq="epoch"),
         EpochCheckpoints(work.checkpoints_dir(stream), train.keep_checkpoints),
         StopAtStep(train.steps),
+        first_batch := FirstBatch(),
     ]
     last = train.steps - (train.epochs - 1) * train.steps_per_epoch
     logging.info("training %s stream: %d steps (%d epochs of %d%s), batch %d, %d classes, D=%d", stream, train.steps,
@@ -262,18 +293,57 @@ def _fit(work: WorkDir, stream: str, info, shards, done_epochs: int, model_confi
     if verbose == 2:
         callbacks.insert(0, EpochLog(train.epochs))  # before the backup: a line per epoch that can be resumed
     _set_op_determinism(train.deterministic)
+    failure = None
+    hooks = sys.unraisablehook, sys.excepthook
+    sys.unraisablehook, sys.excepthook = _quiet_failed_writes(*hooks)
     try:
         with tfrecord.corrupt_record_errors(shards):
             history = model.fit(dataset, epochs=train.epochs, steps_per_epoch=train.steps_per_epoch,
                                 callbacks=callbacks, verbose=1 if verbose == 1 else 0,
                                 shuffle=False)  # the dataset shuffles itself
+    except (OSError, RuntimeError, tf.errors.OpError, ValueError) as error:
+        resume = "free space and rerun the same command to resume from the last complete backup"
+        if isinstance(error, WriteError):  # from an atomic write: it names the file
+            failure = WriteError(f"{error}; {resume}")
+        else:
+            failure = write_error(stream_dir, error, kept=f"the complete backups, checkpoints and logs are kept; "
+                                  f"{resume}")
+        restoring = not first_batch.started and os.path.isdir(backup_dir)
+        if failure is None and restoring and isinstance(error, (OSError, RuntimeError)):
+            failure = StpnError(f"{backup_dir}: the backup of the interrupted run is damaged "
+                                f"({_first_line(error)}); delete the directory to train the stream from the start")
+        if failure is None:
+            raise
     finally:
         _set_op_determinism(determinism_was_on)
+        sys.unraisablehook, sys.excepthook = hooks
+    if failure is not None:
+        raise failure
     final_path = work.model_path(stream)
     save_model_atomically(model, final_path)
     logs = {k: float(v[-1]) for k, v in history.history.items()} if history.history else {}
     logging.info("saved %s (%s)", final_path, ", ".join(f"{k}={v:.4f}" for k, v in logs.items()))
     return logs
+
+
+def _quiet_failed_writes(unraisable_hook, except_hook):
+    """Hooks that drop h5py's reports of a write that failed on a full disk (printed from its destructors
+    while Keras closes the file; the failure itself reaches the user as one WriteError line) and pass
+    everything else on."""
+    def unraisable(report):
+        if write_error("", report.exc_value) is None:
+            unraisable_hook(report)
+
+    def excepthook(kind, value, traceback):
+        if write_error("", value) is None:
+            except_hook(kind, value, traceback)
+
+    return unraisable, excepthook
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _backed_up_epochs(backup_dir: str) -> int:

@@ -516,6 +516,40 @@ def test_duplicate_video_ids(tmp_path):
         build(tmp_path / "ds", layout="thumos14_reduced", allow_pickle=True, **reduced)
 
 
+def test_basnet_split_files_define_and_check_the_splits(tmp_path, capsys):
+    """split_train.txt / split_test.txt beside gt.json are read and checked against its subsets."""
+    release = write_basnet_release(str(tmp_path / "rel"), num_train=3, num_test=2)
+    root = tmp_path / "rel"
+    train_ids = (root / "split_train.txt").read_text().split()
+    test_ids = (root / "split_test.txt").read_text().split()
+
+    def build_with(train_lines, test_lines):
+        (root / "split_train.txt").write_text("".join(f"{v}\n" for v in train_lines))
+        (root / "split_test.txt").write_text("".join(f"{v}\n" for v in test_lines))
+        return build(tmp_path / "ds", layout="thumos14_npy", **release)
+
+    cases = [
+        ((train_ids + [train_ids[0]], test_ids), f"split_train.txt: line 4: video '{train_ids[0]}' listed twice \\(also line 1\\)"),
+        ((train_ids, test_ids + ["video_test_9999999"]), "split_test.txt: line 3: video 'video_test_9999999' is not in .*gt.json"),
+        ((train_ids + [test_ids[0]], test_ids[1:]), f"video '{test_ids[0]}' is in split 'train' but .*gt.json gives it subset 'test'"),
+        # (split_test.txt is read first: the second listing is the one in split_train.txt)
+        ((train_ids, test_ids + [train_ids[0]]), f"split_train.txt: line 1: video '{train_ids[0]}' is also listed in .*split_test.txt"),
+    ]
+    for (train_lines, test_lines), message in cases:
+        with pytest.raises(StpnError, match=message) as e:
+            build_with(train_lines, test_lines)
+        _one_line_error(e)
+        assert not (tmp_path / "ds" / "dataset.json").exists()
+    # A video of gt.json that no split file lists is left out, with a counted warning.
+    build_with(train_ids[:2], test_ids)
+    meta = metadata(str(tmp_path / "ds"))
+    assert meta["splits"]["train"]["num_videos"] == 2 and meta["warnings"] == {"not_in_split_files": 1}
+    assert "WARNING: 1 annotated videos that no split_<subset>.txt file lists" in capsys.readouterr().out
+    assert {os.path.basename(s["path"]) for s in meta["sources"]} >= {"gt.json", "split_train.txt", "split_test.txt"}
+    with pytest.raises(StpnError, match="--strict"):
+        build(tmp_path / "ds2", layout="thumos14_npy", strict=True, **release)
+
+
 def test_label_not_in_class_list(tmp_path):
     release = write_basnet_release(str(tmp_path / "rel"), num_train=1, num_test=1)
     data = json.load(open(release["annotations"]))

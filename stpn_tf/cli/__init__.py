@@ -8,13 +8,14 @@ settings the library takes).
 from __future__ import annotations
 
 import difflib
+import os
 import sys
 from collections.abc import Sequence
 
 from stpn_tf import __version__
 from stpn_tf.cli import build_dataset, demo, evaluate, export, extract, localize, train
 from stpn_tf.cli.common import PROG, Command, command_help, import_tensorflow, parse
-from stpn_tf.errors import StpnError
+from stpn_tf.errors import StpnError, WriteError
 
 COMMANDS: dict[str, Command] = {m.COMMAND.name: m.COMMAND for m in (
     demo, build_dataset, train, localize, evaluate, export, extract)}
@@ -67,7 +68,17 @@ def main(argv: Sequence[str]) -> int:
         import_tensorflow(parsed.flags["verbose"].value)
         return command.run(parsed)
     except StpnError as error:
+        _STATE["write_failed"] = isinstance(error, WriteError)
         print(f"{prefix}: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a write outside the atomic helpers (a log file, say) on a full disk
+        from stpn_tf.io.atomic import write_error
+
+        failed = write_error(getattr(error, "filename", None) or "an output file", error)
+        if failed is None:
+            raise
+        _STATE["write_failed"] = True
+        print(f"{prefix}: error: {' '.join(str(failed).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         hint = " (rerun the same command to resume from the last finished epoch)" if name in ("train", "demo") else ""
@@ -84,9 +95,19 @@ def _setup_logging() -> None:
     logging.set_verbosity(logging.INFO)
 
 
+_STATE = {"write_failed": False}
+
+
 def run() -> None:
     """Console-script entry point."""
-    sys.exit(main(sys.argv))
+    code = main(sys.argv)
+    if _STATE["write_failed"]:
+        # After a failed write, native libraries may hold files they can no longer flush; HDF5 crashes on
+        # them in its exit handler. Every output is atomic and the error is printed: end the process here.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

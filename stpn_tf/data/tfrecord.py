@@ -264,14 +264,29 @@ class ShardedWriter:
         """Appends one serialized example to the next shard (round-robin)."""
         if not self._writers:
             raise RuntimeError("ShardedWriter.write called outside its `with` block")
-        self._writers[self._next].write(serialized)
+        try:
+            self._writers[self._next].write(serialized)
+        except tf.errors.OpError as error:
+            raise self._write_failure(error) from None
         self.counts[self._next] += 1
         self._next = (self._next + 1) % self.num_shards
 
+    def _write_failure(self, error: Exception) -> Exception:
+        shard = os.path.join(self.out_dir, shard_name(self.split, self._next, self.num_shards))
+        failed = atomic.write_error(shard, error, kept="the shards already in the directory are unchanged")
+        return failed if failed is not None else error
+
     def __exit__(self, exc_type, exc, tb) -> None:
+        closing_error = None
         for w in self._writers:
-            w.close()
+            try:
+                w.close()  # flushes: the last writes can fail here
+            except tf.errors.OpError as error:
+                closing_error = closing_error or self._write_failure(error)
         self._writers = []
+        if exc_type is None and closing_error is not None:
+            self.__exit__(type(closing_error), closing_error, None)
+            raise closing_error
         if exc_type is not None:
             for temp in self._temps:
                 atomic.remove_quietly(temp)

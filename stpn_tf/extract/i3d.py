@@ -15,6 +15,7 @@ Two kinds of model fit (details and handles in docs/extract.md):
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,7 +48,9 @@ def known_model_settings(handle: str) -> dict[str, Any]:
 
 
 def _load(handle: str) -> Any:
-    import tensorflow_hub as hub  # imported lazily: only extraction needs it
+    with warnings.catch_warnings():  # tensorflow_hub's own import of pkg_resources warns on every run
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        import tensorflow_hub as hub  # imported lazily: only extraction needs it
 
     try:
         return hub.load(handle)

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from absl import logging
 
-from stpn_tf.errors import StpnError
+from stpn_tf.errors import StpnError, WriteError
 from stpn_tf.io.atomic import atomic_output, atomic_write_json
 from stpn_tf.extract import flow as flow_lib
 from stpn_tf.extract import video as video_lib
@@ -323,7 +323,11 @@ def run_extract(*, videos: Sequence[str], out: str, split: str, models: I3DModel
 
 def extract_many(paths: Sequence[str], *, out: str, split: str, rgb_model: FeatureFn, flow_model: FeatureFn,
                  config: ExtractConfig = ExtractConfig(), overwrite: bool = False) -> int:
-    """Runs extract_video over `paths` with already-loaded models; returns 0, or 1 if any failed."""
+    """Runs extract_video over `paths` with already-loaded models; returns 0, or 1 if any failed.
+
+    A video that cannot be read is reported and counted; an output that cannot be written (a full disk)
+    stops the run with a WriteError, leaving every finished video complete.
+    """
     done = skipped = 0
     failures: list[str] = []
     for path in paths:
@@ -334,6 +338,8 @@ def extract_many(paths: Sequence[str], *, out: str, split: str, rgb_model: Featu
         try:
             features = extract_video(path, rgb_model=rgb_model, flow_model=flow_model, config=config)
             write_video_features(out, split, features)
+        except WriteError:
+            raise  # a full disk fails every later video too: stop with the one error
         except StpnError as error:
             failures.append(path)
             print(f"error: {error}", flush=True)

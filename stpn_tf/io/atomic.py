@@ -9,16 +9,44 @@ picks up. Local paths use `os`; other file systems (gs://, ...) go through `tf.i
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from stpn_tf.errors import StpnError
+from stpn_tf.errors import StpnError, WriteError
 
 TEMP_MARK = ".tmp-"
+_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+_FULL_MESSAGES = ("No space left on device", "File too large", "Disk quota exceeded", "file size limit")
+_SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")  # numpy's tofile on a full disk
+
+
+def write_error(path: str, error: BaseException, kept: str = "the previous version, if any, is unchanged"):
+    """A WriteError naming `path` for an error that means the output could not be written, else None.
+
+    A full disk, a file-size limit or a quota (any error type whose errno or message says so, e.g. TF's
+    "File too large") gets the hint; another OSError (no permission, say) is reported as it is.
+    """
+    if isinstance(error, WriteError):
+        return error
+    text = str(error)
+    if isinstance(error, OSError) and error.errno in _FULL_ERRNOS:
+        reason = os.strerror(error.errno)
+    elif _SHORT_WRITE.search(text):
+        reason = "a short write"
+    else:
+        reason = next((m for m in _FULL_MESSAGES if m.lower() in text.lower()), None)
+    if reason is not None:
+        return WriteError(f"{path}: cannot write it ({reason}: the disk is full or a file-size limit is set); "
+                          f"{kept}")
+    if isinstance(error, OSError) and error.errno is not None:
+        return WriteError(f"{path}: cannot write it ({os.strerror(error.errno)}); {kept}")
+    return None
 
 
 def _is_local(path: str) -> bool:
@@ -100,8 +128,11 @@ def atomic_output(path: str, *, make_parents: bool = False) -> Iterator[str]:
         if _is_local(path):
             os.chmod(temporary, _file_mode())
         replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         remove_quietly(temporary)
+        failed = write_error(path, error)
+        if failed is not None and failed is not error:
+            raise failed from None
         raise
 
 
@@ -140,8 +171,8 @@ def atomic_directory(path: str, *, overwrite: bool = False) -> Iterator[str]:
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     temporary = temporary_name(os.path.abspath(path))
-    os.makedirs(temporary)
     try:
+        os.makedirs(temporary)
         yield temporary
         if os.path.exists(path):
             # Two renames: the old directory leaves under a hidden name, the new one takes its place.
@@ -151,8 +182,11 @@ def atomic_directory(path: str, *, overwrite: bool = False) -> Iterator[str]:
             remove_quietly(old)
         else:
             os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         remove_quietly(temporary)
+        failed = write_error(path, error)
+        if failed is not None and failed is not error:
+            raise failed from None
         raise
 
 

@@ -20,6 +20,12 @@ same numbers. Its two signatures (load the SavedModel with plain `tf.saved_model
            [batch]. With all_snippets the batch's time axis is padded to the next power of two, so that
            the compiled localization sees few distinct shapes.
 
+Inputs that do not fit are refused inside the graph, so every TensorFlow client gets the same check: a
+call of `serving_default` with features of another size than D, NaN or infinite features, rgb and flow of
+different shapes, `num_snippets` below 1 or beyond the time axis, or a `seconds_per_snippet` that is not a
+positive number raises `tf.errors.InvalidArgumentError` whose message starts with `serving_default: <input>`
+(the checks run before the XLA-compiled localization, which would drop them).
+
 Streams: ("rgb", "flow") is the paper's two-stream model; one of ("rgb",), ("flow",), ("joint",) localizes
 that stream alone (it then plays both roles of eq. 7, the single-stream score). Both feature inputs are
 always present; a joint model reads them concatenated.
@@ -72,6 +78,51 @@ def _bucket(length: tf.Tensor) -> tf.Tensor:
     return tf.maximum(tf.cast(tf.pow(tf.constant(2.0, tf.float64), exponent), tf.int32), length)
 
 
+def check_serving_inputs(rgb, flow, num_snippets, seconds_per_snippet, *, feature_dim: int,
+                         name: str = "serving_default"):
+    """The inputs, once they are checked (graph assertions; see the module docstring).
+
+    The checks run one after the other in a fixed order, so an input with several faults always gets the
+    message of the first.
+
+    Returns:
+      (rgb, flow) with the static shape [batch, time, feature_dim], num_snippets, seconds_per_snippet.
+    """
+    d = int(feature_dim)
+    batch = tf.shape(rgb)[0]
+    checks = [
+        lambda: tf.debugging.assert_equal(tf.shape(rgb)[2], d, summarize=3, message=(
+            f"{name}: rgb must have {d} features per snippet (the models' feature size)")),
+        lambda: tf.debugging.assert_equal(tf.shape(flow)[2], d, summarize=3, message=(
+            f"{name}: flow must have {d} features per snippet (the models' feature size)")),
+        lambda: tf.debugging.assert_equal(tf.shape(rgb), tf.shape(flow), summarize=3, message=(
+            f"{name}: rgb and flow must have the same shape [batch, time, D]")),
+        lambda: tf.debugging.assert_equal(tf.shape(num_snippets)[0], batch, summarize=3, message=(
+            f"{name}: num_snippets must have one entry per video of the batch")),
+        lambda: tf.debugging.assert_equal(tf.shape(seconds_per_snippet)[0], batch, summarize=3, message=(
+            f"{name}: seconds_per_snippet must have one entry per video of the batch")),
+        lambda: tf.debugging.assert_greater_equal(num_snippets, 1, summarize=8, message=(
+            f"{name}: num_snippets must be >= 1 (a video needs at least one snippet)")),
+        lambda: tf.debugging.assert_less_equal(num_snippets, tf.shape(rgb)[1], summarize=8, message=(
+            f"{name}: num_snippets must not exceed the time axis of rgb and flow")),
+        lambda: tf.debugging.Assert(
+            tf.reduce_all(tf.math.is_finite(seconds_per_snippet) & (seconds_per_snippet > 0)),
+            [f"{name}: seconds_per_snippet must be positive and finite (stride_frames / fps); got",
+             seconds_per_snippet], summarize=8),
+        lambda: tf.debugging.assert_all_finite(rgb, f"{name}: rgb holds NaN or infinite values"),
+        lambda: tf.debugging.assert_all_finite(flow, f"{name}: flow holds NaN or infinite values"),
+    ]
+    previous = []
+    for check in checks:
+        with tf.control_dependencies(previous):
+            previous = [check()]
+    with tf.control_dependencies(previous):
+        rgb, flow = tf.identity(rgb), tf.identity(flow)
+        num_snippets, seconds_per_snippet = tf.identity(num_snippets), tf.identity(seconds_per_snippet)
+    return (tf.ensure_shape(rgb, [None, None, d]), tf.ensure_shape(flow, [None, None, d]), num_snippets,
+            seconds_per_snippet)
+
+
 class InferenceModule(tf.Module):
     """Stream models, the test grid and the Localizer as one graph with two signatures.
 
@@ -101,9 +152,11 @@ class InferenceModule(tf.Module):
                                 "class names")
         self._class_names_tensor = tf.constant(self.class_names, tf.string)
         d = self.feature_dim
+        # The feature size is checked in the graph (a one-line InvalidArgumentError naming the input) rather
+        # than by the signature (a shape mismatch error of the caller's TensorFlow version).
         self.serve = tf.function(self._serve, input_signature=[
-            tf.TensorSpec([None, None, d], tf.float32, name="rgb"),
-            tf.TensorSpec([None, None, d], tf.float32, name="flow"),
+            tf.TensorSpec([None, None, None], tf.float32, name="rgb"),
+            tf.TensorSpec([None, None, None], tf.float32, name="flow"),
             tf.TensorSpec([None], tf.int32, name="num_snippets"),
             tf.TensorSpec([None], tf.float32, name="seconds_per_snippet"),
         ])
@@ -152,6 +205,8 @@ class InferenceModule(tf.Module):
         }
 
     def _serve(self, rgb, flow, num_snippets, seconds_per_snippet):
+        rgb, flow, num_snippets, seconds_per_snippet = check_serving_inputs(
+            rgb, flow, num_snippets, seconds_per_snippet, feature_dim=self.feature_dim)
         return self.run(rgb, flow, num_snippets, seconds_per_snippet)
 
     def _serve_examples(self, examples):
@@ -175,6 +230,8 @@ class InferenceModule(tf.Module):
             target = _bucket(tf.reduce_max(tf.concat([num_snippets, [1]], axis=0)))
             pad = [[0, 0], [0, target - tf.shape(rgb)[1]], [0, 0]]
             rgb, flow = tf.pad(rgb, pad), tf.pad(flow, pad)
+        rgb, flow, num_snippets, sps = check_serving_inputs(rgb, flow, num_snippets, sps,
+                                                            feature_dim=self.feature_dim, name="serve_examples")
         outputs = self.run(rgb, flow, num_snippets, sps, durations)
         outputs.update({"video_id": video_ids, "seconds_per_snippet": sps, "duration": durations})
         return outputs

@@ -21,6 +21,7 @@ WARNING_TEXT = {
     "segment_dropped": "segments dropped (entirely after the video end)",
     "segment_outside": "segments outside the video duration (kept as annotated)",
     "unknown_exclude": "--exclude_videos entries that match no annotated video",
+    "not_in_split_files": "annotated videos that no split_<subset>.txt file lists (left out)",
 }
 _LOGGED_PER_KIND = 10
 

@@ -4,6 +4,7 @@ class list. Everything here runs before the output directory is touched."""
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import os
 from collections import Counter
@@ -78,12 +79,16 @@ def annotation_kind(path: str) -> str:
                     "Thumos14reduced arrays or THUMOS14 toolkit <Class>_val.txt / <Class>_test.txt files)")
 
 
-def read_annotations(path: str, kind: str, allow_pickle: bool,
-                      durations: Mapping[str, float] | None) -> tuple[list[ann.VideoRecord], list[str]]:
+def read_annotations(path: str, kind: str, allow_pickle: bool, durations: Mapping[str, float] | None,
+                     warnings: BuildWarnings) -> tuple[list[ann.VideoRecord], list[str]]:
     """Returns (records, files read)."""
     if kind == "json":
         check_json_duplicate_ids(path)
-        return ann.read_activitynet_json(path), [path]
+        records = ann.read_activitynet_json(path)
+        split_files = sorted(glob.glob(os.path.join(os.path.dirname(os.path.abspath(path)), "split_*.txt")))
+        if split_files:
+            records = apply_split_files(path, records, split_files, warnings)
+        return records, [path] + split_files
     if kind == "reduced":
         video_names(path)  # duplicate ids
         records = ann.read_thumos14_reduced(path, allow_pickle=allow_pickle)
@@ -98,6 +103,42 @@ def read_annotations(path: str, kind: str, allow_pickle: bool,
             records += ann.read_thumos14_toolkit(path, subset, durations)
     files = sorted(os.path.join(path, n) for n in os.listdir(path) if n.endswith(".txt"))
     return records, files
+
+
+def apply_split_files(path: str, records: list[ann.VideoRecord], split_files: Sequence[str],
+                      warnings: BuildWarnings) -> list[ann.VideoRecord]:
+    """The BaS-Net layout's `split_<subset>.txt` files (next to its gt.json) define the videos of each subset.
+
+    Each is checked against the JSON: a video listed twice (in one file or in two), a video the JSON does
+    not have, or one whose JSON subset is another is an error; JSON videos no split file lists are left
+    out with a counted warning.
+    """
+    by_id = {r.video_id: r for r in records}
+    listed: dict[str, tuple[str, str]] = {}  # video -> (split file, where)
+    for split_file in split_files:
+        first_line: dict[str, str] = {}
+        for where, (video,) in ann.text_rows(split_file, 1, "video_name"):
+            if video in first_line:
+                raise StpnError(f"{where}: video {video!r} listed twice (also {first_line[video]})")
+            first_line[video] = where.rsplit(": ", 1)[-1]
+            if video in listed:
+                raise StpnError(f"{where}: video {video!r} is also listed in {listed[video][0]}")
+            listed[video] = (split_file, where)
+        if not first_line:
+            raise StpnError(f"{split_file}: lists no videos")
+    for video, (split_file, where) in listed.items():
+        subset = os.path.basename(split_file)[len("split_"):-len(".txt")]
+        if video not in by_id:
+            raise StpnError(f"{where}: video {video!r} is not in {path}")
+        if by_id[video].subset != subset:
+            raise StpnError(f"{where}: video {video!r} is in split {subset!r} but {path} gives it subset "
+                            f"{by_id[video].subset!r}")
+    for record in records:
+        if record.video_id not in listed:
+            warnings.warn("not_in_split_files", f"{path}: video {record.video_id!r} is in no split file "
+                                                f"({', '.join(os.path.basename(f) for f in split_files)}); "
+                                                "left out")
+    return [r for r in records if r.video_id in listed]
 
 
 def taxonomy_leaves(path: str) -> list[str]:
@@ -181,7 +222,7 @@ def select_videos(*, family: str, annotations: str, allow_pickle: bool, duration
     if joint_features and kind != "reduced":
         raise StpnError(f"{annotations}: the Thumos14reduced joint features need the Thumos14reduced annotation "
                         "folder (videoname.npy is what the joint feature array is aligned with)")
-    records, annotation_files = read_annotations(annotations, kind, allow_pickle, duration_map)
+    records, annotation_files = read_annotations(annotations, kind, allow_pickle, duration_map, warnings)
     if not records:
         raise StpnError(f"{annotations}: no annotated videos")
     seen: set[str] = set()

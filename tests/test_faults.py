@@ -1,0 +1,283 @@
+"""Faults at run time: writes that fail half-way, damaged model files, two runs at once, and a SavedModel
+fed inputs that do not fit.
+
+Full disks are simulated with a file-size limit (RLIMIT_FSIZE, what `ulimit -f` sets) on the command's own
+process: a write past it fails with EFBIG ("File too large"), as a full disk fails with ENOSPC.
+"""
+
+import json
+import os
+import re
+import resource
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from stpn_tf import train
+from stpn_tf.data.grid import GridConfig
+from stpn_tf.errors import StpnError
+from stpn_tf.extract import standin
+from stpn_tf.io.atomic import is_temporary
+from stpn_tf.io.workdir import WorkDir
+from stpn_tf.model.stpn import ModelConfig
+from stpn_tf.postprocess.localizer import LocalizerConfig
+from stpn_tf.serving.export import run_export
+from stpn_tf.serving.model import load_export
+from tests.fixtures import write_random_workdir
+from tests.test_build_dataset import write_basnet_release
+from tests.test_extract import textured_square_frames, write_video
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+D = 6
+CLASSES = ["Alpha", "Beta", "Gamma"]
+
+
+def stpn(*args, file_limit=None, timeout=300):
+    """`stpn args` in its own process, optionally under a file-size limit of `file_limit` bytes."""
+    def limit():
+        if file_limit is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, file_limit))
+
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    return subprocess.run([sys.executable, "-m", "stpn_tf.cli", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout, preexec_fn=limit)
+
+
+def assert_one_line(proc, *needles):
+    """Exit code 2 and one error line (besides the command's progress log lines), naming every needle."""
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip() and not re.match(r"^[IW]\d{4} ", line)]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def snapshot(folder) -> dict[str, bytes]:
+    """Every file below `folder` with its bytes."""
+    out = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as handle:
+                out[os.path.relpath(path, folder)] = handle.read()
+    return out
+
+
+def temporaries(folder) -> list[str]:
+    return [os.path.join(root, n) for root, dirs, files in os.walk(folder) for n in files + dirs if is_temporary(n)]
+
+
+# ---------------------------------------------------------------------------------------- failed writes
+
+def test_build_dataset_on_a_full_disk_keeps_the_previous_dataset(tmp_path):
+    files = write_basnet_release(str(tmp_path / "release"), num_train=4, num_test=3, feature_dim=8)
+    out = tmp_path / "dataset"
+    args = ["build-dataset", "--layout=thumos14_npy", f"--out={out}", *[f"--{k}={v}" for k, v in files.items()]]
+    assert stpn(*args).returncode == 0
+    before = snapshot(out)
+    proc = stpn(*args, "--num_shards=3", file_limit=2048)
+    assert_one_line(proc, "cannot write it (File too large", "shards already in the directory are unchanged")
+    assert snapshot(out) == before  # the previous complete dataset, byte for byte, and no temporaries
+
+
+def test_extraction_on_a_full_disk_stops_with_one_line_and_no_half_files(tmp_path):
+    for name, channels in (("rgb", 3), ("flow", 2)):
+        standin.build_standin_i3d(str(tmp_path / name), channels=channels)
+    video = str(tmp_path / "clip.avi")
+    write_video(video, textured_square_frames(40), fps=25)  # 2 snippets: 8 KB of features per stream
+    out = tmp_path / "features"
+    fast = ["--config.extract.tvl1_scales=1", "--config.extract.tvl1_warps=1",
+            "--config.extract.tvl1_inner_iterations=2", "--config.extract.tvl1_outer_iterations=1"]
+    proc = stpn("extract", video, f"--out={out}", f"--config.extract.rgb_model={tmp_path / 'rgb'}",
+                f"--config.extract.flow_model={tmp_path / 'flow'}", *fast, file_limit=4096)
+    assert_one_line(proc, "rgb/clip.npy: cannot write it", "the disk is full or a file-size limit is set")
+    assert temporaries(tmp_path) == [] and not os.path.exists(out / "test" / "meta" / "clip.json")
+    assert not os.path.exists(out / "test" / "rgb" / "clip.npy")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    from tests.test_cli import stpn as run_stpn
+
+    root = tmp_path_factory.mktemp("faults")
+    files = write_basnet_release(str(root / "release"), num_train=6, num_test=3, feature_dim=8)
+    run_stpn("build-dataset", "--layout=thumos14_npy", f"--out={root / 'dataset'}",
+             *[f"--{k}={v}" for k, v in files.items()])
+    return str(root / "dataset")
+
+
+TRAIN_FLAGS = ["--config=demo", "--config.train.steps=8", "--config.train.steps_per_epoch=4",
+               "--config.model.attention_units=4", "--config.train.num_snippets=8"]
+
+
+def test_training_on_a_full_disk_leaves_only_complete_files_and_resumes(dataset, tmp_path):
+    workdir = tmp_path / "work"
+    args = ["train", f"--workdir={workdir}", "--stream=rgb", f"--config.dataset.dir={dataset}", *TRAIN_FLAGS]
+    proc = stpn(*args, file_limit=12 * 1024)  # the records fit, the first weights backup does not
+    assert_one_line(proc, "cannot write it (File too large", "rerun the same command")
+    assert not (workdir / "rgb" / "model.keras").exists() and temporaries(workdir) == []
+    checkpoints = workdir / "rgb" / "checkpoints"
+    names = os.listdir(checkpoints) if checkpoints.exists() else []
+    assert all(train.EpochCheckpoints.PATTERN.match(n) for n in names), names  # finished files only
+    # With space again the same command finishes the run.
+    proc = stpn(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert WorkDir(str(workdir)).load_stream_model("rgb").num_classes == 20
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return write_random_workdir(str(tmp_path_factory.mktemp("random_work")), CLASSES, D)
+
+
+def test_export_on_a_full_disk_writes_no_export_and_keeps_an_old_one(workdir, tmp_path):
+    out = tmp_path / "export"
+    settings = ["--config.localize.num_snippets=8", "--config.localize.max_detections=8",
+                "--config.localize.max_components_per_class=4"]
+    proc = stpn("export", f"--workdir={workdir}", f"--out={out}", *settings, file_limit=64 * 1024)
+    assert_one_line(proc, "export: cannot write it (File too large")
+    assert os.listdir(tmp_path) == []  # no export and no temporary directory
+    assert stpn("export", f"--workdir={workdir}", f"--out={out}", *settings).returncode == 0
+    before = snapshot(out)
+    proc = stpn("export", f"--workdir={workdir}", f"--out={out}", "--overwrite", *settings, file_limit=64 * 1024)
+    assert_one_line(proc, "cannot write it (File too large")
+    assert snapshot(out) == before and os.listdir(tmp_path) == ["export"]
+
+
+# ---------------------------------------------------------------------------------------- damaged files
+
+def _truncate(path):
+    size = os.path.getsize(path)
+    with open(path, "r+b") as handle:
+        handle.truncate(size // 2)
+
+
+def test_truncated_model_and_saved_model_give_one_line_errors(workdir, tmp_path):
+    import shutil
+
+    damaged = tmp_path / "work"
+    shutil.copytree(workdir, damaged)
+    _truncate(damaged / "rgb" / "model.keras")
+    with pytest.raises(StpnError, match="rgb/model.keras: cannot load the trained model .* damaged"):
+        WorkDir(str(damaged)).load_stream_model("rgb")
+    export = tmp_path / "export"
+    run_export(workdir=workdir, out=str(export), grid=GridConfig(length=8), jit_compile=False,
+               localizer_config=LocalizerConfig(max_detections=8, max_components_per_class=4))
+    for victim in ("saved_model.pb", "variables/variables.index", "variables/variables.data-00000-of-00001"):
+        copy = tmp_path / victim.replace("/", "_")
+        shutil.copytree(export, copy)
+        _truncate(copy / victim)
+        with pytest.raises(StpnError, match=f"{copy}: cannot load the SavedModel"):
+            load_export(str(copy))
+
+
+def test_damaged_training_backup_gives_one_line_error(tmp_path, monkeypatch):
+    from stpn_tf.data import synthetic
+
+    dataset_dir = str(tmp_path / "data")
+    synthetic.write_dataset(dataset_dir, feature_dim=8, max_snippets=24, num_shards=1)
+    kwargs = dict(dataset_dir=dataset_dir, workdir=str(tmp_path / "work"), stream="rgb", verbose=0,
+                  model=ModelConfig(attention_units=4),
+                  train=train.TrainConfig(num_snippets=8, batch_size=3, steps=8, steps_per_epoch=4))
+
+    class Crash(train.keras.callbacks.Callback):
+        def __init__(self, *args, **kw):
+            super().__init__()
+
+        def on_epoch_end(self, epoch, logs=None):  # after BackupAndRestore saved epoch 1
+            raise RuntimeError("simulated kill")
+
+    with monkeypatch.context() as m:
+        m.setattr(train, "EpochCheckpoints", Crash)
+        with pytest.raises(RuntimeError, match="simulated kill"):
+            train.run_train(**kwargs)
+    backup = tmp_path / "work" / "rgb" / "backup"
+    _truncate(backup / "latest.weights.h5")
+    with pytest.raises(StpnError, match=f"{backup}: the backup of the interrupted run is damaged"):
+        train.run_train(**kwargs)
+    from tensorflow.python.framework import config as tf_config
+
+    tf_config.disable_op_determinism()
+
+
+# ---------------------------------------------------------------------------------------- two runs at once
+
+def test_a_second_train_run_on_the_same_stream_is_refused_until_the_first_ends(dataset, tmp_path):
+    workdir = tmp_path / "work"
+    common = ["train", f"--workdir={workdir}", "--stream=rgb", f"--config.dataset.dir={dataset}", "--config=demo",
+              "--config.model.attention_units=4", "--config.train.num_snippets=8"]
+    long_run = ["--config.train.steps=100000", "--config.train.steps_per_epoch=50"]
+    first = subprocess.Popen([sys.executable, "-m", "stpn_tf.cli", *common, *long_run], cwd=REPO,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        lock = workdir / "rgb" / ".lock"
+        deadline = time.monotonic() + 120
+        while not (lock.exists() and lock.read_text().startswith("process")):
+            assert first.poll() is None and time.monotonic() < deadline, "the first run did not start"
+            time.sleep(0.1)
+        second = stpn(*common, *long_run)
+        assert_one_line(second, "the rgb stream is being trained by process", "wait for it to finish")
+        assert first.poll() is None  # the refusal did not disturb the first run
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    # The kernel released the killed run's lock: the next run takes it.
+    with WorkDir(str(workdir)).lock("rgb"):
+        pass
+
+
+# ---------------------------------------------------------------------------------------- serving inputs
+
+@pytest.fixture(scope="module")
+def serving(workdir, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("serving") / "export")
+    run_export(workdir=workdir, out=out, grid=GridConfig(length=8), jit_compile=True,
+               localizer_config=LocalizerConfig(interpolation=2, max_detections=8, max_components_per_class=4))
+    return tf.saved_model.load(out).signatures["serving_default"]
+
+
+def _inputs(**changes):
+    rng = np.random.default_rng(0)
+    inputs = dict(rgb=rng.normal(size=(2, 9, D)).astype(np.float32), flow=rng.normal(size=(2, 9, D)).astype(np.float32),
+                  num_snippets=np.array([9, 4], np.int32), seconds_per_snippet=np.array([.64, .64], np.float32))
+    inputs.update(changes)
+    return {k: tf.constant(v) for k, v in inputs.items()}
+
+
+def _nan_at(shape, value):
+    x = np.random.default_rng(1).normal(size=shape).astype(np.float32)
+    x[1, 2, 3] = value
+    return x
+
+
+@pytest.mark.parametrize("changes,message", [
+    (dict(rgb=np.zeros((2, 9, D + 1), np.float32)), "serving_default: rgb must have 6 features per snippet"),
+    (dict(flow=np.zeros((2, 9, 4), np.float32)), "serving_default: flow must have 6 features per snippet"),
+    (dict(rgb=np.zeros((2, 9, 4), np.float32), flow=np.zeros((2, 9, 4), np.float32)),
+     "serving_default: rgb must have 6 features"),  # several faults: the first check's message
+    (dict(rgb=_nan_at((2, 9, D), np.nan)), "serving_default: rgb holds NaN or infinite values"),
+    (dict(flow=_nan_at((2, 9, D), np.inf)), "serving_default: flow holds NaN or infinite values"),
+    (dict(flow=np.zeros((2, 7, D), np.float32)), "serving_default: rgb and flow must have the same shape"),
+    (dict(num_snippets=np.array([9, 10], np.int32)), "serving_default: num_snippets must not exceed the time axis"),
+    (dict(num_snippets=np.array([0, 4], np.int32)), "serving_default: num_snippets must be >= 1"),
+    (dict(num_snippets=np.array([9], np.int32)), "serving_default: num_snippets must have one entry per video"),
+    (dict(seconds_per_snippet=np.array([.64, 0.], np.float32)), "seconds_per_snippet must be positive"),
+    (dict(seconds_per_snippet=np.array([-1., .64], np.float32)), "seconds_per_snippet must be positive"),
+    (dict(seconds_per_snippet=np.array([np.nan, .64], np.float32)), "seconds_per_snippet must be positive"),
+])
+def test_serving_default_refuses_inputs_that_do_not_fit(serving, changes, message):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        serving(**_inputs(**changes))
+
+
+def test_serving_default_answers_inputs_that_fit(serving):
+    out = serving(**_inputs())
+    assert out["num_detections"].shape == (2,) and out["attention"].shape == (2, 2, 8)
