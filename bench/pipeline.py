@@ -33,11 +33,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
+from stpn_tf import resources  # noqa: E402
 from stpn_tf.data import annotations as ann  # noqa: E402
 from stpn_tf.data import features as feat  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REDUCED = os.path.join(ROOT, "data", "thumos14", "thumos14reduced")
+REDUCED = resources.resource_path(resources.THUMOS14_REDUCED)
 
 
 def write_thumos14_size_split(out_dir: str, feature_dim: int, seed: int = 0) -> tuple[list[str], int]:
