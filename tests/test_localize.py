@@ -360,7 +360,7 @@ def test_localizer_config_round_trip_and_output():
                   max_detections=7, max_components_per_class=5, max_classes_per_video=None)
     # jit_compile=False keeps the test fast; the XLA path of localize is covered above.
     localizer = Localizer.from_config(Localizer(LocalizerConfig(**config), jit_compile=False).get_config())
-    assert localizer.get_config() == dict(config, jit_compile=False)
+    assert localizer.get_config() == dict(LocalizerConfig(**config).to_dict(), jit_compile=False)
     assert localizer.config == LocalizerConfig(**config)
     out = localizer(rgb, flow, lengths=[10, 7, 3], num_snippets=[20, 7, 100], seconds_per_snippet=[.64] * 3)
     direct = localize(rgb, flow, lengths=[10, 7, 3], num_snippets=[20, 7, 100], seconds_per_snippet=[.64] * 3,

@@ -50,21 +50,45 @@ STREAM_KEYS = ("attention", "tcam", "probabilities")
 
 
 
+PROPOSAL_SIGNALS = ("tcam", "attention")
+SCORINGS = ("mean", "oic")
+NMS_KINDS = ("hard", "soft")
+# Settings that are inputs of the compiled graph (a new value needs no new compile); every other field
+# is structure (interpolation, the number of proposal thresholds, the NMS kind and the bounds).
+RUNTIME_FIELDS = ("class_threshold", "tcam_threshold", "proposal_thresholds", "alpha", "nms_threshold",
+                  "proposal_signal", "normalize", "scoring", "oic_margin", "oic_gamma", "soft_nms_sigma")
+
+
 @dataclasses.dataclass(frozen=True)
 class LocalizerConfig:
-    """Every setting of STPN localization (spec section 3) and the static bounds the graph needs.
+    """Every setting of STPN localization (spec section 3), the options beyond it, and the static bounds.
 
-    The defaults are the paper's protocol (stpn_tf/configs/thumos14.py holds the same values) and bounds far above
-    what a 400-position grid produces, so they do not cap recall.
+    The defaults are the paper's protocol (stpn_tf/configs/thumos14.py holds the same values) and bounds far
+    above what a 400-position grid produces, so they do not cap recall. The options after `nms_threshold`
+    come from STPN's successors (README "Beyond the paper"); each is off by default and they combine.
 
     Attributes:
       class_threshold: A stream proposes class c iff its video probability >= this (0.1).
-      tcam_threshold: Proposals are runs of the interpolated weighted T-CAM psi > this (0.05).
+      tcam_threshold: Proposals are runs of the interpolated signal > this (0.05); the paper's signal is
+        the weighted T-CAM psi = lambda * sigmoid(a).
       alpha: RGB weight of the score sequence, eq. 7 (0.5).
       interpolation: Integer interpolation factor k (24).
-      nms_threshold: Per-class NMS suppresses tIoU > this (0.5).
+      nms_threshold: Per-class hard NMS suppresses tIoU > this (0.5).
+      proposal_thresholds: Several thresholds instead of `tcam_threshold` (empty: the paper's one); the
+        components of every threshold are pooled before NMS (BaS-Net, CoLA, DELU).
+      proposal_signal: "tcam" (psi, the paper) or "attention" (lambda itself, class-agnostic proposals
+        scored per passing class, as CoLA / DELU threshold their actionness).
+      normalize: Min-max normalise the signal per video and class over the valid positions before
+        thresholding: (x - max(min, 0)) / (max(max, 0) - max(min, 0)), a range <= 0 counting as 1 (BaS-Net).
+      scoring: "mean" (eq. 7's mean) or "oic": outer-inner contrast (AutoLoc, BaS-Net, CoLA): the mean
+        inside minus the mean over margins of `oic_margin` x the length on each side, plus `oic_gamma`
+        x the class's video probability alpha p_rgb + (1 - alpha) p_flow.
+      oic_margin: Margin ratio of OIC (0.25).
+      oic_gamma: Weight of the video probability in OIC (0.2).
+      nms: "hard" (the paper) or "soft": Gaussian soft-NMS, scores decayed by exp(-tIoU^2 / sigma).
+      soft_nms_sigma: sigma of soft-NMS (0.3, DELU).
       max_detections: K, detections kept per video (output slots).
-      max_components_per_class: M, proposals per video, stream and class entering NMS.
+      max_components_per_class: M, proposals per video, stream and class entering NMS (over all thresholds).
       max_classes_per_video: Q, classes localized per video (the most probable), None for all.
     """
 
@@ -73,11 +97,20 @@ class LocalizerConfig:
     alpha: float = 0.5
     interpolation: int = 24
     nms_threshold: float = 0.5
+    proposal_thresholds: tuple = ()
+    proposal_signal: str = "tcam"
+    normalize: bool = False
+    scoring: str = "mean"
+    oic_margin: float = 0.25
+    oic_gamma: float = 0.2
+    nms: str = "hard"
+    soft_nms_sigma: float = 0.3
     max_detections: int = 1000
     max_components_per_class: int = 200
     max_classes_per_video: int | None = None
 
     def __post_init__(self):
+        object.__setattr__(self, "proposal_thresholds", tuple(float(t) for t in self.proposal_thresholds))
         if int(self.interpolation) != self.interpolation or self.interpolation < 1:
             raise StpnError(f"localize: interpolation must be a positive integer, got {self.interpolation}")
         if self.max_detections < 1 or self.max_components_per_class < 1:
@@ -86,9 +119,29 @@ class LocalizerConfig:
         if self.max_classes_per_video is not None and self.max_classes_per_video < 1:
             raise StpnError("localize: max_classes_per_video must be >= 1, or 0 / None for all classes, got "
                             f"{self.max_classes_per_video}")
-        for name in ("class_threshold", "tcam_threshold", "alpha", "nms_threshold"):
+        for name in ("class_threshold", "tcam_threshold", "alpha", "nms_threshold", "oic_margin", "oic_gamma",
+                     "soft_nms_sigma"):
             if not math.isfinite(float(getattr(self, name))):
                 raise StpnError(f"localize: {name} must be a finite number, got {getattr(self, name)}")
+        if not all(math.isfinite(t) for t in self.proposal_thresholds):
+            raise StpnError(f"localize: proposal_thresholds must be finite numbers, got {self.proposal_thresholds}")
+        for name, allowed in (("proposal_signal", PROPOSAL_SIGNALS), ("scoring", SCORINGS), ("nms", NMS_KINDS)):
+            if getattr(self, name) not in allowed:
+                raise StpnError(f"localize: {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.oic_margin < 0:
+            raise StpnError(f"localize: oic_margin must be >= 0, got {self.oic_margin}")
+        if self.soft_nms_sigma <= 0:
+            raise StpnError(f"localize: soft_nms_sigma must be > 0, got {self.soft_nms_sigma}")
+
+    @property
+    def thresholds(self) -> tuple[float, ...]:
+        """The proposal thresholds in effect (the paper's single tcam_threshold unless a list is set)."""
+        return self.proposal_thresholds or (float(self.tcam_threshold),)
+
+    def structure(self) -> tuple:
+        """What the compiled graph depends on; configs with equal structure share one compile."""
+        return (int(self.interpolation), len(self.thresholds), self.nms, self.max_detections,
+                self.max_components_per_class, self.max_classes_per_video)
 
     @classmethod
     def from_dict(cls, values: Mapping) -> "LocalizerConfig":
@@ -100,19 +153,48 @@ class LocalizerConfig:
         kwargs = dict(values)
         if kwargs.get("max_classes_per_video") == 0:
             kwargs["max_classes_per_video"] = None
-        for name in ("interpolation", "max_detections", "max_components_per_class"):
-            if name in kwargs:
-                kwargs[name] = int(kwargs[name])
-        for name in ("class_threshold", "tcam_threshold", "alpha", "nms_threshold"):
-            if name in kwargs:
-                kwargs[name] = float(kwargs[name])
+        try:
+            for name in ("interpolation", "max_detections", "max_components_per_class"):
+                if name in kwargs:
+                    kwargs[name] = int(kwargs[name])
+            for name in ("class_threshold", "tcam_threshold", "alpha", "nms_threshold", "oic_margin", "oic_gamma",
+                         "soft_nms_sigma"):
+                if name in kwargs:
+                    kwargs[name] = float(kwargs[name])
+            if "proposal_thresholds" in kwargs:
+                kwargs["proposal_thresholds"] = tuple(float(t) for t in kwargs["proposal_thresholds"])
+        except (TypeError, ValueError) as error:
+            raise StpnError(f"localize: a setting has the wrong type ({error})") from None
+        if "normalize" in kwargs:
+            if not isinstance(kwargs["normalize"], (bool, int)):
+                raise StpnError(f"localize: normalize must be true or false, got {kwargs['normalize']!r}")
+            kwargs["normalize"] = bool(kwargs["normalize"])
         return cls(**kwargs)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        values["proposal_thresholds"] = list(self.proposal_thresholds)
+        return values
 
     def replace(self, **changes) -> "LocalizerConfig":
         return dataclasses.replace(self, **changes)
+
+
+def runtime_tensors(config: LocalizerConfig) -> dict[str, tf.Tensor]:
+    """The graph inputs that carry `config`'s runtime settings (RUNTIME_FIELDS)."""
+    f64 = lambda x: tf.constant(float(x), tf.float64)  # noqa: E731
+    return {
+        "class_threshold": f64(config.class_threshold),
+        "thresholds": tf.constant(config.thresholds, tf.float64),
+        "alpha": f64(config.alpha),
+        "nms_threshold": f64(config.nms_threshold),
+        "attention_signal": tf.constant(config.proposal_signal == "attention"),
+        "normalize": tf.constant(bool(config.normalize)),
+        "oic": tf.constant(config.scoring == "oic"),
+        "oic_margin": f64(config.oic_margin),
+        "oic_gamma": f64(config.oic_gamma),
+        "soft_nms_sigma": f64(config.soft_nms_sigma),
+    }
 
 
 _F64 = tf.float64
@@ -173,25 +255,30 @@ def _interval_slopes(y: tf.Tensor, valid_length: tf.Tensor) -> tf.Tensor:
     return tf.where(index < valid_length - 1, forward, backward)
 
 
-def _stream_components(psi, score_sequence, valid_length, class_kept, *, tcam_threshold, k, max_components):
-    """Connected components of the thresholded interpolated psi of one stream, top M per class.
+def _stream_components(psi, score_sequence, valid_length, class_kept, video_score, *, threshold, oic, oic_margin,
+                       oic_gamma, k, max_components):
+    """Connected components of the thresholded interpolated signal of one stream, top M per row.
+
+    A row is one class at one proposal threshold.
 
     Args:
-      psi: [B, C, T] float64 weighted T-CAM samples.
-      score_sequence: [B, C, T] float64 score-sequence samples.
+      psi: [B, R, T] float64 signal samples (the weighted T-CAM, or an option's signal).
+      score_sequence: [B, R, T] float64 score-sequence samples.
       valid_length: [B, 1, 1] int32.
-      class_kept: [B, C, 1] bool, the stream's class selection.
-      tcam_threshold: Threshold (strict).
+      class_kept: [B, R, 1] bool, the stream's class selection.
+      video_score: [B, R, 1] float64, the class's video probability (OIC's gamma term).
+      threshold: [1, R, 1] float64 threshold of each row (strict).
+      oic: bool scalar tensor, outer-inner-contrast scoring instead of the mean.
+      oic_margin, oic_gamma: float64 scalar tensors.
       k: Interpolation factor (Python int).
       max_components: M (Python int).
 
     Returns:
-      (score [B, C, M] float64 (-inf where invalid), first [B, C, M] float64, last [B, C, M] float64
-      inclusive interpolated positions, valid [B, C, M] bool): the M best components in no particular
+      (score [B, R, M] float64 (-inf where invalid), first [B, R, M] float64, last [B, R, M] float64
+      inclusive interpolated positions, valid [B, R, M] bool): the M best components in no particular
       order (the caller sorts exactly).
     """
     kf = tf.constant(float(k), _F64)
-    threshold = tf.constant(float(tcam_threshold), _F64)
     index = tf.range(tf.shape(psi)[-1])[tf.newaxis, tf.newaxis, :]
     in_video = index < valid_length                                                      # [B, 1, T]
 
@@ -215,7 +302,7 @@ def _stream_components(psi, score_sequence, valid_length, class_kept, *, tcam_th
     score_slope = _interval_slopes(score_sequence, valid_length)
     run_sum = count * (kf * score_sequence + score_slope * ((low + high) * 0.5))
     run_sum = tf.where(nonempty, run_sum, tf.zeros_like(run_sum))
-    cumulative = tf.cumsum(run_sum, axis=-1)                                             # [B, C, T]
+    cumulative = tf.cumsum(run_sum, axis=-1)                                             # [B, R, T]
 
     touches_left = nonempty & tf.equal(low, 0.0)
     touches_right = nonempty & tf.equal(high, kf - 1.0)
@@ -230,10 +317,12 @@ def _stream_components(psi, score_sequence, valid_length, class_kept, *, tcam_th
     first = tf.cast(start_interval, _F64) * kf + low_at_start
     last = tf.cast(index, _F64) * kf + high
     mean_score = (cumulative - cumulative_before) / (tf.maximum(last - first + 1.0, 1.0) * kf)
+    outer = _outer_mean(score_sequence, score_slope, valid_length, first, last, oic_margin=oic_margin, k=k)
+    score = tf.where(oic, mean_score - outer + oic_gamma * video_score, mean_score)
 
     valid = ends & class_kept
     neg_inf = tf.constant(-math.inf, _F64)
-    ranked_score = tf.where(valid, mean_score, neg_inf)
+    ranked_score = tf.where(valid, score, neg_inf)
     # Pad with M invalid slots so that top_k works for any T (also T < M).
     pad_shape = tf.concat([tf.shape(psi)[:-1], [max_components]], 0)
     ranked_score = tf.concat([ranked_score, tf.fill(pad_shape, neg_inf)], -1)
@@ -245,6 +334,45 @@ def _stream_components(psi, score_sequence, valid_length, class_kept, *, tcam_th
     top_score, top_first, top_last, top_valid = (tf.gather(x, top_index, batch_dims=2, axis=2)
                                                  for x in (ranked_score, first, last, valid))
     return top_score, top_first, top_last, top_valid
+
+
+def _outer_mean(y, slope, valid_length, first, last, *, oic_margin, k):
+    """Mean of the interpolated sequence y over the outer margins of runs [first, last] (OIC).
+
+    The margins are [max(0, floor(first - m L)), first) and (last, min(N - 1, floor(last + m L))] with
+    L = last - first + 1 and N = length * k interpolated positions; the mean is 0 where both are empty.
+    Sums come from prefix sums of the per-interval arithmetic series, as the inner mean.
+
+    Args:
+      y, slope: [B, R, T] float64 samples and per-interval slopes (`_interval_slopes`).
+      valid_length: [B, 1, 1] int32.
+      first, last: [B, R, T'] float64 inclusive interpolated positions (any T').
+      oic_margin: float64 scalar tensor m.
+      k: Interpolation factor (Python int).
+    """
+    kf = tf.constant(float(k), _F64)
+    index = tf.range(tf.shape(y)[-1])[tf.newaxis, tf.newaxis, :]
+    full = tf.where(index < valid_length, kf * (kf * y + slope * ((kf - 1.0) * 0.5)), tf.zeros_like(y))
+    zero = tf.zeros_like(full[..., :1])
+    before = tf.concat([zero, tf.cumsum(full, axis=-1)], -1)                             # [B, R, T + 1]
+    y_pad, slope_pad = tf.concat([y, zero], -1), tf.concat([slope, zero], -1)
+    num_intervals = tf.shape(y)[-1]
+
+    def prefix(j):  # k times the sum of the interpolated values at positions 0 .. j - 1
+        interval = tf.clip_by_value(tf.cast(tf.floor(j / kf), tf.int32), 0, num_intervals)
+        r = j - tf.cast(interval, _F64) * kf
+        at = lambda x: tf.gather(x, interval, batch_dims=2, axis=2)  # noqa: E731
+        return at(before) + r * (kf * at(y_pad)) + at(slope_pad) * (r * (r - 1.0) * 0.5)
+
+    margin = oic_margin * (last - first + 1.0)
+    end = tf.cast(valid_length, _F64) * kf - 1.0
+    outer_first = tf.maximum(tf.floor(first - margin), 0.0)
+    outer_last = tf.minimum(tf.floor(last + margin), end)
+    outer_last = tf.maximum(outer_last, last)
+    outer_first = tf.minimum(outer_first, first)
+    total = prefix(first) - prefix(outer_first) + prefix(outer_last + 1.0) - prefix(last + 1.0)
+    count = (first - outer_first) + (outer_last - last)
+    return tf.where(count > 0, total / (tf.maximum(count, 1.0) * kf), tf.zeros_like(total))
 
 
 def _select_top(score: tf.Tensor, k: int) -> tf.Tensor:
@@ -295,7 +423,7 @@ def _greedy_nms(score, first, last, valid, *, nms_threshold):
       first: [B, C, N] float64 first interpolated position.
       last: [B, C, N] float64 last interpolated position (inclusive).
       valid: [B, C, N] bool.
-      nms_threshold: Suppress when tIoU > this.
+      nms_threshold: float64 scalar tensor; suppress when tIoU > this.
 
     Returns:
       keep [B, C, N] bool.
@@ -304,7 +432,7 @@ def _greedy_nms(score, first, last, valid, *, nms_threshold):
     # Candidates are sorted valid-first, so no video and class needs more steps than its valid count.
     num_steps = tf.reduce_max(tf.reduce_sum(tf.cast(valid, tf.int32), axis=-1))
     begin, finish = first, last + 1.0
-    threshold = tf.constant(float(nms_threshold), _F64)
+    threshold = nms_threshold
 
     def body(i, keep):
         b_i = tf.gather(begin, [i], axis=2)                                              # [B, C, 1]
@@ -320,6 +448,65 @@ def _greedy_nms(score, first, last, valid, *, nms_threshold):
     _, keep = tf.while_loop(lambda i, _: i < num_steps, body, (tf.constant(0), tf.zeros_like(valid)),
                             maximum_iterations=num_slots)
     return keep
+
+
+def _soft_nms(score, first, last, valid, *, sigma):
+    """Gaussian soft-NMS per class over candidates already sorted by the NMS order.
+
+    Repeatedly takes the remaining candidate with the highest current score (ties: earliest in the NMS
+    order), keeps it with that score, and multiplies the current score of every remaining candidate of
+    the same video and class by exp(-tIoU^2 / sigma). Every valid candidate is kept; its score is the
+    decayed one. (Scores are multiplied, so a negative score moves towards 0.)
+
+    Args:
+      score, first, last, valid: [B, C, N] as for `_greedy_nms`.
+      sigma: float64 scalar tensor.
+
+    Returns:
+      (keep [B, C, N] bool, decayed score [B, C, N] float64 (-inf where not kept)).
+    """
+    num_slots = score.shape[-1]
+    num_steps = tf.reduce_max(tf.reduce_sum(tf.cast(valid, tf.int32), axis=-1))
+    begin, finish = first, last + 1.0
+    neg_inf = tf.constant(-math.inf, _F64)
+    slots = tf.range(num_slots)
+
+    def body(i, current, final):
+        best = tf.reduce_max(current, axis=-1, keepdims=True)                            # [B, C, 1]
+        live = best > neg_inf
+        pick = tf.reduce_min(tf.where(tf.equal(current, best) & live, slots, num_slots), axis=-1, keepdims=True)
+        chosen = tf.equal(slots, pick)                                                   # [B, C, N]
+        b_i = tf.gather(begin, tf.minimum(pick, num_slots - 1), batch_dims=2, axis=2)
+        f_i = tf.gather(finish, tf.minimum(pick, num_slots - 1), batch_dims=2, axis=2)
+        inter = tf.maximum(tf.minimum(f_i, finish) - tf.maximum(b_i, begin), 0.0)
+        union = (f_i - b_i) + (finish - begin) - inter
+        iou = inter / tf.maximum(union, 1e-12)
+        final = tf.where(chosen, best, final)
+        decayed = current * tf.exp(-(iou * iou) / sigma)
+        current = tf.where(chosen, neg_inf, tf.where((current > neg_inf) & live, decayed, current))
+        return i + 1, current, final
+
+    start = tf.where(valid, score, neg_inf)
+    _, _, final = tf.while_loop(lambda i, *_: i < num_steps, body, (tf.constant(0), start, tf.fill(tf.shape(score), neg_inf)),
+                                maximum_iterations=num_slots)
+    return valid, final
+
+
+def _min_max_normalized(x: tf.Tensor, in_video: tf.Tensor) -> tf.Tensor:
+    """(x - lo) / (hi - lo) per row over the valid positions, lo and hi the ReLU'd min and max (range <= 0: 1).
+
+    x is first rounded to float32 values. XLA may compute a producer such as the sigmoid once inside the
+    reduction and again for the elementwise use, with results that differ in the last float64 bits, so
+    x - lo could be a tiny nonzero number at the minimum (and a threshold of 0 would then let it pass in
+    one execution mode and not in another). The float32 values of both computations agree.
+    """
+    x = tf.cast(tf.cast(x, tf.float32), _F64)
+    lo = tf.reduce_min(tf.where(in_video, x, tf.constant(math.inf, _F64)), axis=-1, keepdims=True)
+    hi = tf.reduce_max(tf.where(in_video, x, tf.constant(-math.inf, _F64)), axis=-1, keepdims=True)
+    lo = tf.where(tf.math.is_finite(lo), tf.maximum(lo, 0.0), tf.zeros_like(lo))
+    hi = tf.where(tf.math.is_finite(hi), tf.maximum(hi, 0.0), tf.zeros_like(hi))
+    delta = hi - lo
+    return (x - lo) / tf.where(delta > 0, delta, tf.ones_like(delta))
 
 
 def _as_stream(name: str, stream: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -352,7 +539,8 @@ def _check_static(rgb: Mapping[str, tf.Tensor], flow: Mapping[str, tf.Tensor]) -
 
 def localize(rgb: Mapping[str, tf.Tensor], flow: Mapping[str, tf.Tensor], *, lengths: tf.Tensor,
              num_snippets: tf.Tensor, seconds_per_snippet: tf.Tensor, durations: tf.Tensor | None = None,
-             config: LocalizerConfig = LocalizerConfig()) -> dict[str, tf.Tensor]:
+             config: LocalizerConfig = LocalizerConfig(),
+             settings: Mapping[str, tf.Tensor] | None = None) -> dict[str, tf.Tensor]:
     """Detections for a batch of videos from both streams' outputs.
 
     Args:
@@ -363,14 +551,27 @@ def localize(rgb: Mapping[str, tf.Tensor], flow: Mapping[str, tf.Tensor], *, len
       num_snippets: int32 [B] real snippets L per video.
       seconds_per_snippet: float32 [B] stride_frames / fps.
       durations: float32 [B] clip bounds in seconds, or None for L * seconds_per_snippet.
-      config: The thresholds, factors and bounds (see LocalizerConfig and the module docstring).
+      config: The thresholds, factors, options and bounds (see LocalizerConfig and the module docstring).
+      settings: The runtime settings as tensors (`runtime_tensors`); None takes them from `config`. Only
+        the structure of `config` (LocalizerConfig.structure) is read when they are given.
 
     Returns:
       dict with "detection_classes" int32 [B, K] (-1 padding), "detection_scores" float32 [B, K]
       (0 padding), "detection_segments" float32 [B, K, 2] seconds (0 padding), "num_detections" int32 [B].
     """
-    class_threshold, tcam_threshold, alpha = config.class_threshold, config.tcam_threshold, config.alpha
-    nms_threshold, max_detections = config.nms_threshold, config.max_detections
+    if settings is None:
+        settings = runtime_tensors(config)
+    missing = set(runtime_tensors(config)) - set(settings)
+    if missing:
+        raise StpnError(f"localize: settings lack {sorted(missing)}")
+    thresholds = tf.convert_to_tensor(settings["thresholds"], _F64)
+    if thresholds.shape.rank != 1 or thresholds.shape[0] is None or thresholds.shape[0] < 1:
+        raise StpnError(f"localize: settings['thresholds'] must be a vector of static length >= 1, got "
+                        f"shape {thresholds.shape}")
+    num_thresholds = thresholds.shape[0]
+    value = lambda name: tf.convert_to_tensor(settings[name], _F64)  # noqa: E731
+    class_threshold, alpha, nms_threshold = value("class_threshold"), value("alpha"), value("nms_threshold")
+    max_detections = config.max_detections
     max_components_per_class, max_classes_per_video = config.max_components_per_class, config.max_classes_per_video
     interpolation = config.interpolation
     rgb, flow = _as_stream("rgb", rgb), _as_stream("flow", flow)
@@ -401,37 +602,64 @@ def localize(rgb: Mapping[str, tf.Tensor], flow: Mapping[str, tf.Tensor], *, len
         # Probabilities are float32 values, so ranking their float32 casts is exact.
         _, class_ids = tf.math.top_k(tf.cast(priority, tf.float32), k=max_classes_per_video, sorted=False)
         class_ids = tf.sort(class_ids, axis=-1)                                          # [B, Q]
-        a = {name: tf.gather(x, class_ids, batch_dims=1, axis=1) for name, x in a.items()}
-        kept = {name: tf.gather(x, class_ids, batch_dims=1, axis=1) for name, x in kept.items()}
+        pick = lambda x: tf.gather(x, class_ids, batch_dims=1, axis=1)  # noqa: E731
+        a = {name: pick(x) for name, x in a.items()}
+        kept = {name: pick(x) for name, x in kept.items()}
+        probability = {name: pick(x) for name, x in probability.items()}
     else:
         class_ids = tf.broadcast_to(tf.range(total_classes)[tf.newaxis, :], [batch, total_classes])
     mixed = alpha * a["rgb"] + (1.0 - alpha) * a["flow"]
+    video_score = (alpha * probability["rgb"] + (1.0 - alpha) * probability["flow"])[..., tf.newaxis]
+    in_video = tf.range(tf.shape(mixed)[-1])[tf.newaxis, tf.newaxis, :] < valid_length
+    num_classes = mixed.shape[1]
+
+    def rows(x):  # [B, C, X] -> [B, C * P, X], row c * P + p for threshold p
+        return x if num_thresholds == 1 else tf.repeat(x, num_thresholds, axis=1)
+
+    row_threshold = tf.tile(thresholds, [num_classes])[tf.newaxis, :, tf.newaxis]        # [1, C * P, 1]
     per_stream = []
     for name, stream in streams:
         # Broadcast explicitly: with equal shapes TF's graph optimizer does not reorder the products.
         attention = tf.broadcast_to(tf.cast(stream["attention"], _F64)[:, tf.newaxis, :], tf.shape(mixed))
         psi = attention * tf.sigmoid(a[name])
+        signal = tf.where(settings["attention_signal"], attention, psi)
+        signal = tf.where(settings["normalize"], _min_max_normalized(signal, in_video), signal)
         score_sequence = attention * mixed
-        class_kept = kept[name][..., tf.newaxis]
-        per_stream.append(_stream_components(psi, score_sequence, valid_length, class_kept,
-                                             tcam_threshold=tcam_threshold, k=k,
-                                             max_components=max_components_per_class))
+        top = _stream_components(rows(signal), rows(score_sequence), valid_length, rows(kept[name][..., tf.newaxis]),
+                                 rows(video_score), threshold=row_threshold, oic=settings["oic"],
+                                 oic_margin=value("oic_margin"), oic_gamma=value("oic_gamma"), k=k,
+                                 max_components=max_components_per_class)
+        if num_thresholds > 1:
+            # Pool the thresholds of each class, then keep its M best (the threshold index breaks ties).
+            m = max_components_per_class
+            top = [tf.reshape(x, [batch, num_classes, num_thresholds * m]) for x in top]
+            threshold_index = tf.cast(tf.repeat(tf.range(num_thresholds), m), _F64)
+            top.append(tf.broadcast_to(threshold_index, tf.shape(top[1])))
+            best = _select_top(top[0], m)
+            top = [tf.gather(x, best, batch_dims=2, axis=2) for x in top]
+        else:
+            top = [*top, tf.zeros_like(top[1])]
+        per_stream.append(top)
 
     # Merge the streams and sort each class's candidates exactly into the NMS order: score descending,
-    # then RGB before FLOW, then earlier start.
-    score, first, last, valid = (tf.concat(parts, -1) for parts in zip(*per_stream))   # [B, C, 2M]
+    # then RGB before FLOW, then earlier start, then lower threshold index.
+    score, first, last, valid, threshold_index = (tf.concat(parts, -1) for parts in zip(*per_stream))
     num_slots = 2 * max_components_per_class
     stream_index = tf.cast(tf.range(num_slots) // max_components_per_class, _F64)
     span = tf.cast(num_positions, _F64) * k + 1.0
-    # Distinct tie-break keys: (stream, start) for real candidates, after them the empty slots by index.
-    tiebreak = tf.where(valid, stream_index * span + first, 2.0 * span + tf.cast(tf.range(num_slots), _F64))
+    p = float(num_thresholds)
+    # Distinct tie-break keys: (stream, start, threshold) for real candidates, after them the empty slots.
+    tiebreak = tf.where(valid, (stream_index * span + first) * p + threshold_index,
+                        2.0 * span * p + tf.cast(tf.range(num_slots), _F64))
     order = _exact_order(score, tiebreak)
     score, first, last, valid = (tf.gather(x, order, batch_dims=2, axis=2) for x in (score, first, last, valid))
-    keep = _greedy_nms(score, first, last, valid, nms_threshold=nms_threshold)
+    if config.nms == "soft":
+        keep, score = _soft_nms(score, first, last, valid, sigma=value("soft_nms_sigma"))
+    else:
+        keep = _greedy_nms(score, first, last, valid, nms_threshold=nms_threshold)
 
     # Final ranking over all classes of a video: score descending, then class, then the NMS order,
     # which is the order of the class-major flattening (class_ids is ascending).
-    num_classes = score.shape[1]
     flat_score = tf.reshape(tf.where(keep, score, tf.constant(-math.inf, _F64)), [batch, -1])
     flat_first = tf.reshape(first, [batch, -1])
     flat_last = tf.reshape(last, [batch, -1])
@@ -500,13 +728,28 @@ class Localizer(tf.Module):
         jit_compile = settings.pop("jit_compile", True)
         return cls(LocalizerConfig.from_dict(settings), jit_compile=jit_compile)
 
-    def _run(self, rgb, flow, lengths, num_snippets, seconds_per_snippet, durations):
+    def _run(self, rgb, flow, lengths, num_snippets, seconds_per_snippet, durations, settings):
         return localize(rgb, flow, lengths=lengths, num_snippets=num_snippets,
-                        seconds_per_snippet=seconds_per_snippet, durations=durations, config=self.config)
+                        seconds_per_snippet=seconds_per_snippet, durations=durations, config=self.config,
+                        settings=settings)
+
+    def tracing_count(self) -> int:
+        """How many times the function was traced (compiled): one per structure and input shape."""
+        return self._compiled.experimental_get_tracing_count()
 
     def __call__(self, rgb: Mapping[str, tf.Tensor], flow: Mapping[str, tf.Tensor], *, lengths, num_snippets,
-                 seconds_per_snippet, durations=None) -> dict[str, tf.Tensor]:
-        """See `localize` for arguments and outputs."""
+                 seconds_per_snippet, durations=None, settings: LocalizerConfig | None = None) -> dict[str, tf.Tensor]:
+        """See `localize` for arguments and outputs.
+
+        `settings` replaces the runtime settings (RUNTIME_FIELDS) of this call without a new compile; its
+        structure (LocalizerConfig.structure) must be this Localizer's.
+        """
+        if settings is None:
+            settings = self.config
+        elif settings.structure() != self.config.structure():
+            raise StpnError(f"Localizer: settings of structure {settings.structure()} given to a Localizer of "
+                            f"structure {self.config.structure()} (interpolation, number of thresholds, NMS kind, "
+                            "bounds); build a Localizer for them")
         rgb, flow = _as_stream("rgb", rgb), _as_stream("flow", flow)
         lengths = tf.convert_to_tensor(lengths, tf.int32)
         if tf.executing_eagerly():
@@ -516,4 +759,5 @@ class Localizer(tf.Module):
                 raise StpnError(f"Localizer: lengths must lie in [0, {positions}], got {lengths.numpy()}")
         return self._compiled(rgb, flow, lengths, tf.convert_to_tensor(num_snippets, tf.int32),
                               tf.convert_to_tensor(seconds_per_snippet, tf.float32),
-                              None if durations is None else tf.convert_to_tensor(durations, tf.float32))
+                              None if durations is None else tf.convert_to_tensor(durations, tf.float32),
+                              runtime_tensors(settings))

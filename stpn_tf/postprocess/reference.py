@@ -24,12 +24,19 @@ Conventions shared with `stpn_tf.postprocess.localizer` (both document them; the
 - Final order: score descending; ties by class index, then RGB before FLOW, then earlier start. The
   first `max_detections` are returned.
 - Seconds come from `stpn_tf.timeline.positions_to_seconds`.
+
+The options beyond the paper (LocalizerConfig): the proposal signal (psi or the attention), its min-max
+normalisation per class over the `length` samples (before interpolation), several thresholds whose
+components are pooled (a component is identified by stream, start, threshold index: the last breaks ties
+after the start), OIC scoring and Gaussian soft-NMS (final ties after soft-NMS: the NMS order).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import NamedTuple
+
+import math
 
 import numpy as np
 
@@ -95,6 +102,40 @@ def interval_iou(a: tuple[int, int], b: tuple[int, int]) -> float:
     return inter / union
 
 
+def min_max_normalized(x: np.ndarray) -> np.ndarray:
+    """(x - lo) / (hi - lo) with lo, hi the min and max of x clipped below at 0; a range <= 0 counts as 1.
+
+    x is rounded to float32 values first, as the graph does (see localizer._min_max_normalized).
+    """
+    x = np.asarray(x, np.float32).astype(np.float64)
+    lo, hi = max(float(np.min(x)), 0.0), max(float(np.max(x)), 0.0)
+    delta = hi - lo
+    return (x - lo) / (delta if delta > 0 else 1.0)
+
+
+def outer_mean(sequence: np.ndarray, start: int, end: int, margin: float) -> float:
+    """Mean of `sequence` over the margins of margin x length beside the run [start, end] (0 if none)."""
+    size = end - start + 1
+    outer_first = max(0, math.floor(start - margin * size))
+    outer_last = min(len(sequence) - 1, math.floor(end + margin * size))
+    outer = np.concatenate([sequence[outer_first:start], sequence[end + 1:outer_last + 1]])
+    return float(np.mean(outer)) if len(outer) else 0.0
+
+
+def soft_nms(ordered: list, sigma: float) -> list:
+    """Gaussian soft-NMS over proposals in NMS order: [(decayed score, NMS rank, proposal)] in pick order."""
+    remaining = [[proposal[0], rank, proposal] for rank, proposal in enumerate(ordered)]
+    kept = []
+    while remaining:
+        best = min(remaining, key=lambda r: (-r[0], r[1]))
+        remaining.remove(best)
+        kept.append(tuple(best))
+        for r in remaining:
+            iou = interval_iou(best[2][2:4], r[2][2:4])
+            r[0] *= math.exp(-iou * iou / sigma)
+    return kept
+
+
 def _stream_arrays(name: str, stream: Mapping[str, np.ndarray], length: int):
     try:
         attention = np.asarray(stream["attention"], np.float64)
@@ -138,7 +179,7 @@ def localize_video(rgb: Mapping[str, np.ndarray], flow: Mapping[str, np.ndarray]
     Returns:
       Detections (class index, score, start s, end s), score descending with the documented tie order.
     """
-    class_threshold, tcam_threshold, alpha = config.class_threshold, config.tcam_threshold, config.alpha
+    class_threshold, alpha = config.class_threshold, config.alpha
     interpolation, nms_threshold, max_detections = config.interpolation, config.nms_threshold, config.max_detections
     max_components_per_class, max_classes_per_video = config.max_components_per_class, config.max_classes_per_video
     if length < 0:
@@ -151,6 +192,7 @@ def localize_video(rgb: Mapping[str, np.ndarray], flow: Mapping[str, np.ndarray]
         return []
     num_classes = arrays["rgb"][1].shape[1]
     mixed_tcam = alpha * arrays["rgb"][1] + (1.0 - alpha) * arrays["flow"][1]        # [length, C]
+    video_score = alpha * arrays["rgb"][2] + (1.0 - alpha) * arrays["flow"][2]       # [C]
 
     passing = {}
     for c in range(num_classes):
@@ -161,35 +203,46 @@ def localize_video(rgb: Mapping[str, np.ndarray], flow: Mapping[str, np.ndarray]
     if max_classes_per_video is not None:
         selected = selected[:max_classes_per_video]
 
-    # candidates[c]: (score, stream index, start, end) with start/end inclusive interpolated positions.
-    candidates: dict[int, list[tuple[float, int, int, int]]] = {c: [] for c in range(num_classes)}
+    # candidates[c]: (score, stream index, start, end, threshold index); start/end inclusive positions.
+    candidates: dict[int, list[tuple[float, int, int, int, int]]] = {c: [] for c in range(num_classes)}
     for stream_index, name in enumerate(STREAMS):
         attention, tcam, probabilities = arrays[name]
         psi = attention[:, None] * (1.0 / (1.0 + np.exp(-tcam)))                      # [length, C]
+        signal = np.repeat(attention[:, None], num_classes, 1) if config.proposal_signal == "attention" else psi
+        if config.normalize:
+            signal = np.stack([min_max_normalized(signal[:, c]) for c in range(num_classes)], 1)
         score_sequence = attention[:, None] * mixed_tcam                                 # [length, C]
-        psi_fine = interpolate(psi, k)                                                   # [length*k, C]
+        signal_fine = interpolate(signal, k)                                             # [length*k, C]
         score_fine = interpolate(score_sequence, k)
         for c in range(num_classes):
             if c not in selected or not probabilities[c] >= class_threshold:
                 continue
             proposals = []
-            for start, end in connected_components(psi_fine[:, c] > tcam_threshold):
-                score = float(np.mean(score_fine[start:end + 1, c]))
-                proposals.append((score, stream_index, start, end))
+            for p, threshold in enumerate(config.thresholds):
+                for start, end in connected_components(signal_fine[:, c] > threshold):
+                    score = float(np.mean(score_fine[start:end + 1, c]))
+                    if config.scoring == "oic":
+                        score = score - outer_mean(score_fine[:, c], start, end, config.oic_margin) \
+                            + config.oic_gamma * float(video_score[c])
+                    proposals.append((score, stream_index, start, end, p))
             if max_components_per_class is not None:
-                proposals.sort(key=lambda p: (-p[0], p[2]))
+                proposals.sort(key=lambda q: (-q[0], q[2], q[4]))
                 proposals = proposals[:max_components_per_class]
             candidates[c].extend(proposals)
 
     kept_all = []
     for c in range(num_classes):
-        ordered = sorted(candidates[c], key=lambda p: (-p[0], p[1], p[2]))
-        kept: list[tuple[float, int, int, int]] = []
-        for proposal in ordered:
-            if all(interval_iou(proposal[2:], other[2:]) <= nms_threshold for other in kept):
-                kept.append(proposal)
-        kept_all.extend((score, c, stream_index, start, end) for score, stream_index, start, end in kept)
-    kept_all.sort(key=lambda d: (-d[0], d[1], d[2], d[3]))
+        ordered = sorted(candidates[c], key=lambda q: (-q[0], q[1], q[2], q[4]))
+        if config.nms == "soft":
+            kept = soft_nms(ordered, config.soft_nms_sigma)
+        else:
+            kept = []
+            for rank, proposal in enumerate(ordered):
+                if all(interval_iou(proposal[2:4], other[2:4]) <= nms_threshold for _, other in kept):
+                    kept.append((rank, proposal))
+            kept = [(proposal[0], rank, proposal) for rank, proposal in kept]
+        kept_all.extend((score, c, rank, proposal[2], proposal[3]) for score, rank, proposal in kept)
+    kept_all.sort(key=lambda d: (-d[0], d[1], d[2]))
     kept_all = kept_all[:max_detections]
 
     detections = []

@@ -1,0 +1,162 @@
+"""The Localizer's options beyond the paper: hand cases, the numpy reference, runtime settings."""
+
+import math
+
+import numpy as np
+import pytest
+
+from stpn_tf.errors import StpnError
+from stpn_tf.postprocess.localizer import Localizer, LocalizerConfig, localize
+from tests.test_localize import KEYS, check, random_streams, streams
+
+# One video, T = 8, k = 1, 8 snippets of 1 s (grid position g = g seconds), alpha = .5.
+# RGB attention below, a_rgb = 0 for class 0: psi = lambda / 2 = [.03, .1, .4, .4, .4, .4, .1, .02].
+# Flow: a_flow = 2 for class 0, so the RGB score sequence is lambda * (.5 * 0 + .5 * 2) = lambda.
+# Flow's probabilities are 0: flow proposes nothing. RGB's class-0 probability is .6.
+ATTENTION = [[.06, .2, .8, .8, .8, .8, .2, .04]]
+
+
+def hand_streams(tcam_rgb_1=-4., tcam_flow_1=0.):
+    tcam_rgb = np.stack([np.zeros(8), np.full(8, tcam_rgb_1)], -1)[None]
+    tcam_flow = np.stack([np.full(8, 2.), np.full(8, tcam_flow_1)], -1)[None]
+    return streams(ATTENTION, tcam_rgb, [[.6, .6]], np.ones((1, 8)), tcam_flow, [[0., 0.]])
+
+
+def hand_check(expected, **options):
+    rgb, flow = hand_streams(**options.pop("tcams", {}))
+    check(rgb, flow, [8], [8], [1.], interpolation=1, max_detections=6, expected=[expected], **options)
+
+
+def test_paper_default_by_hand():
+    # psi > .05 on positions 1..6: one run, mean score (.2 + 4 * .8 + .2) / 6.
+    hand_check([(0, .6, 1., 7.)])
+
+
+def test_oic_scoring_by_hand():
+    # Run [1, 6], length 6, margin .25 * 6 = 1.5: outer positions [max(0, floor(-.5)), 1) = {0} and
+    # (6, min(7, floor(7.5))] = {7}: outer mean (.06 + .04) / 2 = .05. Video score .5 * .6 + .5 * 0 = .3,
+    # times gamma .2 = .06. OIC = .6 - .05 + .06 = .61.
+    hand_check([(0, .61, 1., 7.)], scoring="oic")
+    # gamma 0 and margin .5 (3 positions each side, clipped to the video: {0} and {7}): .6 - .05.
+    hand_check([(0, .55, 1., 7.)], scoring="oic", oic_gamma=0., oic_margin=.5)
+    # Margin .1: .6 positions -> floor(1 - .6) = 0 and floor(6.6) = 6: only position 0 is outer.
+    hand_check([(0, .6 - .06 + .06, 1., 7.)], scoring="oic", oic_margin=.1)
+
+
+@pytest.mark.parametrize("nms_threshold,expected", [
+    # Thresholds .05 and .3: runs [1, 6] (score .6) and [2, 5] (score .8), tIoU [2, 6) vs [1, 7) = 4 / 6.
+    (.5, [(0, .8, 2., 6.)]),
+    (.7, [(0, .8, 2., 6.), (0, .6, 1., 7.)]),
+])
+def test_multi_threshold_proposals_by_hand(nms_threshold, expected):
+    hand_check(expected, proposal_thresholds=(.05, .3), nms_threshold=nms_threshold)
+    # The same run found by two thresholds (.3 and .35: both give [2, 5]) is one candidate after NMS.
+    hand_check(expected[:1], proposal_thresholds=(.3, .35), nms_threshold=nms_threshold)
+
+
+def test_soft_nms_by_hand():
+    # As above: .8 first, then .6 decayed by exp(-(4/6)^2 / .3).
+    decayed = .6 * math.exp(-(4 / 6) ** 2 / .3)
+    hand_check([(0, .8, 2., 6.), (0, decayed, 1., 7.)], proposal_thresholds=(.05, .3), nms="soft")
+    # sigma 1: exp(-(4/6)^2).
+    hand_check([(0, .8, 2., 6.), (0, .6 * math.exp(-(4 / 6) ** 2), 1., 7.)], proposal_thresholds=(.05, .3),
+               nms="soft", soft_nms_sigma=1.)
+
+
+def test_attention_proposals_by_hand():
+    # Class 1: a_rgb = -4, a_flow = 5 -> score sequence lambda * (.5 * -4 + .5 * 5) = .5 lambda. Its psi is
+    # lambda * sigmoid(-4) < .015, so with psi nothing of class 1 passes .3; class 0's psi .4 passes on [2, 5].
+    tcams = dict(tcam_rgb_1=-4., tcam_flow_1=5.)
+    hand_check([(0, .8, 2., 6.)], tcam_threshold=.3, tcams=tcams)
+    # Thresholding lambda itself (> .3 on [2, 5]) proposes [2, 5] for both passing classes: .8 and .4.
+    hand_check([(0, .8, 2., 6.), (1, .4, 2., 6.)], tcam_threshold=.3, proposal_signal="attention", tcams=tcams)
+
+
+def test_min_max_normalized_signal_by_hand():
+    # psi min .02, max .4: (psi - .02) / .38 is 1 on [2, 5], .21 at 1 and 6, .026 at 0, 0 at 7.
+    hand_check([], tcam_threshold=.5)
+    # Class 1 (psi = lambda * sigmoid(-4), the same shape) normalises to the same signal: its runs appear
+    # too, scored lambda * (.5 * -4 + .5 * 0) = -2 lambda: what makes normalisation promote weak classes.
+    hand_check([(0, .8, 2., 6.), (1, -1.6, 2., 6.)], tcam_threshold=.5, normalize=True)
+    hand_check([(0, .6, 1., 7.), (1, -1.2, 1., 7.)], tcam_threshold=.1, normalize=True)
+
+
+OPTION_SETS = [
+    dict(proposal_thresholds=(.02, .05, .1, .2)),
+    dict(scoring="oic"),
+    dict(proposal_signal="attention", proposal_thresholds=(.2, .4, .6)),
+    dict(normalize=True, proposal_thresholds=(0., .1, .25), scoring="oic", nms_threshold=.3),
+    dict(nms="soft", soft_nms_sigma=.5),
+    dict(nms="soft", proposal_thresholds=(.05, .15), scoring="oic", oic_margin=.1, oic_gamma=.5),
+    dict(proposal_signal="attention", normalize=True, proposal_thresholds=(.3, .6), max_classes_per_video=2),
+]
+
+
+@pytest.mark.parametrize("options", OPTION_SETS, ids=lambda o: "-".join(f"{k}" for k in o))
+def test_options_agree_with_reference(options):
+    for seed in range(3):
+        rng = np.random.default_rng(50 + seed)
+        b, t, c = 5, 14, 3
+        rgb, flow = random_streams(rng, b, t, c, smooth=seed == 2)
+        lengths = rng.integers(1, t + 1, b)
+        lengths[0] = t
+        num_snippets = rng.integers(1, 500, b)
+        sps = rng.uniform(.3, 1., b).astype(np.float32)
+        check(rgb, flow, lengths, num_snippets, sps, interpolation=3, max_components_per_class=12,
+              max_detections=30, graph_mode=seed == 0, **options)
+
+
+def test_options_at_full_size():
+    # THUMOS14-like T = 400, C = 20, x24, BaS-Net-like multi-threshold with OIC and soft-NMS.
+    rng = np.random.default_rng(7)
+    rgb, flow = random_streams(rng, 2, 400, 20, smooth=True)
+    out = check(rgb, flow, [400, 250], [60, 2700], [.64, .64], interpolation=24, max_detections=100,
+                max_components_per_class=64, proposal_thresholds=(.05, .1, .2), scoring="oic", nms="soft")
+    assert out["num_detections"].min() > 0
+
+
+def test_runtime_settings_need_no_new_compile():
+    rng = np.random.default_rng(3)
+    rgb, flow = random_streams(rng, 4, 12, 3)
+    common = dict(lengths=[12, 9, 5, 12], num_snippets=[30, 9, 100, 12], seconds_per_snippet=[.64] * 4)
+    bounds = dict(interpolation=4, max_detections=20, max_components_per_class=8, proposal_thresholds=(.05, .1))
+    localizer = Localizer(LocalizerConfig(**bounds))
+    variants = [dict(), dict(class_threshold=.2, alpha=.3), dict(proposal_thresholds=(.2, .3), nms_threshold=.3),
+                dict(scoring="oic", oic_margin=.4, oic_gamma=.1), dict(proposal_signal="attention", normalize=True)]
+    for variant in variants:
+        settings = LocalizerConfig(**bounds).replace(**variant)
+        got = localizer(rgb, flow, settings=settings, **common)
+        expected = localize(rgb, flow, config=settings, **common)
+        for key in KEYS:
+            np.testing.assert_array_equal(got[key].numpy(), expected[key].numpy(), err_msg=f"{variant} {key}")
+    assert localizer.tracing_count() == 1
+    with pytest.raises(StpnError, match="structure"):
+        localizer(rgb, flow, settings=LocalizerConfig(**bounds).replace(proposal_thresholds=(.1,)), **common)
+    with pytest.raises(StpnError, match="structure"):
+        localizer(rgb, flow, settings=LocalizerConfig(**bounds).replace(nms="soft"), **common)
+
+
+def test_one_listed_threshold_is_the_paper():
+    rng = np.random.default_rng(4)
+    rgb, flow = random_streams(rng, 3, 20, 4, smooth=True)
+    common = dict(lengths=[20, 11, 3], num_snippets=[20, 50, 3], seconds_per_snippet=[.64] * 3)
+    bounds = dict(interpolation=6, max_detections=40, max_components_per_class=10)
+    paper = localize(rgb, flow, config=LocalizerConfig(**bounds), **common)
+    listed = localize(rgb, flow, config=LocalizerConfig(proposal_thresholds=(.05,), **bounds), **common)
+    for key in KEYS:
+        np.testing.assert_array_equal(paper[key].numpy(), listed[key].numpy())
+
+
+def test_bad_option_values():
+    for bad, match in [(dict(scoring="max"), "scoring"), (dict(nms="fuse"), "nms"),
+                       (dict(proposal_signal="sum"), "proposal_signal"), (dict(soft_nms_sigma=0.), "sigma"),
+                       (dict(oic_margin=-.1), "oic_margin"), (dict(proposal_thresholds=(.1, float("nan"))), "finite")]:
+        with pytest.raises(StpnError, match=match):
+            LocalizerConfig(**bad)
+    with pytest.raises(StpnError, match="normalize"):
+        LocalizerConfig.from_dict({"normalize": "yes"})
+    with pytest.raises(StpnError, match="wrong type"):
+        LocalizerConfig.from_dict({"proposal_thresholds": ["a"]})
+    config = LocalizerConfig.from_dict({"proposal_thresholds": [.1, .2], "normalize": 1})
+    assert config.proposal_thresholds == (.1, .2) and config.normalize is True
+    assert LocalizerConfig.from_dict(config.to_dict()) == config
