@@ -20,7 +20,7 @@ from stpn_tf.data import tfrecord
 from stpn_tf.errors import StpnError
 from stpn_tf.io.atomic import atomic_write_bytes
 from stpn_tf.io.results import results_envelope, results_from_padded
-from stpn_tf.postprocess.localizer import Localizer
+from stpn_tf.postprocess.localizer import Localizer, LocalizerConfig
 from stpn_tf.serving.model import ServingModel
 from stpn_tf.serving.module import stream_roles
 
@@ -124,26 +124,17 @@ def load_raw(path: str) -> dict[str, np.ndarray]:
     return raw
 
 
-def localize_raw(raw: Mapping[str, np.ndarray], localizer: Localizer, *, streams: Sequence[str] = ("rgb", "flow"),
-                 batch_size: int = 16) -> dict[str, Any]:
-    """Localizes every video of saved raw outputs with `localizer`; ActivityNet results object.
+def raw_batches(raw: Mapping[str, np.ndarray], *, streams: Sequence[str] = ("rgb", "flow"),
+                batch_size: int = 16) -> list[tuple[list[str], dict[str, Any]]]:
+    """Saved raw outputs as Localizer inputs: [(video ids, keyword arguments of one Localizer call)].
 
-    Args:
-      raw: Raw outputs (see `predict_records`).
-      localizer: The postprocessor and its settings.
-      streams: ("rgb", "flow") for two-stream localization, or one stream alone ("rgb", "flow" or "joint";
-        it then plays both roles of eq. 7, which is the single-stream score).
-      batch_size: Videos per call; the last batch is padded so every call has one shape (one compile).
+    The last batch is padded to `batch_size` videos so every call has one shape (one compile).
     """
     first, second = stream_roles(streams)
     for stream in {first, second}:
         if f"{stream}/attention" not in raw:
             raise StpnError(f"the raw outputs hold no {stream} stream (they have {', '.join(raw_streams(raw))})")
-    if first == second and localizer.config.nms_threshold >= 1.0:
-        # One stream plays both roles of eq. 7; NMS (tIoU 1 > threshold) is what removes its duplicates.
-        raise StpnError("single-stream localization needs nms_threshold < 1")
-    classes = [str(c) for c in raw["classes"]]
-    results: dict[str, list[dict[str, Any]]] = {}
+    batches = []
     n = len(raw["video_id"])
     for lo in range(0, n, batch_size):
         sl = slice(lo, min(n, lo + batch_size))
@@ -156,10 +147,37 @@ def localize_raw(raw: Mapping[str, np.ndarray], localizer: Localizer, *, streams
         def stream(s):
             return {k: take(f"{s}/{k}", tf.float32) for k in RAW_STREAM_KEYS}
 
-        out = localizer(stream(first), stream(second), lengths=take("length", tf.int32),
-                        num_snippets=take("num_snippets", tf.int32),
-                        seconds_per_snippet=take("seconds_per_snippet", tf.float32),
-                        durations=take("duration", tf.float32))
+        batches.append(([str(v) for v in raw["video_id"][sl]], dict(
+            rgb=stream(first), flow=stream(second), lengths=take("length", tf.int32),
+            num_snippets=take("num_snippets", tf.int32), seconds_per_snippet=take("seconds_per_snippet", tf.float32),
+            durations=take("duration", tf.float32))))
+    return batches
+
+
+def localize_raw(raw: Mapping[str, np.ndarray], localizer: Localizer, *, streams: Sequence[str] = ("rgb", "flow"),
+                 batch_size: int = 16, settings: LocalizerConfig | None = None,
+                 batches: Sequence[tuple[list[str], dict[str, Any]]] | None = None) -> dict[str, Any]:
+    """Localizes every video of saved raw outputs with `localizer`; ActivityNet results object.
+
+    Args:
+      raw: Raw outputs (see `predict_records`).
+      localizer: The postprocessor and its settings.
+      streams: ("rgb", "flow") for two-stream localization, or one stream alone ("rgb", "flow" or "joint";
+        it then plays both roles of eq. 7, which is the single-stream score).
+      batch_size: Videos per call; the last batch is padded so every call has one shape (one compile).
+      settings: Runtime settings for this call (Localizer.__call__); None: the localizer's own.
+      batches: `raw_batches(raw, streams=streams, ...)` already built (a sweep builds them once).
+    """
+    first, second = stream_roles(streams)
+    nms_threshold = (settings or localizer.config).nms_threshold
+    if first == second and nms_threshold >= 1.0 and (settings or localizer.config).nms == "hard":
+        # One stream plays both roles of eq. 7; NMS (tIoU 1 > threshold) is what removes its duplicates.
+        raise StpnError("single-stream localization needs nms_threshold < 1")
+    classes = [str(c) for c in raw["classes"]]
+    results: dict[str, list[dict[str, Any]]] = {}
+    for video_ids, inputs in (batches if batches is not None else raw_batches(raw, streams=streams,
+                                                                               batch_size=batch_size)):
+        out = localizer(**inputs, settings=settings)
         out = {k: v.numpy() for k, v in out.items()}
-        results.update(results_from_padded([str(v) for v in raw["video_id"][sl]], classes, out))
+        results.update(results_from_padded(video_ids, classes, out))
     return results_envelope(results)
