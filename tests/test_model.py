@@ -137,3 +137,50 @@ def test_bad_arguments():
         STPN(3, variant="nope")
     with pytest.raises(StpnError, match="pooling"):
         STPN(3, pooling="max")
+
+
+def test_topk_mil_loss_by_hand_and_against_numpy():
+    from stpn_tf.model.losses import topk_mil_loss
+
+    # n = 3 real snippets -> k = ceil(3 / 8) = 1: scores = the max per class = [3, 4] (the padded snippet's
+    # 100s are ignored); label class 0 -> -log softmax(3; 3, 4) = log(1 + e).
+    logits = np.array([[[1., 0.], [3., 0.], [2., 4.], [100., 100.]]], np.float32)
+    mask = np.array([[1, 1, 1, 0]], np.float32)
+    got = float(topk_mil_loss(np.array([[1., 0.]]), logits, mask))
+    np.testing.assert_allclose(got, np.log1p(np.e), rtol=1e-6)
+    # Both labels: targets .5 / .5 -> .5 * (log(1 + e) + log(1 + 1 / e)).
+    got = float(topk_mil_loss(np.array([[1., 1.]]), logits, mask))
+    np.testing.assert_allclose(got, .5 * (np.log1p(np.e) + np.log1p(1 / np.e)), rtol=1e-6)
+
+    rng = np.random.default_rng(0)
+    b, t, c = 5, 30, 4
+    logits = rng.normal(0, 2, (b, t, c)).astype(np.float32)
+    lengths = np.array([30, 9, 8, 17, 1])
+    mask = (np.arange(t)[None] < lengths[:, None]).astype(np.float32)
+    labels = (rng.uniform(size=(b, c)) < .4).astype(np.float32)
+    labels[0] = 0  # a video without labels contributes 0
+    expected = []
+    for i in range(b):
+        k = int(np.ceil(lengths[i] / 8))
+        scores = np.sort(logits[i, :lengths[i]].astype(np.float64), axis=0)[::-1][:k].mean(axis=0)
+        target = labels[i] / max(labels[i].sum(), 1)
+        expected.append(-(target * (scores - np.log(np.exp(scores).sum()))).sum())
+    np.testing.assert_allclose(float(topk_mil_loss(labels, logits, mask)), np.mean(expected), rtol=1e-5)
+
+
+def test_topk_weight_adds_the_loss_and_round_trips():
+    from stpn_tf.model.stpn import STPN, ModelConfig
+
+    with pytest.raises(StpnError, match="topk_weight"):
+        ModelConfig(topk_weight=-1.)
+    model = ModelConfig(attention_units=4, topk_weight=.5).build(3)
+    inputs = {"features": np.random.default_rng(0).normal(size=(2, 10, 6)).astype(np.float32),
+              "mask": np.ones((2, 10), np.float32)}
+    labels = np.array([[1, 0, 0], [0, 1, 1]], np.float32)
+    cls, sparsity, total, topk = model._compute_losses(inputs, labels, training=False)
+    np.testing.assert_allclose(float(total), float(cls) + 1e-4 * float(sparsity) + .5 * float(topk), rtol=1e-6)
+    assert "topk_loss" in [m.name for m in model.metrics]
+    assert STPN.from_config(model.get_config()).topk_weight == .5
+    plain = ModelConfig(attention_units=4).build(3)
+    plain(inputs)
+    assert plain._compute_losses(inputs, labels, training=False)[3] is None

@@ -30,6 +30,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.pooling = "mean"  # "mean" (public reproduction) or "sum" (eq. 1 as written)
     config.model.variant = "full"  # "full", "no_sparsity" or "no_attention"
     config.model.beta = 1e-4
+    config.model.topk_weight = 0.0  # > 0 adds W-TALC's top-k MIL loss (k = ceil(T / 8)) with this weight
 
     config.train = ml_collections.ConfigDict()
     config.train.num_snippets = 400
@@ -57,6 +58,15 @@ def get_config() -> ml_collections.ConfigDict:
     config.localize.alpha = 0.5
     config.localize.interpolation = 24
     config.localize.nms_threshold = 0.5
+    # Options beyond the paper (README "Beyond the paper"; stpn_tf.postprocess.LocalizerConfig), all off here.
+    config.localize.proposal_thresholds = ()  # several thresholds instead of tcam_threshold, pooled before NMS
+    config.localize.proposal_signal = "tcam"  # "tcam" (lambda * sigmoid(a), the paper) or "attention"
+    config.localize.normalize = False  # min-max normalise the signal per video and class (BaS-Net)
+    config.localize.scoring = "mean"  # "mean" (eq. 7) or "oic" (outer-inner contrast)
+    config.localize.oic_margin = 0.25
+    config.localize.oic_gamma = 0.2
+    config.localize.nms = "hard"  # "hard" or "soft" (Gaussian soft-NMS)
+    config.localize.soft_nms_sigma = 0.3
     # Static bounds that let the localization graph compile with XLA (stpn_tf.postprocess): detections kept
     # per video, components kept per video, stream and class (highest-scoring first), and classes localized
     # per video (those passing class_threshold, highest probability first; 0 = all classes). The spec keeps
@@ -93,6 +103,24 @@ def get_config() -> ml_collections.ConfigDict:
     config.sweep = ml_collections.ConfigDict()
     config.sweep.class_thresholds = (0.05, 0.1, 0.2, 0.3)
     config.sweep.tcam_thresholds = (0.02, 0.05, 0.1, 0.2)
+
+    # `stpn tune`: a coordinate search over these values on config.tune.split (never the test split unless
+    # asked for by name); "proposals" names a preset of stpn_tf.evaluation.sweep.PROPOSALS. Keys are visited
+    # in stpn_tf.cli.tune.KEY_ORDER (proposal generation, scoring and NMS kind first), then any others.
+    config.tune = ml_collections.ConfigDict()
+    config.tune.split = "train"
+    config.tune.rounds = 3
+    config.tune.batch_size = 256  # videos per Localizer call while tuning (large is fast on a CPU)
+    config.tune.space = ml_collections.ConfigDict()
+    config.tune.space.proposals = ("paper", "multi", "multi_normalized", "attention")
+    config.tune.space.scoring = ("mean", "oic")
+    config.tune.space.nms = ("hard", "soft")
+    config.tune.space.class_threshold = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
+    config.tune.space.tcam_threshold = (0.02, 0.05, 0.1, 0.15, 0.2)
+    config.tune.space.alpha = (0.3, 0.5, 0.7)
+    config.tune.space.oic_gamma = (0.0, 0.2)
+    config.tune.space.nms_threshold = (0.3, 0.5, 0.7)
+    config.tune.space.soft_nms_sigma = (0.3, 0.5)
 
     # Only used by `stpn demo` (the embedded synthetic dataset); kept here so the same keys exist.
     config.synthetic = ml_collections.ConfigDict()

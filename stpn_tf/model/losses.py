@@ -1,6 +1,8 @@
-"""The two terms of the STPN loss (eq. 2) as plain functions of tensors."""
+"""The two terms of the STPN loss (eq. 2), and W-TALC's top-k MIL loss (an option), as plain functions of tensors."""
 
 from __future__ import annotations
+
+import math
 
 from keras import ops
 
@@ -34,3 +36,39 @@ def sparsity_loss(attention, mask=None):
     if mask is not None:
         attention = attention * ops.cast(mask, attention.dtype)
     return ops.mean(ops.sum(ops.abs(attention), axis=-1))
+
+
+def topk_mil_loss(labels, snippet_logits, mask=None, divisor: int = 8):
+    """W-TALC's multiple-instance loss: softmax cross-entropy of the top-k mean snippet logits.
+
+    Per video and class the video score is the mean of the k = ceil(n / divisor) largest snippet logits,
+    n the video's real snippets; the loss is the cross-entropy of softmax(scores) against the labels
+    normalised to sum 1 (videos without labels contribute 0), averaged over the batch.
+
+    Args:
+        labels: `[B, C]` multi-hot labels.
+        snippet_logits: `[B, T, C]` class logits per snippet (the T-CAM plus the classifier bias).
+        mask: optional `[B, T]`, 1 for real snippets.
+        divisor: 8 in W-TALC.
+
+    Returns:
+        Scalar loss.
+    """
+    logits = ops.convert_to_tensor(snippet_logits)
+    labels = ops.cast(labels, logits.dtype)
+    t = ops.shape(logits)[1]
+    if mask is None:
+        mask = ops.ones(ops.shape(logits)[:2], logits.dtype)
+    mask = ops.cast(mask, logits.dtype)
+    n = ops.sum(mask, axis=1)                                                           # [B]
+    k = ops.maximum(ops.ceil(n / float(divisor)), 1.0)
+    # Padding sorts last: it gets the smallest finite value of the video minus 1 (never among the top k).
+    low = ops.min(logits, axis=1, keepdims=True) - 1.0
+    masked = ops.where(mask[..., None] > 0, logits, low)
+    ranked = -ops.sort(-ops.transpose(masked, (0, 2, 1)), axis=-1)                    # [B, C, T] descending
+    take = ops.cast(ops.arange(t)[None, :] < ops.cast(k, "int32")[:, None], logits.dtype)  # [B, T]
+    scores = ops.sum(ranked * take[:, None, :], axis=-1) / k[:, None]                 # [B, C]
+    total = ops.sum(labels, axis=1, keepdims=True)
+    target = labels / ops.maximum(total, 1.0)
+    log_softmax = scores - ops.logsumexp(scores, axis=1, keepdims=True)
+    return ops.mean(-ops.sum(target * log_softmax, axis=1))

@@ -25,12 +25,14 @@ class ModelConfig:
       pooling: "mean" (the public reproduction) or "sum" (eq. 1 as written).
       variant: "full", "no_sparsity" or "no_attention" (ablations, section 4.4).
       beta: Weight of the sparsity loss (1e-4).
+      topk_weight: Weight of W-TALC's top-k MIL loss added to eq. 2 (0: the paper's loss only).
     """
 
     attention_units: int = 256
     pooling: str = "mean"
     variant: str = "full"
     beta: float = 1e-4
+    topk_weight: float = 0.0
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -39,6 +41,8 @@ class ModelConfig:
             raise StpnError(f"unknown pooling {self.pooling!r}; expected one of {POOLINGS}")
         if int(self.attention_units) != self.attention_units or self.attention_units < 1:
             raise StpnError(f"attention_units must be a positive integer, got {self.attention_units}")
+        if not self.topk_weight >= 0:
+            raise StpnError(f"topk_weight must be >= 0, got {self.topk_weight}")
 
     def build(self, num_classes: int) -> "STPN":
         return STPN(num_classes, **dataclasses.asdict(self))
@@ -56,6 +60,7 @@ class STPN(keras.Model):
         variant: "full" (attention + sparsity), "no_sparsity" (attention, beta = 0) or "no_attention"
             (plain average pooling; attention is 1 everywhere at localization).
         beta: weight of the sparsity loss (ignored unless variant == "full").
+        topk_weight: weight of the top-k MIL loss (losses.topk_mil_loss) added to the loss; 0 = eq. 2.
 
     Call:
         inputs: dict with "features" `[B, T, D]` float32 and optional "mask" `[B, T]` (1 real, 0 padding).
@@ -71,6 +76,7 @@ class STPN(keras.Model):
         pooling: str = "mean",
         variant: str = "full",
         beta: float = 1e-4,
+        topk_weight: float = 0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -83,6 +89,7 @@ class STPN(keras.Model):
         self.pooling = pooling
         self.variant = variant
         self.beta = beta
+        self.topk_weight = float(topk_weight)
         self.attention_module = (
             None if variant == "no_attention" else AttentionModule(attention_units, name="attention")
         )
@@ -90,6 +97,7 @@ class STPN(keras.Model):
         self.classification_tracker = keras.metrics.Mean(name="classification_loss")
         self.sparsity_tracker = keras.metrics.Mean(name="sparsity_loss")
         self.total_tracker = keras.metrics.Mean(name="loss")
+        self.topk_tracker = keras.metrics.Mean(name="topk_loss") if self.topk_weight > 0 else None
 
     @property
     def sparsity_weight(self) -> float:
@@ -124,30 +132,37 @@ class STPN(keras.Model):
 
     @property
     def metrics(self):
-        return [self.classification_tracker, self.sparsity_tracker, self.total_tracker]
+        extra = [self.topk_tracker] if self.topk_tracker is not None else []
+        return [self.classification_tracker, self.sparsity_tracker, self.total_tracker, *extra]
 
     def _compute_losses(self, inputs, labels, training):
         outputs = self(inputs, training=training)
         cls = losses.classification_loss(labels, outputs["video_logits"])
         sparsity = losses.sparsity_loss(outputs["attention"], inputs.get("mask"))
-        return cls, sparsity, cls + self.sparsity_weight * sparsity
+        total = cls + self.sparsity_weight * sparsity
+        if self.topk_tracker is None:
+            return cls, sparsity, total, None
+        topk = losses.topk_mil_loss(labels, outputs["tcam"] + self.classifier.bias, inputs.get("mask"))
+        return cls, sparsity, total + self.topk_weight * topk, topk
 
-    def _update(self, cls, sparsity, total):
+    def _update(self, cls, sparsity, total, topk):
         self.classification_tracker.update_state(cls)
         self.sparsity_tracker.update_state(sparsity)
         self.total_tracker.update_state(total)
+        if topk is not None:
+            self.topk_tracker.update_state(topk)
         return {m.name: m.result() for m in self.metrics}
 
     def train_step(self, data):
         inputs, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
-            cls, sparsity, total = self._compute_losses(inputs, labels, training=True)
+            cls, sparsity, total, topk = self._compute_losses(inputs, labels, training=True)
             # Under a multi-replica strategy the replicas' gradients are summed: scale so their sum is the
             # gradient of the global-batch mean (a no-op on one device).
             scaled = total / tf.distribute.get_strategy().num_replicas_in_sync
         grads = tape.gradient(scaled, self.trainable_variables)
         self.optimizer.apply(grads, self.trainable_variables)
-        return self._update(cls, sparsity, total)
+        return self._update(cls, sparsity, total, topk)
 
     def test_step(self, data):
         inputs, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
@@ -161,6 +176,7 @@ class STPN(keras.Model):
             "pooling": self.pooling,
             "variant": self.variant,
             "beta": self.beta,
+            "topk_weight": self.topk_weight,
         }
 
     @classmethod

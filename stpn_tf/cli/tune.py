@@ -1,0 +1,162 @@
+"""`stpn tune`: choose localization settings on a split other than the test split, report test mAP.
+
+The models run once per split (raw outputs); the search then only re-localizes (stpn_tf.evaluation.sweep).
+Tuning reads the tuning split's temporal annotations: THUMOS14's training (validation) videos carry them,
+so the test split stays unseen. Tuning on the test split is refused unless asked for by name
+(--allow_tuning_on_test), and every output then says so.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import flags
+
+from stpn_tf.cli.common import Command, Parsed, define_workdir, require
+from stpn_tf.errors import StpnError
+
+
+# The order a round visits the keys of config.tune.space (ConfigDict keys come back sorted by name).
+KEY_ORDER = ("proposals", "scoring", "nms", "class_threshold", "tcam_threshold", "alpha", "oic_margin", "oic_gamma",
+             "nms_threshold", "soft_nms_sigma")
+
+
+def define(fv: flags.FlagValues) -> None:
+    define_workdir(fv, "training work directory (both streams trained)")
+    flags.DEFINE_string("split", None, "split to tune on (default config.tune.split)", flag_values=fv)
+    flags.DEFINE_bool("allow_tuning_on_test", False, "allow --split to be the test split (outputs are then "
+                      "labelled as tuned on the test split, an optimistic figure)", flag_values=fv)
+    flags.DEFINE_string("out", None, "config file to write (default <workdir>/tuned_config.py)", flag_values=fv)
+
+
+def _raw_outputs(model, cfg, dataset_dir: str, split: str):
+    from stpn_tf import predict
+    from stpn_tf.data import tfrecord
+
+    shards = tfrecord.list_shards(dataset_dir, split)
+    print(f"running the models on the {split} split ...", flush=True)
+    _, raw = predict.predict_records(model, shards, batch_size=int(cfg.localize.batch_size))
+    return raw
+
+
+def _table(label: str, rows: dict) -> str:
+    lines = []
+    for protocol, title in (("activitynet", "ActivityNet protocol"), ("th14kit", "THUMOS14 toolkit")):
+        thresholds = next(iter(rows.values()))["protocols"][protocol]["tiou_thresholds"]
+        head = f"mAP (%) {title} {label}"
+        lines.append(f"{head:<44}" + "".join(f"{t:6.2f}" for t in thresholds) + "     avg")
+        for name, row in rows.items():
+            r = row["protocols"][protocol]
+            lines.append(f"{name:<44}" + "".join(f"{100 * x:6.1f}" for x in r["mAP"]) + f"{100 * r['average_mAP']:8.2f}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _config_file(base_name: str, dataset_dir: str, chosen, split: str, on_test: bool, test_rows: dict) -> str:
+    from stpn_tf import configs
+
+    module = base_name if base_name in configs.NAMES else "thumos14"
+    values = chosen.to_dict()
+    lines = [f'"""Localization settings chosen by `stpn tune` on the {split!r} split'
+             + (" -- THE TEST SPLIT: its test mAP below is optimistic" if on_test else "") + ".",
+             "",
+             "Tuning used that split's temporal annotations. Test mAP (ActivityNet protocol, average over tIoU):"]
+    for name, row in test_rows.items():
+        lines.append(f"  {name}: {100 * row['protocols']['activitynet']['average_mAP']:.2f}")
+    lines += ["",
+              "Use it with: stpn localize --workdir=W --config=THIS_FILE (or stpn export ... --config=THIS_FILE).",
+              '"""', "", f"from stpn_tf.configs import {module} as base", "", "", "def get_config():",
+              "    config = base.get_config()", f"    config.dataset.dir = {dataset_dir!r}"]
+    for key in ("class_threshold", "tcam_threshold", "alpha", "nms_threshold", "proposal_thresholds",
+                "proposal_signal", "normalize", "scoring", "oic_margin", "oic_gamma", "nms", "soft_nms_sigma"):
+        value = values[key]
+        if key == "proposal_thresholds":
+            value = tuple(value)
+        lines.append(f"    config.localize.{key} = {value!r}")
+    lines += ["    return config", ""]
+    return "\n".join(lines)
+
+
+def run(p: Parsed) -> int:
+    from stpn_tf.cli import settings
+    from stpn_tf.cli.localize import _dataset
+    from stpn_tf.evaluation.sweep import Sweeper, describe, tune
+    from stpn_tf.io.atomic import atomic_write_json, atomic_write_text
+    from stpn_tf.io.ground_truth import load_ground_truth
+    from stpn_tf.io.workdir import WorkDir
+    from stpn_tf.postprocess.localizer import LocalizerConfig
+    from stpn_tf.serving.model import load_serving_model
+
+    require(p.flags, "workdir")
+    cfg = p.config
+    work = WorkDir(p.workdir).require()
+    record = work.read_record()
+    test_split = cfg.dataset.test_split
+    split = p.split or cfg.tune.split
+    on_test = split == test_split
+    if on_test and not p.allow_tuning_on_test:
+        raise StpnError(f"refusing to tune on the test split {split!r}: settings chosen there overstate test mAP; "
+                        f"tune on {cfg.dataset.train_split!r} (the default), or pass --allow_tuning_on_test to do it "
+                        "anyway (outputs are then labelled)")
+    out = p.out or work.file("tuned_config.py")
+    from stpn_tf.cli.localize import _dataset_dim
+
+    feature_dim = (record.feature_dim if record else None) or _dataset_dim(cfg)
+    dataset_dir, _, _, _ = _dataset(p, work.classes(), feature_dim, p.workdir)
+    truth_path = os.path.join(dataset_dir, "ground_truth.json")
+    try:
+        tune_truth = load_ground_truth(truth_path, split)
+    except StpnError:
+        if split != cfg.dataset.train_split:
+            raise
+        # THUMOS14's training videos with temporal annotations are its validation set.
+        tune_truth = load_ground_truth(truth_path, "validation")
+        print(f"stpn tune: the ground truth of the {split!r} split is its 'validation' subset", flush=True)
+    if not any(r.segments for r in tune_truth):
+        raise StpnError(f"{truth_path}: the {split!r} split has no temporal annotations to tune on")
+    test_truth = load_ground_truth(truth_path, test_split)
+    base = settings.localizer_config(cfg)
+    keys = sorted(cfg.tune.space.keys(), key=lambda k: (KEY_ORDER.index(k) if k in KEY_ORDER else len(KEY_ORDER), k))
+    space = {key: tuple(cfg.tune.space[key]) for key in keys}
+    label = "TUNED ON THE TEST SPLIT (optimistic)" if on_test else f"tuned on {split!r}"
+    print(f"stpn tune: choosing localization settings on the {split!r} split ({len(tune_truth)} videos) using its "
+          f"temporal annotations; {label}", flush=True)
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")  # a search compiles one function per structure; TF warns about that
+    model = load_serving_model(p.workdir, grid=settings.grid_config(cfg), localizer_config=base,
+                               feature_dim=feature_dim)
+    tune_raw = _raw_outputs(model, cfg, dataset_dir, split)
+    test_raw = tune_raw if on_test else _raw_outputs(model, cfg, dataset_dir, test_split)
+    protocols = ("activitynet", "th14kit")
+    thresholds = settings.evaluation_thresholds(cfg)
+    batch = int(cfg.tune.batch_size)
+    sweeper = Sweeper(tune_raw, tune_truth, protocols=protocols, tiou_thresholds=thresholds, batch_size=batch)
+    chosen, history = tune(sweeper, base, space, rounds=int(cfg.tune.rounds), out=sys.stdout)
+    tester = sweeper if on_test else Sweeper(test_raw, test_truth, protocols=protocols, tiou_thresholds=thresholds,
+                                            batch_size=batch)
+    test_rows = {"paper default": tester.score(base), label: tester.score(chosen)}
+    print(f"\nchosen: {describe(chosen)}\n")
+    print(_table(f"on {test_split!r}", test_rows))
+    atomic_write_text(out, _config_file(record.config_name if record else "thumos14", dataset_dir, chosen, split,
+                                        on_test, test_rows), make_parents=True)
+    report = {"tuned_on": split, "tuned_on_test_split": on_test, "test_split": test_split,
+              "uses_temporal_annotations_of": split, "space": {k: list(v) for k, v in space.items()},
+              "rounds": int(cfg.tune.rounds), "chosen": chosen.to_dict(), "chosen_setting": describe(chosen),
+              "default": base.to_dict(), "test": {"paper_default": test_rows["paper default"], "tuned": test_rows[label]},
+              "history": history}
+    atomic_write_json(work.file("tune.json"), report)
+    print(f"wrote {out} (use: stpn localize --workdir={p.workdir} --config={out}) and {work.file('tune.json')}")
+    if LocalizerConfig.from_dict(chosen.to_dict()) != chosen:
+        raise StpnError("internal: the chosen settings do not round-trip")  # pragma: no cover
+    return 0
+
+
+COMMAND = Command(
+    name="tune", purpose="choose localization settings on the training split, report test mAP beside the paper's",
+    usage="stpn tune --workdir=W [--split=train] [--out=W/tuned_config.py] [--allow_tuning_on_test]",
+    define=define, run=run, config_sections=("dataset", "localize", "tune", "evaluate"),
+    details="Writes a config file with the chosen config.localize values and <workdir>/tune.json (every setting\n"
+            "tried, with its mAP on the tuning split; test mAP of the paper default and of the chosen settings).\n"
+            "The search reads the tuning split's temporal annotations (THUMOS14: the validation videos).")

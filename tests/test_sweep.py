@@ -1,0 +1,114 @@
+"""Sweeper and tune: scores equal the evaluator's, the class bound from the data changes nothing."""
+
+import numpy as np
+import pytest
+
+from stpn_tf import predict
+from stpn_tf.data.annotations import Segment, make_record
+from stpn_tf.errors import StpnError
+from stpn_tf.evaluation.evaluate import evaluate_detections
+from stpn_tf.evaluation.sweep import PROPOSALS, Sweeper, describe, sweep_thresholds, tune, with_setting
+from stpn_tf.postprocess.localizer import Localizer, LocalizerConfig, localize
+
+CLASSES = ["A", "B", "C", "D", "E", "F"]
+BOUNDS = dict(interpolation=4, max_detections=60, max_components_per_class=16)
+
+
+def _raw(num_videos=9, t=16, seed=0):
+    rng = np.random.default_rng(seed)
+    c = len(CLASSES)
+    kernel = np.ones(3) / 3
+    raw = {"video_id": np.array([f"v{i}" for i in range(num_videos)]),
+           "length": rng.integers(6, t + 1, num_videos).astype(np.int32),
+           "num_snippets": rng.integers(10, 60, num_videos).astype(np.int32),
+           "seconds_per_snippet": np.full(num_videos, 0.64, np.float32), "classes": np.array(CLASSES)}
+    raw["duration"] = (raw["num_snippets"] * 0.64).astype(np.float32)
+    for s in ("rgb", "flow"):
+        attention = np.apply_along_axis(lambda x: np.convolve(x, kernel, "same"), 1, rng.uniform(0, 1, (num_videos, t)))
+        raw[f"{s}/attention"] = attention.astype(np.float32)
+        raw[f"{s}/tcam"] = rng.normal(0, 2, (num_videos, t, c)).astype(np.float32)
+        raw[f"{s}/probabilities"] = rng.uniform(0, .5, (num_videos, c)).astype(np.float32)
+    return raw
+
+
+def _ground_truth(raw, seed=1):
+    # Every video but the last has ground truth; class "F" never appears in it (an unscored label).
+    rng = np.random.default_rng(seed)
+    records = []
+    for i, video in enumerate(raw["video_id"][:-1]):
+        duration = float(raw["duration"][i])
+        segments = []
+        for _ in range(rng.integers(1, 4)):
+            start = float(rng.uniform(0, duration * .7))
+            segments.append(Segment(start, float(min(duration, start + rng.uniform(1, 8))), str(rng.choice(CLASSES[:5]))))
+        records.append(make_record(str(video), "validation", duration, segments))
+    return records
+
+
+CONFIGS = [LocalizerConfig(**BOUNDS),
+           LocalizerConfig(**BOUNDS).replace(class_threshold=.3, **PROPOSALS["multi"], scoring="oic"),
+           LocalizerConfig(**BOUNDS).replace(nms="soft", **PROPOSALS["attention"]),
+           LocalizerConfig(**BOUNDS).replace(**PROPOSALS["multi_normalized"], nms_threshold=.7)]
+
+
+def test_sweeper_scores_equal_the_evaluator():
+    raw, truth = _raw(), _ground_truth(_raw())
+    sweeper = Sweeper(raw, truth, protocols=("activitynet", "th14kit"), unknown_labels_as_fp=True, batch_size=4)
+    for config in CONFIGS:
+        results = sweeper.results(config)
+        assert sum(len(d) for d in results["results"].values()) > 0
+        row = sweeper.score(config)
+        for protocol in ("activitynet", "th14kit"):
+            expected = evaluate_detections(truth, results, protocol=protocol, unknown_labels_as_fp=True,
+                                           log_warnings=False)
+            got = row["protocols"][protocol]
+            assert got["mAP"] == expected["mAP"] and got["average_mAP"] == expected["average_mAP"], describe(config)
+    assert row["average_mAP"] == row["protocols"]["activitynet"]["average_mAP"]
+    strict = Sweeper(raw, truth, batch_size=4)
+    with pytest.raises(StpnError, match="absent from the ground truth"):
+        strict.score(CONFIGS[0].replace(class_threshold=0.))
+    with pytest.raises(StpnError, match="none of the"):
+        Sweeper({**raw, "video_id": np.array([f"x{i}" for i in range(len(raw['video_id']))])}, truth)
+
+
+def test_class_bound_from_the_data_changes_nothing():
+    raw = _raw(num_videos=8, seed=3)
+    (video_ids, inputs), = predict.raw_batches(raw, batch_size=8)
+    localizer = Localizer(LocalizerConfig(**BOUNDS))
+    for class_threshold in (.45, .3, .0):  # few classes pass (bucket 4) ... all pass (no bucket)
+        settings = localizer.config.replace(class_threshold=class_threshold)
+        got = localizer(**inputs, settings=settings)
+        expected = localize(**inputs, config=settings)
+        for key in expected:
+            np.testing.assert_array_equal(got[key].numpy(), expected[key].numpy())
+    assert set(localizer._bucketed) == {4}
+
+
+def test_tune_is_a_coordinate_search_that_keeps_ties():
+    raw, truth = _raw(), _ground_truth(_raw())
+    sweeper = Sweeper(raw, truth, unknown_labels_as_fp=True)
+    base = LocalizerConfig(**BOUNDS)
+    space = {"class_threshold": (.05, .1, .2, .3), "proposals": ("paper", "multi"), "scoring": ("mean", "oic")}
+    chosen, history = tune(sweeper, base, space, rounds=2)
+    best = max(row["average_mAP"] for row in history)
+    assert sweeper.score(chosen)["average_mAP"] == best
+    # Round 1, first key: the chosen class threshold is the best of its candidates at the base settings.
+    first = [row for row in history if row["key"] in ("start", "class_threshold") and row["round"] <= 1]
+    scores = {row["config"]["class_threshold"]: row["average_mAP"] for row in first}
+    assert max(scores.values()) == sweeper.score(with_setting(base, "class_threshold",
+                                                              max(scores, key=scores.get)))["average_mAP"]
+    # A space holding only the base's own values changes nothing.
+    same, rows = tune(sweeper, base, {"class_threshold": (base.class_threshold,), "proposals": ("paper",)})
+    assert same == base and len(rows) == 1
+    with pytest.raises(StpnError, match="unknown proposals"):
+        with_setting(base, "proposals", "fancy")
+    with pytest.raises(StpnError, match="unknown localize setting"):
+        with_setting(base, "thresh", 1)
+
+
+def test_sweep_thresholds_rows():
+    raw, truth = _raw(), _ground_truth(_raw())
+    rows = sweep_thresholds(raw, truth, base=LocalizerConfig(**BOUNDS), class_thresholds=(.1, .3),
+                            tcam_thresholds=(.05, .2), unknown_labels_as_fp=True)
+    assert [(r["class_threshold"], r["tcam_threshold"]) for r in rows] == [(.1, .05), (.1, .2), (.3, .05), (.3, .2)]
+    assert len({r["average_mAP"] for r in rows}) > 1
