@@ -162,6 +162,45 @@ def test_build_train_localize_evaluate(tmp_path, release):
                 "--config.sweep.tcam_thresholds=(0.05,0.1)")
     assert proc.stdout.count("\n") >= 4 and "best:" in proc.stdout
     assert len(json.loads((tmp_path / "sweep.json").read_text())["rows"]) == 2
+    if release == "thumos14_npy":
+        _tune_and_export_options(tmp_path, work, common)
+
+
+def _tune_and_export_options(tmp_path, work, common):
+    # Tuning on the test split is refused unless asked for by name, and writes nothing.
+    proc = cli("tune", f"--workdir={work}", "--split=test", expect=2)
+    one_error_line(proc, "refusing to tune on the test split", "--allow_tuning_on_test")
+    assert not (work / "tuned_config.py").exists()
+    small_space = ["--config.tune.space.proposals=('paper','multi')", "--config.tune.space.scoring=('mean','oic')",
+                   "--config.tune.space.nms=('hard','soft')", "--config.tune.space.class_threshold=(0.1,0.3)",
+                   "--config.tune.space.tcam_threshold=(0.05,)", "--config.tune.space.alpha=(0.5,)",
+                   "--config.tune.space.oic_gamma=(0.2,)", "--config.tune.space.nms_threshold=(0.5,)",
+                   "--config.tune.rounds=1", "--unknown_labels_as_fp"]
+    proc = cli("tune", f"--workdir={work}", *small_space)
+    assert "temporal annotations" in proc.stdout and "paper default" in proc.stdout
+    report = json.loads((work / "tune.json").read_text())
+    assert report["tuned_on"] == "train" and not report["tuned_on_test_split"]
+    assert len(report["history"]) == 1 + 8 - 1 + 1  # start, 8 joint combinations but the start's, 1 more class thr
+    tuned = work / "tuned_config.py"
+    assert "config.localize.scoring" in tuned.read_text()
+    # The tuned file keeps the run's other values (its small grid) and localizes.
+    cli("localize", f"--workdir={work}", f"--config={tuned}", f"--out={tmp_path}/tuned.json")
+    # On the test split only by name, and labelled.
+    proc = cli("tune", f"--workdir={work}", "--split=test", "--allow_tuning_on_test", f"--out={tmp_path}/t.py",
+               *small_space)
+    assert "TUNED ON THE TEST SPLIT" in proc.stdout and "THE TEST SPLIT" in (tmp_path / "t.py").read_text()
+    assert json.loads((work / "tune.json").read_text())["tuned_on_test_split"]
+    # An export carries non-default options: the SavedModel reproduces `stpn localize` with them exactly.
+    options = ["--config.localize.proposal_thresholds=(0.05,0.1,0.2)", "--config.localize.scoring=oic",
+               "--config.localize.nms=soft", "--config.localize.class_threshold=0.2"]
+    cli("localize", f"--workdir={work}", f"--out={tmp_path}/options.json", *common, *options)
+    export = tmp_path / "export_options"
+    cli("export", f"--workdir={work}", f"--out={export}", *common, *options)
+    cli("localize", f"--workdir={export}", f"--out={tmp_path}/options_export.json")
+    expected = json.loads((tmp_path / "options.json").read_text())
+    assert expected["results"] and json.loads((tmp_path / "options_export.json").read_text()) == expected
+    info = json.loads((export / "assets" / "stpn_export.json").read_text())
+    assert info["localize"]["scoring"] == "oic" and info["localize"]["nms"] == "soft"
 
 
 def test_errors_are_one_line_with_exit_2(tmp_path):

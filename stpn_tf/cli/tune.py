@@ -28,6 +28,8 @@ def define(fv: flags.FlagValues) -> None:
     flags.DEFINE_bool("allow_tuning_on_test", False, "allow --split to be the test split (outputs are then "
                       "labelled as tuned on the test split, an optimistic figure)", flag_values=fv)
     flags.DEFINE_string("out", None, "config file to write (default <workdir>/tuned_config.py)", flag_values=fv)
+    flags.DEFINE_bool("unknown_labels_as_fp", False, "count predicted labels absent from a split's ground truth as "
+                      "false positives (instead of an error)", flag_values=fv)
 
 
 def _raw_outputs(model, cfg, dataset_dir: str, split: str):
@@ -53,11 +55,17 @@ def _table(label: str, rows: dict) -> str:
     return "\n".join(lines)
 
 
-def _config_file(base_name: str, dataset_dir: str, chosen, split: str, on_test: bool, test_rows: dict) -> str:
+def _config_file(cfg, base_name: str, chosen, split: str, on_test: bool, test_rows: dict) -> str:
+    """A config file: the shipped config it started from, every value this run's config changed, and the
+    chosen localization settings."""
     from stpn_tf import configs
 
     module = base_name if base_name in configs.NAMES else "thumos14"
-    values = chosen.to_dict()
+    shipped = configs.flat_keys(configs.load_config(module))
+    current = configs.flat_keys(cfg)
+    values = dict(chosen.to_dict(), max_classes_per_video=chosen.max_classes_per_video or 0)
+    localize = {f"localize.{k}": (tuple(v) if isinstance(v, list) else v) for k, v in values.items()
+                if f"localize.{k}" in current}
     lines = [f'"""Localization settings chosen by `stpn tune` on the {split!r} split'
              + (" -- THE TEST SPLIT: its test mAP below is optimistic" if on_test else "") + ".",
              "",
@@ -67,13 +75,13 @@ def _config_file(base_name: str, dataset_dir: str, chosen, split: str, on_test: 
     lines += ["",
               "Use it with: stpn localize --workdir=W --config=THIS_FILE (or stpn export ... --config=THIS_FILE).",
               '"""', "", f"from stpn_tf.configs import {module} as base", "", "", "def get_config():",
-              "    config = base.get_config()", f"    config.dataset.dir = {dataset_dir!r}"]
-    for key in ("class_threshold", "tcam_threshold", "alpha", "nms_threshold", "proposal_thresholds",
-                "proposal_signal", "normalize", "scoring", "oic_margin", "oic_gamma", "nms", "soft_nms_sigma"):
-        value = values[key]
-        if key == "proposal_thresholds":
-            value = tuple(value)
-        lines.append(f"    config.localize.{key} = {value!r}")
+              "    config = base.get_config()", "    # Values of the tuned run's config that differ from the shipped one:"]
+    for key, value in current.items():
+        if key not in localize and shipped.get(key) != value:
+            lines.append(f"    config.{key} = {value!r}")
+    lines.append("    # The chosen localization settings:")
+    for key, value in localize.items():
+        lines.append(f"    config.{key} = {value!r}")
     lines += ["    return config", ""]
     return "\n".join(lines)
 
@@ -132,18 +140,21 @@ def run(p: Parsed) -> int:
     protocols = ("activitynet", "th14kit")
     thresholds = settings.evaluation_thresholds(cfg)
     batch = int(cfg.tune.batch_size)
-    sweeper = Sweeper(tune_raw, tune_truth, protocols=protocols, tiou_thresholds=thresholds, batch_size=batch)
-    chosen, history = tune(sweeper, base, space, rounds=int(cfg.tune.rounds), out=sys.stdout)
+    sweeper = Sweeper(tune_raw, tune_truth, protocols=protocols, tiou_thresholds=thresholds, batch_size=batch,
+                      unknown_labels_as_fp=p.unknown_labels_as_fp)
+    chosen, history = tune(sweeper, base, space, rounds=int(cfg.tune.rounds), joint=tuple(cfg.tune.joint),
+                           out=sys.stdout)
     tester = sweeper if on_test else Sweeper(test_raw, test_truth, protocols=protocols, tiou_thresholds=thresholds,
-                                            batch_size=batch)
+                                            batch_size=batch, unknown_labels_as_fp=p.unknown_labels_as_fp)
     test_rows = {"paper default": tester.score(base), label: tester.score(chosen)}
     print(f"\nchosen: {describe(chosen)}\n")
     print(_table(f"on {test_split!r}", test_rows))
-    atomic_write_text(out, _config_file(record.config_name if record else "thumos14", dataset_dir, chosen, split,
-                                        on_test, test_rows), make_parents=True)
+    cfg.dataset.dir = dataset_dir
+    atomic_write_text(out, _config_file(cfg, record.config_name if record else "thumos14", chosen, split, on_test,
+                                        test_rows), make_parents=True)
     report = {"tuned_on": split, "tuned_on_test_split": on_test, "test_split": test_split,
               "uses_temporal_annotations_of": split, "space": {k: list(v) for k, v in space.items()},
-              "rounds": int(cfg.tune.rounds), "chosen": chosen.to_dict(), "chosen_setting": describe(chosen),
+              "rounds": int(cfg.tune.rounds), "joint": list(cfg.tune.joint), "chosen": chosen.to_dict(), "chosen_setting": describe(chosen),
               "default": base.to_dict(), "test": {"paper_default": test_rows["paper default"], "tuned": test_rows[label]},
               "history": history}
     atomic_write_json(work.file("tune.json"), report)

@@ -111,6 +111,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.tune.split = "train"
     config.tune.rounds = 3
     config.tune.batch_size = 256  # videos per Localizer call while tuning (large is fast on a CPU)
+    # Keys searched together (all their combinations, one coordinate): options that only help combined.
+    config.tune.joint = ("proposals", "scoring", "nms")
     config.tune.space = ml_collections.ConfigDict()
     config.tune.space.proposals = ("paper", "multi", "multi_normalized", "attention")
     config.tune.space.scoring = ("mean", "oic")

@@ -232,18 +232,28 @@ def best_setting(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
 
 
 def tune(sweeper: Sweeper, base: LocalizerConfig, space: Mapping[str, Sequence[Any]], *, rounds: int = 2,
-         out: TextIO | None = None) -> tuple[LocalizerConfig, list[dict[str, Any]]]:
-    """Coordinate search: for each key of `space` in turn, the value with the best mAP given the others.
+         joint: Sequence[str] = (), out: TextIO | None = None) -> tuple[LocalizerConfig, list[dict[str, Any]]]:
+    """Coordinate search: for each coordinate in turn, the value with the best mAP given the others.
 
-    Starts from `base`; a round visits every key; stops after `rounds` rounds or a round that changes
-    nothing. A value replaces the current one only when it scores strictly higher, so ties keep the
-    earlier (by default the paper's) setting.
+    A coordinate is one key of `space`, except that the keys named in `joint` form one coordinate (the
+    first) whose values are all their combinations: options that only help together (multi-threshold
+    proposals with OIC scoring, say) are then found. Starts from `base`; a round visits every coordinate;
+    stops after `rounds` rounds or a round that changes nothing. A value replaces the current one only
+    when it scores strictly higher, so ties keep the earlier (by default the paper's) setting.
 
     Returns:
       (the chosen config, every scored row in the order tried, each with "round" and "key").
     """
     if not space:
         raise StpnError("the tuning space is empty")
+    missing = [k for k in joint if k not in space]
+    if missing:
+        raise StpnError(f"tune: joint keys {missing} are not in the tuning space")
+    coordinates: list[tuple[str, list[tuple[tuple[str, Any], ...]]]] = []
+    if joint:
+        combos = itertools.product(*(space[k] for k in joint))
+        coordinates.append(("+".join(joint), [tuple(zip(joint, combo)) for combo in combos]))
+    coordinates += [(key, [((key, value),) for value in values]) for key, values in space.items() if key not in joint]
     current = base
     best = sweeper.score(current)
     history = [dict(best, round=0, key="start")]
@@ -251,16 +261,19 @@ def tune(sweeper: Sweeper, base: LocalizerConfig, space: Mapping[str, Sequence[A
         print(f"start {100 * best['average_mAP']:6.2f}  {best['setting']}", file=out, flush=True)
     for round_index in range(1, rounds + 1):
         changed = False
-        for key, values in space.items():
-            for value in values:
-                candidate = with_setting(current, key, value)
+        for name, values in coordinates:
+            for assignment in values:
+                candidate = current
+                for key, value in assignment:
+                    candidate = with_setting(candidate, key, value)
                 if candidate == current:
                     continue
                 row = sweeper.score(candidate)
-                history.append(dict(row, round=round_index, key=key))
+                history.append(dict(row, round=round_index, key=name))
                 better = row["average_mAP"] > best["average_mAP"]
                 if out is not None:
-                    print(f"r{round_index} {key}={value!s:<16} {100 * row['average_mAP']:6.2f} "
+                    shown = ",".join(str(v) for _, v in assignment)
+                    print(f"r{round_index} {name}={shown:<24} {100 * row['average_mAP']:6.2f} "
                           f"({row['seconds']:.1f} s){'  <- best so far' if better else ''}", file=out, flush=True)
                 if better:
                     best, changed = row, True
