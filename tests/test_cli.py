@@ -175,7 +175,7 @@ def _tune_and_export_options(tmp_path, work, common):
                    "--config.tune.space.nms=('hard','soft')", "--config.tune.space.class_threshold=(0.1,0.3)",
                    "--config.tune.space.tcam_threshold=(0.05,)", "--config.tune.space.alpha=(0.5,)",
                    "--config.tune.space.oic_gamma=(0.2,)", "--config.tune.space.nms_threshold=(0.5,)",
-                   "--config.tune.rounds=1", "--unknown_labels_as_fp"]
+                   "--config.tune.space.soft_nms_sigma=(0.3,)", "--config.tune.rounds=1", "--unknown_labels_as_fp"]
     proc = cli("tune", f"--workdir={work}", *small_space)
     assert "temporal annotations" in proc.stdout and "paper default" in proc.stdout
     report = json.loads((work / "tune.json").read_text())
