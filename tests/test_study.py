@@ -40,3 +40,9 @@ def test_study_two_seeds_and_resume(tmp_path):
     proc = cli(*args)
     assert proc.stdout.count("reusing the trained") == 4 and "training the" not in proc.stdout
     assert json.loads((study_dir / "study.json").read_text()) == result
+    # The study's report page: the seeds' curves, then its first seed's figures.
+    cli("report", f"--workdir={study_dir}", f"--config.dataset.dir={data}", "--unknown_labels_as_fp",
+        "--config.localize.interpolation=4", "--config.localize.max_detections=64",
+        "--config.localize.max_components_per_class=16")
+    page = (study_dir / "report.html").read_text()
+    assert "Seed study (2 seeds)" in page and page.count("<img class='figure'") >= 4

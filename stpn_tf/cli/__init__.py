@@ -13,12 +13,12 @@ import sys
 from collections.abc import Sequence
 
 from stpn_tf import __version__
-from stpn_tf.cli import build_dataset, demo, evaluate, export, extract, localize, study, train, tune
+from stpn_tf.cli import build_dataset, demo, evaluate, export, extract, localize, report, study, train, tune
 from stpn_tf.cli.common import PROG, Command, command_help, import_tensorflow, parse
 from stpn_tf.errors import StpnError, WriteError
 
 COMMANDS: dict[str, Command] = {m.COMMAND.name: m.COMMAND for m in (
-    demo, build_dataset, train, localize, tune, study, evaluate, export, extract)}
+    demo, build_dataset, train, localize, tune, study, report, evaluate, export, extract)}
 HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "help")
 
 

@@ -59,11 +59,26 @@ def activitynet_ap(data: EvalData, tiou_thresholds: Sequence[float]) -> np.ndarr
       [C, T] AP for the scored classes.
     """
     thr = as_float(tiou_thresholds)
-    num_t, num_c = len(thr), data.num_classes
-    ap = np.zeros((num_c, num_t))
-    scored = np.flatnonzero(data.pred_label < num_c)
+    num_c = data.num_classes
+    ap = np.zeros((num_c, len(thr)))
     if num_c == 0:
         return ap
+    tp, bounds, npos = activitynet_hits(data, thr)
+    for c in range(num_c):
+        ap[c] = all_point_ap(tp[bounds[c] : bounds[c + 1]].T, int(npos[c]))
+    return ap
+
+
+def activitynet_hits(data: EvalData, tiou_thresholds: Sequence[float]):
+    """The ActivityNet matching: true-positive flags of the scored predictions in rank order.
+
+    Returns:
+      (tp [P', T] bool, rows of class c are tp[bounds[c]:bounds[c + 1]] in descending score; bounds [C + 1];
+      npos [C] ground-truth segments per class).
+    """
+    thr = as_float(tiou_thresholds)
+    num_t, num_c = len(thr), data.num_classes
+    scored = np.flatnonzero(data.pred_label < num_c)
     num_v = max(len(data.video_ids), 1)
 
     # Ground truth grouped by (class, video), file order kept inside a group.
@@ -109,6 +124,4 @@ def activitynet_ap(data: EvalData, tiou_thresholds: Sequence[float]) -> np.ndarr
 
     npos = np.bincount(data.gt_label, minlength=num_c)
     bounds = np.searchsorted(data.pred_label[idx], np.arange(num_c + 1))
-    for c in range(num_c):
-        ap[c] = all_point_ap(tp[bounds[c] : bounds[c + 1]].T, int(npos[c]))
-    return ap
+    return tp, bounds, npos
