@@ -101,6 +101,7 @@ class Sweeper:
         self.batches = raw_batches(raw, streams=streams, batch_size=batch_size)
         self._localizers: dict[tuple, Localizer] = {}
         self._scores: dict[LocalizerConfig, dict[str, Any]] = {}
+        self._data: dict[LocalizerConfig, EvalData] = {}
         self._truth = build_eval_data(self.ground_truth, {})
         if self._truth.num_classes == 0:
             raise StpnError("ground truth has no action segments to evaluate against")
@@ -136,7 +137,13 @@ class Sweeper:
                             batches=self.batches)
 
     def eval_data(self, config: LocalizerConfig) -> EvalData:
-        """The ground truth with `config`'s detections, as `build_eval_data` makes it from the results."""
+        """The ground truth with `config`'s detections, as `build_eval_data` makes it from the results
+        (computed once per config: the report asks again for the settings it scored)."""
+        if config not in self._data:
+            self._data[config] = self._eval_data(config)
+        return self._data[config]
+
+    def _eval_data(self, config: LocalizerConfig) -> EvalData:
         localizer = self.localizer(config)
         parts: dict[str, list[np.ndarray]] = {k: [] for k in ("video", "label", "start", "end", "score")}
         offset = 0
