@@ -25,7 +25,8 @@ from stpn_tf.io.dataset_dir import read_dataset_info
 from stpn_tf.io.workdir import WorkDir, WorkDirRecord, check_stream
 from stpn_tf.model.stpn import ModelConfig
 
-STRATEGIES = ("default", "mirrored", "one_device:<device>")
+STRATEGIES = ("default", "mirrored", "multi_worker", "one_device:<device>")
+_STRATEGY_ERROR = "expected 'default', 'mirrored', 'multi_worker' or 'one_device:<device>'"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +45,8 @@ class TrainConfig:
       seed: Seed of initialization, shuffling and sampling.
       deterministic: Switch TF op determinism on (same seed, same machine: identical weights).
       jit_compile: XLA-compile the train step.
-      strategy: "default", "mirrored" or "one_device:<device>".
+      strategy: "default", "mirrored" (the local GPUs), "multi_worker" (MultiWorkerMirroredStrategy over the
+        cluster in TF_CONFIG; `batch_size` is the global batch) or "one_device:<device>".
       keep_checkpoints: Per-epoch weight files kept (the newest); 0 keeps none.
     """
 
@@ -70,9 +72,8 @@ class TrainConfig:
             raise StpnError(f"train.keep_checkpoints must be >= 0, got {self.keep_checkpoints}")
         if not self.learning_rate > 0:
             raise StpnError(f"train.learning_rate must be > 0, got {self.learning_rate}")
-        if self.strategy not in ("default", "mirrored") and not self.strategy.startswith("one_device:"):
-            raise StpnError(f"unknown strategy {self.strategy!r}; expected 'default', 'mirrored' or "
-                            "'one_device:<device>'")
+        if self.strategy not in ("default", "mirrored", "multi_worker") and not self.strategy.startswith("one_device:"):
+            raise StpnError(f"unknown strategy {self.strategy!r}; {_STRATEGY_ERROR}")
 
     @property
     def epochs(self) -> int:
@@ -80,15 +81,54 @@ class TrainConfig:
         return math.ceil(self.steps / self.steps_per_epoch)
 
 
+_MULTI_WORKER: tf.distribute.MultiWorkerMirroredStrategy | None = None
+
+
 def make_strategy(name: str) -> tf.distribute.Strategy:
-    """"default" (one device), "mirrored" (all local GPUs, or the CPU) or "one_device:<device>"."""
+    """"default" (one device), "mirrored" (all local GPUs, or the CPU), "multi_worker" (the cluster in
+    TF_CONFIG; created once per process, before TF runs its first op) or "one_device:<device>"."""
+    global _MULTI_WORKER
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        if _MULTI_WORKER is None:
+            cluster = cluster_task()  # checks TF_CONFIG
+            try:
+                _MULTI_WORKER = tf.distribute.MultiWorkerMirroredStrategy()
+            except RuntimeError as error:
+                raise StpnError(f"train.strategy=multi_worker: cannot start worker {cluster[0]}:{cluster[1]} "
+                                f"({_first_line(error)}); the strategy must be created before TensorFlow runs "
+                                "anything else in the process") from None
+        return _MULTI_WORKER
     if name.startswith("one_device:"):
         return tf.distribute.OneDeviceStrategy(name.split(":", 1)[1])
-    raise StpnError(f"unknown strategy {name!r}; expected 'default', 'mirrored' or 'one_device:<device>'")
+    raise StpnError(f"unknown strategy {name!r}; {_STRATEGY_ERROR}")
+
+
+def cluster_task() -> tuple[str, int, bool]:
+    """(task type, task index, is chief) of this process from TF_CONFIG, checked.
+
+    The chief is the "chief" task, or worker 0 when the cluster has no chief: it alone writes the work
+    directory (records, backups, checkpoints, logs, the model); the other workers restore from its backup.
+    """
+    text = os.environ.get("TF_CONFIG", "")
+    if not text.strip():
+        raise StpnError("train.strategy=multi_worker needs TF_CONFIG: the cluster and this process's task, e.g. "
+                        '{"cluster": {"worker": ["host1:port", "host2:port"]}, "task": {"type": "worker", "index": 0}}')
+    try:
+        tf_config = json.loads(text)
+        cluster, task = tf_config["cluster"], tf_config["task"]
+        kind, index = str(task["type"]), int(task["index"])
+        members = cluster[kind]
+    except (ValueError, KeyError, TypeError) as error:
+        raise StpnError(f"TF_CONFIG is not a cluster with this task in it ({type(error).__name__}: {error}); "
+                        'expected {"cluster": {"worker": [...]}, "task": {"type": "worker", "index": N}}') from None
+    if not isinstance(members, list) or not 0 <= index < len(members):
+        raise StpnError(f"TF_CONFIG: task {kind}:{index} is not in the cluster's {kind} list ({members})")
+    chief = kind == "chief" or (kind == "worker" and index == 0 and not cluster.get("chief"))
+    return kind, index, chief
 
 
 def _set_op_determinism(enabled: bool) -> None:
@@ -123,6 +163,16 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
             self.model.save_weights(temporary)
         atomic_write_text(self._training_metadata_path,
                           json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen}))
+
+
+class RestoreOnly(keras.callbacks.BackupAndRestore):
+    """A non-chief worker's BackupAndRestore: restores the chief's backup, never writes or deletes it."""
+
+    def _save_model(self):
+        pass
+
+    def on_train_end(self, logs=None):
+        pass
 
 
 class FirstBatch(keras.callbacks.Callback):
@@ -226,6 +276,9 @@ def run_train(
       The last epoch's logs (losses); {} when the stream was already trained.
     """
     check_stream(stream)
+    # MultiWorkerMirroredStrategy configures the collective ops of the TF runtime: before its first op.
+    dist = make_strategy(train.strategy)
+    chief = cluster_task()[2] if train.strategy == "multi_worker" else True
     info = read_dataset_info(dataset_dir)
     shards = tfrecord.list_shards(dataset_dir, train_split)
     work = WorkDir(workdir)
@@ -241,6 +294,8 @@ def run_train(
         raise StpnError(f"{backup_dir}: the interrupted run finished {done_epochs} epochs, but this run has only "
                         f"{train.epochs} (steps or steps_per_epoch changed?); resume with the same settings, or "
                         "delete the backup directory to start over")
+    if not chief:  # the chief holds the lock and writes the work directory; this worker only trains with it
+        return _fit(work, stream, info, shards, done_epochs, model, train, verbose, dist, chief=False)
     with work.lock(stream):
         work.write_classes(info.classes)
         record = WorkDirRecord(dataset_dir=os.path.abspath(dataset_dir), classes=info.classes,
@@ -248,16 +303,17 @@ def run_train(
         work.write_record(record)
         if config_record is not None:
             work.write_config("train", dict(config_record), stream)
-        return _fit(work, stream, info, shards, done_epochs, model, train, verbose)
+        return _fit(work, stream, info, shards, done_epochs, model, train, verbose, dist, chief=True)
 
 
 def _fit(work: WorkDir, stream: str, info, shards, done_epochs: int, model_config: ModelConfig,
-         train: TrainConfig, verbose) -> dict[str, Any]:
+         train: TrainConfig, verbose, dist: tf.distribute.Strategy, chief: bool) -> dict[str, Any]:
     keras.utils.set_random_seed(train.seed)
-    dist = make_strategy(train.strategy)
+    multi_worker = isinstance(dist, tf.distribute.MultiWorkerMirroredStrategy)
     stream_dir = work.stream_dir(stream)
     backup_dir = work.backup_dir(stream)
-    remove_temporaries(stream_dir)
+    if chief:
+        remove_temporaries(stream_dir)
     classes = info.classes
     dataset = pipeline.make_train_dataset(
         shards, stream=stream, num_classes=len(classes), feature_dim=info.feature_dim,
@@ -265,6 +321,11 @@ def _fit(work: WorkDir, stream: str, info, shards, done_epochs: int, model_confi
         seed=train.seed, skip_batches=done_epochs * train.steps_per_epoch, cache=train.cache_features)
     if done_epochs:
         logging.info("resuming the %s stream after epoch %d from %s", stream, done_epochs, backup_dir)
+    jit_compile = train.jit_compile
+    if multi_worker and jit_compile and not tf.config.list_physical_devices("GPU"):
+        # XLA has no CPU kernels for the collective ops that sum the workers' gradients.
+        logging.info("train.jit_compile is ignored on CPU workers under multi_worker (XLA has no CPU collectives)")
+        jit_compile = False
     # Keras refuses XLA when op determinism is already on (some XLA GPU kernels are non-deterministic), so
     # compile first and switch determinism on afterwards. The train step here (dense layers, reductions)
     # runs deterministically under XLA on CPU; tests/test_train.py checks two runs give identical weights.
@@ -272,22 +333,27 @@ def _fit(work: WorkDir, stream: str, info, shards, done_epochs: int, model_confi
     _set_op_determinism(False)
     with dist.scope():
         model = model_config.build(len(classes))
-        model.compile(optimizer=keras.optimizers.Adam(train.learning_rate), jit_compile=train.jit_compile)
+        model.compile(optimizer=keras.optimizers.Adam(train.learning_rate), jit_compile=jit_compile)
         # BackupAndRestore needs built variables before fit() (it restores into them).
         input_dim = info.feature_dim * (2 if stream == "joint" else 1)
         model({"features": tf.zeros([1, train.num_snippets, input_dim]), "mask": tf.ones([1, train.num_snippets])})
-    callbacks = [
-        # double_checkpoint: a kill while the backup is being written falls back to the previous one.
-        AtomicBackupAndRestore(backup_dir, double_checkpoint=True),
-        keras.callbacks.TensorBoard(work.logs_dir(stream), update_freq="epoch"),
-        EpochCheckpoints(work.checkpoints_dir(stream), train.keep_checkpoints),
-        StopAtStep(train.steps),
-        first_batch := FirstBatch(),
-    ]
+        if multi_worker:  # the restore in train_loop runs outside the scope, where no variable may be created
+            model.optimizer.build(model.trainable_variables)
+    if chief:
+        callbacks = [
+            # double_checkpoint: a kill while the backup is being written falls back to the previous one.
+            AtomicBackupAndRestore(backup_dir, double_checkpoint=True),
+            keras.callbacks.TensorBoard(work.logs_dir(stream), update_freq="epoch"),
+            EpochCheckpoints(work.checkpoints_dir(stream), train.keep_checkpoints),
+        ]
+    else:  # restores from the chief's backup (on storage all workers see), writes nothing
+        callbacks = [RestoreOnly(backup_dir)]
+    callbacks += [StopAtStep(train.steps), first_batch := FirstBatch()]
     last = train.steps - (train.epochs - 1) * train.steps_per_epoch
-    logging.info("training %s stream: %d steps (%d epochs of %d%s), batch %d, %d classes, D=%d", stream, train.steps,
-                 train.epochs, train.steps_per_epoch, f", the last of {last}" if last != train.steps_per_epoch else "",
-                 train.batch_size, len(classes), info.feature_dim)
+    logging.info("training %s stream: %d steps (%d epochs of %d%s), batch %d, %d classes, D=%d%s", stream,
+                 train.steps, train.epochs, train.steps_per_epoch,
+                 f", the last of {last}" if last != train.steps_per_epoch else "", train.batch_size, len(classes),
+                 info.feature_dim, f", {dist.num_replicas_in_sync} replicas" if multi_worker else "")
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     if verbose == 2:
@@ -298,9 +364,13 @@ def _fit(work: WorkDir, stream: str, info, shards, done_epochs: int, model_confi
     sys.unraisablehook, sys.excepthook = _quiet_failed_writes(*hooks)
     try:
         with tfrecord.corrupt_record_errors(shards):
-            history = model.fit(dataset, epochs=train.epochs, steps_per_epoch=train.steps_per_epoch,
-                                callbacks=callbacks, verbose=1 if verbose == 1 else 0,
-                                shuffle=False)  # the dataset shuffles itself
+            if multi_worker:
+                history = train_loop(model, dist, dataset, epochs=train.epochs, steps_per_epoch=train.steps_per_epoch,
+                                     callbacks=callbacks, verbose=1 if verbose == 1 else 0)
+            else:
+                history = model.fit(dataset, epochs=train.epochs, steps_per_epoch=train.steps_per_epoch,
+                                    callbacks=callbacks, verbose=1 if verbose == 1 else 0,
+                                    shuffle=False)  # the dataset shuffles itself
     except (OSError, RuntimeError, tf.errors.OpError, ValueError) as error:
         resume = "free space and rerun the same command to resume from the last complete backup"
         if isinstance(error, WriteError):  # from an atomic write: it names the file
@@ -319,11 +389,61 @@ def _fit(work: WorkDir, stream: str, info, shards, done_epochs: int, model_confi
         sys.unraisablehook, sys.excepthook = hooks
     if failure is not None:
         raise failure
+    logs = {k: float(v[-1]) for k, v in history.history.items()} if history.history else {}
+    if not chief:
+        logging.info("worker finished (%s); the chief saves the model", ", ".join(f"{k}={v:.4f}" for k, v in logs.items()))
+        return logs
     final_path = work.model_path(stream)
     save_model_atomically(model, final_path)
-    logs = {k: float(v[-1]) for k, v in history.history.items()} if history.history else {}
     logging.info("saved %s (%s)", final_path, ", ".join(f"{k}={v:.4f}" for k, v in logs.items()))
     return logs
+
+
+def train_loop(model: keras.Model, strategy: tf.distribute.Strategy, dataset: tf.data.Dataset, *, epochs: int,
+               steps_per_epoch: int, callbacks: list[keras.callbacks.Callback], verbose: int = 0
+               ) -> keras.callbacks.History:
+    """`model.fit` for strategies Keras 3's fit does not run under (MultiWorkerMirroredStrategy, Keras issue
+    20585): the model's own `train_step` under `strategy.run` over the distributed dataset, with the same
+    callbacks (backup and restore, checkpoints, logs, stop at a step) called at the same points as fit.
+
+    `dataset` yields global batches; each worker reads all of it and keeps its replicas' slices of every
+    batch (auto-shard policy DATA), so the workers together see the batch sequence of one process with the
+    same global batch, and a resumed run skips batches the same way. The logs are the replicas' mean.
+    """
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    iterator = iter(strategy.experimental_distribute_dataset(dataset.with_options(options)))
+    history = keras.callbacks.History()
+    callback_list = keras.callbacks.CallbackList(
+        [*callbacks, history], add_progbar=verbose == 1, model=model, verbose=verbose, epochs=epochs,
+        steps=steps_per_epoch)
+    step_fn = tf.function(model.train_step, jit_compile=bool(model.jit_compile)) if model.jit_compile \
+        else model.train_step
+
+    @tf.function
+    def distributed_step(iterator):
+        logs = strategy.run(step_fn, args=(next(iterator),))
+        return {name: strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None) for name, value in logs.items()}
+
+    model.stop_training = False
+    model._initial_epoch = None  # set by BackupAndRestore's restore
+    callback_list.on_train_begin()
+    logs: dict[str, Any] = {}
+    for epoch in range(model._initial_epoch or 0, epochs):
+        model.reset_metrics()
+        callback_list.on_epoch_begin(epoch)
+        for batch in range(steps_per_epoch):
+            callback_list.on_train_batch_begin(batch)
+            logs = distributed_step(iterator)
+            callback_list.on_train_batch_end(batch, logs)
+            if model.stop_training:
+                break
+        logs = {name: float(value) for name, value in logs.items()}
+        callback_list.on_epoch_end(epoch, logs)
+        if model.stop_training:
+            break
+    callback_list.on_train_end(logs)
+    return history
 
 
 def _quiet_failed_writes(unraisable_hook, except_hook):

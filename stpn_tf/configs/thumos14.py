@@ -47,7 +47,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.deterministic = True
     config.train.jit_compile = True
     # "default" (one device), "mirrored" (all local GPUs) or "one_device:/gpu:0".
-    config.train.strategy = "default"
+    config.train.strategy = "default"  # "mirrored" (local GPUs), "multi_worker" (cluster in TF_CONFIG), "one_device:D"
     config.train.keep_checkpoints = 3  # per-epoch weight files kept (the newest); 0 keeps none
 
     config.localize = ml_collections.ConfigDict()
