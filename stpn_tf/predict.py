@@ -27,8 +27,8 @@ from stpn_tf.serving.module import stream_roles
 RAW_STREAM_KEYS = ("attention", "tcam", "probabilities")
 
 
-def predict_records(model: ServingModel, shards: Sequence[str], *, batch_size: int = 16,
-                    progress=None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def predict_records(model: ServingModel, shards: Sequence[str], *, batch_size: int = 16, progress=None,
+                    keep_raw: bool = True) -> tuple[dict[str, Any], dict[str, np.ndarray] | None]:
     """Runs every video of `shards` through the model's `serve_examples` signature.
 
     Args:
@@ -36,6 +36,9 @@ def predict_records(model: ServingModel, shards: Sequence[str], *, batch_size: i
       shards: TFRecord files of the project's schema.
       batch_size: Videos per call.
       progress: Optional callable(videos done) for progress output.
+      keep_raw: Also collect the raw outputs (they grow with the split: about 2 T C floats per video, 3 GB for
+        ActivityNet's 4,926 validation videos at T = 400, C = 200); False returns None for them and keeps
+        memory flat in the number of videos.
 
     Returns:
       (results object in the ActivityNet layout, raw outputs). Raw outputs are numpy arrays padded along
@@ -51,6 +54,11 @@ def predict_records(model: ServingModel, shards: Sequence[str], *, batch_size: i
         out = model.call_examples(batch)
         video_ids = [v.decode() for v in out["video_id"]]
         results.update(results_from_padded(video_ids, model.classes, out))
+        batch.clear()
+        if progress is not None:
+            progress(len(results))
+        if not keep_raw:
+            return
         add = lambda key, value: parts.setdefault(key, []).append(np.asarray(value))  # noqa: E731
         add("video_id", video_ids)
         add("length", out["grid_length"])
@@ -60,9 +68,6 @@ def predict_records(model: ServingModel, shards: Sequence[str], *, batch_size: i
             add(f"{stream}/attention", out["attention"][:, i])
             add(f"{stream}/tcam", out["tcam"][:, i])
             add(f"{stream}/probabilities", out["video_probabilities"][:, i])
-        batch.clear()
-        if progress is not None:
-            progress(len(results))
 
     missing = [path for path in shards if not tf.io.gfile.exists(path)]
     if missing:
@@ -81,16 +86,24 @@ def predict_records(model: ServingModel, shards: Sequence[str], *, batch_size: i
                         f"model ({tfrecord.one_line(error.message)})") from None
     if not results:
         raise StpnError(f"no videos in {', '.join(shards)}")
-    return results_envelope(results), _concatenate(parts, model.classes)
+    return results_envelope(results), _concatenate(parts, model.classes) if keep_raw else None
 
 
-def _concatenate(parts: Mapping[str, list[np.ndarray]], classes: Sequence[str]) -> dict[str, np.ndarray]:
+def _concatenate(parts: dict[str, list[np.ndarray]], classes: Sequence[str]) -> dict[str, np.ndarray]:
     max_t = max(a.shape[1] for key, chunks in parts.items() if key.endswith("/attention") for a in chunks)
     raw = {}
-    for key, chunks in parts.items():
-        if key.endswith(("/attention", "/tcam")):
-            chunks = [np.pad(c, [(0, 0), (0, max_t - c.shape[1])] + [(0, 0)] * (c.ndim - 2)) for c in chunks]
-        raw[key] = np.concatenate(chunks)
+    for key in list(parts):
+        chunks = parts[key]
+        if key.endswith(("/attention", "/tcam")):  # padded into one array (no padded copy of every chunk)
+            out = np.zeros((sum(len(c) for c in chunks), max_t, *chunks[0].shape[2:]), chunks[0].dtype)
+            start = 0
+            for c in chunks:
+                out[start:start + len(c), :c.shape[1]] = c
+                start += len(c)
+            raw[key] = out
+        else:
+            raw[key] = np.concatenate(chunks)
+        del parts[key]  # the chunks are freed as soon as their array is built
     raw["classes"] = np.asarray(list(classes))
     return raw
 

@@ -118,6 +118,10 @@ def test_composed_graph_equals_localizer_on_its_raw_outputs(split, all_snippets)
     assert raw["rgb/tcam"].shape[1:] == ((32 if all_snippets else 8), 3)
     again = predict.localize_raw(raw, Localizer(config, jit_compile=False), batch_size=3)
     assert again == results
+    # Without the raw outputs (stpn localize without --save_raw: memory flat in the split size), the same detections.
+    assert predict.predict_records(model, shards, batch_size=3, keep_raw=False) == (results, None)
+    if all_snippets:  # batches of 3 padded to 32, 16, 4 positions: the later ones are zero past their own padding
+        assert raw["rgb/attention"].shape == (7, 32) and not raw["rgb/attention"][6, 4:].any()
     assert sum(len(d) for d in results["results"].values()) > 0
     expected_lengths = [4, 9, 1, 17, 6, 12, 3] if all_snippets else [8] * 7
     np.testing.assert_array_equal(raw["length"], expected_lengths)

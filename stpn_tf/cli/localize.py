@@ -125,7 +125,7 @@ def _from_export(p: Parsed) -> int:
     model = load_export(p.workdir)
     _, _, shards, total = _dataset(p, model.classes, model.feature_dim, p.workdir)
     results, _ = predict.predict_records(model, shards, batch_size=int(p.config.localize.batch_size),
-                                         progress=_progress(total))
+                                         progress=_progress(total), keep_raw=False)
     _write(p, results, p.out)
     return 0
 
@@ -151,8 +151,9 @@ def _from_workdir(p: Parsed) -> int:
     if p.sweep:  # read before the models run: a wrong path fails at once
         ground_truth = load_ground_truth(p.path("ground_truth") or os.path.join(dataset_dir, "ground_truth.json"),
                                          p.subset or split)
+    # The raw outputs only when they are saved or swept: they grow with the split, the detections far less.
     results, raw = predict.predict_records(model, shards, batch_size=int(cfg.localize.batch_size),
-                                           progress=_progress(total))
+                                           progress=_progress(total), keep_raw=bool(p.save_raw or p.sweep))
     if p.save_raw:
         predict.save_raw(p.path("save_raw"), raw)
         print(f"wrote raw outputs of {len(raw['video_id'])} videos to {p.save_raw}")
