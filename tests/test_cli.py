@@ -271,3 +271,14 @@ def _extract_and_localize_a_video(tmp_path, export):
     cli("localize", video, f"--workdir={export}", f"--out={out}", *models, *fast_flow)
     assert "clip" in json.loads((out / "detections.json").read_text())["results"]
     assert os.path.exists(out / "figures" / "clip.png")
+
+
+def test_help_into_a_closed_pipe_is_quiet(repo_dir):
+    """`stpn localize --help | head -1`: the reader closes the pipe first; no BrokenPipeError traceback."""
+    read, write = os.pipe()
+    os.close(read)  # closed before the command writes: its first write gets EPIPE
+    proc = subprocess.run([sys.executable, "-m", "stpn_tf.cli", "localize", "--help"], cwd=repo_dir, stdout=write,
+                          stderr=subprocess.PIPE, text=True, timeout=120)
+    os.close(write)
+    assert proc.returncode == 0
+    assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr

@@ -100,7 +100,13 @@ _STATE = {"write_failed": False}
 
 def run() -> None:
     """Console-script entry point."""
-    code = main(sys.argv)
+    try:
+        code = main(sys.argv)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `stpn ... | head` closed the pipe: not an error of the command
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python flushes stdout again at exit
+        sys.exit(0)
     if _STATE["write_failed"]:
         # After a failed write, native libraries may hold files they can no longer flush; HDF5 crashes on
         # them in its exit handler. Every output is atomic and the error is printed: end the process here.
