@@ -129,7 +129,12 @@ def test_runtime_settings_need_no_new_compile():
         expected = localize(rgb, flow, config=settings, **common)
         for key in KEYS:
             np.testing.assert_array_equal(got[key].numpy(), expected[key].numpy(), err_msg=f"{variant} {key}")
-    assert localizer.tracing_count() == 1
+    # One function over (video, class) rows (one row and slot bucket here) and the configured bounds, which
+    # run when a video has more than K = 20 detections (video 0 at the base settings); none is traced again.
+    assert localizer.fallbacks >= 1 and localizer.tracing_count() == 2
+    for variant in variants:
+        localizer(rgb, flow, settings=LocalizerConfig(**bounds).replace(**variant), **common)
+    assert localizer.tracing_count() == 2
     with pytest.raises(StpnError, match="structure"):
         localizer(rgb, flow, settings=LocalizerConfig(**bounds).replace(proposal_thresholds=(.1,)), **common)
     with pytest.raises(StpnError, match="structure"):

@@ -213,30 +213,24 @@ def _shift_left(x: tf.Tensor, fill) -> tf.Tensor:
     return tf.concat([x[..., 1:], pad], axis=-1)
 
 
-def _cumulative_max(x: tf.Tensor) -> tf.Tensor:
-    """Running maximum along the last axis of a rank-3 tensor whose values are >= -1.
+def _compact_positions(mask: tf.Tensor, num_slots) -> tf.Tensor:
+    """For each row of `mask` [B, R, T], the positions of its first `num_slots` True entries, in order.
 
-    Hillis-Steele doubling: ceil(log2 T) steps of max(x, x shifted right by 2^s), shifts padded with -1.
+    Returns int32 [B, R, num_slots]: slot j holds the index of the (j + 1)-th True entry (0 past the
+    last one). A scatter of the running count, so no sort and no scan whose steps XLA would fuse into
+    repeated work (a doubling running maximum here cost as much as all other elementwise work).
     """
-    length = x.shape[-1]
-    if length is not None:
-        shift = 1
-        while shift < length:
-            x = tf.maximum(x, tf.pad(x[..., :-shift], [[0, 0], [0, 0], [shift, 0]], constant_values=-1))
-            shift *= 2
-        return x
-    # Unknown T (all-snippets export): a while loop whose shifts are gathers, so every shape stays
-    # static for XLA.
-    dynamic_length = tf.shape(x)[-1]
-    index = tf.range(dynamic_length)
-
-    def body(shift, y):
-        source = index - shift
-        shifted = tf.gather(y, tf.maximum(source, 0), axis=2)
-        return shift * 2, tf.maximum(y, tf.where(source >= 0, shifted, -1))
-
-    _, x = tf.while_loop(lambda shift, _: shift < dynamic_length, body, (tf.constant(1), x))
-    return x
+    shape = tf.shape(mask)
+    rows = shape[0] * shape[1]
+    length = shape[2]
+    index = tf.range(length)[tf.newaxis, tf.newaxis, :] + tf.zeros_like(mask, tf.int32)
+    ordinal = tf.cumsum(tf.cast(mask, tf.int32), axis=-1) - 1
+    slot = tf.where(mask & (ordinal < num_slots), ordinal, num_slots)                   # num_slots: discarded
+    row = tf.range(rows)[:, tf.newaxis] * (num_slots + 1)
+    target = tf.reshape(row + tf.reshape(slot, [rows, length]), [-1, 1])
+    compact = tf.tensor_scatter_nd_max(tf.zeros([rows * (num_slots + 1)], tf.int32), target,
+                                       tf.reshape(index, [-1]))
+    return tf.reshape(compact, [shape[0], shape[1], num_slots + 1])[..., :num_slots]
 
 
 def _interval_slopes(y: tf.Tensor, valid_length: tf.Tensor) -> tf.Tensor:
@@ -257,7 +251,7 @@ def _interval_slopes(y: tf.Tensor, valid_length: tf.Tensor) -> tf.Tensor:
 
 
 def _stream_components(psi, score_sequence, valid_length, class_kept, video_score, *, threshold, oic, oic_margin,
-                       oic_gamma, k, max_components):
+                       oic_gamma, k, max_components, slots=None):
     """Connected components of the thresholded interpolated signal of one stream, top M per row.
 
     A row is one class at one proposal threshold.
@@ -273,11 +267,15 @@ def _stream_components(psi, score_sequence, valid_length, class_kept, video_scor
       oic_margin, oic_gamma: float64 scalar tensors.
       k: Interpolation factor (Python int).
       max_components: M (Python int).
+      slots: None, or a bound S on the components of every row derived from the data (Python int):
+        then the first S components are returned in order, without a selection (`count` tells whether
+        the bound held).
 
     Returns:
       (score [B, R, M] float64 (-inf where invalid), first [B, R, M] float64, last [B, R, M] float64
-      inclusive interpolated positions, valid [B, R, M] bool): the M best components in no particular
-      order (the caller sorts exactly).
+      inclusive interpolated positions, valid [B, R, M] bool, count [B, R] int32 components of the row,
+      0 for rejected classes): the M best components in no particular order (the caller sorts
+      exactly), or with `slots` the first S in start order, valid ones first.
     """
     kf = tf.constant(float(k), _F64)
     index = tf.range(tf.shape(psi)[-1])[tf.newaxis, tf.newaxis, :]
@@ -310,20 +308,27 @@ def _stream_components(psi, score_sequence, valid_length, class_kept, video_scor
     starts = nonempty & ~(touches_left & _shift_right(touches_right, False))
     ends = nonempty & ~(touches_right & _shift_left(touches_left, False))
 
-    # For every interval, the interval of the last component start at or before it.
-    start_interval = _cumulative_max(tf.where(starts, index + tf.zeros_like(psi, tf.int32), -1))
-    start_interval = tf.maximum(start_interval, 0)
-    cumulative_before = tf.gather(_shift_right(cumulative, 0.0), start_interval, batch_dims=2, axis=2)
-    low_at_start = tf.gather(low, start_interval, batch_dims=2, axis=2)
-    first = tf.cast(start_interval, _F64) * kf + low_at_start
-    last = tf.cast(index, _F64) * kf + high
-    mean_score = (cumulative - cumulative_before) / (tf.maximum(last - first + 1.0, 1.0) * kf)
-    outer = _outer_mean(score_sequence, score_slope, valid_length, first, last, oic_margin=oic_margin, k=k)
-    score = tf.where(oic, mean_score - outer + oic_gamma * video_score, mean_score)
+    # Component j of a row is its (j + 1)-th start and its (j + 1)-th end (starts and ends alternate).
+    num_slots = tf.shape(psi)[-1] if slots is None else slots
+    start_interval = _compact_positions(starts, num_slots)                               # [B, R, S]
+    end_interval = _compact_positions(ends, num_slots)
+    count = tf.where(class_kept[..., 0], tf.reduce_sum(tf.cast(ends, tf.int32), axis=-1), 0)   # [B, R]
+    at = lambda x, i: tf.gather(x, i, batch_dims=2, axis=2)  # noqa: E731
+    first = tf.cast(start_interval, _F64) * kf + at(low, start_interval)
+    last = tf.cast(end_interval, _F64) * kf + at(high, end_interval)
+    run_total = at(cumulative, end_interval) - at(_shift_right(cumulative, 0.0), start_interval)
+    mean_score = run_total / (tf.maximum(last - first + 1.0, 1.0) * kf)
+    # A conditional, so that the default scoring does not pay for the outer means.
+    score = tf.cond(oic, lambda: mean_score - _outer_mean(score_sequence, score_slope, valid_length, first, last,
+                                                         oic_margin=oic_margin, k=k) + oic_gamma * video_score,
+                    lambda: mean_score)
 
-    valid = ends & class_kept
+    valid = tf.range(num_slots)[tf.newaxis, tf.newaxis, :] < count[..., tf.newaxis]
     neg_inf = tf.constant(-math.inf, _F64)
     ranked_score = tf.where(valid, score, neg_inf)
+    if slots is not None:
+        # Derived bound: the caller checks that no row has more than `slots` components (`count`).
+        return ranked_score, first, last, valid, count
     # Pad with M invalid slots so that top_k works for any T (also T < M).
     pad_shape = tf.concat([tf.shape(psi)[:-1], [max_components]], 0)
     ranked_score = tf.concat([ranked_score, tf.fill(pad_shape, neg_inf)], -1)
@@ -334,7 +339,7 @@ def _stream_components(psi, score_sequence, valid_length, class_kept, video_scor
     top_index = _select_top(ranked_score, max_components)
     top_score, top_first, top_last, top_valid = (tf.gather(x, top_index, batch_dims=2, axis=2)
                                                  for x in (ranked_score, first, last, valid))
-    return top_score, top_first, top_last, top_valid
+    return top_score, top_first, top_last, top_valid, count
 
 
 def _outer_mean(y, slope, valid_length, first, last, *, oic_margin, k):
@@ -557,6 +562,25 @@ def localize(rgb: Mapping[str, tf.Tensor], flow: Mapping[str, tf.Tensor], *, len
       dict with "detection_classes" int32 [B, K] (-1 padding), "detection_scores" float32 [B, K]
       (0 padding), "detection_segments" float32 [B, K, 2] seconds (0 padding), "num_detections" int32 [B].
     """
+    outputs, _, _ = _localize(rgb, flow, lengths=lengths, num_snippets=num_snippets,
+                           seconds_per_snippet=seconds_per_snippet, durations=durations, config=config,
+                           settings=settings)
+    return outputs
+
+
+def _localize(rgb, flow, *, lengths, num_snippets, seconds_per_snippet, durations, config, settings,
+              component_slots: int | None = None, detection_slots: int | None = None):
+    """`localize` with optional bounds derived from the data; returns (outputs, overflow, float64 scores).
+
+    component_slots (S < M): components kept per video, stream and class (pooled over the thresholds);
+    detection_slots (D <= K): detections kept per video before the outputs are padded back to K slots.
+    With them nothing is selected by a top-k cut: the S first components of each row and the D first
+    kept detections of each video (in the final order's tie order) are sorted exactly, which is the
+    fixed-bound result whenever no row has more than S components and no video more than D detections.
+    `overflow` (bool scalar) is True when a derived bound did not hold: the outputs are then wrong and
+    the caller runs the fixed bounds (Localizer does). With D = K and more than K detections, the
+    fixed-bound top-K selection runs instead (a conditional), so D = K never overflows.
+    """
     if settings is None:
         settings = runtime_tensors(config)
     missing = set(runtime_tensors(config)) - set(settings)
@@ -616,20 +640,24 @@ def localize(rgb: Mapping[str, tf.Tensor], flow: Mapping[str, tf.Tensor], *, len
 
     row_threshold = tf.tile(thresholds, [num_classes])[tf.newaxis, :, tf.newaxis]        # [1, C * P, 1]
     per_stream = []
+    overflow = tf.constant(False)
+    m = max_components_per_class if component_slots is None else component_slots
     for name, stream in streams:
         # Broadcast explicitly: with equal shapes TF's graph optimizer does not reorder the products.
         attention = tf.broadcast_to(tf.cast(stream["attention"], _F64)[:, tf.newaxis, :], tf.shape(mixed))
         psi = attention * tf.sigmoid(a[name])
         signal = tf.where(settings["attention_signal"], attention, psi)
-        signal = tf.where(settings["normalize"], _min_max_normalized(signal, in_video), signal)
+        signal = tf.cond(settings["normalize"], lambda: _min_max_normalized(signal, in_video), lambda: signal)
         score_sequence = attention * mixed
-        top = _stream_components(rows(signal), rows(score_sequence), valid_length, rows(kept[name][..., tf.newaxis]),
-                                 rows(video_score), threshold=row_threshold, oic=settings["oic"],
-                                 oic_margin=value("oic_margin"), oic_gamma=value("oic_gamma"), k=k,
-                                 max_components=max_components_per_class)
+        *top, count = _stream_components(
+            rows(signal), rows(score_sequence), valid_length, rows(kept[name][..., tf.newaxis]), rows(video_score),
+            threshold=row_threshold, oic=settings["oic"], oic_margin=value("oic_margin"),
+            oic_gamma=value("oic_gamma"), k=k, max_components=max_components_per_class, slots=component_slots)
+        if component_slots is not None:
+            pooled = tf.reduce_sum(tf.reshape(count, [batch, num_classes, num_thresholds]), axis=-1)
+            overflow = overflow | tf.reduce_any(pooled > component_slots)
         if num_thresholds > 1:
             # Pool the thresholds of each class, then keep its M best (the threshold index breaks ties).
-            m = max_components_per_class
             top = [tf.reshape(x, [batch, num_classes, num_thresholds * m]) for x in top]
             threshold_index = tf.cast(tf.repeat(tf.range(num_thresholds), m), _F64)
             top.append(tf.broadcast_to(threshold_index, tf.shape(top[1])))
@@ -642,14 +670,19 @@ def localize(rgb: Mapping[str, tf.Tensor], flow: Mapping[str, tf.Tensor], *, len
     # Merge the streams and sort each class's candidates exactly into the NMS order: score descending,
     # then RGB before FLOW, then earlier start, then lower threshold index.
     score, first, last, valid, threshold_index = (tf.concat(parts, -1) for parts in zip(*per_stream))
-    num_slots = 2 * max_components_per_class
-    stream_index = tf.cast(tf.range(num_slots) // max_components_per_class, _F64)
-    span = tf.cast(num_positions, _F64) * k + 1.0
-    p = float(num_thresholds)
-    # Distinct tie-break keys: (stream, start, threshold) for real candidates, after them the empty slots.
-    tiebreak = tf.where(valid, (stream_index * span + first) * p + threshold_index,
-                        2.0 * span * p + tf.cast(tf.range(num_slots), _F64))
-    order = _exact_order(score, tiebreak)
+    num_slots = 2 * m
+    if component_slots is not None and num_thresholds == 1:
+        # The slots already are in tie order (stream, then start) with the valid ones before the empty
+        # ones (score -inf) of their stream, so one stable sort by score is the exact order.
+        _, order = tf.math.top_k(score, k=num_slots, sorted=True)
+    else:
+        stream_index = tf.cast(tf.range(num_slots) // m, _F64)
+        span = tf.cast(num_positions, _F64) * k + 1.0
+        p = float(num_thresholds)
+        # Distinct tie-break keys: (stream, start, threshold) for real candidates, after them the empty slots.
+        tiebreak = tf.where(valid, (stream_index * span + first) * p + threshold_index,
+                            2.0 * span * p + tf.cast(tf.range(num_slots), _F64))
+        order = _exact_order(score, tiebreak)
     score, first, last, valid = (tf.gather(x, order, batch_dims=2, axis=2) for x in (score, first, last, valid))
     if config.nms == "soft":
         keep, score = _soft_nms(score, first, last, valid, sigma=value("soft_nms_sigma"))
@@ -661,27 +694,59 @@ def localize(rgb: Mapping[str, tf.Tensor], flow: Mapping[str, tf.Tensor], *, len
     flat_score = tf.reshape(tf.where(keep, score, tf.constant(-math.inf, _F64)), [batch, -1])
     flat_first = tf.reshape(first, [batch, -1])
     flat_last = tf.reshape(last, [batch, -1])
+    flat_keep = tf.reshape(keep, [batch, -1])
     total = num_classes * num_slots
-    if max_detections > total:
-        pad = tf.fill([batch, max_detections - total], tf.constant(-math.inf, _F64))
-        flat_score = tf.concat([flat_score, pad], -1)
-        flat_first = tf.concat([flat_first, tf.zeros_like(pad)], -1)
-        flat_last = tf.concat([flat_last, tf.zeros_like(pad)], -1)
-    top_index = _select_top(flat_score, max_detections)
-    top_score = tf.gather(flat_score, top_index, batch_dims=1)
-    order = _exact_order(top_score, top_index)
-    top_index = tf.gather(top_index, order, batch_dims=1)
-    top_score = tf.gather(top_score, order, batch_dims=1)
-    num_detections = tf.minimum(tf.reduce_sum(tf.cast(keep, tf.int32), axis=[1, 2]), max_detections)
-    slot_valid = tf.range(max_detections)[tf.newaxis, :] < num_detections[:, tf.newaxis]   # [B, K]
+    kept_count = tf.reduce_sum(tf.cast(keep, tf.int32), axis=[1, 2])                  # [B]
+
+    def select_top_detections():
+        # The K best by a top-k cut (float32 keys, see _select_top), then exactly ordered.
+        scores, firsts, lasts = flat_score, flat_first, flat_last
+        if max_detections > total:
+            pad = tf.fill([batch, max_detections - total], tf.constant(-math.inf, _F64))
+            scores = tf.concat([scores, pad], -1)
+            firsts = tf.concat([firsts, tf.zeros_like(pad)], -1)
+            lasts = tf.concat([lasts, tf.zeros_like(pad)], -1)
+        top_index = _select_top(scores, max_detections)
+        top_score = tf.gather(scores, top_index, batch_dims=1)
+        order = _exact_order(top_score, top_index)
+        return (tf.gather(top_score, order, batch_dims=1), tf.gather(firsts, tf.gather(top_index, order, batch_dims=1),
+                                                                     batch_dims=1),
+                tf.gather(lasts, tf.gather(top_index, order, batch_dims=1), batch_dims=1),
+                tf.gather(top_index, order, batch_dims=1))
+
+    def compact_detections():
+        # The first D kept detections in flattening order (the tie order), then one stable sort by score.
+        index = _compact_positions(flat_keep[:, tf.newaxis, :], detection_slots)[:, 0, :]   # [B, D]
+        filled = tf.range(detection_slots)[tf.newaxis, :] < kept_count[:, tf.newaxis]
+        top_score = tf.where(filled, tf.gather(flat_score, index, batch_dims=1), tf.constant(-math.inf, _F64))
+        if num_classes > 1 or config.nms == "soft":  # one class, hard NMS: the NMS order is the final one
+            _, order = tf.math.top_k(top_score, k=detection_slots, sorted=True)
+            index, top_score = tf.gather(index, order, batch_dims=1), tf.gather(top_score, order, batch_dims=1)
+        return (top_score, tf.gather(flat_first, index, batch_dims=1), tf.gather(flat_last, index, batch_dims=1),
+                index)
+
+    if detection_slots is None:
+        top_score, start, end, top_index = select_top_detections()
+        width = max_detections
+    elif detection_slots < max_detections:
+        top_score, start, end, top_index = compact_detections()
+        overflow = overflow | tf.reduce_any(kept_count > detection_slots)
+        width = detection_slots
+    elif total <= max_detections:
+        top_score, start, end, top_index = compact_detections()
+        width = detection_slots
+    else:
+        top_score, start, end, top_index = tf.cond(tf.reduce_max(kept_count) <= max_detections,
+                                                   compact_detections, select_top_detections)
+        width = max_detections
+    num_detections = tf.minimum(kept_count, max_detections)
+    slot_valid = tf.range(width)[tf.newaxis, :] < num_detections[:, tf.newaxis]          # [B, width]
 
     # Padding slots (when K exceeds the candidates) point past the classes; clamp before the lookup.
     class_slot = tf.minimum(top_index // num_slots, num_classes - 1)
     classes = tf.where(slot_valid, tf.gather(class_ids, class_slot, batch_dims=1), -1)
-    start = tf.gather(flat_first, top_index, batch_dims=1)
-    end = tf.gather(flat_last, top_index, batch_dims=1)
     # The run [start, end] covers grid coordinates [start / k, (end + 1) / k].
-    positions = tf.stack([start, end + 1.0], axis=-1)                                    # [B, K, 2]
+    positions = tf.stack([start, end + 1.0], axis=-1)                                    # [B, width, 2]
     column = lambda x: tf.reshape(x, [-1, 1, 1])                                         # noqa: E731
     seconds = timeline.positions_to_seconds_tf(
         positions, interpolation=k, length=column(lengths), num_snippets=column(num_snippets),
@@ -689,12 +754,66 @@ def localize(rgb: Mapping[str, tf.Tensor], flow: Mapping[str, tf.Tensor], *, len
         duration=None if durations is None else column(durations))
     seconds = tf.where(slot_valid[..., tf.newaxis], seconds, tf.zeros_like(seconds))
     scores = tf.where(slot_valid, top_score, tf.zeros_like(top_score))
+    classes, scores, seconds = tf.cast(classes, tf.int32), tf.cast(scores, tf.float32), tf.cast(seconds, tf.float32)
+    if width < max_detections:  # back to the K output slots (padding values)
+        extra = max_detections - width
+        classes = tf.pad(classes, [[0, 0], [0, extra]], constant_values=-1)
+        scores = tf.pad(scores, [[0, 0], [0, extra]])
+        seconds = tf.pad(seconds, [[0, 0], [0, extra], [0, 0]])
     return {
-        "detection_classes": tf.cast(classes, tf.int32),
-        "detection_scores": tf.cast(scores, tf.float32),
-        "detection_segments": tf.cast(seconds, tf.float32),
+        "detection_classes": classes,
+        "detection_scores": scores,
+        "detection_segments": seconds,
         "num_detections": num_detections,
-    }
+    }, overflow, top_score
+
+
+def component_count_bound(rgb: Mapping, flow: Mapping, lengths, config: LocalizerConfig) -> np.ndarray:
+    """An upper bound of the components per video, stream and class, in numpy (the eager first pass).
+
+    The interpolated sequence is linear between grid samples (and past the last one), so every run of
+    interpolated positions above a threshold lies in a run of consecutive "knots" above it, the knots
+    being the samples 0 .. length - 1 and the extrapolated value at the last interpolated position; runs
+    of knots are counted. Rounding differences with the graph are caught there (`_localize`'s overflow).
+
+    Args:
+      rgb, flow: Stream outputs as for `localize` (arrays or eager tensors).
+      lengths: [B] valid grid positions.
+      config: The settings (signal, normalisation, thresholds, class threshold, interpolation).
+
+    Returns:
+      int64 [B, 2, C]: components summed over the thresholds; 0 where the stream rejects the class.
+    """
+    lengths = np.asarray(lengths, np.int64)
+    k = int(config.interpolation)
+    counts = []
+    for stream in (rgb, flow):
+        attention = np.asarray(stream["attention"], np.float64)
+        tcam = np.asarray(stream["tcam"], np.float64)
+        b, t, c = tcam.shape
+        if config.proposal_signal == "attention":
+            signal = np.broadcast_to(attention[:, :, np.newaxis], tcam.shape)
+        else:
+            signal = attention[:, :, np.newaxis] / (1.0 + np.exp(-tcam))
+        inside = np.arange(t)[np.newaxis, :, np.newaxis] < lengths[:, np.newaxis, np.newaxis]
+        if config.normalize:
+            x = signal.astype(np.float32).astype(np.float64)
+            lo = np.maximum(np.where(inside, x, np.inf).min(axis=1, keepdims=True, initial=np.inf), 0.0)
+            hi = np.maximum(np.where(inside, x, -np.inf).max(axis=1, keepdims=True, initial=-np.inf), 0.0)
+            lo, hi = np.where(np.isfinite(lo), lo, 0.0), np.where(np.isfinite(hi), hi, 0.0)
+            signal = (x - lo) / np.where(hi - lo > 0, hi - lo, 1.0)
+        videos = np.arange(b)
+        last = signal[videos, np.maximum(lengths - 1, 0)]                                 # [B, C]
+        slope = np.where((lengths >= 2)[:, np.newaxis], last - signal[videos, np.maximum(lengths - 2, 0)], 0.0)
+        knots = np.concatenate([np.where(inside, signal, -np.inf), np.full((b, 1, c), -np.inf)], axis=1)
+        knots[videos, lengths] = np.where((lengths > 0)[:, np.newaxis], last + slope * ((k - 1) / k), -np.inf)
+        total = np.zeros((b, c), np.int64)
+        for threshold in config.thresholds:
+            above = knots > threshold
+            total += np.sum(above[:, 1:] & ~above[:, :-1], axis=1) + above[:, 0]
+        kept = np.asarray(stream["probabilities"], np.float64) >= config.class_threshold
+        counts.append(np.where(kept, total, 0))
+    return np.stack(counts, axis=1)
 
 
 class Localizer(tf.Module):
@@ -702,6 +821,10 @@ class Localizer(tf.Module):
 
     Holds a LocalizerConfig; `get_config()` / `from_config()` round-trip it. The export, `stpn localize`,
     the sweep and Beam all localize through this module (inside a SavedModel too: stpn_tf.serving).
+
+    Eager calls (`stpn localize`, the sweep, Beam) derive the bounds from the data, with output identical
+    to the configured bounds (see `_localize_rows`); inside a graph (the export's SavedModel, which has
+    no eager step) the configured bounds run as they are.
 
     Args:
       config: The localization settings.
@@ -716,7 +839,20 @@ class Localizer(tf.Module):
         self.config = config
         self.jit_compile = bool(jit_compile)
         self._compiled = tf.function(self._run, jit_compile=self.jit_compile)
+        # Eager calls: one function per component-slot bucket over (video, class) rows, and the
+        # configured bounds with a class bucket Q' for the batches where a derived bound does not hold.
+        self._rows: dict[int | None, tf.types.experimental.PolymorphicFunction] = {}
         self._bucketed: dict[int, tf.types.experimental.PolymorphicFunction] = {}
+        self.fallbacks = 0  # eager batches that ran the configured bounds (a derived one did not hold)
+        self._runtime: dict[LocalizerConfig, dict[str, tf.Tensor]] = {}
+
+    def _runtime_tensors(self, settings: LocalizerConfig) -> dict[str, tf.Tensor]:
+        """`runtime_tensors(settings)`, made once per settings (eager calls)."""
+        if settings not in self._runtime:
+            if len(self._runtime) > 256:
+                self._runtime.clear()
+            self._runtime[settings] = runtime_tensors(settings)
+        return self._runtime[settings]
 
     def get_config(self) -> dict:
         return {**self.config.to_dict(), "jit_compile": self.jit_compile}
@@ -733,28 +869,47 @@ class Localizer(tf.Module):
                         settings=settings)
 
     def tracing_count(self) -> int:
-        """How many times the functions were traced (compiled): one per structure, input shape and class bucket."""
+        """How many times the functions were traced (compiled): one per structure, input shape and bucket."""
         return self._compiled.experimental_get_tracing_count() + sum(
-            f.experimental_get_tracing_count() for f in self._bucketed.values())
+            f.experimental_get_tracing_count() for f in (*self._rows.values(), *self._bucketed.values()))
 
-    def _for_classes(self, rgb, flow, settings: LocalizerConfig):
-        """The compiled function for this batch: with a class bound Q' from the data when eager.
+    @staticmethod
+    def _bucket(needed: int, smallest: int, steps: int = 1) -> int:
+        """The smallest of smallest * 2^n * (1 + i / steps), i < steps, that is >= needed."""
+        base = smallest
+        while True:
+            for i in range(steps):
+                if base + base * i // steps >= needed:
+                    return base + base * i // steps
+            base *= 2
 
-        Only classes passing class_threshold in some stream are localized; when at most Q' < Q of them
-        pass in every video of the batch, localizing the Q' most probable ones gives identical output
-        (the module docstring's bound is not reached) for a fraction of the work. Q' is the smallest of
-        4, 8, 16, ... that fits, so a sweep compiles a few buckets per structure.
+    def _rows_function(self, slots: int | None):
+        """The compiled function over (video, class) rows with `slots` component slots (None: M)."""
+        if slots not in self._rows:
+            config = self.config.replace(max_classes_per_video=None)
+            m = config.max_components_per_class if slots is None else slots
+            detections = min(config.max_detections, 2 * m)
+
+            def run(rgb, flow, lengths, num_snippets, seconds_per_snippet, durations, runtime):
+                return _localize(rgb, flow, lengths=lengths, num_snippets=num_snippets,
+                                 seconds_per_snippet=seconds_per_snippet, durations=durations, config=config,
+                                 settings=runtime, component_slots=slots, detection_slots=detections)
+
+            self._rows[slots] = tf.function(run, jit_compile=self.jit_compile)
+        return self._rows[slots]
+
+    def _class_bucket(self, rgb, flow, settings: LocalizerConfig):
+        """The configured bounds with a class bound Q' from the data (the fallback of `_localize_rows`).
+
+        When at most Q' < Q classes pass class_threshold in every video of the batch, localizing the
+        Q' most probable ones gives identical output; Q' is the smallest of 4, 8, 16, ... that fits.
         """
         total = rgb["tcam"].shape[2]
         bound = self.config.max_classes_per_video or total
-        probabilities = [np.asarray(s["probabilities"], np.float64) for s in (rgb, flow)]
-        passing = np.zeros(probabilities[0].shape, bool)
-        for p in probabilities:
-            passing |= p >= settings.class_threshold
-        needed = int(passing.sum(axis=1).max(initial=0))
-        bucket = 4
-        while bucket < needed:
-            bucket *= 2
+        passing = np.zeros(rgb["probabilities"].shape, bool)
+        for stream in (rgb, flow):
+            passing |= np.asarray(stream["probabilities"], np.float64) >= settings.class_threshold
+        bucket = self._bucket(int(passing.sum(axis=1).max(initial=0)), 4)
         if bucket >= bound:
             return self._compiled
         if bucket not in self._bucketed:
@@ -768,12 +923,78 @@ class Localizer(tf.Module):
             self._bucketed[bucket] = tf.function(run, jit_compile=self.jit_compile)
         return self._bucketed[bucket]
 
+    def _localize_rows(self, rgb, flow, lengths, num_snippets, seconds_per_snippet, durations,
+                       settings: LocalizerConfig):
+        """Eager localization with bounds derived from the data; None when a derived bound does not hold.
+
+        Every (video, class) pair whose class passes class_threshold in a stream (at most Q per video,
+        the most probable, as `localize` picks them) becomes one row: a one-class "video" with that
+        video's length and timing. The rows are localized in one compiled call with S component slots,
+        S >= `component_count_bound` of every row and stream (then the M cut selects nothing) and the
+        K cut skipped (a row's detections are its kept candidates in NMS order). Rows are padded to a
+        bucket (a few shapes per data set) with empty rows (length 0). The detections of each video are
+        then merged in numpy in the final order (float64 score descending, class, NMS order), which is
+        exactly `localize`'s output as long as no video has more than K detections and the graph finds
+        no row with more than S components; otherwise None (the caller runs the configured bounds).
+        Work scales with the passing pairs instead of videos x classes, and no sort over K slots runs.
+        """
+        streams = [{key: np.asarray(value) for key, value in stream.items()} for stream in (rgb, flow)]
+        batch, _, num_classes = streams[0]["tcam"].shape
+        max_detections = self.config.max_detections
+        kept = [s["probabilities"].astype(np.float64) >= settings.class_threshold for s in streams]
+        priority = np.maximum(*(np.where(k, s["probabilities"], -1.0) for k, s in zip(kept, streams)))
+        if self.config.max_classes_per_video is not None and self.config.max_classes_per_video < num_classes:
+            # The Q most probable passing classes (ties: lower class index), as in `localize`.
+            rank = np.argsort(np.argsort(-priority, axis=1, kind="stable"), axis=1, kind="stable")
+            selected = (kept[0] | kept[1]) & (rank < self.config.max_classes_per_video)
+        else:
+            selected = kept[0] | kept[1]
+        video, klass = np.nonzero(selected)                                   # rows in (video, class) order
+        num_rows = len(video)
+        outputs = {"detection_classes": np.full((batch, max_detections), -1, np.int32),
+                   "detection_scores": np.zeros((batch, max_detections), np.float32),
+                   "detection_segments": np.zeros((batch, max_detections, 2), np.float32),
+                   "num_detections": np.zeros(batch, np.int32)}
+        if num_rows:
+            padded = self._bucket(num_rows, 16, steps=4)
+            row_video = np.concatenate([video, np.zeros(padded - num_rows, video.dtype)])
+            row_class = np.concatenate([klass, np.zeros(padded - num_rows, klass.dtype)])
+            row_length = np.where(np.arange(padded) < num_rows, np.asarray(lengths)[row_video], 0).astype(np.int32)
+            rows = [{"attention": s["attention"][row_video],
+                     "tcam": s["tcam"][row_video, :, row_class][:, :, np.newaxis],
+                     "probabilities": s["probabilities"][row_video, row_class][:, np.newaxis]} for s in streams]
+            needed = int(component_count_bound(*rows, row_length, settings).max(initial=0))
+            slots = self._bucket(needed, 8)
+            slots = slots if slots < self.config.max_components_per_class else None
+            pick = lambda x: tf.constant(np.asarray(x)[row_video])  # noqa: E731
+            found, overflow, score64 = self._rows_function(slots)(
+                *rows, tf.constant(row_length), pick(num_snippets), pick(seconds_per_snippet),
+                None if durations is None else pick(durations), self._runtime_tensors(settings))
+            if bool(overflow):
+                return None
+            count = found["num_detections"].numpy()[:num_rows]
+            per_video = np.bincount(video, weights=count, minlength=batch).astype(np.int64)
+            if per_video.max(initial=0) > max_detections:  # the K cut would apply: the configured path
+                return None
+            row, slot = np.nonzero(np.arange(score64.shape[1])[np.newaxis, :] < count[:, np.newaxis])
+            score = score64.numpy()[row, slot]
+            order = np.lexsort((slot, klass[row], -score, video[row]))
+            row, slot = row[order], slot[order]
+            owner = video[row]
+            position = np.arange(len(row)) - (np.cumsum(per_video) - per_video)[owner]
+            outputs["detection_classes"][owner, position] = klass[row]
+            outputs["detection_scores"][owner, position] = found["detection_scores"].numpy()[row, slot]
+            outputs["detection_segments"][owner, position] = found["detection_segments"].numpy()[row, slot]
+            outputs["num_detections"] = per_video.astype(np.int32)
+        return {key: tf.constant(value) for key, value in outputs.items()}
+
     def __call__(self, rgb: Mapping[str, tf.Tensor], flow: Mapping[str, tf.Tensor], *, lengths, num_snippets,
                  seconds_per_snippet, durations=None, settings: LocalizerConfig | None = None) -> dict[str, tf.Tensor]:
         """See `localize` for arguments and outputs.
 
         `settings` replaces the runtime settings (RUNTIME_FIELDS) of this call without a new compile; its
-        structure (LocalizerConfig.structure) must be this Localizer's.
+        structure (LocalizerConfig.structure) must be this Localizer's. (Eager calls compile once per
+        bucket of the derived bounds: a few per data set, whatever the settings.)
         """
         if settings is None:
             settings = self.config
@@ -783,13 +1004,17 @@ class Localizer(tf.Module):
                             "bounds); build a Localizer for them")
         rgb, flow = _as_stream("rgb", rgb), _as_stream("flow", flow)
         lengths = tf.convert_to_tensor(lengths, tf.int32)
-        if tf.executing_eagerly():
-            _check_static(rgb, flow)
-            positions = rgb["tcam"].shape[1]
-            if bool(tf.reduce_any(lengths > positions)) or bool(tf.reduce_any(lengths < 0)):
-                raise StpnError(f"Localizer: lengths must lie in [0, {positions}], got {lengths.numpy()}")
-        function = self._for_classes(rgb, flow, settings) if tf.executing_eagerly() else self._compiled
-        return function(rgb, flow, lengths, tf.convert_to_tensor(num_snippets, tf.int32),
-                        tf.convert_to_tensor(seconds_per_snippet, tf.float32),
-                        None if durations is None else tf.convert_to_tensor(durations, tf.float32),
-                        runtime_tensors(settings))
+        args = (tf.convert_to_tensor(num_snippets, tf.int32), tf.convert_to_tensor(seconds_per_snippet, tf.float32),
+                None if durations is None else tf.convert_to_tensor(durations, tf.float32))
+        if not tf.executing_eagerly():  # inside a graph (the export): the configured bounds
+            return self._compiled(rgb, flow, lengths, *args, runtime_tensors(settings))
+        _check_static(rgb, flow)
+        positions = rgb["tcam"].shape[1]
+        if bool(tf.reduce_any(lengths > positions)) or bool(tf.reduce_any(lengths < 0)):
+            raise StpnError(f"Localizer: lengths must lie in [0, {positions}], got {lengths.numpy()}")
+        outputs = self._localize_rows(rgb, flow, lengths.numpy(), *args, settings)
+        if outputs is None:
+            self.fallbacks += 1
+            outputs = self._class_bucket(rgb, flow, settings)(rgb, flow, lengths, *args,
+                                                              self._runtime_tensors(settings))
+        return outputs
