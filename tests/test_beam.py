@@ -324,7 +324,8 @@ def test_parse_args_splits_runner_flags():
 
     kwargs, beam_args = parse_args(["--features=f", "--export_dir=e", "--output=o.json", "--batch_size=2",
                                     "--runner=FlinkRunner", "--", "--parallelism=4", "--split=not_ours"])
-    assert kwargs == {"features": "f", "split": "test", "export_dir": "e", "output": "o.json", "batch_size": 2}
+    assert kwargs == {"features": "f", "split": "test", "export_dir": "e", "output": "o.json", "batch_size": 2,
+                      "parts_dir": None}
     # Unknown flags and everything after `--` (even names the script knows) belong to Beam.
     assert beam_args == ["--runner=FlinkRunner", "--parallelism=4", "--split=not_ours"]
 

@@ -1,30 +1,49 @@
 """Feature extraction and TFRecord building as one Apache Beam pipeline (the optional `beam` extra).
 
-    video paths -> Reshuffle -> ExtractDoFn (decode, TV-L1, both I3D streams; models loaded once per
-    worker in setup) -+-> per-video npy layout  <out>/<split>/{rgb,flow,meta}/<video>   (same files as
-                      |                          `stpn extract`)
-                      +-> tf.train.Example (stpn_tf.data.tfrecord.make_example)
-                          -> WriteToTFRecord <dataset>/<split>-SSSSS-of-NNNNN.tfrecord
+    (video path, shard) -> Reshuffle -> ExtractDoFn (decode, TV-L1, both I3D streams; models loaded once
+        per worker in setup; writes the per-video npy layout <out>/<split>/{rgb,flow,meta}/<video>, the
+        same files as `stpn extract`, atomically, or reuses them when they are already complete)
+      -> (shard, video summary) -> GroupByKey per shard -> WriteShardDoFn: the shard's videos in video-id
+         order, read back from the npy layout one at a time, as tf.train.Example
+         (stpn_tf.data.tfrecord.make_example) into <dataset>/<split>-SSSSS-of-NNNNN.tfrecord (atomic)
     then, in the driver: <dataset>/dataset.json (+ ground_truth.json when annotations are given).
 
-The same code runs on the DirectRunner (default) and on Dataflow, Flink or Spark runners; runner flags
-go in `pipeline_args` (docs/extract.md). Command line (runner flags after the script's own, optionally
-behind `--`):
+Each video's shard is fixed in the driver (its position in video-id order, round-robin), and a shard
+lists its videos sorted, so the shards are byte-identical whatever the runner, the number of workers
+or the order in which they finish; a shard's writer holds one video at a time.
+
+Resuming: a video whose npy files and meta are already complete and valid (meta readable, same fps
+and stride, both arrays [num_snippets, D] and finite) is not extracted again (counted in the Beam
+metric stpn/reused_videos), so a rerun after a killed or failed pipeline redoes only the unfinished
+videos; `overwrite=True` (`--overwrite`) recomputes everything. The shards are always rewritten from
+the npy layout (cheap next to extraction).
+
+The same code runs on the DirectRunner (default; `--direct_num_workers=2
+--direct_running_mode=multi_processing` runs it in two worker processes) and on Dataflow, Flink or
+Spark runners; runner flags go in `pipeline_args` (docs/extract.md). Command line (runner flags after
+the script's own, optionally behind `--`):
 
     python -m stpn_tf.beam.extract --videos /videos --out features --dataset_dir dataset --split test
         --rgb_model /models/i3d_rgb --flow_model /models/i3d_flow -- --runner=DataflowRunner ...
 
+    Dataflow: --runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp
+              --requirements_file=requirements.txt (or --sdk_container_image=IMAGE)
+    Flink:    --runner=FlinkRunner --flink_master=HOST:8081 --environment_type=DOCKER --parallelism=N
+    Spark:    --runner=SparkRunner --spark_master_url=spark://HOST:7077 --environment_type=DOCKER
+
 A failing video is logged on one line and counted in the Beam metric stpn/failed_videos; the run returns
-1 when it is non-zero.
+1 when it is non-zero. An output that cannot be written (full disk) fails the pipeline; the finished
+videos stay complete for the rerun.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -35,48 +54,155 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from stpn_tf.beam import run_main, split_pipeline_args
-from stpn_tf.errors import StpnError
+from stpn_tf.errors import StpnError, WriteError
 from stpn_tf.extract import flow as flow_lib
 from stpn_tf.extract import pipeline as extract_lib
+from stpn_tf.io.atomic import atomic_output, remove_temporaries
 
 _NAMESPACE = "stpn"
 
 
 class ExtractDoFn(beam.DoFn):
-    """path -> VideoFeatures; failures go to the "failed" output as one-line messages."""
+    """(path, shard) -> (shard, VideoSummary) after writing (or reusing) the video's npy layout.
 
-    def __init__(self, *, models: extract_lib.I3DModels, config: extract_lib.ExtractConfig):
+    A video that cannot be read goes to the "failed" output as a one-line message; an output that
+    cannot be written (WriteError: a full disk) fails the pipeline, as it would fail every later video.
+    """
+
+    def __init__(self, *, models: extract_lib.I3DModels, config: extract_lib.ExtractConfig, out: str, split: str,
+                 overwrite: bool = False):
         self._models_spec = models
         self._config = config
+        self._out = out
+        self._split = split
+        self._overwrite = overwrite
         self._models = None
         self._failed = Metrics.counter(_NAMESPACE, "failed_videos")
         self._written = Metrics.counter(_NAMESPACE, "extracted_videos")
+        self._reused = Metrics.counter(_NAMESPACE, "reused_videos")
         self._snippets = Metrics.counter(_NAMESPACE, "extracted_snippets")
         self._dim = Metrics.distribution(_NAMESPACE, "feature_dim")
 
     def setup(self):
-        # Once per worker process: loading I3D is far too slow to repeat per element.
-        self._models = self._models_spec.load()
+        # Once per worker process: loading I3D is far too slow to repeat per element. Loaded lazily, so a
+        # rerun whose videos are all complete never loads them.
+        self._models = None
 
-    def process(self, path: str):
-        rgb_model, flow_model = self._models
-        try:
-            features = extract_lib.extract_video(path, rgb_model=rgb_model, flow_model=flow_model,
-                                                 config=self._config)
-        except StpnError as error:
-            self._failed.inc()
-            logging.error("%s", error)
-            yield beam.pvalue.TaggedOutput("failed", str(error))
-            return
-        self._written.inc()
-        self._snippets.inc(features.num_snippets)
-        self._dim.update(int(features.rgb.shape[1]))
-        yield features
+    def _loaded_models(self):
+        if self._models is None:
+            self._models = self._models_spec.load()
+        return self._models
+
+    def process(self, element: tuple[str, int]):
+        path, shard = element
+        video_id = extract_lib.video_id_from_path(path)
+        summary = None if self._overwrite else complete_features(self._out, self._split, video_id, self._config)
+        if summary is not None:
+            self._reused.inc()
+        else:
+            rgb_model, flow_model = self._loaded_models()
+            try:
+                features = extract_lib.extract_video(path, rgb_model=rgb_model, flow_model=flow_model,
+                                                     config=self._config)
+            except WriteError:
+                raise
+            except StpnError as error:
+                self._failed.inc()
+                logging.error("%s", error)
+                yield beam.pvalue.TaggedOutput("failed", str(error))
+                return
+            extract_lib.write_video_features(self._out, self._split, features)  # atomic, meta last
+            self._written.inc()
+            summary = VideoSummary(video_id=features.video_id, num_snippets=features.num_snippets,
+                                   feature_dim=int(features.rgb.shape[1]))
+        self._snippets.inc(summary.num_snippets)
+        self._dim.update(summary.feature_dim)
+        yield shard, summary
 
 
-def _write_npy(features: extract_lib.VideoFeatures, out: str, split: str) -> str:
-    extract_lib.write_video_features(out, split, features)
-    return features.video_id
+@dataclasses.dataclass(frozen=True)
+class VideoSummary:
+    """What the shard writers and dataset.json need of one finished video (its arrays stay on disk)."""
+
+    video_id: str
+    num_snippets: int
+    feature_dim: int
+
+
+def complete_features(out: str, split: str, video_id: str,
+                      config: extract_lib.ExtractConfig) -> VideoSummary | None:
+    """The summary of a video whose npy layout is complete and valid for `config`, else None.
+
+    Complete and valid: the meta JSON is readable, names this video and says the same fps and stride
+    as `config`, and both arrays are float32 [num_snippets, D] (one D, num_snippets >= 1) with finite
+    values. Anything else (a missing or damaged file, other settings) means the video is extracted again.
+    """
+    features = _read_layout(out, split, video_id)
+    if features is None:
+        return None
+    if features.fps != float(config.fps) or features.stride_frames != int(config.stride_frames):
+        return None
+    return VideoSummary(video_id=video_id, num_snippets=features.num_snippets, feature_dim=int(features.rgb.shape[1]))
+
+
+def _read_layout(out: str, split: str, video_id: str) -> extract_lib.VideoFeatures | None:
+    """One video of the npy layout as VideoFeatures, or None if it is incomplete or damaged."""
+    paths = extract_lib.output_paths(out, split, video_id)
+    try:
+        with open(paths["meta"]) as handle:
+            meta = json.load(handle)
+        features = extract_lib.VideoFeatures(
+            video_id=str(meta["video_id"]), rgb=np.load(paths["rgb"], allow_pickle=False),
+            flow=np.load(paths["flow"], allow_pickle=False), fps=float(meta["fps"]),
+            stride_frames=int(meta["stride_frames"]), num_frames=int(meta["num_frames"]),
+            duration=float(meta["duration"]))
+        num_snippets = int(meta["num_snippets"])
+    except (OSError, ValueError, KeyError, TypeError, EOFError):  # json.JSONDecodeError is a ValueError
+        return None
+    arrays = (features.rgb, features.flow)
+    if features.video_id != video_id or num_snippets < 1:
+        return None
+    if any(a.dtype != np.float32 or a.ndim != 2 or a.shape != (num_snippets, features.rgb.shape[1]) for a in arrays):
+        return None
+    if features.rgb.shape[1] < 1 or not all(np.all(np.isfinite(a)) for a in arrays):
+        return None
+    return features
+
+
+class WriteShardDoFn(beam.DoFn):
+    """(shard, [VideoSummary]) -> writes that TFRecord shard; its videos in video-id order.
+
+    Each video is read back from the npy layout when its record is written, so a worker holds one video
+    at a time whatever the shard size. The shard is written to a temporary name and renamed.
+    """
+
+    def __init__(self, *, out: str, split: str, dataset_dir: str, num_shards: int,
+                 labels: Mapping[str, Sequence[int]]):
+        self._out = out
+        self._split = split
+        self._dataset_dir = dataset_dir
+        self._num_shards = num_shards
+        self._labels = dict(labels)
+        self._records = Metrics.counter(_NAMESPACE, "written_records")
+
+    def process(self, element: tuple[int, Iterable[VideoSummary | None]]):
+        import tensorflow as tf
+
+        from stpn_tf.data.tfrecord import shard_name
+
+        shard, summaries = element
+        video_ids = sorted({s.video_id for s in summaries if s is not None})
+        path = os.path.join(self._dataset_dir, shard_name(self._split, shard, self._num_shards))
+        with atomic_output(path) as temporary:
+            with tf.io.TFRecordWriter(temporary) as writer:
+                for video_id in video_ids:
+                    features = _read_layout(self._out, self._split, video_id)
+                    if features is None:
+                        raise StpnError(f"{extract_lib.output_paths(self._out, self._split, video_id)['meta']}: "
+                                        "features changed or vanished while the shards were written")
+                    writer.write(_to_example(features, self._split, self._labels))
+        self._records.inc(len(video_ids))
+        yield path
 
 
 def _to_example(features: extract_lib.VideoFeatures, split: str,
@@ -124,7 +250,7 @@ def run_beam_extract(*, videos: Sequence[str], out: str, dataset_dir: str, split
                      models: extract_lib.I3DModels, config: extract_lib.ExtractConfig = extract_lib.ExtractConfig(),
                      annotations: str | None = None, annotations_subset: str | None = None,
                      classes: Sequence[str] | None = None, dataset_name: str = "videos",
-                     num_shards: int = 4, pipeline_args: Sequence[str] = ()) -> int:
+                     num_shards: int = 4, overwrite: bool = False, pipeline_args: Sequence[str] = ()) -> int:
     """Extracts features of `videos` and builds the TFRecord split `split` in one Beam pipeline.
 
     Args:
@@ -142,13 +268,16 @@ def run_beam_extract(*, videos: Sequence[str], out: str, dataset_dir: str, split
         classes: Class names (label index order); default THUMOS14's 20 classes.
         dataset_name: "name" in dataset.json.
         num_shards: TFRecord shards of this split.
-        pipeline_args: Beam flags, e.g. ["--runner=DataflowRunner", "--project=...", ...];
-            default the DirectRunner.
+        overwrite: Extract every video again, even those whose npy layout is already complete.
+        pipeline_args: Beam flags, e.g. ["--runner=DataflowRunner", "--project=...", ...] or
+            ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]; default the
+            single-process DirectRunner.
 
     Returns:
         0 if every video succeeded, 1 if any failed.
     """
     from stpn_tf.data import annotations as ann
+    from stpn_tf.data import tfrecord
     from stpn_tf.data.build import file_entry
 
     if not split or "/" in split or split.startswith("."):
@@ -160,6 +289,13 @@ def run_beam_extract(*, videos: Sequence[str], out: str, dataset_dir: str, split
     video_ids = [extract_lib.video_id_from_path(p) for p in paths]
     labels, records = _labels_from_annotations(annotations, annotations_subset, class_names, video_ids)
     os.makedirs(dataset_dir, exist_ok=True)
+    # Hidden temporaries of a killed run: its unfinished videos and shards are redone below.
+    for stream in ("rgb", "flow", "meta"):
+        remove_temporaries(os.path.join(out, split, stream))
+    tfrecord.remove_stale_temporaries(dataset_dir, split)
+    # A video's shard depends only on its place in video-id order, not on which worker finishes when.
+    order = sorted(range(len(paths)), key=lambda i: video_ids[i])
+    work = [(paths[i], rank % num_shards) for rank, i in enumerate(order)]
     args = list(pipeline_args)
     if not any(a == "--runner" or a.startswith("--runner=") for a in args):
         # Pin the in-process runner: newer Beam releases may otherwise pick a runner that fetches
@@ -168,32 +304,48 @@ def run_beam_extract(*, videos: Sequence[str], out: str, dataset_dir: str, split
     pipeline = beam.Pipeline(options=PipelineOptions(args))
     extracted = (
         pipeline
-        | "Videos" >> beam.Create(paths)
+        | "Videos" >> beam.Create(work)
         | "Spread" >> beam.Reshuffle()  # one video per work item, so workers share the load
-        | "Extract" >> beam.ParDo(ExtractDoFn(models=models, config=config)).with_outputs("failed", main="features"))
-    _ = extracted.features | "WriteNpy" >> beam.Map(_write_npy, out=out, split=split)
-    _ = (extracted.features
-         | "ToExample" >> beam.Map(_to_example, split=split, labels=labels)
-         | "WriteTFRecord" >> beam.io.WriteToTFRecord(
-             os.path.join(dataset_dir, split), file_name_suffix=".tfrecord", num_shards=num_shards))
+        | "Extract" >> beam.ParDo(ExtractDoFn(models=models, config=config, out=out, split=split,
+                                              overwrite=overwrite)).with_outputs("failed", main="videos"))
+    # Every shard is written, also one that no video reached (dataset.json lists them all).
+    every_shard = pipeline | "Shards" >> beam.Create([(i, None) for i in range(num_shards)])
+    _ = ((extracted.videos, every_shard)
+         | "AllShards" >> beam.Flatten()
+         | "ByShard" >> beam.GroupByKey()
+         | "WriteTFRecord" >> beam.ParDo(WriteShardDoFn(out=out, split=split, dataset_dir=dataset_dir,
+                                                        num_shards=num_shards, labels=labels)))
     result = pipeline.run()
     result.wait_until_finish()
 
     failed = _metric(result, "failed_videos") or 0
     written = _metric(result, "extracted_videos") or 0
+    reused = _metric(result, "reused_videos") or 0
     snippets = _metric(result, "extracted_snippets") or 0
     dims = _metric(result, "feature_dim")
-    if written:
+    _remove_other_shard_counts(dataset_dir, split, num_shards)
+    if written + reused:
         if dims is None or dims.min != dims.max:
             raise StpnError(f"{dataset_dir}: videos have different feature sizes "
                             f"({getattr(dims, 'min', '?')}..{getattr(dims, 'max', '?')})")
         _write_dataset(dataset_dir, split=split, name=dataset_name, classes=class_names, feature_dim=int(dims.max),
-                       fps=config.fps, stride_frames=config.stride_frames, num_videos=int(written),
+                       fps=config.fps, stride_frames=config.stride_frames, num_videos=int(written + reused),
                        num_snippets=int(snippets), num_shards=num_shards,
                        sources=[file_entry(p) for p in paths if os.path.isfile(p)], records=records)
-    print(f"beam extract: {written} videos written, {failed} failed -> {out}/{split} and "
-          f"{os.path.join(dataset_dir, split)}-*.tfrecord", flush=True)
+    print(f"beam extract: {written + reused} videos written, {failed} failed ({written} extracted, {reused} "
+          f"already complete) -> {out}/{split} and {os.path.join(dataset_dir, split)}-*.tfrecord", flush=True)
     return 1 if failed else 0
+
+
+def _remove_other_shard_counts(dataset_dir: str, split: str, num_shards: int) -> None:
+    """Drops shards of `split` with another shard count (an earlier build), so one consistent set remains."""
+    from stpn_tf.data import tfrecord
+
+    keep = {tfrecord.shard_name(split, i, num_shards) for i in range(num_shards)}
+    for name in os.listdir(dataset_dir):
+        match = tfrecord.SHARD_RE.match(name)
+        if match and match.group("split") == split and name not in keep:
+            os.remove(os.path.join(dataset_dir, name))
 
 
 def _write_dataset(dataset_dir: str, *, split: str, name: str, classes: Sequence[str], feature_dim: int,
@@ -252,6 +404,8 @@ def parse_args(argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
     parser.add_argument("--classes", nargs="+", help="class names (default THUMOS14's 20)")
     parser.add_argument("--dataset_name", default="videos")
     parser.add_argument("--num_shards", type=int, default=4)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="extract every video again (default: reuse videos whose outputs are complete)")
     parser.add_argument("--fps", type=float, default=25.0)
     parser.add_argument("--stride_frames", type=int, default=16)
     parser.add_argument("--batch_size", type=int, default=8)

@@ -1,9 +1,18 @@
 """Batch localization of many per-video feature files with Beam's RunInference over an STPN export.
 
-    <features>/<split>/meta/*.json -> ReadFeatures (rgb/flow npy; bad files counted and skipped)
-      -> RunInference(KeyedModelHandler(StpnExportHandler)): batches of videos, padded along time, through
+    driver: <features>/<split>/meta/*.json sorted, cut into batches of `batch_size` videos (numbered)
+      -> Reshuffle -> ReadBatchDoFn (rgb/flow npy; bad files counted and skipped; a batch whose videos all
+         have a valid part from an earlier run skips the model)
+      -> RunInference(KeyedModelHandler(StpnExportHandler)): one batch per call, padded along time, through
          the export's `serving_default` signature (both streams + localization in one graph)
-      -> ToDict -> detections JSON (ActivityNet format, written atomically)
+      -> WritePartsDoFn: each video's detections to <output>.parts/<video>.json (atomic)
+      -> ToDict -> detections JSON (ActivityNet format, written atomically); then the parts are removed.
+
+The driver, not the runner's bundling, decides which videos share a padded call, so the detections are
+byte-identical on every runner and worker count (the DirectRunner's `--direct_num_workers=2
+--direct_running_mode=multi_processing` included). A rerun after a killed pipeline reuses every batch
+whose parts are all there and valid (same model files and batch size, same feature file sizes and
+modification times) and runs the others again, whole, so that their videos see the same padded calls.
 
 The handler loads the export with plain `tf.saved_model.load` once per worker process (RunInference
 shares it between the worker's threads). A training work directory also works in place of the export
@@ -14,12 +23,17 @@ Command line (runner flags after the script's own, optionally behind `--`):
 
     python -m stpn_tf.beam.localize --features=F --split=test --export_dir=E --output=detections.json
         -- --runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp ...
+
+    Direct, 2 processes: --direct_num_workers=2 --direct_running_mode=multi_processing
+    Flink:  --runner=FlinkRunner --flink_master=HOST:8081 --environment_type=DOCKER --parallelism=N
+    Spark:  --runner=SparkRunner --spark_master_url=spark://HOST:7077 --environment_type=DOCKER
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
+import hashlib
 import json
 import os
 import sys
@@ -42,19 +56,22 @@ DEFAULT_BATCH_SIZE = 8
 
 
 class StpnExportHandler(ModelHandler):
-    """RunInference handler over an STPN export.
+    """RunInference handler over an STPN export; one example is one whole batch of videos.
 
-    Examples are dicts {"rgb": float32 [L, D], "flow": float32 [L, D], "seconds_per_snippet": float};
-    predictions are the ActivityNet result lists [{"label", "score", "segment": [s, e]}, ...] in seconds.
-    Each batch is padded along time (num_snippets gives the true lengths; stpn_tf.serving.model.
-    ServingModel.predict) and filled up to `batch_size` videos, so the export's compiled localization sees
-    few distinct shapes.
+    Examples are lists [(video_id, {"rgb": float32 [L, D], "flow": float32 [L, D], "seconds_per_snippet":
+    float}), ...] of at most `batch_size` videos, formed in the driver (`batches`); predictions are lists
+    [(video_id, meta path, input state, detections)], detections as ActivityNet result lists [{"label", "score", "segment": [s, e]},
+    ...] in seconds. Each batch is padded along time (num_snippets gives the true lengths; stpn_tf.serving.
+    model.ServingModel.predict) and filled up to `batch_size` videos, so the export's compiled localization
+    sees few distinct shapes. Because the driver, not the runner's bundling, decides which videos share a
+    call, every runner and worker count computes the same inputs, hence the same detections.
     """
 
     def __init__(self, export_dir: str, *, batch_size: int = DEFAULT_BATCH_SIZE):
         if batch_size < 1:
             raise StpnError(f"batch_size must be >= 1, got {batch_size}")
-        super().__init__(min_batch_size=1, max_batch_size=batch_size)
+        # One driver-formed batch per model call.
+        super().__init__(min_batch_size=1, max_batch_size=1)
         self._export_dir = export_dir
         self._batch_size = batch_size
 
@@ -63,32 +80,148 @@ class StpnExportHandler(ModelHandler):
 
         return load_serving_model(self._export_dir)
 
-    def run_inference(self, batch: Sequence[Mapping[str, Any]], model: Any,
-                      inference_args: Mapping[str, Any] | None = None) -> Iterable[list[dict[str, Any]]]:
-        outputs = model.predict([e["rgb"] for e in batch], [e["flow"] for e in batch],
-                                [e["seconds_per_snippet"] for e in batch], pad_batch_to=self._batch_size)
-        return [output["detections"] for output in outputs]
+    def run_inference(self, batch: Sequence[Sequence[tuple[str, Mapping[str, Any]]]], model: Any,
+                      inference_args: Mapping[str, Any] | None = None) -> Iterable[list[tuple[Any, ...]]]:
+        predictions = []
+        for videos in batch:
+            outputs = model.predict([e["rgb"] for _, e in videos], [e["flow"] for _, e in videos],
+                                    [e["seconds_per_snippet"] for _, e in videos], pad_batch_to=self._batch_size)
+            predictions.append([(video_id, e["meta"], e["inputs"], output["detections"])
+                                for (video_id, e), output in zip(videos, outputs)])
+        return predictions
 
-    def get_num_bytes(self, batch: Sequence[Mapping[str, Any]]) -> int:
-        return sum(e["rgb"].nbytes + e["flow"].nbytes for e in batch)
+    def get_num_bytes(self, batch: Sequence[Sequence[tuple[str, Mapping[str, Any]]]]) -> int:
+        return sum(e["rgb"].nbytes + e["flow"].nbytes for videos in batch for _, e in videos)
 
     def get_metrics_namespace(self) -> str:
         return "StpnRunInference"
 
 
-class ReadFeaturesDoFn(beam.DoFn):
-    """meta JSON path -> (video_id, example); a bad video is logged on one line, counted and skipped."""
+def batches(metas: Sequence[str], batch_size: int) -> list[tuple[int, list[str]]]:
+    """The model calls of a run: consecutive `batch_size` meta files in sorted order, numbered."""
+    ordered = sorted(metas)
+    return [(k, ordered[i:i + batch_size]) for k, i in enumerate(range(0, len(ordered), batch_size))]
 
-    def __init__(self, feature_dim: int | None):
+
+def _file_state(path: str) -> list[int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def input_state(meta_path: str) -> dict[str, Any]:
+    """Size and modification time of a video's meta and npy files: a part is stale when they change."""
+    split_dir = os.path.dirname(os.path.dirname(meta_path))
+    stem = os.path.splitext(os.path.basename(meta_path))[0]
+    return {"meta": _file_state(meta_path),
+            **{s: _file_state(os.path.join(split_dir, s, f"{stem}.npy")) for s in ("rgb", "flow")}}
+
+
+def model_fingerprint(export_dir: str, batch_size: int) -> str:
+    """sha256 of what decides a video's detections besides its features: the model files and the batching.
+
+    Covers the relative path, size and modification time of every (non-hidden) file under `export_dir`,
+    and `batch_size` (it decides which videos share a padded call).
+    """
+    digest = hashlib.sha256(f"batch_size={batch_size}\n".encode())
+    for root, dirs, files in os.walk(export_dir):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(f for f in files if not f.startswith(".")):
+            path = os.path.join(root, name)
+            digest.update(f"{os.path.relpath(path, export_dir)} {_file_state(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def part_path(parts_dir: str, meta_path: str) -> str:
+    return os.path.join(parts_dir, os.path.basename(meta_path))
+
+
+def read_part(parts_dir: str, meta_path: str, fingerprint: str) -> dict[str, Any] | None:
+    """A finished video's part {"video_id", "detections"} or {"error"}, or None if missing or stale."""
+    try:
+        with open(part_path(parts_dir, meta_path)) as handle:
+            part = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(part, dict) or part.get("model") != fingerprint or part.get("inputs") != input_state(meta_path):
+        return None
+    if isinstance(part.get("error"), str):
+        return part
+    if isinstance(part.get("video_id"), str) and isinstance(part.get("detections"), list):
+        return part
+    return None
+
+
+def write_part(parts_dir: str, meta_path: str, fingerprint: str, inputs: Mapping[str, Any], **body: Any) -> None:
+    from stpn_tf.io.atomic import atomic_write_json
+
+    atomic_write_json(part_path(parts_dir, meta_path), {"model": fingerprint, "inputs": dict(inputs), **body},
+                      indent=None, make_parents=True)
+
+
+class ReadBatchDoFn(beam.DoFn):
+    """(batch number, meta paths) -> one batch of (video_id, example) for RunInference.
+
+    A batch whose videos all have a valid part in `parts_dir` (a finished earlier run) goes to the
+    "done" output as (video_id, detections) without being read or run. A bad video is logged on one
+    line, counted and skipped (and remembered as a part, so a rerun does not retry it unless its files
+    change).
+    """
+
+    def __init__(self, *, feature_dim: int | None, parts_dir: str, fingerprint: str):
         self._feature_dim = feature_dim
+        self._parts_dir = parts_dir
+        self._fingerprint = fingerprint
         self._failed = Metrics.counter(_NAMESPACE, "failed_videos")
+        self._reused = Metrics.counter(_NAMESPACE, "reused_videos")
 
-    def process(self, meta_path: str):
-        try:
-            yield read_features(meta_path, feature_dim=self._feature_dim)
-        except StpnError as error:
-            logging.error("error: %s", error)
-            self._failed.inc()
+    def process(self, element: tuple[int, Sequence[str]]):
+        number, metas = element
+        parts = [read_part(self._parts_dir, m, self._fingerprint) for m in metas]
+        if all(p is not None for p in parts):
+            for part in parts:
+                self._reused.inc()
+                if "error" in part:
+                    logging.error("error: %s", part["error"])
+                    self._failed.inc()
+                else:
+                    yield beam.pvalue.TaggedOutput("done", (part["video_id"], part["detections"]))
+            return
+        # Recomputed whole, so that every video of the batch sees the same padded call as in a run that
+        # was never interrupted (videos already written keep their part).
+        videos = []
+        for meta_path in metas:
+            inputs = input_state(meta_path)
+            try:
+                video_id, example = read_features(meta_path, feature_dim=self._feature_dim)
+            except StpnError as error:
+                logging.error("error: %s", error)
+                self._failed.inc()
+                write_part(self._parts_dir, meta_path, self._fingerprint, inputs, error=str(error))
+                continue
+            videos.append((video_id, {**example, "meta": meta_path, "inputs": inputs}))
+        if videos:
+            yield number, videos
+
+
+class WritePartsDoFn(beam.DoFn):
+    """(batch number, [(video_id, meta, inputs, detections)]) -> (video_id, detections), saved as parts first."""
+
+    def __init__(self, *, parts_dir: str, fingerprint: str):
+        self._parts_dir = parts_dir
+        self._fingerprint = fingerprint
+        self._localized = Metrics.counter(_NAMESPACE, "localized_videos")
+
+    def process(self, element: tuple[int, Sequence[tuple[str, str, Mapping[str, Any], list]]]):
+        _, predictions = element
+        for video_id, meta_path, inputs, detections in predictions:
+            if read_part(self._parts_dir, meta_path, self._fingerprint) is None:
+                write_part(self._parts_dir, meta_path, self._fingerprint, inputs, video_id=video_id,
+                           detections=detections)
+            self._localized.inc()
+            yield video_id, detections
 
 
 def read_features(meta_path: str, *, feature_dim: int | None = None) -> tuple[str, dict[str, Any]]:
@@ -154,7 +287,8 @@ def _export_feature_dim(export_dir: str) -> int | None:
 
 
 def run_beam_localize(*, features: str, split: str, export_dir: str, output: str,
-                      batch_size: int = DEFAULT_BATCH_SIZE, pipeline_args: Sequence[str] = ()) -> int:
+                      batch_size: int = DEFAULT_BATCH_SIZE, parts_dir: str | None = None,
+                      pipeline_args: Sequence[str] = ()) -> int:
     """Localizes every video of `<features>/<split>` (the `stpn extract` layout) on Beam.
 
     Args:
@@ -163,34 +297,59 @@ def run_beam_localize(*, features: str, split: str, export_dir: str, output: str
       export_dir: `stpn export` directory (or a training work directory; default settings then).
       output: Detections JSON to write (ActivityNet format; written to a temporary name and renamed).
       batch_size: Videos per `serving_default` call.
-      pipeline_args: Beam flags, e.g. ["--runner=DataflowRunner", ...]; default the DirectRunner.
+      parts_dir: Where each finished video's detections are kept until `output` is written (default
+        `<output>.parts`); a rerun after a killed pipeline reuses the batches found complete there
+        (same model files, batch size and feature files) and redoes the others. Removed once `output`
+        is written.
+      pipeline_args: Beam flags, e.g. ["--runner=DataflowRunner", ...] or ["--direct_num_workers=2",
+        "--direct_running_mode=multi_processing"]; default the single-process DirectRunner.
 
     Returns:
       0 if every video was localized, 1 if any feature file was bad (each is logged on one line and
       counted in the Beam metric stpn/failed_videos; the others are still written).
     """
+    from stpn_tf.io.atomic import remove_quietly, remove_temporaries
+
+    if batch_size < 1:
+        raise StpnError(f"batch_size must be >= 1, got {batch_size}")
     meta_dir = os.path.join(features, split, "meta")
     metas = sorted(glob.glob(os.path.join(meta_dir, "*.json")))
     if not metas:
         raise StpnError(f"{meta_dir}: no feature meta files (run `stpn extract` first)")
     feature_dim = _export_feature_dim(export_dir)
+    parts_dir = parts_dir or f"{output}.parts"
+    os.makedirs(parts_dir, exist_ok=True)
+    remove_temporaries(parts_dir)  # parts a killed run was writing
+    fingerprint = model_fingerprint(export_dir, batch_size)
     args = list(pipeline_args)
     if not any(a == "--runner" or a.startswith("--runner=") for a in args):
         args.append("--runner=DirectRunner")
     pipeline = beam.Pipeline(options=PipelineOptions(args))
-    _ = (pipeline
-         | "Metas" >> beam.Create(metas)
-         | "Spread" >> beam.Reshuffle()
-         | "Read" >> beam.ParDo(ReadFeaturesDoFn(feature_dim))
-         | "Localize" >> RunInference(KeyedModelHandler(StpnExportHandler(export_dir, batch_size=batch_size)))
+    read = (pipeline
+            | "Batches" >> beam.Create(batches(metas, batch_size))
+            | "Spread" >> beam.Reshuffle()
+            | "Read" >> beam.ParDo(ReadBatchDoFn(feature_dim=feature_dim, parts_dir=parts_dir,
+                                                 fingerprint=fingerprint)).with_outputs("done", main="todo"))
+    localized = (read.todo
+                 | "Localize" >> RunInference(KeyedModelHandler(StpnExportHandler(export_dir, batch_size=batch_size)))
+                 | "SaveParts" >> beam.ParDo(WritePartsDoFn(parts_dir=parts_dir, fingerprint=fingerprint)))
+    _ = ((localized, read.done)
+         | "AllVideos" >> beam.Flatten()
          | "Collect" >> beam.combiners.ToDict()
          | "Write" >> beam.Map(_write, path=output))
     result = pipeline.run()
     result.wait_until_finish()
-    counters = result.metrics().query(MetricsFilter().with_namespace(_NAMESPACE).with_name("failed_videos"))
-    failed = sum(c.committed or 0 for c in counters["counters"])
-    print(f"beam localize: {len(metas) - failed} videos localized, {failed} failed -> {output}", flush=True)
+    failed = _counter(result, "failed_videos")
+    reused = _counter(result, "reused_videos")
+    remove_quietly(parts_dir)  # `output` holds every finished video now
+    print(f"beam localize: {len(metas) - failed} videos localized, {failed} failed ({reused} reused from an "
+          f"earlier run) -> {output}", flush=True)
     return 1 if failed else 0
+
+
+def _counter(result, name: str) -> int:
+    counters = result.metrics().query(MetricsFilter().with_namespace(_NAMESPACE).with_name(name))
+    return int(sum(c.committed or 0 for c in counters["counters"]))
 
 
 def parse_args(argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
@@ -205,6 +364,7 @@ def parse_args(argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
     parser.add_argument("--export_dir", required=True, help="`stpn export` directory")
     parser.add_argument("--output", required=True, help="detections JSON to write")
     parser.add_argument("--batch_size", type=int, default=DEFAULT_BATCH_SIZE, help="videos per model call")
+    parser.add_argument("--parts_dir", help="finished videos of an unfinished run (default: <output>.parts)")
     return split_pipeline_args(parser, argv)
 
 
