@@ -1,12 +1,18 @@
-"""Localization speed: numpy reference vs graph (eager, tf.function) vs XLA on the THUMOS14 test split.
+"""Localization speed at the shipped bounds: numpy reference vs the configured graph vs the Localizer.
 
-212 videos with the real THUMOS14 test durations (the shipped stpn:thumos14/thumos14reduced: duration.npy,
-subset.npy), 25 fps / 16-frame snippets, outputs on the 400-position grid, 20 classes, x24 interpolation.
-Model outputs are random but smooth (a few long components per class, as a trained model gives); each
-video has two confident classes and 18 with probabilities in [0, 0.12] (about 3.6 of which pass the 0.1
-class threshold per stream). Settings are the paper's with smaller bounds than the shipped config's: at
-most 8 classes per video, 64 components per stream and class, 100 detections per video (the reference gets
-the same bounds); the last timing line uses the shipped bounds (LocalizerConfig's defaults).
+The bounds are the shipped config's (stpn_tf/configs/thumos14.py, config.localize.*, equal to
+LocalizerConfig's defaults): every passing class, 200 components per stream and class, 1000 detections
+per video, so recall is not capped; the reference gets the same bounds. 212 videos with the real THUMOS14
+test durations (the shipped stpn:thumos14/thumos14reduced: duration.npy, subset.npy), 25 fps / 16-frame
+snippets, outputs on the 400-position grid, 20 classes, x24 interpolation. Model outputs are random but
+smooth (a few long components per class, as a trained model gives); each video has two confident classes
+and 18 with probabilities in [0, 0.12] (about 3.6 of which pass the 0.1 class threshold per stream).
+
+Rows: the configured graph (`localize` at those bounds) under tf.function and XLA, then `Localizer`, which
+is what `stpn localize`, the sweep and Beam call: eagerly it derives the bounds from the data (one row per
+passing (video, class) pair, component slots from a first pass) with output identical to the configured
+bounds (checked below), in batches of 16 (config.localize.batch_size) and of the whole split. The
+RESULT line is the Localizer on the whole split in one call against the reference, after compile.
 
 Run: .venv/bin/python bench/localize.py
 """
@@ -24,12 +30,13 @@ import tensorflow as tf  # noqa: E402
 from stpn_tf import resources  # noqa: E402
 from stpn_tf.data.annotations import read_thumos14_durations, read_thumos14_subsets  # noqa: E402
 from stpn_tf.postprocess import timeline  # noqa: E402
-from stpn_tf.postprocess.localizer import LocalizerConfig, localize  # noqa: E402
+from stpn_tf.postprocess.localizer import Localizer, LocalizerConfig, localize  # noqa: E402
 from stpn_tf.postprocess.reference import localize_video  # noqa: E402
 
 FOLDER = resources.resource_path(resources.THUMOS14_REDUCED)
 T, C, FPS, STRIDE = 400, 20, 25.0, 16
-SETTINGS = LocalizerConfig(interpolation=24, max_detections=100, max_components_per_class=64, max_classes_per_video=8)
+SETTINGS = LocalizerConfig(interpolation=24)  # the shipped bounds (LocalizerConfig's defaults)
+BATCH = 16  # config.localize.batch_size
 
 
 def make_inputs(seed: int = 0):
@@ -73,8 +80,8 @@ def main() -> None:
     lengths = np.full(b, T, np.int32)
     print(f"videos={b} grid={T} classes={C} interpolation={SETTINGS.interpolation} "
           f"snippets min/median/max={num_snippets.min()}/{int(np.median(num_snippets))}/{num_snippets.max()} "
-          f"max_components_per_class={SETTINGS.max_components_per_class} "
-          f"max_detections={SETTINGS.max_detections}")
+          f"max_classes_per_video={SETTINGS.max_classes_per_video} "
+          f"max_components_per_class={SETTINGS.max_components_per_class} max_detections={SETTINGS.max_detections}")
 
     def pick(stream, sl):
         return {key: value[sl] for key, value in stream.items()}
@@ -87,7 +94,7 @@ def main() -> None:
     start = time.perf_counter()
     reference = reference_all()
     t_reference = time.perf_counter() - start
-    print(f"numpy reference          : {b / t_reference:9.1f} videos/s ({t_reference:.2f} s for the split)")
+    print(f"numpy reference                  : {b / t_reference:9.1f} videos/s ({t_reference:.2f} s for the split)")
 
     def graph_inputs(sl):
         return (pick(rgb, sl), pick(flow, sl), tf.constant(lengths[sl]), tf.constant(num_snippets[sl]),
@@ -97,44 +104,37 @@ def main() -> None:
         return localize(rgb_, flow_, lengths=lengths_, num_snippets=num_snippets_, seconds_per_snippet=sps_,
                         durations=durations_, config=SETTINGS)
 
-    singles = [graph_inputs(slice(i, i + 1)) for i in range(b)]
     everything = graph_inputs(slice(None))
+    batches = [graph_inputs(slice(i, i + BATCH)) for i in range(0, b, BATCH)]
 
-    # Eager batch 1 is slow (an op-by-op NMS loop per call): timed on the first 20 videos.
-    run(*singles[0])
-    n_eager = 20
-    t = best_of(lambda: [run(*singles[i]) for i in range(n_eager)], 1)
-    print(f"graph eager, batch 1     : {n_eager / t:9.1f} videos/s")
-    run(*everything)
-    t = best_of(lambda: run(*everything), 2)
-    print(f"graph eager, batch {b}   : {b / t:9.1f} videos/s ({t:.3f} s for the split)")
-
-    plain = tf.function(run)
-    start = time.perf_counter()
-    plain(*everything)
-    t_trace = time.perf_counter() - start
-    t = best_of(lambda: plain(*everything), 3)
-    print(f"tf.function, batch {b}   : {b / t:9.1f} videos/s ({t:.3f} s for the split; first call {t_trace:.2f} s)")
-
-    results = {}
-    for batch, inputs in ((1, singles), (b, [everything])):
-        compiled = tf.function(run, jit_compile=True)
+    def timed(label, fn, inputs, repeats=3):
         start = time.perf_counter()
-        out = compiled(*inputs[0])
-        out["num_detections"].numpy()
-        t_compile = time.perf_counter() - start
+        out = [fn(*args) for args in inputs[:1]]
+        out[0]["num_detections"].numpy()
+        t_first = time.perf_counter() - start
 
         def all_batches():
-            for args in inputs:
-                out = compiled(*args)
-            return out["num_detections"].numpy()
+            outs = [fn(*args) for args in inputs]
+            return [o["num_detections"].numpy() for o in outs]
 
-        t = best_of(all_batches, 3)
-        results[batch] = b / t
-        print(f"XLA, batch {batch:<4d}          : {b / t:9.1f} videos/s ({t:.3f} s for the split; "
-              f"compile + first run {t_compile:.2f} s)")
-        if batch == b:
-            final = compiled(*everything)
+        t = best_of(all_batches, repeats)
+        print(f"{label:33s}: {b / t:9.1f} videos/s ({t:.3f} s for the split; first call {t_first:.2f} s)")
+        return t
+
+    timed(f"configured, tf.function, batch {b}", tf.function(run), [everything], repeats=2)
+    for batch, inputs in ((BATCH, batches), (b, [everything])):
+        timed(f"configured, XLA, batch {batch}", tf.function(run, jit_compile=True), inputs)
+    fixed = tf.function(run, jit_compile=True)(*everything)
+
+    localizer = Localizer(SETTINGS)
+
+    def derived(rgb_, flow_, lengths_, num_snippets_, sps_, durations_):
+        return localizer(rgb_, flow_, lengths=lengths_, num_snippets=num_snippets_, seconds_per_snippet=sps_,
+                         durations=durations_)
+
+    timed(f"Localizer (derived), batch {BATCH}", derived, batches)
+    t_localizer = timed(f"Localizer (derived), batch {b}", derived, [everything])
+    final = derived(*everything)
 
     got = final["num_detections"].numpy()
     expected = np.array([len(r) for r in reference])
@@ -142,25 +142,13 @@ def main() -> None:
         got[i] == expected[i]
         and np.allclose(final["detection_scores"].numpy()[i, :got[i]], [d.score for d in reference[i]], atol=1e-5)
         for i in range(b))
-    print(f"detections per video (mean) {expected.mean():.1f}; XLA batch {b} agrees with the reference on "
-          f"{agree}/{b} videos")
-
-    # The same split with the shipped bounds (the thumos14 config's and LocalizerConfig's defaults: every passing
-    # class, 200 components, 1000 detections), in batches of 16 as `stpn localize` runs it: what a user pays
-    # for not capping recall.
-    shipped = LocalizerConfig(interpolation=24)
-    wide = tf.function(lambda *a: localize(a[0], a[1], lengths=a[2], num_snippets=a[3], seconds_per_snippet=a[4],
-                                           durations=a[5], config=shipped), jit_compile=True)
-    batches = [graph_inputs(slice(i, i + 16)) for i in range(0, b - b % 16, 16)]
-    start = time.perf_counter()
-    wide(*batches[0])["num_detections"].numpy()
-    t_compile = time.perf_counter() - start
-    t = best_of(lambda: [wide(*x)["num_detections"].numpy() for x in batches], 2)
-    n = 16 * len(batches)
-    print(f"XLA, batch 16, shipped bounds: {n / t:9.1f} videos/s ({b * t / n:.3f} s for the split "
-          f"at that rate; compile {t_compile:.2f} s)")
+    identical = all(np.array_equal(final[key].numpy(), fixed[key].numpy()) for key in fixed)
+    print(f"detections per video mean/max {expected.mean():.1f}/{expected.max()} (the bound: "
+          f"{SETTINGS.max_detections}); the Localizer agrees with the reference on {agree}/{b} videos and is "
+          f"{'identical' if identical else 'NOT identical'} to the configured graph; fallbacks to the configured "
+          f"bounds: {localizer.fallbacks}; functions compiled: {localizer.tracing_count()}")
     serving_checks()
-    print(f"RESULT xla_speedup_vs_reference={results[b] / (b / t_reference):.1f}")
+    print(f"RESULT xla_speedup_vs_reference={t_reference / t_localizer:.1f}")
 
 
 def serving_checks(batch: int = 16, time_steps: int = 1024, dim: int = 1024) -> None:

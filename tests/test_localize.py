@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 
 from stpn_tf.errors import StpnError
-from stpn_tf.postprocess.localizer import Localizer, LocalizerConfig, localize
-from stpn_tf.postprocess.reference import localize_video
+from stpn_tf.postprocess.localizer import Localizer, LocalizerConfig, component_count_bound, localize
+from stpn_tf.postprocess.reference import connected_components, interpolate, localize_video, min_max_normalized
 
 KEYS = ("detection_classes", "detection_scores", "detection_segments", "num_detections")
 # Small bounds keep the hand cases' compiles fast; tests that exceed them say so.
@@ -412,3 +412,87 @@ def test_unknown_time_dimension_under_xla():
     expected = localize(rgb, flow, lengths=lengths, num_snippets=lengths, seconds_per_snippet=[1.] * 3, config=config)
     for key in KEYS:
         np.testing.assert_array_equal(got[key].numpy(), expected[key].numpy())
+
+
+# --------------------------------------------------------------------------- bounds derived from the data
+
+def test_component_count_bound_by_hand_and_against_the_reference():
+    # psi = lambda * sigmoid(0) = lambda / 2 with lambda [.4, 0, .4, .4, 0, .3]: knots .2 0 .2 .2 0 .15 and
+    # the extrapolated last position .15 + (k - 1) / k * .15 > .05: runs {0}, {2, 3}, {5, end} -> 3.
+    # Flow rejects the class (p = .05 < .1) -> 0. With length 4: knots .2 0 .2 .2 and .2 + 0 -> 2.
+    rgb, flow = streams([[.4, 0, .4, .4, 0, .3]], const_tcam(0, 6), [[.9]], np.ones((1, 6)), const_tcam(0, 6),
+                        [[.05]])
+    bound = component_count_bound(rgb, flow, [6], LocalizerConfig(interpolation=3))
+    np.testing.assert_array_equal(bound, [[[3], [0]]])
+    np.testing.assert_array_equal(component_count_bound(rgb, flow, [4], LocalizerConfig(interpolation=3)), [[[2], [0]]])
+    # Random data, every signal option: never below the reference's number of components.
+    rng = np.random.default_rng(5)
+    rgb, flow = random_streams(rng, 5, 30, 3)
+    lengths = np.array([30, 17, 2, 1, 0])
+    for options in (dict(), dict(proposal_signal="attention", normalize=True), dict(proposal_thresholds=(.05, .3))):
+        config = LocalizerConfig(interpolation=5, class_threshold=0., **options)
+        bound = component_count_bound(rgb, flow, lengths, config)
+        for b, length in enumerate(lengths[:-1]):
+            for s, stream in enumerate((rgb, flow)):
+                attention, tcam = stream["attention"][b, :length], stream["tcam"][b, :length].astype(np.float64)
+                signal = attention[:, None] * 1 / (1 + np.exp(-tcam))
+                if options.get("proposal_signal") == "attention":
+                    signal = np.repeat(attention[:, None].astype(np.float64), 3, 1)
+                if options.get("normalize"):
+                    signal = np.stack([min_max_normalized(signal[:, c]) for c in range(3)], 1)
+                fine = interpolate(signal, 5)
+                exact = [sum(len(connected_components(fine[:, c] > t)) for t in config.thresholds) for c in range(3)]
+                assert np.all(bound[b, s] >= exact), (options, b, s, bound[b, s], exact)
+                if not options:
+                    np.testing.assert_array_equal(bound[b, s], exact)
+        np.testing.assert_array_equal(bound[-1], 0)  # length 0
+
+
+DERIVED_CASES = [
+    dict(),  # the paper's settings: more than 8 components per class (slot bucket 16 or 32)
+    dict(max_classes_per_video=2),  # the Q bound picked in numpy
+    dict(proposal_thresholds=(.05, .2), scoring="oic", nms="soft", max_detections=400),  # soft-NMS keeps all
+    dict(max_detections=12),  # videos with more than K detections: the configured bounds run
+]
+
+
+@pytest.mark.parametrize("options", DERIVED_CASES, ids=lambda o: "-".join(o) or "paper")
+def test_derived_bounds_equal_the_configured_ones(options):
+    options = dict(options)
+    rng = np.random.default_rng(21)
+    rgb, flow = random_streams(rng, 6, 40, 5)
+    for stream in (rgb, flow):
+        stream["probabilities"][:, 0] = .9
+    common = dict(lengths=[40, 33, 12, 1, 0, 40], num_snippets=[80, 33, 500, 1, 0, 40],
+                  seconds_per_snippet=[.64] * 6, durations=[50., 21., 320., .64, 0., 25.6])
+    config = LocalizerConfig(interpolation=3, max_detections=options.pop("max_detections", 120),
+                             max_components_per_class=40, **options)
+    localizer = Localizer(config)
+    got = localizer(rgb, flow, **common)
+    expected = localize(rgb, flow, config=config, **common)
+    for key in KEYS:
+        np.testing.assert_array_equal(got[key].numpy(), expected[key].numpy(), err_msg=key)
+    counts = component_count_bound(rgb, flow, common["lengths"], config)
+    assert counts.max() > 8  # the derived slot bucket is not the smallest one
+    cut = config.max_detections == 12
+    assert localizer.fallbacks == int(cut)
+    if cut:
+        assert int(np.max(expected["num_detections"].numpy())) == 12
+
+
+def test_derived_bound_that_does_not_hold_falls_back(monkeypatch):
+    # A first pass that underestimates (as a rounding difference at a threshold could): the graph finds
+    # more components than slots, and the configured bounds run instead; the output does not change.
+    import stpn_tf.postprocess.localizer as module
+
+    rng = np.random.default_rng(22)
+    rgb, flow = random_streams(rng, 3, 40, 2)
+    common = dict(lengths=[40, 25, 40], num_snippets=[40, 25, 90], seconds_per_snippet=[1.] * 3)
+    config = LocalizerConfig(interpolation=2, max_detections=150, max_components_per_class=40, class_threshold=0.)
+    monkeypatch.setattr(module, "component_count_bound", lambda *args: np.zeros((3, 2, 2), np.int64))
+    localizer = Localizer(config)
+    got = localizer(rgb, flow, **common)
+    expected = localize(rgb, flow, config=config, **common)
+    for key in KEYS:
+        np.testing.assert_array_equal(got[key].numpy(), expected[key].numpy(), err_msg=key)
+    assert localizer.fallbacks == 1 and list(localizer._rows) == [8]

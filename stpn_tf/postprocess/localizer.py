@@ -569,7 +569,7 @@ def localize(rgb: Mapping[str, tf.Tensor], flow: Mapping[str, tf.Tensor], *, len
 
 
 def _localize(rgb, flow, *, lengths, num_snippets, seconds_per_snippet, durations, config, settings,
-              component_slots: int | None = None, detection_slots: int | None = None):
+              component_slots: int | None = None, detection_slots: int | None = None, pad_outputs: bool = True):
     """`localize` with optional bounds derived from the data; returns (outputs, overflow, float64 scores).
 
     component_slots (S < M): components kept per video, stream and class (pooled over the thresholds);
@@ -579,7 +579,8 @@ def _localize(rgb, flow, *, lengths, num_snippets, seconds_per_snippet, duration
     fixed-bound result whenever no row has more than S components and no video more than D detections.
     `overflow` (bool scalar) is True when a derived bound did not hold: the outputs are then wrong and
     the caller runs the fixed bounds (Localizer does). With D = K and more than K detections, the
-    fixed-bound top-K selection runs instead (a conditional), so D = K never overflows.
+    fixed-bound top-K selection runs instead (a conditional), so D = K never overflows. With
+    `pad_outputs` False the outputs keep D slots (internal callers that merge them).
     """
     if settings is None:
         settings = runtime_tensors(config)
@@ -755,7 +756,7 @@ def _localize(rgb, flow, *, lengths, num_snippets, seconds_per_snippet, duration
     seconds = tf.where(slot_valid[..., tf.newaxis], seconds, tf.zeros_like(seconds))
     scores = tf.where(slot_valid, top_score, tf.zeros_like(top_score))
     classes, scores, seconds = tf.cast(classes, tf.int32), tf.cast(scores, tf.float32), tf.cast(seconds, tf.float32)
-    if width < max_detections:  # back to the K output slots (padding values)
+    if pad_outputs and width < max_detections:  # back to the K output slots (padding values)
         extra = max_detections - width
         classes = tf.pad(classes, [[0, 0], [0, extra]], constant_values=-1)
         scores = tf.pad(scores, [[0, 0], [0, extra]])
@@ -788,30 +789,32 @@ def component_count_bound(rgb: Mapping, flow: Mapping, lengths, config: Localize
     k = int(config.interpolation)
     counts = []
     for stream in (rgb, flow):
-        attention = np.asarray(stream["attention"], np.float64)
-        tcam = np.asarray(stream["tcam"], np.float64)
+        kept = np.asarray(stream["probabilities"], np.float64) >= config.class_threshold            # [B, C]
+        videos = np.flatnonzero(kept.any(axis=1))  # only videos with a kept class (one-class rows: half)
+        attention = np.asarray(stream["attention"])[videos].astype(np.float64)
+        tcam = np.asarray(stream["tcam"])[videos].astype(np.float64)
+        length = lengths[videos]
         b, t, c = tcam.shape
         if config.proposal_signal == "attention":
             signal = np.broadcast_to(attention[:, :, np.newaxis], tcam.shape)
         else:
             signal = attention[:, :, np.newaxis] / (1.0 + np.exp(-tcam))
-        inside = np.arange(t)[np.newaxis, :, np.newaxis] < lengths[:, np.newaxis, np.newaxis]
+        inside = np.arange(t)[np.newaxis, :, np.newaxis] < length[:, np.newaxis, np.newaxis]
         if config.normalize:
             x = signal.astype(np.float32).astype(np.float64)
             lo = np.maximum(np.where(inside, x, np.inf).min(axis=1, keepdims=True, initial=np.inf), 0.0)
             hi = np.maximum(np.where(inside, x, -np.inf).max(axis=1, keepdims=True, initial=-np.inf), 0.0)
             lo, hi = np.where(np.isfinite(lo), lo, 0.0), np.where(np.isfinite(hi), hi, 0.0)
             signal = (x - lo) / np.where(hi - lo > 0, hi - lo, 1.0)
-        videos = np.arange(b)
-        last = signal[videos, np.maximum(lengths - 1, 0)]                                 # [B, C]
-        slope = np.where((lengths >= 2)[:, np.newaxis], last - signal[videos, np.maximum(lengths - 2, 0)], 0.0)
+        rows = np.arange(b)
+        last = signal[rows, np.maximum(length - 1, 0)]                                    # [B', C]
+        slope = np.where((length >= 2)[:, np.newaxis], last - signal[rows, np.maximum(length - 2, 0)], 0.0)
         knots = np.concatenate([np.where(inside, signal, -np.inf), np.full((b, 1, c), -np.inf)], axis=1)
-        knots[videos, lengths] = np.where((lengths > 0)[:, np.newaxis], last + slope * ((k - 1) / k), -np.inf)
-        total = np.zeros((b, c), np.int64)
+        knots[rows, length] = np.where((length > 0)[:, np.newaxis], last + slope * ((k - 1) / k), -np.inf)
+        total = np.zeros(kept.shape, np.int64)
         for threshold in config.thresholds:
             above = knots > threshold
-            total += np.sum(above[:, 1:] & ~above[:, :-1], axis=1) + above[:, 0]
-        kept = np.asarray(stream["probabilities"], np.float64) >= config.class_threshold
+            total[videos] += np.sum(above[:, 1:] & ~above[:, :-1], axis=1) + above[:, 0]
         counts.append(np.where(kept, total, 0))
     return np.stack(counts, axis=1)
 
@@ -893,7 +896,8 @@ class Localizer(tf.Module):
             def run(rgb, flow, lengths, num_snippets, seconds_per_snippet, durations, runtime):
                 return _localize(rgb, flow, lengths=lengths, num_snippets=num_snippets,
                                  seconds_per_snippet=seconds_per_snippet, durations=durations, config=config,
-                                 settings=runtime, component_slots=slots, detection_slots=detections)
+                                 settings=runtime, component_slots=slots, detection_slots=detections,
+                                 pad_outputs=False)
 
             self._rows[slots] = tf.function(run, jit_compile=self.jit_compile)
         return self._rows[slots]
