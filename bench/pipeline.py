@@ -1,10 +1,13 @@
 """Input pipeline vs train step, and the dataset builder's memory as the video count grows.
 
 1. Writes a THUMOS14-size training split to TFRecords: the 200 real validation videos' lengths
-   (duration / 0.64 s snippets, about 280 on average) with D = 1024 per stream, random features.
+   (duration / 0.64 s snippets, about 280 on average) with D = 1024 per stream, random features, in
+   both storages of stpn_tf.data.tfrecord: "by_stream" (each stream in its own shards, what
+   `stpn build-dataset` writes) and "combined" (one record per video with both streams, earlier builds).
 2. Pipeline rate: examples/s that `pipeline.make_train_dataset` (400-snippet stratified sampling,
-   batch 6, one stream) delivers from those shards, iterated without a model: once reading the
-   TFRecords every epoch, once in the steady state of `train.cache_features=True` (the THUMOS14 config).
+   batch 6, one stream) delivers from those shards, iterated without a model: reading the TFRecords
+   every epoch (uncached) from each storage, and in the steady state of `train.cache_features=True`
+   (the THUMOS14 config) after the first epoch. The first batches of both storages are checked equal.
 3. Train-step rate: examples/s that `model.fit` consumes (STPN, XLA-compiled Adam step, batch 6,
    400 x 1024) from one cached batch, so the input pipeline costs nothing there; same process.
 4. Builder memory: `run_build_dataset` on N synthetic videos (N = 500 and 2,000 by default, each in a
@@ -13,7 +16,8 @@
 
 Run: .venv/bin/python bench/pipeline.py [--pipeline_batches=300] [--train_steps=150]
        [--memory_videos=500,2000] [--memory_feature_dim=1024] [--memory_snippets=96]
-Last line: RESULT pipeline_vs_train_step=<pipeline examples/s (THUMOS14 config) / train-step examples/s>
+Last line: RESULT pipeline_uncached_vs_train_step=<uncached pipeline examples/s from by_stream shards (the
+build-dataset default) / train-step examples/s>
 """
 
 from __future__ import annotations
@@ -40,7 +44,8 @@ from stpn_tf.data import features as feat  # noqa: E402
 REDUCED = resources.resource_path(resources.THUMOS14_REDUCED)
 
 
-def write_thumos14_size_split(out_dir: str, feature_dim: int, seed: int = 0) -> tuple[list[str], int]:
+def write_thumos14_size_split(out_dir: str, feature_dim: int, seed: int = 0,
+                              storage: str = "by_stream") -> tuple[list[str], int]:
     from stpn_tf.data import tfrecord
 
     durations = ann.read_thumos14_durations(REDUCED)
@@ -48,24 +53,40 @@ def write_thumos14_size_split(out_dir: str, feature_dim: int, seed: int = 0) -> 
     train = [v for v in durations if subsets[v] == "validation"]
     rng = np.random.default_rng(seed)
     total = 0
-    with tfrecord.ShardedWriter(out_dir, "train", 4) as writer:
+    with tfrecord.ShardedWriter(out_dir, "train", 4, storage=storage) as writer:
         for i, vid in enumerate(train):
             length = max(1, int(durations[vid] / 0.64))
             total += length
             rgb = rng.standard_normal((length, feature_dim), dtype=np.float32)
             flow = rng.standard_normal((length, feature_dim), dtype=np.float32)
-            writer.write(tfrecord.make_example(video_id=vid, subset="train", rgb=rgb, flow=flow,
-                                               labels=[i % 20], duration=durations[vid], fps=25.0,
-                                               stride_frames=16))
+            make = tfrecord.make_stream_examples if storage == "by_stream" else tfrecord.make_example
+            writer.write(make(video_id=vid, subset="train", rgb=rgb, flow=flow, labels=[i % 20],
+                              duration=durations[vid], fps=25.0, stride_frames=16))
     return writer.shards, total // len(train)
 
 
-def pipeline_rate(shards, feature_dim, batches, batch_size, cache=False):
+def _train_dataset(shards, feature_dim, batch_size, cache=False):
     from stpn_tf.data import pipeline
 
-    ds = pipeline.make_train_dataset(shards, stream="rgb", num_classes=20, feature_dim=feature_dim,
-                                     num_snippets=400, batch_size=batch_size, shuffle_buffer=256, seed=0,
-                                     cache=cache)
+    return pipeline.make_train_dataset(shards, stream="rgb", num_classes=20, feature_dim=feature_dim,
+                                       num_snippets=400, batch_size=batch_size, shuffle_buffer=256, seed=0,
+                                       cache=cache)
+
+
+def same_first_batches(shards_a, shards_b, feature_dim, batch_size, batches=3) -> bool:
+    """True when both shard sets give the same first training batches (same seed)."""
+    a = iter(_train_dataset(shards_a, feature_dim, batch_size))
+    b = iter(_train_dataset(shards_b, feature_dim, batch_size))
+    for _ in range(batches):
+        (xa, ya), (xb, yb) = next(a), next(b)
+        if not (np.array_equal(xa["features"].numpy(), xb["features"].numpy())
+                and np.array_equal(ya.numpy(), yb.numpy())):
+            return False
+    return True
+
+
+def pipeline_rate(shards, feature_dim, batches, batch_size, cache=False):
+    ds = _train_dataset(shards, feature_dim, batch_size, cache=cache)
     it = iter(ds)
     # Warm-up: file opening, autotuning, shuffle buffer fill; with the cache, one full epoch (200 videos)
     # so that the timed part is the steady state of every later epoch.
@@ -202,19 +223,29 @@ def main() -> None:
 
     print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores")
     with tempfile.TemporaryDirectory(prefix="stpn_bench_") as tmp:
-        start = time.perf_counter()
-        shards, mean_len = write_thumos14_size_split(tmp, args.feature_dim)
-        size = sum(os.path.getsize(p) for p in shards) / 2**20
-        print(f"wrote 200 THUMOS14-size training videos (mean {mean_len} snippets, D={args.feature_dim} "
-              f"per stream, {size:.0f} MB in {len(shards)} shards) in {time.perf_counter() - start:.1f} s")
-        uncached = pipeline_rate(shards, args.feature_dim, args.pipeline_batches, args.batch_size)
-        print(f"input pipeline, reading the TFRecords every epoch (train.cache_features=False): "
+        shards = {}
+        for storage in ("by_stream", "combined"):
+            start = time.perf_counter()
+            shards[storage], mean_len = write_thumos14_size_split(os.path.join(tmp, storage), args.feature_dim,
+                                                                  storage=storage)
+            size = sum(os.path.getsize(p) for p in shards[storage]) / 2**20
+            print(f"wrote 200 THUMOS14-size training videos, {storage} storage (mean {mean_len} snippets, "
+                  f"D={args.feature_dim} per stream, {size:.0f} MB in {len(shards[storage])} files) in "
+                  f"{time.perf_counter() - start:.1f} s")
+        same = same_first_batches(shards["by_stream"], shards["combined"], args.feature_dim, args.batch_size)
+        print(f"first 3 training batches identical between the storages: {same}")
+        uncached = pipeline_rate(shards["by_stream"], args.feature_dim, args.pipeline_batches, args.batch_size)
+        print(f"input pipeline, uncached (train.cache_features=False), by_stream shards (build-dataset's default): "
               f"{uncached:.0f} examples/s ({args.pipeline_batches} batches of {args.batch_size}, 400 sampled "
               "snippets, one stream)")
-        pipe = pipeline_rate(shards, args.feature_dim, args.pipeline_batches, args.batch_size, cache=True)
+        combined = pipeline_rate(shards["combined"], args.feature_dim, args.pipeline_batches, args.batch_size)
+        print(f"input pipeline, uncached, combined shards (earlier builds, both streams per record): "
+              f"{combined:.0f} examples/s")
+        pipe = pipeline_rate(shards["by_stream"], args.feature_dim, args.pipeline_batches, args.batch_size,
+                             cache=True)
         print(f"input pipeline, after the first epoch with train.cache_features=True (the thumos14 config): "
               f"{pipe:.0f} examples/s")
-        step = train_step_rate(shards, args.feature_dim, args.train_steps, args.batch_size)
+        step = train_step_rate(shards["by_stream"], args.feature_dim, args.train_steps, args.batch_size)
         print(f"train step (XLA, cached batch): {step:.0f} examples/s ({args.train_steps} steps)")
 
     for n in [int(v) for v in args.memory_videos.split(",")]:
@@ -226,8 +257,9 @@ def main() -> None:
               f"snippets, {r['output_mb']:.0f} MB of TFRecords) in {r['seconds']:.1f} s: peak RSS "
               f"{r['rss_peak_mb']:.0f} MB (RSS before the build {r['rss_before_mb']:.0f} MB), "
               f"tracemalloc peak during build {r['traced_peak_mb']:.1f} MB")
-    print(f"uncached pipeline vs train step: {uncached / step:.2f}")
-    print(f"RESULT pipeline_vs_train_step={pipe / step:.2f}")
+    print(f"pipeline vs train step: uncached by_stream {uncached / step:.2f}, uncached combined "
+          f"{combined / step:.2f}, cached {pipe / step:.2f}")
+    print(f"RESULT pipeline_uncached_vs_train_step={uncached / step:.2f}")
 
 
 if __name__ == "__main__":

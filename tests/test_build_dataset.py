@@ -372,9 +372,41 @@ def test_rebuild_is_byte_identical_and_replaces_old_shards(tmp_path):
     first = _tree_bytes(out)
     build(out, layout="thumos14_reduced", allow_pickle=True, **release)
     assert _tree_bytes(out) == first
+    videos = _parse_all(out, "train", 20, 8)
     build(out, layout="thumos14_reduced", allow_pickle=True, num_shards=1, **release)
+    assert sorted(os.listdir(out)) == ["dataset.json", "ground_truth.json", "test-flow-00000-of-00001.tfrecord",
+                                       "test-rgb-00000-of-00001.tfrecord", "train-flow-00000-of-00001.tfrecord",
+                                       "train-rgb-00000-of-00001.tfrecord"]
+    # Rebuilt in the combined storage: the by-stream shards go, the videos read back the same.
+    build(out, layout="thumos14_reduced", allow_pickle=True, num_shards=1, storage="combined", **release)
     assert sorted(os.listdir(out)) == ["dataset.json", "ground_truth.json", "test-00000-of-00001.tfrecord",
                                        "train-00000-of-00001.tfrecord"]
+    assert metadata(out)["splits"]["train"]["shards"] == ["train-00000-of-00001.tfrecord"]
+    combined = _parse_all(out, "train", 20, 8)
+    assert sorted(combined) == sorted(videos)
+    for vid, fields in videos.items():
+        for key, value in fields.items():
+            np.testing.assert_array_equal(combined[vid][key], value, err_msg=f"{vid} {key}")
+
+
+def test_default_build_stores_each_stream_in_its_own_shards(tmp_path):
+    release = write_thumos14_reduced_release(str(tmp_path / "rel"), indices=pick_thumos14_videos(3, 2))
+    out = tmp_path / "ds"
+    build(out, layout="thumos14_reduced", allow_pickle=True, num_shards=2, **release)
+    meta = metadata(out)
+    assert meta["options"]["storage"] == "by_stream"
+    for split in ("train", "test"):
+        names = [f"{split}-{s}-0000{i}-of-00002.tfrecord" for s in ("rgb", "flow") for i in range(2)]
+        assert meta["splits"][split]["shards"] == names
+        assert [os.path.basename(p) for p in tfrecord.list_shards(str(out), split)] == names
+        # An rgb record carries the metadata but not the flow features.
+        record = next(iter(tf.data.TFRecordDataset(os.path.join(str(out), names[0])))).numpy()
+        keys = set(tf.train.Example.FromString(record).features.feature)
+        assert "video/rgb" in keys and "video/labels" in keys and "video/flow" not in keys
+    assert len(_parse_all(out, "train", 20, 8)) == meta["splits"]["train"]["num_videos"] == 3
+    with pytest.raises(StpnError, match="storage must be one of by_stream, combined, got 'split'"):
+        build(tmp_path / "ds2", layout="thumos14_reduced", allow_pickle=True, storage="split", **release)
+    assert not os.path.exists(tmp_path / "ds2")
 
 
 def test_failed_build_leaves_previous_dataset_untouched(tmp_path):

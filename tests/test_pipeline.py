@@ -1,11 +1,14 @@
 """tf.data pipelines: sampling indices by hand, eager vs Dataset.map, what reaches training."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from stpn_tf.data import pipeline, tfrecord
 from stpn_tf.data.grid import GridConfig
+from stpn_tf.errors import StpnError
 
 
 @pytest.mark.parametrize("length", [1, 3, 399, 400, 401, 800, 1234])
@@ -37,8 +40,8 @@ def test_sampling_eager_equals_dataset_map():
     np.testing.assert_array_equal(eager, mapped.numpy())
 
 
-def _write(tmp_path, lengths, d=3, c=4):
-    with tfrecord.ShardedWriter(str(tmp_path), "train", 2) as w:
+def _write(tmp_path, lengths, d=3, c=4, storage="combined", num_shards=2):
+    with tfrecord.ShardedWriter(str(tmp_path), "train", num_shards, storage=storage) as w:
         for i, n in enumerate(lengths):
             # Feature value = snippet index (+0.5 in flow), so sampled indices are visible in the batch.
             rgb = np.repeat(np.arange(n, dtype=np.float32)[:, None], d, axis=1)
@@ -100,3 +103,63 @@ def test_feature_cache_is_repeatable_and_still_random(tmp_path):
     for batch in first:  # every row is a snippet index of a real video, non-decreasing along time
         f = batch[..., 0]
         assert np.all(f == np.round(f)) and np.all(np.diff(f, axis=1) >= 0) and f.max() < 30
+
+
+def _random_videos(tmp_path, storage, num_videos=9, d=3):
+    """The same random videos (lengths 1..40) in one storage; returns list_shards' paths."""
+    out = str(tmp_path / storage)
+    rng = np.random.default_rng(0)
+    with tfrecord.ShardedWriter(out, "train", 3, storage=storage) as w:
+        for i in range(num_videos):
+            n = int(rng.integers(1, 41))
+            w.write(tfrecord.make_example(video_id=f"v{i}", subset="train",
+                                          rgb=rng.standard_normal((n, d)).astype(np.float32),
+                                          flow=rng.standard_normal((n, d)).astype(np.float32), labels=[i % 4],
+                                          duration=n * 0.64, fps=25.0, stride_frames=16))
+    return tfrecord.list_shards(out, "train")
+
+
+def _batches(shards, stream, n=7, **kwargs):
+    ds = pipeline.make_train_dataset(shards, stream=stream, num_classes=4, feature_dim=3, num_snippets=8,
+                                     batch_size=2, shuffle_buffer=4, seed=5, **kwargs)
+    return [(x["features"].numpy(), y.numpy()) for x, y in ds.take(n)]
+
+
+@pytest.mark.parametrize("stream", ["rgb", "flow", "joint"])
+def test_train_batches_identical_between_storages(tmp_path, stream):
+    combined, by_stream = _random_videos(tmp_path, "combined"), _random_videos(tmp_path, "by_stream")
+    assert len(by_stream) == 2 * len(combined) == 6
+    # 7 batches of 2 from 9 videos: past the end of the first epoch (file reshuffle, video reshuffle).
+    for kwargs in ({}, {"skip_batches": 3}, {"cache": True}):
+        a, b = _batches(combined, stream, **kwargs), _batches(by_stream, stream, **kwargs)
+        for (fa, la), (fb, lb) in zip(a, b):
+            np.testing.assert_array_equal(fa, fb)
+            np.testing.assert_array_equal(la, lb)
+        assert a[0][0].shape == (2, 8, 6 if stream == "joint" else 3)
+
+
+def test_one_stream_training_does_not_read_the_other_streams_shards(tmp_path):
+    by_stream = _random_videos(tmp_path, "by_stream")
+    before = _batches(by_stream, "rgb")
+    for path in by_stream[3:]:  # the flow shards, truncated inside their last record
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) - 9)
+    after = _batches(by_stream, "rgb")
+    for (fa, la), (fb, lb) in zip(before, after):
+        np.testing.assert_array_equal(fa, fb)
+        np.testing.assert_array_equal(la, lb)
+    with pytest.raises(StpnError, match="train-flow-00000-of-00003.tfrecord: corrupt or truncated"):
+        with tfrecord.corrupt_record_errors(by_stream):
+            _batches(by_stream, "flow")
+
+
+def test_eval_batches_identical_between_storages(tmp_path):
+    combined, by_stream = _random_videos(tmp_path, "combined"), _random_videos(tmp_path, "by_stream")
+    for grid in (GridConfig(length=16), GridConfig(all_snippets=True)):
+        a = list(pipeline.make_eval_dataset(combined, num_classes=4, feature_dim=3, grid=grid, batch_size=4))
+        b = list(pipeline.make_eval_dataset(by_stream, num_classes=4, feature_dim=3, grid=grid, batch_size=4))
+        assert len(a) == len(b) == 3
+        for x, y in zip(a, b):
+            assert set(x) == set(y)
+            for key in x:
+                np.testing.assert_array_equal(x[key].numpy(), y[key].numpy(), err_msg=key)

@@ -274,3 +274,172 @@ def test_parse_one_stream_only():
                                   streams=("rgb",))["video/rgb"].shape == (3, D)
     with pytest.raises(ValueError, match="streams must be"):
         tfrecord.parse_example(tf.constant(ser), num_classes=C, feature_dim=D, streams=("depth",))
+
+
+# --------------------------------------------------------------------------------------------------
+# The by_stream storage: each stream in its own shards.
+
+
+def _video(video_id="v1", num_snippets=3, labels=(3, 0, 3), seed=0):
+    rng = np.random.default_rng(seed)
+    return dict(video_id=video_id, subset="train", rgb=rng.normal(size=(num_snippets, D)).astype(np.float32),
+                flow=rng.normal(size=(num_snippets, D)).astype(np.float32), labels=labels, duration=12.5,
+                fps=25.0, stride_frames=16)
+
+
+def _parsed(serialized, streams=("rgb", "flow")):
+    out = tfrecord.parse_example(tf.constant(serialized), num_classes=C, feature_dim=D, streams=streams)
+    return {k: v.numpy() for k, v in out.items()}
+
+
+def test_stream_records_join_into_the_combined_example():
+    video = _video()
+    combined = tfrecord.make_example(**video)
+    records = tfrecord.make_stream_examples(**video)
+    assert sorted(records) == ["flow", "rgb"]
+    rgb_only = tf.train.Example.FromString(records["rgb"]).features.feature
+    assert "video/flow" not in rgb_only and "video/rgb" in rgb_only and "video/labels" in rgb_only
+    # rgb + flow bytes = a serialized Example equal to the combined one, field for field.
+    joined = records["rgb"] + records["flow"]
+    assert tf.train.Example.FromString(joined).SerializeToString(deterministic=True) == combined
+    whole, parsed_joined = _parsed(combined), _parsed(joined)
+    assert set(whole) == set(parsed_joined)
+    for key in whole:
+        np.testing.assert_array_equal(parsed_joined[key], whole[key], err_msg=key)
+    # One stream's record parses to what the combined record gives for that stream.
+    for stream in ("rgb", "flow"):
+        one = _parsed(records[stream], streams=(stream,))
+        np.testing.assert_array_equal(one[f"video/{stream}"], video[stream])
+        np.testing.assert_array_equal(one["video/labels"], [1, 0, 0, 1, 0])
+    # Splitting a combined example gives the same bytes as writing it by stream.
+    assert tfrecord.split_example(combined) == records
+    with pytest.raises(StpnError, match="lacks video/flow"):
+        tfrecord.split_example(records["rgb"])
+
+
+def _write_both(tmp_path, num_videos=7, num_shards=3):
+    """The same videos in both storages; returns (combined dir, by_stream dir)."""
+    a, b = str(tmp_path / "combined"), str(tmp_path / "by_stream")
+    with tfrecord.ShardedWriter(a, "train", num_shards) as wa, \
+            tfrecord.ShardedWriter(b, "train", num_shards, storage="by_stream") as wb:
+        for i in range(num_videos):
+            video = _video(f"v{i}", num_snippets=i + 1, labels=(i % C,), seed=i)
+            wa.write(tfrecord.make_example(**video))
+            # Either form goes into a by_stream writer.
+            wb.write(tfrecord.make_stream_examples(**video) if i % 2 else tfrecord.make_example(**video))
+    assert wb.counts == wa.counts == [3, 2, 2]
+    return a, b
+
+
+def test_by_stream_writer_names_list_shards_and_reads_back_combined_records(tmp_path):
+    a, b = _write_both(tmp_path)
+    names = [f"train-{s}-0000{i}-of-00003.tfrecord" for s in ("rgb", "flow") for i in range(3)]
+    assert [os.path.basename(p) for p in tfrecord.list_shards(b, "train")] == names
+    assert sorted(os.listdir(b)) == sorted(names)
+    assert tfrecord.storage_of(tfrecord.list_shards(b, "train")) == "by_stream"
+    assert tfrecord.storage_of(tfrecord.list_shards(a, "train")) == "combined"
+    combined = list(tfrecord.read_records(tfrecord.list_shards(a, "train")))
+    joined = list(tfrecord.read_records(tfrecord.list_shards(b, "train")))
+    assert [tf.train.Example.FromString(r).SerializeToString(deterministic=True) for r in joined] == combined
+    # The interleaved dataset gives the same videos in the same order, shuffled or not.
+    for shuffle in (False, True):
+        got = [r.numpy() for r in tfrecord.tfrecord_dataset(tfrecord.list_shards(b, "train"),
+                                                            shuffle_files=shuffle, seed=3)]
+        want = [r.numpy() for r in tfrecord.tfrecord_dataset(tfrecord.list_shards(a, "train"),
+                                                             shuffle_files=shuffle, seed=3)]
+        assert [tf.train.Example.FromString(r).SerializeToString(deterministic=True) for r in got] == want
+    # One stream asked for: that stream's records as stored, and the other stream's files are not read.
+    for path in tfrecord.list_shards(b, "train")[3:]:
+        os.remove(path)
+    rgb = [r.numpy() for r in tfrecord.tfrecord_dataset([os.path.join(b, n) for n in names[:3]], streams=("rgb",))]
+    in_order = [r.numpy() for r in tfrecord.tfrecord_dataset(tfrecord.list_shards(a, "train"))]
+    assert rgb == [tfrecord.split_example(r)["rgb"] for r in in_order]
+
+
+def test_rewrite_in_the_other_storage_replaces_the_split(tmp_path):
+    out = str(tmp_path)
+    for storage in ("combined", "by_stream", "combined"):
+        with tfrecord.ShardedWriter(out, "train", 2, storage=storage) as w:
+            for i in range(3):
+                w.write(tfrecord.make_example(**_video(f"v{i}")))
+        assert sorted(os.listdir(out)) == sorted(os.path.basename(p) for p in w.shards)
+    assert len(tfrecord.list_shards(out, "train")) == 2
+    with pytest.raises(StpnError, match="invalid split name 'train-rgb'"):
+        tfrecord.ShardedWriter(out, "train-rgb", 1)
+    with pytest.raises(StpnError, match="storage must be one of by_stream, combined, got 'float16'"):
+        tfrecord.ShardedWriter(out, "train", 1, storage="float16")
+
+
+def test_list_shards_missing_stream_incomplete_stream_and_mixed_storages(tmp_path):
+    _, b = _write_both(tmp_path)
+    flow = [os.path.join(b, f"train-flow-0000{i}-of-00003.tfrecord") for i in range(3)]
+    os.remove(flow[1])
+    with pytest.raises(StpnError, match="missing shard\\(s\\) train-flow-00001-of-00003.tfrecord$"):
+        tfrecord.list_shards(b, "train")
+    for path in flow[::2]:
+        os.remove(path)
+    with pytest.raises(StpnError, match=f"^{b}: split 'train' has rgb shards but no flow shards \\(missing "
+                                        "train-flow-00000-of-00003.tfrecord ... train-flow-00002-of-00003.tfrecord\\)"):
+        tfrecord.list_shards(b, "train")
+    with tfrecord.ShardedWriter(str(tmp_path / "other"), "train", 1) as w:
+        w.write(tfrecord.make_example(**_video()))
+    os.rename(w.shards[0], os.path.join(b, "train-00000-of-00001.tfrecord"))
+    with pytest.raises(StpnError, match="has both combined shards .* and by-stream shards"):
+        tfrecord.list_shards(b, "train")
+    # A list of files with an rgb shard whose flow shard is not in it.
+    rgb0 = os.path.join(b, "train-rgb-00000-of-00003.tfrecord")
+    with pytest.raises(StpnError, match=f"^{rgb0}: its flow counterpart .*train-flow-00000-of-00003.tfrecord is not "
+                                        "among the files to read"):
+        tfrecord.tfrecord_dataset([rgb0])
+
+
+def _swap_flow_records(b):
+    """Rewrites flow shard 0 with its first two records swapped: shard 0 of the streams then disagree."""
+    path = os.path.join(b, "train-flow-00000-of-00003.tfrecord")
+    records = [r.numpy() for r in tf.data.TFRecordDataset(path)]
+    with tf.io.TFRecordWriter(path) as w:
+        for r in [records[1], records[0], *records[2:]]:
+            w.write(r)
+    return os.path.join(b, "train-rgb-00000-of-00003.tfrecord"), path
+
+
+def test_mismatched_video_ids_between_streams_name_the_files(tmp_path):
+    _, b = _write_both(tmp_path)
+    shards = tfrecord.list_shards(b, "train")
+    rgb, flow = _swap_flow_records(b)
+    # Shard 0 holds v0, v3, v6 (round-robin over 3 shards).
+    message = f"^{flow}: record 0 is video 'v3' but record 0 of {rgb} is 'v0' \\(the rgb and flow shards"
+    with pytest.raises(StpnError, match=message) as info:
+        list(tfrecord.read_records(shards))
+    assert "\n" not in str(info.value)
+    ds = tfrecord.tfrecord_dataset(shards).map(lambda s: tfrecord.parse_example(s, num_classes=C, feature_dim=D))
+    with pytest.raises(StpnError, match=message):
+        with tfrecord.corrupt_record_errors(shards):
+            for _ in ds:
+                pass
+
+
+def test_stream_shard_with_a_record_less_names_the_files(tmp_path):
+    _, b = _write_both(tmp_path)
+    shards = tfrecord.list_shards(b, "train")
+    flow = os.path.join(b, "train-flow-00001-of-00003.tfrecord")
+    records = [r.numpy() for r in tf.data.TFRecordDataset(flow)]
+    with tf.io.TFRecordWriter(flow) as w:
+        w.write(records[0])
+    with pytest.raises(StpnError, match=f"^{flow}: 1 records but .*train-rgb-00001-of-00003.tfrecord has 2"):
+        list(tfrecord.read_records(shards))
+
+
+def test_truncated_stream_shard_names_the_file(tmp_path):
+    _, b = _write_both(tmp_path)
+    shards = tfrecord.list_shards(b, "train")
+    bad = os.path.join(b, "train-flow-00002-of-00003.tfrecord")
+    with open(bad, "r+b") as f:
+        f.truncate(os.path.getsize(bad) - 9)
+    with pytest.raises(StpnError, match=f"^{bad}: corrupt or truncated TFRecord file"):
+        list(tfrecord.read_records(shards))
+    ds = tfrecord.tfrecord_dataset(shards, streams=("flow",))
+    with pytest.raises(StpnError, match=f"^{bad}: corrupt or truncated TFRecord file"):
+        with tfrecord.corrupt_record_errors(shards):
+            for _ in ds:
+                pass

@@ -2,6 +2,11 @@
 
 Training sees only features and video-level labels; the decoder's other fields (ids, durations) are
 dropped before batching, and temporal annotations are never in the TFRecords at all.
+
+Both storages of stpn_tf.data.tfrecord are read: with "by_stream" shards, training one stream reads only
+that stream's files (half the bytes of combined records, which is what the uncached pipeline's speed is
+bound by), while "joint" training and evaluation get each video's two records joined. For the same
+seed, both storages of the same videos give the same batches.
 """
 
 from __future__ import annotations
@@ -46,13 +51,15 @@ def stream_features(batch, stream: str, prefix: str = ""):
 
 
 def _records(shards: Sequence[str], *, num_classes: int, feature_dim: int, shuffle_files: bool, seed: int,
-             streams: Sequence[str] = ("rgb", "flow")):
-    ds = tfrecord.tfrecord_dataset(list(shards), shuffle_files=shuffle_files, seed=seed)
-    return ds.map(
-        lambda s: tfrecord.parse_example(s, num_classes=num_classes, feature_dim=feature_dim, streams=streams),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    )
+             streams: Sequence[str] = tfrecord.STREAMS, select=None):
+    """Parsed records of `shards` (either storage), holding `streams`; `select` maps each parsed dict."""
+    ds = tfrecord.tfrecord_dataset(list(shards), shuffle_files=shuffle_files, seed=seed, streams=streams)
+
+    def parse(serialized):
+        parsed = tfrecord.parse_example(serialized, num_classes=num_classes, feature_dim=feature_dim, streams=streams)
+        return parsed if select is None else select(parsed)
+
+    return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def make_train_dataset(
@@ -72,6 +79,8 @@ def make_train_dataset(
     """Training batches `({"features": [B, T, D], "mask": [B, T]}, labels [B, C])` for one stream.
 
     `stream` is "rgb", "flow", or "joint" for both streams concatenated along features (D doubles).
+    `shards` are `tfrecord.list_shards`'s paths in either storage; by_stream shards of other streams
+    than the one trained are not read.
 
     `skip_batches` resumes the exact batch sequence of an interrupted run (elements are skipped before
     the snippet sampling, so skipping is cheap). `cache` keeps the decoded features of the stream in
@@ -81,11 +90,11 @@ def make_train_dataset(
     Every video yields exactly `num_snippets` sampled snippets (short videos repeat snippets), so the
     mask is all ones; it is still provided so the model code is the same for padded inputs.
     """
-    # Decode only the stream being trained: records hold both.
-    streams = ("rgb", "flow") if stream == "joint" else (stream,)
+    # Read (by_stream) or decode (combined records) only the stream being trained.
+    streams = tfrecord.STREAMS if stream == "joint" else (stream,)
     ds = _records(shards, num_classes=num_classes, feature_dim=feature_dim, shuffle_files=True, seed=seed,
-                  streams=streams)
-    ds = ds.map(lambda r: (stream_features(r, stream, "video/"), r["video/num_snippets"], r["video/labels"]))
+                  streams=streams,
+                  select=lambda r: (stream_features(r, stream, "video/"), r["video/num_snippets"], r["video/labels"]))
     if cache:
         ds = ds.cache()
     if repeat:
@@ -125,12 +134,11 @@ def make_eval_dataset(
         "mask" `[B, T]`, "length" `[B]` (valid grid positions), "num_snippets" `[B]` (real snippets L),
         "seconds_per_snippet" `[B]`, "duration" `[B]`, "video_id" `[B]` strings and "labels" `[B, C]`.
     """
-    ds = _records(shards, num_classes=num_classes, feature_dim=feature_dim, shuffle_files=False, seed=0)
-    ds = ds.map(lambda r: {
-        "rgb": r["video/rgb"], "flow": r["video/flow"], "num_snippets": r["video/num_snippets"],
-        "seconds_per_snippet": r["video/seconds_per_snippet"], "duration": r["video/duration"],
-        "video_id": r["video/id"], "labels": r["video/labels"]}, num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True)
+    ds = _records(shards, num_classes=num_classes, feature_dim=feature_dim, shuffle_files=False, seed=0,
+                  select=lambda r: {
+                      "rgb": r["video/rgb"], "flow": r["video/flow"], "num_snippets": r["video/num_snippets"],
+                      "seconds_per_snippet": r["video/seconds_per_snippet"], "duration": r["video/duration"],
+                      "video_id": r["video/id"], "labels": r["video/labels"]})
 
     def on_grid(batch):
         rgb, mask, length = sample_grid(batch["rgb"], batch["num_snippets"], grid)

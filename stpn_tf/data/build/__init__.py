@@ -4,7 +4,9 @@ The build streams: annotations (small) are read and checked up front, then featu
 and written one video at a time. Output is atomic: shards are written under hidden temporary names,
 the old `dataset.json` is removed just before the new shards are renamed into place, and the new
 `dataset.json` is written last, so a killed build never leaves a directory that looks complete. The same
-inputs give byte-identical outputs, so re-running is idempotent.
+inputs give byte-identical outputs, so re-running is idempotent. Each stream goes to its own shards
+(`<split>-rgb-*.tfrecord`, `<split>-flow-*.tfrecord`; `storage="combined"` writes the earlier one-record-
+per-video shards), see stpn_tf.data.tfrecord.
 
 Layouts (family, feature reader):
   thumos14_reduced  THUMOS14, Thumos14reduced joint object array (`--features` = the .npy file,
@@ -35,6 +37,7 @@ from collections.abc import Mapping, Sequence
 
 from stpn_tf.data import annotations as ann
 from stpn_tf.data import features as feat
+from stpn_tf.data import tfrecord
 from stpn_tf.data.features import LAYOUTS
 from stpn_tf.data.build.checks import BuildWarnings, Progress
 from stpn_tf.data.build.select import SPLITS, THUMOS14_EXCLUDED_FOR_210, select_videos
@@ -71,6 +74,7 @@ def run_build_dataset(
     progress: bool = True,
     progress_every: int = 100,
     feature_source: feat.FeatureSource | None = None,
+    storage: str = "by_stream",
 ) -> int:
     """Builds a dataset directory (TFRecord shards per split, dataset.json, ground_truth.json).
 
@@ -107,6 +111,10 @@ def run_build_dataset(
       feature_source: programmatic use only: an object with the `features.FeatureSource` methods used
         instead of the layout's reader (custom layouts, synthetic benchmarks); `features` then only
         names it in messages and is hashed into dataset.json if it is a file.
+      storage: "by_stream" (default): each stream in its own shards, `<split>-rgb-*.tfrecord` and
+        `<split>-flow-*.tfrecord`, so training one stream reads half the bytes; "combined": one record
+        per video with both streams, `<split>-*.tfrecord` (what earlier builds wrote). Every reader
+        takes both (stpn_tf.data.tfrecord).
 
     Returns:
       0 on success (the summary is printed to stdout).
@@ -120,6 +128,7 @@ def run_build_dataset(
         raise StpnError(f"segments_outside must be 'clip' or 'keep', got {segments_outside!r}")
     if snippet_time not in ("fixed", "duration"):
         raise StpnError(f"snippet_time must be 'fixed' or 'duration', got {snippet_time!r}")
+    tfrecord.check_storage(storage)
     if feature_dim is not None and feature_dim < 1:
         raise StpnError(f"feature_dim must be >= 1, got {feature_dim}")
     if os.path.exists(out) and not os.path.isdir(out):
@@ -147,7 +156,8 @@ def run_build_dataset(
                                shards_per_split=shards_per_split, feature_dim=feature_dim,
                                max_length_gap=max_length_gap, segments_outside=segments_outside,
                                snippet_time=snippet_time, warnings=warnings,
-                               progress=Progress(len(selection.selected), progress, progress_every))
+                               progress=Progress(len(selection.selected), progress, progress_every),
+                               storage=storage)
     finally:
         source.close()
     # Phase 4: ground truth, then dataset.json (last: it marks the directory complete), then the summary.
@@ -157,7 +167,7 @@ def run_build_dataset(
                              custom_source=feature_source is not None, built_ids=written.video_ids)
     options = {"allow_pickle": allow_pickle, "strict": strict, "exclude_videos": sorted(selection.excluded),
                "max_length_gap": max_length_gap, "segments_outside": segments_outside, "snippet_time": snippet_time,
-               "keep_unlabeled": keep_unlabeled}
+               "keep_unlabeled": keep_unlabeled, "storage": storage}
     info = dataset_info(name=dataset_name or family, layout=layout, selection=selection, written=written,
                         snippet_time=snippet_time, sources=sources, options=options, warnings=warnings)
     dataset_dir.write_dataset_info(out, info)

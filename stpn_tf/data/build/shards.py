@@ -34,6 +34,8 @@ class Written:
       timings: Videos per (fps, stride_frames).
       feature_dim: D per stream.
       shards_per_split: Shard count per split.
+      storage: The shards' storage (stpn_tf.data.tfrecord.STORAGES).
+      shard_files: {split: the shard file names, in `tfrecord.list_shards` order}.
     """
 
     records: list[ann.VideoRecord]
@@ -42,6 +44,8 @@ class Written:
     timings: Counter
     feature_dim: int
     shards_per_split: dict[str, int]
+    storage: str = tfrecord.DEFAULT_STORAGE
+    shard_files: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
     @property
     def video_ids(self) -> list[str]:
@@ -67,14 +71,20 @@ def shard_counts(selection: Selection, num_shards: int | Mapping[str, int] | Non
 
 def write_shards(selection: Selection, source: feat.FeatureSource, *, out: str, features: str, annotations: str,
                  shards_per_split: dict[str, int], feature_dim: int | None, max_length_gap: int,
-                 segments_outside: str, snippet_time: str, warnings: BuildWarnings, progress: Progress) -> Written:
-    """Phase 3 of `run_build_dataset`; on any error nothing in `out` changes (temporaries are removed)."""
+                 segments_outside: str, snippet_time: str, warnings: BuildWarnings, progress: Progress,
+                 storage: str = tfrecord.DEFAULT_STORAGE) -> Written:
+    """Phase 3 of `run_build_dataset`; on any error nothing in `out` changes (temporaries are removed).
+
+    `storage` "by_stream" (the default) writes each stream in its own shards, "combined" one record per
+    video with both streams (stpn_tf.data.tfrecord).
+    """
     class_index = {name: i for i, name in enumerate(selection.class_names)}
     written = Written(records=[], per_split=Counter(), snippets=Counter(), timings=Counter(), feature_dim=0,
-                      shards_per_split=shards_per_split)
+                      shards_per_split=shards_per_split, storage=tfrecord.check_storage(storage))
+    make_records = tfrecord.make_stream_examples if storage == tfrecord.BY_STREAM else tfrecord.make_example
     dim = feature_dim
     os.makedirs(out, exist_ok=True)
-    writers = {s: tfrecord.ShardedWriter(out, s, shards_per_split[s]) for s in selection.split_names}
+    writers = {s: tfrecord.ShardedWriter(out, s, shards_per_split[s], storage=storage) for s in selection.split_names}
     # ExitStack semantics by hand: every writer must see the exception so it deletes its temporaries.
     entered = []
     try:
@@ -110,7 +120,7 @@ def write_shards(selection: Selection, source: feat.FeatureSource, *, out: str, 
                 # Features resampled to a fixed count: L snippets span the whole video.
                 video_fps = length * video_stride / duration
             labels = tuple(sorted({s.label for s in segments}))
-            writers[split].write(tfrecord.make_example(
+            writers[split].write(make_records(
                 video_id=record.video_id, subset=split, rgb=rgb, flow=flow,
                 labels=[class_index[name] for name in labels], duration=duration, fps=video_fps,
                 stride_frames=video_stride))
@@ -130,10 +140,11 @@ def write_shards(selection: Selection, source: feat.FeatureSource, *, out: str, 
         raise
     for w in entered:
         w.__exit__(None, None, None)
-    # Splits of an earlier build that this one does not have would otherwise linger.
+    written.shard_files = {s: [os.path.basename(p) for p in w.shards] for s, w in writers.items()}
+    # Splits of an earlier build that this one does not have would otherwise linger (either storage).
     for name in os.listdir(out):
-        m = tfrecord.SHARD_RE.match(name)
-        if m and m.group("split") not in selection.split_names:
+        split = tfrecord.shard_split(name)
+        if split is not None and split not in selection.split_names:
             os.remove(os.path.join(out, name))
     written.feature_dim = int(dim)
     return written

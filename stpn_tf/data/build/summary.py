@@ -24,8 +24,8 @@ def dataset_info(*, name: str, layout: str, selection: Selection, written: Writt
                  sources: list[dict[str, Any]], options: dict[str, Any], warnings: BuildWarnings) -> DatasetInfo:
     (main_fps, main_stride), _ = written.timings.most_common(1)[0]
     splits = {s: SplitInfo(num_videos=written.per_split[s], num_snippets=written.snippets[s],
-                           shards=[tfrecord.shard_name(s, i, written.shards_per_split[s])
-                                   for i in range(written.shards_per_split[s])])
+                           shards=list(written.shard_files.get(s) or tfrecord.shard_names(
+                               s, written.shards_per_split[s], written.storage)))
               for s in selection.split_names}
     return DatasetInfo(
         name=name, layout=layout, classes=selection.class_names, feature_dim=written.feature_dim, fps=main_fps,
@@ -40,7 +40,9 @@ def print_summary(out: str, info: DatasetInfo, warnings: BuildWarnings, notes: C
     lines = [f"build-dataset: wrote {out} ({info.name}, {len(info.classes)} classes, D={info.feature_dim} per "
              f"stream, {info.fps:g} fps / {info.stride_frames} frames per snippet) in {seconds:.1f} s"]
     for split, s in info.splits.items():
-        lines.append(f"  {split}: {s.num_videos} videos, {s.num_snippets} snippets, {len(s.shards)} shard(s)")
+        by_stream = tfrecord.storage_of(s.shards) == tfrecord.BY_STREAM
+        shards = f"{len(s.shards) // 2} shard(s) per stream" if by_stream else f"{len(s.shards)} shard(s)"
+        lines.append(f"  {split}: {s.num_videos} videos, {s.num_snippets} snippets, {shards}")
     if family == "thumos14":
         lines.append("  (THUMOS14 protocol: train 200 videos; test 212, or 210 with thumos14_210)")
     for text, n in sorted(notes.items()):
