@@ -1,6 +1,10 @@
 """The dataset directory: TFRecord shards per split, `dataset.json` (a `DatasetInfo`), `ground_truth.json`.
 
-    <dataset>/train-00000-of-00004.tfrecord ...   shards (stpn_tf.data.tfrecord: schema and shard names)
+    <dataset>/train-rgb-00000-of-00004.tfrecord ...   shards of each stream ("by_stream" storage, what
+    <dataset>/train-flow-00000-of-00004.tfrecord ...  `stpn build-dataset` writes), or
+    <dataset>/train-00000-of-00004.tfrecord ...       one record per video with both streams ("combined":
+                                                      earlier builds, Beam, synthetic data); see
+                                                      stpn_tf.data.tfrecord for the schema and shard names
     <dataset>/dataset.json                         DatasetInfo; written last, it marks the directory complete
     <dataset>/ground_truth.json                    ActivityNet-layout annotations of the built videos
 
@@ -30,7 +34,8 @@ class SplitInfo:
     Attributes:
       num_videos: Videos in the split.
       num_snippets: Real snippets over all its videos.
-      shards: Shard file names (relative to the dataset directory).
+      shards: Shard file names (relative to the dataset directory); in the by_stream storage the rgb
+        shards, then the flow shards.
     """
 
     num_videos: int
@@ -169,7 +174,7 @@ def read_dataset_info(dataset_dir: str) -> DatasetInfo:
 
 
 def split_shards(dataset_dir: str, split: str) -> list[str]:
-    """The shard paths of `split` (checked complete; see stpn_tf.data.tfrecord.list_shards)."""
+    """The shard paths of `split`, either storage (checked complete; see stpn_tf.data.tfrecord.list_shards)."""
     from stpn_tf.data.tfrecord import list_shards
 
     return list_shards(dataset_dir, split)
