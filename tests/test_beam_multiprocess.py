@@ -24,7 +24,7 @@ beam = pytest.importorskip("apache_beam")
 from stpn_tf.beam import extract as beam_extract
 from stpn_tf.beam import localize as beam_localize
 from stpn_tf.data.grid import GridConfig
-from stpn_tf.errors import StpnError
+from stpn_tf.errors import StpnError, WriteError
 from stpn_tf.extract import pipeline, standin
 from stpn_tf.extract.flow import TVL1Options
 from stpn_tf.postprocess.localizer import LocalizerConfig
@@ -101,7 +101,7 @@ def test_extract_rerun_after_failure_redoes_only_unfinished(inputs, single_extra
     # stops the pipeline: the worker that meets clip_5 stops there.
     blocker = tmp_path / "features" / "test" / "rgb" / "clip_5.npy"
     blocker.mkdir(parents=True)
-    with pytest.raises(Exception, match="clip_5.npy: cannot write it"):
+    with pytest.raises(WriteError, match=r"^\S*clip_5.npy: cannot write it \(Is a directory\)"):
         _extract(inputs, tmp_path, TWO_PROCESSES)
     finished = [v for v in VIDEO_IDS if os.path.exists(pipeline.output_paths(str(tmp_path / "features"), "test", v)["meta"])]
     assert "clip_5" not in finished and finished  # the other worker's videos are complete
@@ -184,7 +184,7 @@ def test_localize_two_processes_equal_single_process(export, features, single_de
     assert os.listdir(tmp_path) == ["detections.json"]  # the parts are gone, no temporary left
 
 
-def _wait_for_parts(parts_dir, process, limit=240.0, quiet=4.0):
+def _wait_for_parts(parts_dir, process, limit=240.0, quiet=3.0):
     """Waits until `parts_dir` holds parts and no new one came for `quiet` seconds; returns their names."""
     start = last_change = time.monotonic()
     seen: list[str] = []
@@ -229,8 +229,9 @@ def test_localize_rerun_after_kill_redoes_only_unfinished(export, features, sing
 
     real.unlink()
     real.write_bytes(saved)
+    # Rerun in one process (cheaper to start): the parts do not depend on the runner.
     assert beam_localize.run_beam_localize(features=str(root), split="test", export_dir=export,
-                                           output=str(output), batch_size=2, pipeline_args=TWO_PROCESSES) == 0
+                                           output=str(output), batch_size=2) == 0
     out = capsys.readouterr().out
     assert f"8 videos localized, 0 failed ({2 * len(done)} reused from an earlier run)" in out, out
     assert filecmp.cmp(output, single_detections, shallow=False)

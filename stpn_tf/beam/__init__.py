@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from stpn_tf.errors import StpnError
+from stpn_tf.errors import StpnError, WriteError
+
+# How a worker's StpnError reaches the driver: inside the runner's exception text, as the traceback's line.
+_WORKER_ERROR = re.compile(r"stpn_tf\.errors\.(?P<kind>StpnError|WriteError): (?P<message>[^\n]+)")
 
 
 def split_pipeline_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
@@ -29,3 +33,23 @@ def run_main(parse_args: Callable, run: Callable[..., int], argv: Sequence[str] 
     except StpnError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         return 2
+
+
+def run_pipeline(pipeline) -> Any:
+    """Runs `pipeline` to the end; a worker's StpnError comes back as one (one-line message, no traceback).
+
+    Runners wrap an exception raised in a worker into their own (with the worker's traceback as text);
+    the last StpnError / WriteError line found in that text is raised again as such.
+    """
+    try:
+        result = pipeline.run()
+        result.wait_until_finish()
+    except StpnError:
+        raise
+    except Exception as error:
+        found = list(_WORKER_ERROR.finditer(str(error)))
+        if not found:
+            raise
+        kind = WriteError if found[-1].group("kind") == "WriteError" else StpnError
+        raise kind(found[-1].group("message").strip()) from error
+    return result

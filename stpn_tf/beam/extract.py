@@ -53,7 +53,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from stpn_tf.beam import run_main, split_pipeline_args
+from stpn_tf.beam import run_main, run_pipeline, split_pipeline_args
 from stpn_tf.errors import StpnError, WriteError
 from stpn_tf.extract import flow as flow_lib
 from stpn_tf.extract import pipeline as extract_lib
@@ -315,8 +315,7 @@ def run_beam_extract(*, videos: Sequence[str], out: str, dataset_dir: str, split
          | "ByShard" >> beam.GroupByKey()
          | "WriteTFRecord" >> beam.ParDo(WriteShardDoFn(out=out, split=split, dataset_dir=dataset_dir,
                                                         num_shards=num_shards, labels=labels)))
-    result = pipeline.run()
-    result.wait_until_finish()
+    result = run_pipeline(pipeline)
 
     failed = _metric(result, "failed_videos") or 0
     written = _metric(result, "extracted_videos") or 0

@@ -48,7 +48,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from stpn_tf.beam import run_main, split_pipeline_args
+from stpn_tf.beam import run_main, run_pipeline, split_pipeline_args
 from stpn_tf.errors import StpnError
 
 _NAMESPACE = "stpn"
@@ -337,8 +337,7 @@ def run_beam_localize(*, features: str, split: str, export_dir: str, output: str
          | "AllVideos" >> beam.Flatten()
          | "Collect" >> beam.combiners.ToDict()
          | "Write" >> beam.Map(_write, path=output))
-    result = pipeline.run()
-    result.wait_until_finish()
+    result = run_pipeline(pipeline)
     failed = _counter(result, "failed_videos")
     reused = _counter(result, "reused_videos")
     remove_quietly(parts_dir)  # `output` holds every finished video now
