@@ -103,10 +103,11 @@ def test_extract_rerun_after_failure_redoes_only_unfinished(inputs, single_extra
     blocker.mkdir(parents=True)
     with pytest.raises(WriteError, match=r"^\S*clip_5.npy: cannot write it \(Is a directory\)"):
         _extract(inputs, tmp_path, TWO_PROCESSES)
-    finished = [v for v in VIDEO_IDS if os.path.exists(pipeline.output_paths(str(tmp_path / "features"), "test", v)["meta"])]
+    layout = {v: pipeline.output_paths(str(tmp_path / "features"), "test", v) for v in VIDEO_IDS}
+    finished = [v for v in VIDEO_IDS if os.path.exists(layout[v]["meta"])]
     assert "clip_5" not in finished and finished  # the other worker's videos are complete
     assert not (tmp_path / "dataset" / "dataset.json").exists()
-    before = _stats([p for v in finished for p in pipeline.output_paths(str(tmp_path / "features"), "test", v).values()])
+    before = _stats([p for v in finished for p in layout[v].values()])
     blocker.rmdir()
     capsys.readouterr()
 

@@ -59,12 +59,13 @@ class StpnExportHandler(ModelHandler):
     """RunInference handler over an STPN export; one example is one whole batch of videos.
 
     Examples are lists [(video_id, {"rgb": float32 [L, D], "flow": float32 [L, D], "seconds_per_snippet":
-    float}), ...] of at most `batch_size` videos, formed in the driver (`batches`); predictions are lists
-    [(video_id, meta path, input state, detections)], detections as ActivityNet result lists [{"label", "score", "segment": [s, e]},
-    ...] in seconds. Each batch is padded along time (num_snippets gives the true lengths; stpn_tf.serving.
-    model.ServingModel.predict) and filled up to `batch_size` videos, so the export's compiled localization
-    sees few distinct shapes. Because the driver, not the runner's bundling, decides which videos share a
-    call, every runner and worker count computes the same inputs, hence the same detections.
+    float, ...}), ...] of at most `batch_size` videos, formed in the driver (`batches`); predictions are
+    lists [(video_id, meta path, input state, detections)], detections as ActivityNet result lists
+    [{"label", "score", "segment": [s, e]}, ...] in seconds. Each batch is padded along time (num_snippets
+    gives the true lengths; stpn_tf.serving.model.ServingModel.predict) and filled up to `batch_size`
+    videos, so the export's compiled localization sees few distinct shapes. Because the driver, not the
+    runner's bundling, decides which videos share a call, every runner and worker count computes the same
+    inputs, hence the same detections.
     """
 
     def __init__(self, export_dir: str, *, batch_size: int = DEFAULT_BATCH_SIZE):
