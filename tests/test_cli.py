@@ -124,7 +124,12 @@ def test_build_train_localize_evaluate(tmp_path, release):
         config, protocol = "activitynet13", "activitynet"
     data, work = tmp_path / "dataset", tmp_path / "work"
     build_args = [f"--{k}={v}" for k, v in files.items()]
-    cli("build-dataset", f"--layout={release}", f"--out={data}", "--num_shards=2", *build_args)
+    # One release in each TFRecord storage: the rest of the run is the same on both.
+    storage = "by_stream" if release == "thumos14_npy" else "combined"
+    cli("build-dataset", f"--layout={release}", f"--out={data}", "--num_shards=2", f"--storage={storage}", *build_args)
+    shards = sorted(name for name in os.listdir(data) if name.startswith("train-"))
+    assert shards == ([f"train-{s}-0000{i}-of-00002.tfrecord" for s in ("flow", "rgb") for i in (0, 1)]
+                      if storage == "by_stream" else [f"train-0000{i}-of-00002.tfrecord" for i in (0, 1)])
     common = [f"--config={config}", f"--config.dataset.dir={data}", *SMALL]
     cli("train", f"--workdir={work}", "--stream=rgb", *common)
     cli("train", f"--workdir={work}", "--stream=flow", *SMALL)  # the work directory's recorded config

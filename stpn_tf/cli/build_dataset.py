@@ -42,6 +42,9 @@ def define(fv: flags.FlagValues) -> None:
     flags.DEFINE_enum("snippet_time", "fixed", ["fixed", "duration"], "fixed: a snippet is stride_frames / fps "
                       "seconds; duration: video duration / snippets (releases resampled to a fixed number of "
                       "snippets per video, common for ActivityNet)", flag_values=fv)
+    flags.DEFINE_enum("storage", "by_stream", ["by_stream", "combined"], "TFRecord storage: each stream in its own "
+                      "shards (training one stream reads half the bytes), or one record per video holding both "
+                      "streams (earlier builds)", flag_values=fv)
 
 
 def run(p: Parsed) -> int:
@@ -53,7 +56,8 @@ def run(p: Parsed) -> int:
         dataset_name=p.dataset_name, allow_pickle=p.allow_pickle, strict=p.strict, num_shards=p.num_shards,
         exclude_videos=p.exclude_videos, thumos14_210=p.thumos14_210, feature_dim=p.feature_dim,
         durations=p.path("durations"), classes=p.path("classes"), fps=p.fps, stride_frames=p.stride_frames,
-        segments_outside=p.segments_outside, keep_unlabeled=p.keep_unlabeled, snippet_time=p.snippet_time)
+        segments_outside=p.segments_outside, keep_unlabeled=p.keep_unlabeled, snippet_time=p.snippet_time,
+        storage=p.storage)
 
 
 COMMAND = Command(
