@@ -83,6 +83,11 @@ def single_extract(inputs, tmp_path_factory):
 
 
 def test_extract_two_processes_equal_single_process(inputs, single_extract, tmp_path, capsys):
+    # Shards an earlier build of this split left (other shard count, by_stream storage) are dropped.
+    (tmp_path / "dataset").mkdir()
+    for stale in ("test-00000-of-00005.tfrecord", "test-rgb-00000-of-00001.tfrecord",
+                  "test-flow-00000-of-00001.tfrecord"):
+        (tmp_path / "dataset" / stale).write_bytes(b"")
     assert _extract(inputs, tmp_path, TWO_PROCESSES) == 1
     assert "5 videos written, 1 failed (5 extracted, 0 already complete)" in capsys.readouterr().out
     # Byte for byte: every npy and meta file, every shard and dataset.json.

@@ -337,14 +337,18 @@ def run_beam_extract(*, videos: Sequence[str], out: str, dataset_dir: str, split
 
 
 def _remove_other_shard_counts(dataset_dir: str, split: str, num_shards: int) -> None:
-    """Drops shards of `split` with another shard count (an earlier build), so one consistent set remains."""
+    """Drops shards of `split` that an earlier build left (another shard count, or the by_stream storage's
+    per-stream shards), so that one consistent set of combined shards remains."""
     from stpn_tf.data import tfrecord
 
     keep = {tfrecord.shard_name(split, i, num_shards) for i in range(num_shards)}
+    patterns = [tfrecord.SHARD_RE] + ([tfrecord.STREAM_SHARD_RE] if hasattr(tfrecord, "STREAM_SHARD_RE") else [])
     for name in os.listdir(dataset_dir):
-        match = tfrecord.SHARD_RE.match(name)
-        if match and match.group("split") == split and name not in keep:
-            os.remove(os.path.join(dataset_dir, name))
+        for pattern in patterns:
+            match = pattern.match(name)
+            if match and match.group("split") == split and name not in keep:
+                os.remove(os.path.join(dataset_dir, name))
+                break
 
 
 def _write_dataset(dataset_dir: str, *, split: str, name: str, classes: Sequence[str], feature_dim: int,
