@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(BIN)/stpn demo --workdir=$(WORKDIR)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest -n 2 --dist loadfile tests  # two processes, one test file per process at a time
 
 bench: $(STAMP)
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
