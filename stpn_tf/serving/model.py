@@ -64,8 +64,18 @@ class ServingModel:
         return {key: value.numpy() for key, value in out.items()}
 
     def call_examples(self, records: Sequence[bytes]) -> dict[str, np.ndarray]:
-        """`serve_examples` on serialized records of the project's TFRecord schema; numpy outputs."""
-        out = self._signatures["serve_examples"](examples=tf.constant(list(records), tf.string))
+        """`serve_examples` on serialized records of the project's TFRecord schema; numpy outputs.
+
+        Built in memory from a work directory, the stream models run as one graph and the Localizer runs
+        eagerly after them, where it derives its bounds from the data (the same detections as the composed
+        graph, several times faster at the shipped bounds); an export runs its composed graph.
+        """
+        examples = tf.constant(list(records), tf.string)
+        if not hasattr(self._owner, "localize_stacked"):  # an export (a loaded SavedModel)
+            out = self._signatures["serve_examples"](examples=examples)
+        else:
+            out = dict(self._owner.streams_examples(examples))
+            out.update(self._owner.localize_stacked(out, out["seconds_per_snippet"], out["duration"]))
         return {key: value.numpy() for key, value in out.items()}
 
     def predict(self, rgb: Sequence[np.ndarray], flow: Sequence[np.ndarray], seconds_per_snippet: Sequence[float],

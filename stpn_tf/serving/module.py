@@ -34,6 +34,7 @@ always present; a joint model reads them concatenated.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import tensorflow as tf
 
@@ -162,6 +163,9 @@ class InferenceModule(tf.Module):
         ])
         self.serve_examples = tf.function(self._serve_examples, input_signature=[
             tf.TensorSpec([None], tf.string, name="examples")])
+        # serve_examples without the Localizer, for in-process callers that localize eagerly (not exported).
+        self.streams_examples = tf.function(self._streams_examples, input_signature=[
+            tf.TensorSpec([None], tf.string, name="examples")])
 
     def _feature_dim(self) -> int:
         dims = {s: model_feature_dim(m) // (2 if s == "joint" else 1) for s, m in self.models.items()}
@@ -173,9 +177,9 @@ class InferenceModule(tf.Module):
     def signatures(self) -> dict:
         return {"serving_default": self.serve, "serve_examples": self.serve_examples}
 
-    def run(self, rgb: tf.Tensor, flow: tf.Tensor, num_snippets: tf.Tensor, seconds_per_snippet: tf.Tensor,
-            durations: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
-        """The composed graph (see the module docstring for inputs and outputs)."""
+    def run_streams(self, rgb: tf.Tensor, flow: tf.Tensor, num_snippets: tf.Tensor):
+        """The test grid and the stream models: ({stream: attention, tcam, probabilities}, grid lengths,
+        clipped num_snippets)."""
         # Clip once so that the grid and the seconds conversion see the same number of real snippets.
         num_snippets = tf.clip_by_value(tf.cast(num_snippets, tf.int32), 0, tf.shape(rgb)[1])
         features = {"rgb": rgb, "flow": flow}
@@ -187,15 +191,14 @@ class InferenceModule(tf.Module):
             outputs[stream] = {"attention": tf.convert_to_tensor(out["attention"]),
                                "tcam": tf.convert_to_tensor(out["tcam"]),
                                "probabilities": tf.sigmoid(tf.convert_to_tensor(out["video_logits"]))}
-        first, second = stream_roles(self.streams)
-        detections = self.localizer(outputs[first], outputs[second], lengths=lengths, num_snippets=num_snippets,
-                                    seconds_per_snippet=seconds_per_snippet, durations=durations)
+        return outputs, lengths, num_snippets
 
+    def stacked(self, outputs, lengths, num_snippets) -> dict[str, tf.Tensor]:
+        """The raw outputs of `run_streams` as the signatures return them (stream axis 1)."""
         def stack(key):
             return tf.stack([outputs[s][key] for s in self.streams], axis=1)
 
         return {
-            **detections,
             "video_probabilities": stack("probabilities"),
             "attention": stack("attention"),
             "tcam": stack("tcam"),
@@ -204,12 +207,36 @@ class InferenceModule(tf.Module):
             "class_names": tf.identity(self._class_names_tensor),
         }
 
+    def localize_stacked(self, raw: Mapping[str, Any], seconds_per_snippet, durations=None) -> dict[str, tf.Tensor]:
+        """The Localizer on stacked raw outputs (as `stacked` returns them): called eagerly, it derives its
+        bounds from the data (stpn_tf.postprocess.localizer), with the output of the graph's fixed bounds."""
+        index = {s: i for i, s in enumerate(self.streams)}
+        first, second = stream_roles(self.streams)
+
+        def stream(name):
+            i = index[name]
+            return {"attention": raw["attention"][:, i], "tcam": raw["tcam"][:, i],
+                    "probabilities": raw["video_probabilities"][:, i]}
+
+        return self.localizer(stream(first), stream(second), lengths=raw["grid_length"],
+                              num_snippets=raw["num_snippets"], seconds_per_snippet=seconds_per_snippet,
+                              durations=durations)
+
+    def run(self, rgb: tf.Tensor, flow: tf.Tensor, num_snippets: tf.Tensor, seconds_per_snippet: tf.Tensor,
+            durations: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+        """The composed graph (see the module docstring for inputs and outputs)."""
+        outputs, lengths, num_snippets = self.run_streams(rgb, flow, num_snippets)
+        first, second = stream_roles(self.streams)
+        detections = self.localizer(outputs[first], outputs[second], lengths=lengths, num_snippets=num_snippets,
+                                    seconds_per_snippet=seconds_per_snippet, durations=durations)
+        return {**detections, **self.stacked(outputs, lengths, num_snippets)}
+
     def _serve(self, rgb, flow, num_snippets, seconds_per_snippet):
         rgb, flow, num_snippets, seconds_per_snippet = check_serving_inputs(
             rgb, flow, num_snippets, seconds_per_snippet, feature_dim=self.feature_dim)
         return self.run(rgb, flow, num_snippets, seconds_per_snippet)
 
-    def _serve_examples(self, examples):
+    def _parse_examples(self, examples):
         from stpn_tf.data.tfrecord import parse_example  # traced once, at export time
 
         d = self.feature_dim
@@ -232,6 +259,16 @@ class InferenceModule(tf.Module):
             rgb, flow = tf.pad(rgb, pad), tf.pad(flow, pad)
         rgb, flow, num_snippets, sps = check_serving_inputs(rgb, flow, num_snippets, sps,
                                                             feature_dim=self.feature_dim, name="serve_examples")
+        return rgb, flow, num_snippets, sps, durations, video_ids
+
+    def _serve_examples(self, examples):
+        rgb, flow, num_snippets, sps, durations, video_ids = self._parse_examples(examples)
         outputs = self.run(rgb, flow, num_snippets, sps, durations)
+        outputs.update({"video_id": video_ids, "seconds_per_snippet": sps, "duration": durations})
+        return outputs
+
+    def _streams_examples(self, examples):
+        rgb, flow, num_snippets, sps, durations, video_ids = self._parse_examples(examples)
+        outputs = self.stacked(*self.run_streams(rgb, flow, num_snippets))
         outputs.update({"video_id": video_ids, "seconds_per_snippet": sps, "duration": durations})
         return outputs
