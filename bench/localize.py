@@ -8,8 +8,9 @@ snippets, outputs on the 400-position grid, 20 classes, x24 interpolation. Model
 smooth (a few long components per class, as a trained model gives); each video has two confident classes
 and 18 with probabilities in [0, 0.12] (about 3.6 of which pass the 0.1 class threshold per stream).
 
-Rows: the configured graph (`localize` at those bounds) under tf.function and XLA, then `Localizer`, which
-is what `stpn localize`, the sweep and Beam call: eagerly it derives the bounds from the data (one row per
+Rows: the configured graph (`localize` at those bounds; what an export and so Beam run) under tf.function
+and XLA, then `Localizer`, which is what `stpn localize` from a work directory, `--raw`, the sweep and tune
+call: eagerly it derives the bounds from the data (one row per
 passing (video, class) pair, component slots from a first pass) with output identical to the configured
 bounds (checked below), in batches of 16 (config.localize.batch_size) and of the whole split. The
 RESULT line is the Localizer on the whole split in one call against the reference, after compile.
