@@ -417,8 +417,8 @@ def train_loop(model: keras.Model, strategy: tf.distribute.Strategy, dataset: tf
     callback_list = keras.callbacks.CallbackList(
         [*callbacks, history], add_progbar=verbose == 1, model=model, verbose=verbose, epochs=epochs,
         steps=steps_per_epoch)
-    step_fn = tf.function(model.train_step, jit_compile=bool(model.jit_compile)) if model.jit_compile \
-        else model.train_step
+    # XLA (GPU workers) compiles the replica step; the loop around it stays a plain graph.
+    step_fn = tf.function(model.train_step, jit_compile=True) if model.jit_compile else model.train_step
 
     @tf.function
     def distributed_step(iterator):

@@ -83,12 +83,9 @@ class ExtractDoFn(beam.DoFn):
         self._snippets = Metrics.counter(_NAMESPACE, "extracted_snippets")
         self._dim = Metrics.distribution(_NAMESPACE, "feature_dim")
 
-    def setup(self):
+    def _loaded_models(self):
         # Once per worker process: loading I3D is far too slow to repeat per element. Loaded lazily, so a
         # rerun whose videos are all complete never loads them.
-        self._models = None
-
-    def _loaded_models(self):
         if self._models is None:
             self._models = self._models_spec.load()
         return self._models
@@ -280,8 +277,7 @@ def run_beam_extract(*, videos: Sequence[str], out: str, dataset_dir: str, split
     from stpn_tf.data import tfrecord
     from stpn_tf.data.build import file_entry
 
-    if not split or "/" in split or split.startswith("."):
-        raise StpnError(f"invalid split name {split!r}")
+    tfrecord.check_split(split)
     if num_shards < 1:
         raise StpnError(f"num_shards must be >= 1, got {num_shards}")
     paths = extract_lib.expand_videos(videos)
@@ -322,7 +318,8 @@ def run_beam_extract(*, videos: Sequence[str], out: str, dataset_dir: str, split
     reused = _metric(result, "reused_videos") or 0
     snippets = _metric(result, "extracted_snippets") or 0
     dims = _metric(result, "feature_dim")
-    _remove_other_shard_counts(dataset_dir, split, num_shards)
+    # An earlier build's shards of this split (another count, or the by_stream storage) would be read with these.
+    tfrecord.remove_other_shards(dataset_dir, split, set(tfrecord.shard_names(split, num_shards, tfrecord.COMBINED)))
     if written + reused:
         if dims is None or dims.min != dims.max:
             raise StpnError(f"{dataset_dir}: videos have different feature sizes "
@@ -334,21 +331,6 @@ def run_beam_extract(*, videos: Sequence[str], out: str, dataset_dir: str, split
     print(f"beam extract: {written + reused} videos written, {failed} failed ({written} extracted, {reused} "
           f"already complete) -> {out}/{split} and {os.path.join(dataset_dir, split)}-*.tfrecord", flush=True)
     return 1 if failed else 0
-
-
-def _remove_other_shard_counts(dataset_dir: str, split: str, num_shards: int) -> None:
-    """Drops shards of `split` that an earlier build left (another shard count, or the by_stream storage's
-    per-stream shards), so that one consistent set of combined shards remains."""
-    from stpn_tf.data import tfrecord
-
-    keep = {tfrecord.shard_name(split, i, num_shards) for i in range(num_shards)}
-    patterns = [tfrecord.SHARD_RE] + ([tfrecord.STREAM_SHARD_RE] if hasattr(tfrecord, "STREAM_SHARD_RE") else [])
-    for name in os.listdir(dataset_dir):
-        for pattern in patterns:
-            match = pattern.match(name)
-            if match and match.group("split") == split and name not in keep:
-                os.remove(os.path.join(dataset_dir, name))
-                break
 
 
 def _write_dataset(dataset_dir: str, *, split: str, name: str, classes: Sequence[str], feature_dim: int,

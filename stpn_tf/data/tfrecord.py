@@ -300,6 +300,22 @@ def shard_split(name: str) -> str | None:
     return m.group("split") if m else None
 
 
+def check_split(split: str) -> str:
+    """A split name shards can carry: not empty, no path, no leading dot, not ending like a stream's shards."""
+    if not split or "/" in split or split.startswith(".") or STREAM_SHARD_RE.match(shard_name(split, 0, 1)):
+        raise StpnError(f"invalid split name {split!r}" + (
+            " (it ends like a stream's shards: -rgb / -flow)" if split.endswith(("-rgb", "-flow")) else ""))
+    return split
+
+
+def remove_other_shards(out_dir: str, split: str, keep) -> None:
+    """Drops the shards of `split` (either storage) not named in `keep`: an earlier build's, with another
+    shard count or storage, so that the directory holds one consistent set."""
+    for name in tf.io.gfile.listdir(out_dir):
+        if shard_split(name) == split and name not in keep:
+            tf.io.gfile.remove(os.path.join(out_dir, name))
+
+
 class ShardedWriter:
     """Writes serialized examples round-robin into `num_shards` shards of one split, atomically.
 
@@ -322,11 +338,8 @@ class ShardedWriter:
     def __init__(self, out_dir: str, split: str, num_shards: int, *, storage: str = COMBINED):
         if num_shards < 1:
             raise StpnError(f"num_shards must be >= 1, got {num_shards}")
-        if not split or "/" in split or split.startswith(".") or STREAM_SHARD_RE.match(shard_name(split, 0, 1)):
-            raise StpnError(f"invalid split name {split!r}" + (
-                " (it ends like a stream's shards: -rgb / -flow)" if split.endswith(("-rgb", "-flow")) else ""))
         self.out_dir = out_dir
-        self.split = split
+        self.split = check_split(split)
         self.num_shards = int(num_shards)
         self.storage = check_storage(storage)
         self.counts = [0] * self.num_shards
@@ -400,12 +413,7 @@ class ShardedWriter:
             final = os.path.join(self.out_dir, name)
             atomic.replace(temp, final)
             self.shards.append(final)
-        # Shards of this split with another shard count or storage belong to an earlier build: drop them
-        # so the directory holds one consistent set.
-        keep = set(self._names)
-        for name in tf.io.gfile.listdir(self.out_dir):
-            if shard_split(name) == self.split and name not in keep:
-                tf.io.gfile.remove(os.path.join(self.out_dir, name))
+        remove_other_shards(self.out_dir, self.split, set(self._names))
 
 
 def remove_stale_temporaries(out_dir: str, split: str | None = None) -> int:

@@ -710,10 +710,9 @@ def _localize(rgb, flow, *, lengths, num_snippets, seconds_per_snippet, duration
         top_index = _select_top(scores, max_detections)
         top_score = tf.gather(scores, top_index, batch_dims=1)
         order = _exact_order(top_score, top_index)
-        return (tf.gather(top_score, order, batch_dims=1), tf.gather(firsts, tf.gather(top_index, order, batch_dims=1),
-                                                                     batch_dims=1),
-                tf.gather(lasts, tf.gather(top_index, order, batch_dims=1), batch_dims=1),
-                tf.gather(top_index, order, batch_dims=1))
+        ordered = tf.gather(top_index, order, batch_dims=1)
+        return (tf.gather(top_score, order, batch_dims=1), tf.gather(firsts, ordered, batch_dims=1),
+                tf.gather(lasts, ordered, batch_dims=1), ordered)
 
     def compact_detections():
         # The first D kept detections in flattening order (the tie order), then one stable sort by score.
