@@ -72,6 +72,19 @@ def test_attention_proposals_by_hand():
     hand_check([(0, .8, 2., 6.), (1, .4, 2., 6.)], tcam_threshold=.3, proposal_signal="attention", tcams=tcams)
 
 
+def test_one_proposing_stream_by_hand():
+    # Flow rejects both classes (probability 0) and RGB passes both: with proposal_streams="flow" the flow
+    # signal proposes them anyway. Flow attention is 1: psi_flow = sigmoid(2) for class 0 and sigmoid(0)
+    # for class 1, above .05 everywhere: one run [0, 7] each, scored with eq. 7's sequence 1 * mixed:
+    # .5 * 0 + .5 * 2 = 1 (class 0) and .5 * -4 + .5 * 0 = -2 (class 1).
+    hand_check([(0, 1., 0., 8.), (1, -2., 0., 8.)], proposal_streams="flow")
+    # RGB alone: the paper's RGB proposals (class 1's psi, lambda * sigmoid(-4) < .015, proposes nothing);
+    # here flow proposed nothing anyway, so this equals the paper default.
+    hand_check([(0, .6, 1., 7.)], proposal_streams="rgb")
+    # Classes rejected by both streams (RGB .6 < .7) are not proposed by either.
+    hand_check([], proposal_streams="flow", class_threshold=.7)
+
+
 def test_min_max_normalized_signal_by_hand():
     # psi min .02, max .4: (psi - .02) / .38 is 1 on [2, 5], .21 at 1 and 6, .026 at 0, 0 at 7.
     hand_check([], tcam_threshold=.5)
@@ -89,6 +102,8 @@ OPTION_SETS = [
     dict(nms="soft", soft_nms_sigma=.5),
     dict(nms="soft", proposal_thresholds=(.05, .15), scoring="oic", oic_margin=.1, oic_gamma=.5),
     dict(proposal_signal="attention", normalize=True, proposal_thresholds=(.3, .6), max_classes_per_video=2),
+    dict(proposal_streams="flow"),
+    dict(proposal_streams="rgb", proposal_thresholds=(.05, .2), max_classes_per_video=2, nms="soft"),
 ]
 
 
@@ -122,7 +137,8 @@ def test_runtime_settings_need_no_new_compile():
     bounds = dict(interpolation=4, max_detections=20, max_components_per_class=8, proposal_thresholds=(.05, .1))
     localizer = Localizer(LocalizerConfig(**bounds))
     variants = [dict(), dict(class_threshold=.2, alpha=.3), dict(proposal_thresholds=(.2, .3), nms_threshold=.3),
-                dict(scoring="oic", oic_margin=.4, oic_gamma=.1), dict(proposal_signal="attention", normalize=True)]
+                dict(scoring="oic", oic_margin=.4, oic_gamma=.1), dict(proposal_signal="attention", normalize=True),
+                dict(proposal_streams="flow", class_threshold=.3), dict(proposal_streams="rgb")]
     for variant in variants:
         settings = LocalizerConfig(**bounds).replace(**variant)
         got = localizer(rgb, flow, settings=settings, **common)
@@ -154,7 +170,8 @@ def test_one_listed_threshold_is_the_paper():
 
 def test_bad_option_values():
     for bad, match in [(dict(scoring="max"), "scoring"), (dict(nms="fuse"), "nms"),
-                       (dict(proposal_signal="sum"), "proposal_signal"), (dict(soft_nms_sigma=0.), "sigma"),
+                       (dict(proposal_signal="sum"), "proposal_signal"),
+                       (dict(proposal_streams="joint"), "proposal_streams"), (dict(soft_nms_sigma=0.), "sigma"),
                        (dict(oic_margin=-.1), "oic_margin"), (dict(proposal_thresholds=(.1, float("nan"))), "finite")]:
         with pytest.raises(StpnError, match=match):
             LocalizerConfig(**bad)

@@ -18,7 +18,7 @@ from stpn_tf.errors import StpnError
 
 
 # The order a round visits the keys of config.tune.space (ConfigDict keys come back sorted by name).
-KEY_ORDER = ("proposals", "scoring", "nms", "class_threshold", "tcam_threshold", "alpha", "oic_margin", "oic_gamma",
+KEY_ORDER = ("proposals", "scoring", "nms", "proposal_streams", "class_threshold", "tcam_threshold", "alpha", "oic_margin", "oic_gamma",
              "nms_threshold", "soft_nms_sigma")
 
 

@@ -60,6 +60,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.localize.nms_threshold = 0.5
     # Options beyond the paper (README "Beyond the paper"; stpn_tf.postprocess.LocalizerConfig), all off here.
     config.localize.proposal_thresholds = ()  # several thresholds instead of tcam_threshold, pooled before NMS
+    # "both" (the paper: each stream proposes its passing classes), or "rgb" / "flow": that stream alone
+    # proposes every class passing in either stream
+    config.localize.proposal_streams = "both"
     config.localize.proposal_signal = "tcam"  # "tcam" (lambda * sigmoid(a), the paper) or "attention"
     config.localize.normalize = False  # min-max normalise the signal per video and class (BaS-Net)
     config.localize.scoring = "mean"  # "mean" (eq. 7) or "oic" (outer-inner contrast)
@@ -116,6 +119,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.tune.space = ml_collections.ConfigDict()
     config.tune.space.proposals = ("paper", "multi", "multi_normalized", "attention")
     config.tune.space.scoring = ("mean", "oic")
+    config.tune.space.proposal_streams = ("both", "rgb", "flow")
     config.tune.space.nms = ("hard", "soft")
     config.tune.space.class_threshold = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
     config.tune.space.tcam_threshold = (0.02, 0.05, 0.1, 0.15, 0.2)

@@ -63,6 +63,8 @@ def proposals_name(config: LocalizerConfig) -> str:
 def describe(config: LocalizerConfig) -> str:
     """A short one-line description of the settings that matter for the mAP."""
     parts = [f"proposals={proposals_name(config)}"]
+    if config.proposal_streams != "both":
+        parts.append(f"from={config.proposal_streams}")
     if not config.proposal_thresholds:
         parts.append(f"tcam_thr={config.tcam_threshold:g}")
     parts += [f"class_thr={config.class_threshold:g}", f"alpha={config.alpha:g}", f"score={config.scoring}"]

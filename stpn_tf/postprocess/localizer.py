@@ -52,12 +52,13 @@ STREAM_KEYS = ("attention", "tcam", "probabilities")
 
 
 PROPOSAL_SIGNALS = ("tcam", "attention")
+PROPOSAL_STREAMS = ("both", "rgb", "flow")
 SCORINGS = ("mean", "oic")
 NMS_KINDS = ("hard", "soft")
 # Settings that are inputs of the compiled graph (a new value needs no new compile); every other field
 # is structure (interpolation, the number of proposal thresholds, the NMS kind and the bounds).
 RUNTIME_FIELDS = ("class_threshold", "tcam_threshold", "proposal_thresholds", "alpha", "nms_threshold",
-                  "proposal_signal", "normalize", "scoring", "oic_margin", "oic_gamma", "soft_nms_sigma")
+                  "proposal_streams", "proposal_signal", "normalize", "scoring", "oic_margin", "oic_gamma", "soft_nms_sigma")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +78,9 @@ class LocalizerConfig:
       nms_threshold: Per-class hard NMS suppresses tIoU > this (0.5).
       proposal_thresholds: Several thresholds instead of `tcam_threshold` (empty: the paper's one); the
         components of every threshold are pooled before NMS (BaS-Net, CoLA, DELU).
+      proposal_streams: "both" (the paper: each stream proposes the classes passing in it), or "rgb" /
+        "flow": only that stream's signal makes proposals, for every class that passes `class_threshold`
+        in either stream (the video-level decision still uses both); scores are eq. 7's as always.
       proposal_signal: "tcam" (psi, the paper) or "attention" (lambda itself, class-agnostic proposals
         scored per passing class, as CoLA / DELU threshold their actionness).
       normalize: Min-max normalise the signal per video and class over the valid positions before
@@ -99,6 +103,7 @@ class LocalizerConfig:
     interpolation: int = 24
     nms_threshold: float = 0.5
     proposal_thresholds: tuple = ()
+    proposal_streams: str = "both"
     proposal_signal: str = "tcam"
     normalize: bool = False
     scoring: str = "mean"
@@ -126,7 +131,8 @@ class LocalizerConfig:
                 raise StpnError(f"localize: {name} must be a finite number, got {getattr(self, name)}")
         if not all(math.isfinite(t) for t in self.proposal_thresholds):
             raise StpnError(f"localize: proposal_thresholds must be finite numbers, got {self.proposal_thresholds}")
-        for name, allowed in (("proposal_signal", PROPOSAL_SIGNALS), ("scoring", SCORINGS), ("nms", NMS_KINDS)):
+        for name, allowed in (("proposal_streams", PROPOSAL_STREAMS), ("proposal_signal", PROPOSAL_SIGNALS),
+                              ("scoring", SCORINGS), ("nms", NMS_KINDS)):
             if getattr(self, name) not in allowed:
                 raise StpnError(f"localize: {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if self.oic_margin < 0:
@@ -189,6 +195,7 @@ def runtime_tensors(config: LocalizerConfig) -> dict[str, tf.Tensor]:
         "thresholds": tf.constant(config.thresholds, tf.float64),
         "alpha": f64(config.alpha),
         "nms_threshold": f64(config.nms_threshold),
+        "proposal_stream": tf.constant(PROPOSAL_STREAMS.index(config.proposal_streams), tf.int32),
         "attention_signal": tf.constant(config.proposal_signal == "attention"),
         "normalize": tf.constant(bool(config.normalize)),
         "oic": tf.constant(config.scoring == "oic"),
@@ -631,6 +638,12 @@ def _localize(rgb, flow, *, lengths, num_snippets, seconds_per_snippet, duration
         probability = {name: pick(x) for name, x in probability.items()}
     else:
         class_ids = tf.broadcast_to(tf.range(total_classes)[tf.newaxis, :], [batch, total_classes])
+    # Which classes each stream proposes: its own passing classes (both streams), or every class passing
+    # in either stream for the one proposing stream (proposal_streams "rgb" / "flow").
+    mode = tf.convert_to_tensor(settings["proposal_stream"], tf.int32)
+    either = kept["rgb"] | kept["flow"]
+    proposing = {name: tf.where(tf.equal(mode, 0), kept[name], either & tf.equal(mode, index + 1))
+                 for index, name in enumerate(("rgb", "flow"))}
     mixed = alpha * a["rgb"] + (1.0 - alpha) * a["flow"]
     video_score = (alpha * probability["rgb"] + (1.0 - alpha) * probability["flow"])[..., tf.newaxis]
     in_video = tf.range(tf.shape(mixed)[-1])[tf.newaxis, tf.newaxis, :] < valid_length
@@ -651,7 +664,7 @@ def _localize(rgb, flow, *, lengths, num_snippets, seconds_per_snippet, duration
         signal = tf.cond(settings["normalize"], lambda: _min_max_normalized(signal, in_video), lambda: signal)
         score_sequence = attention * mixed
         *top, count = _stream_components(
-            rows(signal), rows(score_sequence), valid_length, rows(kept[name][..., tf.newaxis]), rows(video_score),
+            rows(signal), rows(score_sequence), valid_length, rows(proposing[name][..., tf.newaxis]), rows(video_score),
             threshold=row_threshold, oic=settings["oic"], oic_margin=value("oic_margin"),
             oic_gamma=value("oic_gamma"), k=k, max_components=max_components_per_class, slots=component_slots)
         if component_slots is not None:
@@ -787,8 +800,12 @@ def component_count_bound(rgb: Mapping, flow: Mapping, lengths, config: Localize
     lengths = np.asarray(lengths, np.int64)
     k = int(config.interpolation)
     counts = []
-    for stream in (rgb, flow):
-        kept = np.asarray(stream["probabilities"], np.float64) >= config.class_threshold            # [B, C]
+    own = [np.asarray(stream["probabilities"], np.float64) >= config.class_threshold for stream in (rgb, flow)]
+    for index, stream in enumerate((rgb, flow)):
+        if config.proposal_streams == "both":
+            kept = own[index]                                                                   # [B, C]
+        else:  # the one proposing stream proposes every class passing in either stream
+            kept = (own[0] | own[1]) & (config.proposal_streams == ("rgb", "flow")[index])
         videos = np.flatnonzero(kept.any(axis=1))  # only videos with a kept class (one-class rows: half)
         attention = np.asarray(stream["attention"])[videos].astype(np.float64)
         tcam = np.asarray(stream["tcam"])[videos].astype(np.float64)

@@ -25,7 +25,7 @@ Conventions shared with `stpn_tf.postprocess.localizer` (both document them; the
   first `max_detections` are returned.
 - Seconds come from `stpn_tf.timeline.positions_to_seconds`.
 
-The options beyond the paper (LocalizerConfig): the proposal signal (psi or the attention), its min-max
+The options beyond the paper (LocalizerConfig): the proposing stream(s), the proposal signal (psi or the attention), its min-max
 normalisation per class over the `length` samples (before interpolation), several thresholds whose
 components are pooled (a component is identified by stream, start, threshold index: the last breaks ties
 after the start), OIC scoring and Gaussian soft-NMS (final ties after soft-NMS: the NMS order).
@@ -215,7 +215,12 @@ def localize_video(rgb: Mapping[str, np.ndarray], flow: Mapping[str, np.ndarray]
         signal_fine = interpolate(signal, k)                                             # [length*k, C]
         score_fine = interpolate(score_sequence, k)
         for c in range(num_classes):
-            if c not in selected or not probabilities[c] >= class_threshold:
+            if config.proposal_streams == "both":
+                # The paper: a stream proposes the selected classes that pass in it.
+                if c not in selected or not probabilities[c] >= class_threshold:
+                    continue
+            elif name != config.proposal_streams or c not in selected:
+                # One proposing stream: every selected class (passing in either stream).
                 continue
             proposals = []
             for p, threshold in enumerate(config.thresholds):
