@@ -155,6 +155,9 @@ def run_sections(workdir: str, *, raw_path: str, truth_path: str, subset: str, d
         with open(tune_path) as f:
             tuned = json.load(f)
         label = "tuned on TEST (optimistic)" if tuned.get("tuned_on_test_split") else f"tuned on {tuned['tuned_on']}"
+        if tuned.get("chosen_all_snippets"):
+            # stpn tune chose every snippet; this page has one set of raw outputs (raw_path) for all rows.
+            label += f" (chosen with every snippet, scored here on {os.path.basename(raw_path)})"
         settings[label] = LocalizerConfig.from_dict(tuned["chosen"])
     sweeper = Sweeper(raw, truth, protocols=tuple(PROTOCOL_TITLES), unknown_labels_as_fp=unknown_labels_as_fp)
     rows = {name: sweeper.score(config) for name, config in settings.items()}

@@ -45,12 +45,15 @@ def run_study(*, study_dir: str, dataset_dir: str, seeds: Sequence[int], model: 
               train: train_lib.TrainConfig, grid: GridConfig, settings: Mapping[str, LocalizerConfig],
               train_split: str = "train", test_split: str = "test", tiou_thresholds: Sequence[float] | None = None,
               batch_size: int = 16, config_record: Mapping[str, Any] | None = None, config_name: str = "",
-              unknown_labels_as_fp: bool = False) -> dict[str, Any]:
+              unknown_labels_as_fp: bool = False, grids: Mapping[str, GridConfig] | None = None) -> dict[str, Any]:
     """Runs (or resumes) the study; returns what study.json holds.
 
     Args:
       settings: {name: localization settings}, e.g. {"paper default": ..., "tuned": ...}.
+      grids: {name: where the models look} for settings that do not use `grid` (a tuned config may have
+        chosen localize.all_snippets); the models run once per distinct grid.
     """
+    grid_of = {name: (grids or {}).get(name, grid) for name in settings}
     if not seeds:
         raise StpnError("study: no seeds given")
     if len(set(seeds)) != len(seeds):
@@ -71,22 +74,29 @@ def run_study(*, study_dir: str, dataset_dir: str, seeds: Sequence[int], model: 
             train_lib.run_train(dataset_dir=dataset_dir, workdir=workdir, stream=stream, train_split=train_split,
                                 model=model, train=dataclasses.replace(train, seed=int(seed)), config_record=record,
                                 config_name=config_name)
-        raw_path = os.path.join(workdir, f"raw_{test_split}.npz")
-        if os.path.exists(raw_path):
-            raw = predict.load_raw(raw_path)
-        else:
-            print(f"[study] seed {seed}: running the models on the {test_split} split", flush=True)
-            serving = load_serving_model(workdir, grid=grid, feature_dim=info.feature_dim)
-            _, raw = predict.predict_records(serving, shards, batch_size=batch_size)
-            predict.save_raw(raw_path, raw)
-        sweeper = Sweeper(raw, truth, protocols=PROTOCOLS, tiou_thresholds=tiou_thresholds,
-                          unknown_labels_as_fp=unknown_labels_as_fp)
-        per_seed[str(seed)] = {name: sweeper.score(config)["protocols"] for name, config in settings.items()}
+        sweepers: dict[GridConfig, Sweeper] = {}
+        for where in dict.fromkeys(grid_of.values()):
+            suffix = "_all_snippets" if where.all_snippets else ("" if where == grid else f"_grid{where.length}")
+            raw_path = os.path.join(workdir, f"raw_{test_split}{suffix}.npz")
+            if os.path.exists(raw_path):
+                raw = predict.load_raw(raw_path)
+            else:
+                print(f"[study] seed {seed}: running the models on the {test_split} split"
+                      + (" (every snippet)" if where.all_snippets else ""), flush=True)
+                serving = load_serving_model(workdir, grid=where, feature_dim=info.feature_dim)
+                _, raw = predict.predict_records(serving, shards, batch_size=batch_size)
+                predict.save_raw(raw_path, raw)
+            sweepers[where] = Sweeper(raw, truth, protocols=PROTOCOLS, tiou_thresholds=tiou_thresholds,
+                                      batch_size=16 if where.all_snippets else 256,
+                                      unknown_labels_as_fp=unknown_labels_as_fp)
+        per_seed[str(seed)] = {name: sweepers[grid_of[name]].score(config)["protocols"]
+                               for name, config in settings.items()}
         summary = ", ".join(f"{name} {100 * r['activitynet']['average_mAP']:.2f}" for name, r in per_seed[str(seed)].items())
         print(f"[study] seed {seed}: average mAP (ActivityNet protocol) {summary}", flush=True)
     first = next(iter(per_seed.values()))
     result: dict[str, Any] = {"seeds": list(seeds), "test_split": test_split,
-                              "settings": {name: {"config": c.to_dict(), "setting": describe(c)}
+                              "settings": {name: {"config": c.to_dict(), "setting": describe(c),
+                                                  "all_snippets": grid_of[name].all_snippets}
                                            for name, c in settings.items()},
                               "per_seed": per_seed, "aggregate": {}}
     for name in settings:

@@ -180,14 +180,18 @@ def _tune_and_export_options(tmp_path, work, common):
                    "--config.tune.space.nms=('hard',)", "--config.tune.space.class_threshold=(0.1,0.3)",
                    "--config.tune.space.tcam_threshold=(0.05,)", "--config.tune.space.alpha=(0.5,)",
                    "--config.tune.space.oic_gamma=(0.2,)", "--config.tune.space.nms_threshold=(0.5,)",
-                   "--config.tune.space.soft_nms_sigma=(0.3,)", "--config.tune.rounds=1", "--unknown_labels_as_fp"]
+                   "--config.tune.space.soft_nms_sigma=(0.3,)", "--config.tune.space.proposal_streams=('both','flow')",
+                   "--config.tune.space.all_snippets=(False,True)", "--config.tune.rounds=1", "--unknown_labels_as_fp"]
     proc = cli("tune", f"--workdir={work}", *small_space)
     assert "temporal annotations" in proc.stdout and "paper default" in proc.stdout
     report = json.loads((work / "tune.json").read_text())
     assert report["tuned_on"] == "train" and not report["tuned_on_test_split"]
-    assert len(report["history"]) == 1 + 4 - 1 + 1  # start, 4 joint combinations but the start's, 1 more class thr
+    # Per grid choice: start, 4 joint combinations but the start's, 1 more stream, 1 more class threshold.
+    assert report["all_snippets"] == [False, True] and len(report["history"]) == 2 * (1 + 4 - 1 + 1 + 1)
+    assert {row["all_snippets"] for row in report["history"]} == {False, True}
+    assert isinstance(report["chosen_all_snippets"], bool)
     tuned = work / "tuned_config.py"
-    assert "config.localize.scoring" in tuned.read_text()
+    assert "config.localize.scoring" in tuned.read_text() and "config.localize.all_snippets" in tuned.read_text()
     # The tuned file keeps the run's other values (its small grid) and localizes.
     cli("localize", f"--workdir={work}", f"--config={tuned}", f"--out={tmp_path}/tuned.json")
     # On the test split only by name, and labelled.

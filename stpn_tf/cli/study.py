@@ -32,8 +32,11 @@ def run(p: Parsed) -> int:
     except ValueError:
         raise StpnError(f"--seeds must be integers, got {','.join(p.seeds)}") from None
     named = {"paper default": settings.localizer_config(cfg)}
+    grids = {}
     if p.tuned_config:
-        named["tuned"] = settings.localizer_config(configs.load_config(p.tuned_config))
+        tuned_cfg = configs.load_config(p.tuned_config)
+        named["tuned"] = settings.localizer_config(tuned_cfg)
+        grids["tuned"] = settings.grid_config(tuned_cfg)  # stpn tune may have chosen every snippet
         if named["tuned"].structure()[0] != named["paper default"].structure()[0]:
             raise StpnError(f"{p.tuned_config}: its localize.interpolation differs from this config's")
     study.run_study(study_dir=p.workdir, dataset_dir=cfg.dataset.dir, seeds=seeds, model=settings.model_config(cfg),
@@ -41,7 +44,7 @@ def run(p: Parsed) -> int:
                     train_split=cfg.dataset.train_split, test_split=cfg.dataset.test_split,
                     tiou_thresholds=settings.evaluation_thresholds(cfg), batch_size=int(cfg.localize.batch_size),
                     config_record=settings.as_json(cfg), config_name=p.config_name,
-                    unknown_labels_as_fp=p.unknown_labels_as_fp)
+                    unknown_labels_as_fp=p.unknown_labels_as_fp, grids=grids)
     return 0
 
 

@@ -8,6 +8,7 @@ so the test split stays unseen. Tuning on the test split is refused unless asked
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 
@@ -17,6 +18,9 @@ from stpn_tf.cli.common import Command, Parsed, define_workdir, require
 from stpn_tf.errors import StpnError
 
 
+# Where the models look (config.localize.all_snippets): not a Localizer setting but a choice of the raw outputs,
+# so the search runs once per value listed in config.tune.space.all_snippets and keeps the best.
+GRID_KEY = "all_snippets"
 # The order a round visits the keys of config.tune.space (ConfigDict keys come back sorted by name).
 KEY_ORDER = ("proposals", "scoring", "nms", "proposal_streams", "class_threshold", "tcam_threshold", "alpha", "oic_margin", "oic_gamma",
              "nms_threshold", "soft_nms_sigma")
@@ -32,12 +36,12 @@ def define(fv: flags.FlagValues) -> None:
                       "false positives (instead of an error)", flag_values=fv)
 
 
-def _raw_outputs(model, cfg, dataset_dir: str, split: str):
+def _raw_outputs(model, cfg, dataset_dir: str, split: str, where: str):
     from stpn_tf import predict
     from stpn_tf.data import tfrecord
 
     shards = tfrecord.list_shards(dataset_dir, split)
-    print(f"running the models on the {split} split ...", flush=True)
+    print(f"running the models on the {split} split ({where}) ...", flush=True)
     _, raw = predict.predict_records(model, shards, batch_size=int(cfg.localize.batch_size))
     return raw
 
@@ -63,7 +67,8 @@ def _config_file(cfg, base_name: str, chosen, split: str, on_test: bool, test_ro
     module = base_name if base_name in configs.NAMES else "thumos14"
     shipped = configs.flat_keys(configs.load_config(module))
     current = configs.flat_keys(cfg)
-    values = dict(chosen.to_dict(), max_classes_per_video=chosen.max_classes_per_video or 0)
+    chosen, all_snippets = chosen
+    values = dict(chosen.to_dict(), max_classes_per_video=chosen.max_classes_per_video or 0, all_snippets=all_snippets)
     localize = {f"localize.{k}": (tuple(v) if isinstance(v, list) else v) for k, v in values.items()
                 if f"localize.{k}" in current}
     lines = [f'"""Localization settings chosen by `stpn tune` on the {split!r} split'
@@ -126,35 +131,64 @@ def run(p: Parsed) -> int:
     test_truth = load_ground_truth(truth_path, test_split)
     base = settings.localizer_config(cfg)
     keys = sorted(cfg.tune.space.keys(), key=lambda k: (KEY_ORDER.index(k) if k in KEY_ORDER else len(KEY_ORDER), k))
-    space = {key: tuple(cfg.tune.space[key]) for key in keys}
+    space = {key: tuple(cfg.tune.space[key]) for key in keys if key != GRID_KEY}
+    default_grid = bool(cfg.localize.all_snippets)
+    grids = tuple(dict.fromkeys(bool(v) for v in cfg.tune.space.get(GRID_KEY, (default_grid,))))
+    if not grids:
+        raise StpnError(f"config.tune.space.{GRID_KEY} is empty: list False (the grid), True (every snippet) or both")
     label = "TUNED ON THE TEST SPLIT (optimistic)" if on_test else f"tuned on {split!r}"
     print(f"stpn tune: choosing localization settings on the {split!r} split ({len(tune_truth)} videos) using its "
           f"temporal annotations; {label}", flush=True)
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")  # a search compiles one function per structure; TF warns about that
-    model = load_serving_model(p.workdir, grid=settings.grid_config(cfg), localizer_config=base,
-                               feature_dim=feature_dim)
-    tune_raw = _raw_outputs(model, cfg, dataset_dir, split)
-    test_raw = tune_raw if on_test else _raw_outputs(model, cfg, dataset_dir, test_split)
     protocols = ("activitynet", "th14kit")
     thresholds = settings.evaluation_thresholds(cfg)
     batch = int(cfg.tune.batch_size)
-    sweeper = Sweeper(tune_raw, tune_truth, protocols=protocols, tiou_thresholds=thresholds, batch_size=batch,
-                      unknown_labels_as_fp=p.unknown_labels_as_fp)
-    chosen, history = tune(sweeper, base, space, rounds=int(cfg.tune.rounds), joint=tuple(cfg.tune.joint),
+    grid_length = int(cfg.localize.num_snippets)
+
+    def sweepers(all_snippets: bool):
+        """The tuning and test splits' Sweepers on the raw outputs of one grid choice."""
+        where = "every snippet" if all_snippets else f"the {grid_length}-position grid"
+        grid = dataclasses.replace(settings.grid_config(cfg), all_snippets=all_snippets)
+        model = load_serving_model(p.workdir, grid=grid, localizer_config=base, feature_dim=feature_dim)
+        # All-snippet batches are as long as their longest video: fewer videos per Localizer call.
+        size = batch if not all_snippets else max(1, batch * grid_length // 4096)
+        tuning = Sweeper(_raw_outputs(model, cfg, dataset_dir, split, where), tune_truth, protocols=protocols,
+                         tiou_thresholds=thresholds, batch_size=size, unknown_labels_as_fp=p.unknown_labels_as_fp)
+        if on_test:
+            return tuning, tuning
+        return tuning, Sweeper(_raw_outputs(model, cfg, dataset_dir, test_split, where), test_truth,
+                               protocols=protocols, tiou_thresholds=thresholds, batch_size=size,
+                               unknown_labels_as_fp=p.unknown_labels_as_fp)
+
+    testers, best, history = {}, None, []
+    for all_snippets in grids:
+        if len(grids) > 1:
+            print(f"\nsearch {grids.index(all_snippets) + 1} of {len(grids)}: localize.{GRID_KEY}={all_snippets}",
+                  flush=True)
+        sweeper, testers[all_snippets] = sweepers(all_snippets)
+        found, rows = tune(sweeper, base, space, rounds=int(cfg.tune.rounds), joint=tuple(cfg.tune.joint),
                            out=sys.stdout)
-    tester = sweeper if on_test else Sweeper(test_raw, test_truth, protocols=protocols, tiou_thresholds=thresholds,
-                                            batch_size=batch, unknown_labels_as_fp=p.unknown_labels_as_fp)
-    test_rows = {"paper default": tester.score(base), label: tester.score(chosen)}
-    print(f"\nchosen: {describe(chosen)}\n")
+        history += [dict(row, all_snippets=all_snippets) for row in rows]
+        score = sweeper.score(found)["average_mAP"]
+        if best is None or score > best[0]:  # ties keep the earlier grid choice (by default the paper's)
+            best = (score, found, all_snippets)
+        del sweeper
+    _, chosen, chosen_grid = best
+    if default_grid not in testers:
+        _, testers[default_grid] = sweepers(default_grid)
+    test_rows = {"paper default": testers[default_grid].score(base), label: testers[chosen_grid].score(chosen)}
+    chosen_setting = describe(chosen) + (f" {GRID_KEY}={chosen_grid}" if chosen_grid != default_grid or
+                                         len(grids) > 1 else "")
+    print(f"\nchosen: {chosen_setting}\n")
     print(_table(f"on {test_split!r}", test_rows))
     cfg.dataset.dir = dataset_dir
-    atomic_write_text(out, _config_file(cfg, record.config_name if record else "thumos14", chosen, split, on_test,
-                                        test_rows), make_parents=True)
+    atomic_write_text(out, _config_file(cfg, record.config_name if record else "thumos14", (chosen, chosen_grid),
+                                        split, on_test, test_rows), make_parents=True)
     report = {"tuned_on": split, "tuned_on_test_split": on_test, "test_split": test_split,
-              "uses_temporal_annotations_of": split, "space": {k: list(v) for k, v in space.items()},
-              "rounds": int(cfg.tune.rounds), "joint": list(cfg.tune.joint), "chosen": chosen.to_dict(), "chosen_setting": describe(chosen),
+              "uses_temporal_annotations_of": split, "space": {k: list(v) for k, v in space.items()}, GRID_KEY: list(grids),
+              "rounds": int(cfg.tune.rounds), "joint": list(cfg.tune.joint), "chosen": chosen.to_dict(), "chosen_all_snippets": chosen_grid, "chosen_setting": chosen_setting,
               "default": base.to_dict(), "test": {"paper_default": test_rows["paper default"], "tuned": test_rows[label]},
               "history": history}
     atomic_write_json(work.file("tune.json"), report)

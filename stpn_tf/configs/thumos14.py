@@ -117,6 +117,9 @@ def get_config() -> ml_collections.ConfigDict:
     # Keys searched together (all their combinations, one coordinate): options that only help combined.
     config.tune.joint = ("proposals", "scoring", "nms")
     config.tune.space = ml_collections.ConfigDict()
+    # Where the models look: the paper's grid (False) and every snippet (True, as BaS-Net, CoLA and W-TALC
+    # test); the search runs once per value (each needs the models' outputs on both splits).
+    config.tune.space.all_snippets = (False, True)
     config.tune.space.proposals = ("paper", "multi", "multi_normalized", "attention")
     config.tune.space.scoring = ("mean", "oic")
     config.tune.space.proposal_streams = ("both", "rgb", "flow")
