@@ -5,6 +5,9 @@ import json
 import numpy as np
 
 from stpn_tf import predict
+from stpn_tf.evaluation.sweep import Sweeper
+from stpn_tf.io.ground_truth import load_ground_truth
+from stpn_tf.postprocess.localizer import LocalizerConfig
 from stpn_tf.study import aggregate
 from tests.test_build_dataset import write_basnet_release
 from tests.test_cli import SMALL, cli
@@ -46,3 +49,20 @@ def test_study_two_seeds_and_resume(tmp_path):
         "--config.localize.max_components_per_class=16")
     page = (study_dir / "report.html").read_text()
     assert "Seed study (2 seeds)" in page and page.count("<img class='figure'") >= 4
+    # A tuned config that chose every snippet: the models run once more per seed, on every snippet, for it.
+    tuned = tmp_path / "tuned.py"
+    tuned.write_text("from stpn_tf.configs import thumos14 as base\n\n\ndef get_config():\n"
+                     "    config = base.get_config()\n    config.localize.interpolation = 4\n"
+                     "    config.localize.all_snippets = True\n    config.localize.proposal_streams = 'flow'\n"
+                     "    return config\n")
+    proc = cli(*args, f"--tuned_config={tuned}")
+    assert proc.stdout.count("(every snippet)") == 2 and "training the" not in proc.stdout
+    with_tuned = json.loads((study_dir / "study.json").read_text())
+    assert with_tuned["settings"]["tuned"]["all_snippets"] and not with_tuned["settings"]["paper default"]["all_snippets"]
+    assert with_tuned["per_seed"]["0"]["paper default"] == result["per_seed"]["0"]["paper default"]
+    raw_all = predict.load_raw(str(study_dir / "seed_0" / "raw_test_all_snippets.npz"))
+    assert np.array_equal(raw_all["length"], raw_all["num_snippets"])  # every real snippet, not the grid of 16
+    truth = load_ground_truth(str(data / "ground_truth.json"), "test")
+    expected = Sweeper(raw_all, truth, protocols=("activitynet", "th14kit"), unknown_labels_as_fp=True).score(
+        LocalizerConfig(interpolation=4, proposal_streams="flow"))["protocols"]
+    assert with_tuned["per_seed"]["0"]["tuned"] == expected

@@ -36,14 +36,44 @@ def define(fv: flags.FlagValues) -> None:
                       "false positives (instead of an error)", flag_values=fv)
 
 
-def _raw_outputs(model, cfg, dataset_dir: str, split: str, where: str):
+def _raw_outputs(model, dataset_dir: str, split: str, where: str, batch_size: int):
     from stpn_tf import predict
     from stpn_tf.data import tfrecord
 
     shards = tfrecord.list_shards(dataset_dir, split)
     print(f"running the models on the {split} split ({where}) ...", flush=True)
-    _, raw = predict.predict_records(model, shards, batch_size=int(cfg.localize.batch_size))
+    _, raw = predict.predict_records(model, shards, batch_size=batch_size)
     return raw
+
+
+def _search(job: dict) -> dict:
+    """One grid choice: the models on the tuning and test splits, the coordinate search on the tuning split
+    (none when job["space"] is empty), and the test scores of the paper default and of the chosen settings.
+
+    Module level and picklable both ways, so that it can run in a process of its own.
+    """
+    import tensorflow as tf
+
+    from stpn_tf.evaluation.sweep import Sweeper, tune
+    from stpn_tf.serving.model import load_serving_model
+
+    tf.get_logger().setLevel("ERROR")  # a search compiles one function per structure; TF warns about that
+    grid, base = job["grid"], job["base"]
+    where = "every snippet" if grid.all_snippets else f"the {grid.length}-position grid"
+    model = load_serving_model(job["workdir"], grid=grid, localizer_config=base, feature_dim=job["feature_dim"])
+    options = dict(protocols=("activitynet", "th14kit"), tiou_thresholds=job["thresholds"], batch_size=job["batch"],
+                   unknown_labels_as_fp=job["unknown_labels_as_fp"])
+    raw = {split: _raw_outputs(model, job["dataset_dir"], split, where, job["predict_batch"])
+           for split in dict.fromkeys((job["split"], job["test_split"]))}
+    tester = Sweeper(raw[job["test_split"]], job["test_truth"], **options)
+    result = {"test_default": tester.score(base)}
+    if job["space"]:
+        sweeper = tester if job["on_test"] else Sweeper(raw[job["split"]], job["tune_truth"], **options)
+        chosen, history = tune(sweeper, base, job["space"], rounds=job["rounds"], joint=job["joint"],
+                               out=sys.stdout)
+        result.update(chosen=chosen.to_dict(), history=history, tuning_mAP=sweeper.score(chosen)["average_mAP"],
+                      test_chosen=tester.score(chosen))
+    return result
 
 
 def _table(label: str, rows: dict) -> str:
@@ -94,12 +124,11 @@ def _config_file(cfg, base_name: str, chosen, split: str, on_test: bool, test_ro
 def run(p: Parsed) -> int:
     from stpn_tf.cli import settings
     from stpn_tf.cli.localize import _dataset
-    from stpn_tf.evaluation.sweep import Sweeper, describe, tune
+    from stpn_tf.evaluation.sweep import describe
     from stpn_tf.io.atomic import atomic_write_json, atomic_write_text
     from stpn_tf.io.ground_truth import load_ground_truth
     from stpn_tf.io.workdir import WorkDir
     from stpn_tf.postprocess.localizer import LocalizerConfig
-    from stpn_tf.serving.model import load_serving_model
 
     require(p.flags, "workdir")
     cfg = p.config
@@ -132,6 +161,8 @@ def run(p: Parsed) -> int:
     base = settings.localizer_config(cfg)
     keys = sorted(cfg.tune.space.keys(), key=lambda k: (KEY_ORDER.index(k) if k in KEY_ORDER else len(KEY_ORDER), k))
     space = {key: tuple(cfg.tune.space[key]) for key in keys if key != GRID_KEY}
+    if not space:
+        raise StpnError("the tuning space is empty: config.tune.space needs a localize setting besides all_snippets")
     default_grid = bool(cfg.localize.all_snippets)
     grids = tuple(dict.fromkeys(bool(v) for v in cfg.tune.space.get(GRID_KEY, (default_grid,))))
     if not grids:
@@ -139,46 +170,40 @@ def run(p: Parsed) -> int:
     label = "TUNED ON THE TEST SPLIT (optimistic)" if on_test else f"tuned on {split!r}"
     print(f"stpn tune: choosing localization settings on the {split!r} split ({len(tune_truth)} videos) using its "
           f"temporal annotations; {label}", flush=True)
-    import tensorflow as tf
-
-    tf.get_logger().setLevel("ERROR")  # a search compiles one function per structure; TF warns about that
-    protocols = ("activitynet", "th14kit")
     thresholds = settings.evaluation_thresholds(cfg)
     batch = int(cfg.tune.batch_size)
     grid_length = int(cfg.localize.num_snippets)
 
-    def sweepers(all_snippets: bool):
-        """The tuning and test splits' Sweepers on the raw outputs of one grid choice."""
-        where = "every snippet" if all_snippets else f"the {grid_length}-position grid"
-        grid = dataclasses.replace(settings.grid_config(cfg), all_snippets=all_snippets)
-        model = load_serving_model(p.workdir, grid=grid, localizer_config=base, feature_dim=feature_dim)
-        # All-snippet batches are as long as their longest video: fewer videos per Localizer call.
-        size = batch if not all_snippets else max(1, batch * grid_length // 4096)
-        tuning = Sweeper(_raw_outputs(model, cfg, dataset_dir, split, where), tune_truth, protocols=protocols,
-                         tiou_thresholds=thresholds, batch_size=size, unknown_labels_as_fp=p.unknown_labels_as_fp)
-        if on_test:
-            return tuning, tuning
-        return tuning, Sweeper(_raw_outputs(model, cfg, dataset_dir, test_split, where), test_truth,
-                               protocols=protocols, tiou_thresholds=thresholds, batch_size=size,
-                               unknown_labels_as_fp=p.unknown_labels_as_fp)
+    def job(all_snippets: bool) -> dict:
+        return dict(workdir=p.workdir, grid=dataclasses.replace(settings.grid_config(cfg), all_snippets=all_snippets),
+                    base=base, feature_dim=feature_dim, dataset_dir=dataset_dir, split=split, test_split=test_split,
+                    tune_truth=tune_truth, test_truth=test_truth, thresholds=thresholds,
+                    batch=batch if not all_snippets else max(1, batch * grid_length // 4096),
+                    predict_batch=int(cfg.localize.batch_size), unknown_labels_as_fp=p.unknown_labels_as_fp,
+                    space=space, rounds=int(cfg.tune.rounds), joint=tuple(cfg.tune.joint), on_test=on_test)
 
-    testers, best, history = {}, None, []
+    found = {}
     for all_snippets in grids:
-        if len(grids) > 1:
-            print(f"\nsearch {grids.index(all_snippets) + 1} of {len(grids)}: localize.{GRID_KEY}={all_snippets}",
-                  flush=True)
-        sweeper, testers[all_snippets] = sweepers(all_snippets)
-        found, rows = tune(sweeper, base, space, rounds=int(cfg.tune.rounds), joint=tuple(cfg.tune.joint),
-                           out=sys.stdout)
-        history += [dict(row, all_snippets=all_snippets) for row in rows]
-        score = sweeper.score(found)["average_mAP"]
-        if best is None or score > best[0]:  # ties keep the earlier grid choice (by default the paper's)
-            best = (score, found, all_snippets)
-        del sweeper
-    _, chosen, chosen_grid = best
-    if default_grid not in testers:
-        _, testers[default_grid] = sweepers(default_grid)
-    test_rows = {"paper default": testers[default_grid].score(base), label: testers[chosen_grid].score(chosen)}
+        if len(grids) == 1:
+            found[all_snippets] = _search(job(all_snippets))
+            continue
+        print(f"\nsearch {grids.index(all_snippets) + 1} of {len(grids)}: localize.{GRID_KEY}={all_snippets} "
+              "(in a process of its own)", flush=True)
+        # One process per search, one after another: each starts with a fresh TensorFlow and frees its
+        # memory (compiled functions, all-snippet raw outputs) when done. In one process, a search over
+        # every snippet after one over the grid ended in a segfault in XLA's compiled code on this machine.
+        import concurrent.futures
+        import multiprocessing
+
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            found[all_snippets] = pool.submit(_search, job(all_snippets)).result()
+    history = [dict(row, all_snippets=g) for g in grids for row in found[g]["history"]]
+    # The best on the tuning split; ties keep the earlier grid choice (by default the paper's).
+    chosen_grid = max(grids, key=lambda g: (found[g]["tuning_mAP"], -grids.index(g)))
+    chosen = LocalizerConfig.from_dict(found[chosen_grid]["chosen"])
+    if default_grid not in found:
+        found[default_grid] = _search(dict(job(default_grid), space={}))
+    test_rows = {"paper default": found[default_grid]["test_default"], label: found[chosen_grid]["test_chosen"]}
     chosen_setting = describe(chosen) + (f" {GRID_KEY}={chosen_grid}" if chosen_grid != default_grid or
                                          len(grids) > 1 else "")
     print(f"\nchosen: {chosen_setting}\n")
@@ -204,4 +229,6 @@ COMMAND = Command(
     define=define, run=run, config_sections=("dataset", "localize", "tune", "evaluate"),
     details="Writes a config file with the chosen config.localize values and <workdir>/tune.json (every setting\n"
             "tried, with its mAP on the tuning split; test mAP of the paper default and of the chosen settings).\n"
-            "The search reads the tuning split's temporal annotations (THUMOS14: the validation videos).")
+            "The search reads the tuning split's temporal annotations (THUMOS14: the validation videos).\n"
+            "config.tune.space.all_snippets=(False, True) runs the search once on the paper's grid and once on\n"
+            "every snippet (the models run on both splits for each) and keeps the better on the tuning split.")
