@@ -26,7 +26,7 @@ from stpn_tf import configs, predict  # noqa: E402
 from stpn_tf.cli import settings  # noqa: E402
 from stpn_tf.data import tfrecord  # noqa: E402
 from stpn_tf.data.grid import GridConfig  # noqa: E402
-from stpn_tf.evaluation.sweep import PROPOSALS, Sweeper, describe  # noqa: E402
+from stpn_tf.evaluation.sweep import PROPOSALS, Sweeper, batch_size_for, describe  # noqa: E402
 from stpn_tf.io.ground_truth import load_ground_truth  # noqa: E402
 from stpn_tf.io.workdir import WorkDir  # noqa: E402
 from stpn_tf.postprocess.localizer import LocalizerConfig  # noqa: E402
@@ -87,7 +87,7 @@ def main() -> None:
             raw = raw_outputs(args.workdir, dataset_dir, cfg.dataset.test_split, all_snippets, feature_dim,
                               args.fresh)
             sweepers[all_snippets] = Sweeper(raw, truth, protocols=("activitynet", "th14kit"),
-                                             batch_size=16 if all_snippets else 256)
+                                             batch_size=batch_size_for(raw))
         return sweepers[all_snippets]
 
     rows = list(ROWS)

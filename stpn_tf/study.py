@@ -23,7 +23,7 @@ from stpn_tf import train as train_lib
 from stpn_tf.data import tfrecord
 from stpn_tf.data.grid import GridConfig
 from stpn_tf.errors import StpnError
-from stpn_tf.evaluation.sweep import Sweeper, describe
+from stpn_tf.evaluation.sweep import Sweeper, batch_size_for, describe
 from stpn_tf.io import dataset_dir as dataset_io
 from stpn_tf.io.atomic import atomic_write_json, atomic_write_text
 from stpn_tf.io.ground_truth import load_ground_truth
@@ -87,7 +87,7 @@ def run_study(*, study_dir: str, dataset_dir: str, seeds: Sequence[int], model: 
                 _, raw = predict.predict_records(serving, shards, batch_size=batch_size)
                 predict.save_raw(raw_path, raw)
             sweepers[where] = Sweeper(raw, truth, protocols=PROTOCOLS, tiou_thresholds=tiou_thresholds,
-                                      batch_size=16 if where.all_snippets else 256,
+                                      batch_size=batch_size_for(raw),
                                       unknown_labels_as_fp=unknown_labels_as_fp)
         per_seed[str(seed)] = {name: sweepers[grid_of[name]].score(config)["protocols"]
                                for name, config in settings.items()}

@@ -54,17 +54,18 @@ def _search(job: dict) -> dict:
     """
     import tensorflow as tf
 
-    from stpn_tf.evaluation.sweep import Sweeper, tune
+    from stpn_tf.evaluation.sweep import Sweeper, batch_size_for, tune
     from stpn_tf.serving.model import load_serving_model
 
     tf.get_logger().setLevel("ERROR")  # a search compiles one function per structure; TF warns about that
     grid, base = job["grid"], job["base"]
     where = "every snippet" if grid.all_snippets else f"the {grid.length}-position grid"
     model = load_serving_model(job["workdir"], grid=grid, localizer_config=base, feature_dim=job["feature_dim"])
-    options = dict(protocols=("activitynet", "th14kit"), tiou_thresholds=job["thresholds"], batch_size=job["batch"],
-                   unknown_labels_as_fp=job["unknown_labels_as_fp"])
     raw = {split: _raw_outputs(model, job["dataset_dir"], split, where, job["predict_batch"])
            for split in dict.fromkeys((job["split"], job["test_split"]))}
+    options = dict(protocols=("activitynet", "th14kit"), tiou_thresholds=job["thresholds"],
+                   batch_size=batch_size_for(raw[job["test_split"]], job["batch"]),
+                   unknown_labels_as_fp=job["unknown_labels_as_fp"])
     tester = Sweeper(raw[job["test_split"]], job["test_truth"], **options)
     result = {"test_default": tester.score(base)}
     if job["space"]:
@@ -89,7 +90,7 @@ def _table(label: str, rows: dict) -> str:
     return "\n".join(lines)
 
 
-def _config_file(cfg, base_name: str, chosen, split: str, on_test: bool, test_rows: dict) -> str:
+def _config_file(cfg, base_name: str, chosen, all_snippets: bool, split: str, on_test: bool, test_rows: dict) -> str:
     """A config file: the shipped config it started from, every value this run's config changed, and the
     chosen localization settings."""
     from stpn_tf import configs
@@ -97,7 +98,6 @@ def _config_file(cfg, base_name: str, chosen, split: str, on_test: bool, test_ro
     module = base_name if base_name in configs.NAMES else "thumos14"
     shipped = configs.flat_keys(configs.load_config(module))
     current = configs.flat_keys(cfg)
-    chosen, all_snippets = chosen
     values = dict(chosen.to_dict(), max_classes_per_video=chosen.max_classes_per_video or 0, all_snippets=all_snippets)
     localize = {f"localize.{k}": (tuple(v) if isinstance(v, list) else v) for k, v in values.items()
                 if f"localize.{k}" in current}
@@ -171,14 +171,12 @@ def run(p: Parsed) -> int:
     print(f"stpn tune: choosing localization settings on the {split!r} split ({len(tune_truth)} videos) using its "
           f"temporal annotations; {label}", flush=True)
     thresholds = settings.evaluation_thresholds(cfg)
-    batch = int(cfg.tune.batch_size)
-    grid_length = int(cfg.localize.num_snippets)
 
     def job(all_snippets: bool) -> dict:
         return dict(workdir=p.workdir, grid=dataclasses.replace(settings.grid_config(cfg), all_snippets=all_snippets),
                     base=base, feature_dim=feature_dim, dataset_dir=dataset_dir, split=split, test_split=test_split,
                     tune_truth=tune_truth, test_truth=test_truth, thresholds=thresholds,
-                    batch=batch if not all_snippets else max(1, batch * grid_length // 4096),
+                    batch=int(cfg.tune.batch_size),
                     predict_batch=int(cfg.localize.batch_size), unknown_labels_as_fp=p.unknown_labels_as_fp,
                     space=space, rounds=int(cfg.tune.rounds), joint=tuple(cfg.tune.joint), on_test=on_test)
 
@@ -209,8 +207,7 @@ def run(p: Parsed) -> int:
     print(f"\nchosen: {chosen_setting}\n")
     print(_table(f"on {test_split!r}", test_rows))
     cfg.dataset.dir = dataset_dir
-    atomic_write_text(out, _config_file(cfg, record.config_name if record else "thumos14", (chosen, chosen_grid),
-                                        split, on_test, test_rows), make_parents=True)
+    atomic_write_text(out, _config_file(cfg, record.config_name if record else "thumos14", chosen, chosen_grid, split, on_test, test_rows), make_parents=True)
     report = {"tuned_on": split, "tuned_on_test_split": on_test, "test_split": test_split,
               "uses_temporal_annotations_of": split, "space": {k: list(v) for k, v in space.items()}, GRID_KEY: list(grids),
               "rounds": int(cfg.tune.rounds), "joint": list(cfg.tune.joint), "chosen": chosen.to_dict(), "chosen_all_snippets": chosen_grid, "chosen_setting": chosen_setting,

@@ -22,6 +22,7 @@ import dataclasses
 
 from stpn_tf.evaluation.evaluate import AP_FUNCTIONS
 from stpn_tf.evaluation.matching import EvalData, as_float, as_int, build_eval_data
+from stpn_tf.data.grid import DEFAULT_GRID_LENGTH
 from stpn_tf.evaluation.thresholds import check_thresholds, default_tiou_thresholds
 from stpn_tf.postprocess.localizer import Localizer, LocalizerConfig
 from stpn_tf.predict import localize_raw, raw_batches
@@ -40,6 +41,14 @@ PROPOSALS: dict[str, dict[str, Any]] = {
     "attention": dict(proposal_signal="attention", normalize=False,
                       proposal_thresholds=tuple(float(t) for t in np.linspace(0.1, 0.9, 9))),
 }
+
+
+def batch_size_for(raw: Mapping[str, np.ndarray], videos: int = 256) -> int:
+    """Videos per Localizer call for `raw`: `videos` at the paper's 400-position grid, fewer when the raw
+    outputs are longer (all-snippet outputs are padded to the longest video), so a call holds about as
+    many positions either way. Only speed and memory depend on it, never the scores."""
+    positions = int(np.asarray(raw["rgb/attention"] if "rgb/attention" in raw else raw["joint/attention"]).shape[1])
+    return max(1, videos * DEFAULT_GRID_LENGTH // max(positions, DEFAULT_GRID_LENGTH))
 
 
 def with_setting(config: LocalizerConfig, key: str, value: Any) -> LocalizerConfig:
