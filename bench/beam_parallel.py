@@ -85,10 +85,10 @@ def bench_extract(tmp: str, videos: int, frames: int) -> tuple[float, float, boo
 
 def bench_localize(tmp: str, count: int) -> tuple[float, float, bool]:
     from stpn_tf.beam.localize import run_beam_localize
-    from stpn_tf.data.annotations import THUMOS14_CLASSES
+    from stpn_tf.artifacts.annotations import THUMOS14_CLASSES
     from stpn_tf.data.grid import GridConfig
     from stpn_tf.extract import pipeline
-    from stpn_tf.serving.export import run_export
+    from stpn_tf.inference.export import run_export
     from tests.fixtures import write_random_workdir
 
     workdir = write_random_workdir(os.path.join(tmp, "workdir"), list(THUMOS14_CLASSES), 1024)

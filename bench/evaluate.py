@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from stpn_tf.data import annotations as A  # noqa: E402
+from stpn_tf.artifacts import annotations as A  # noqa: E402
 from stpn_tf.evaluation import activitynet, matching, th14kit, thresholds  # noqa: E402
 from tests import reference_evaluation as loops  # noqa: E402  (the plain-loop reference lives with the tests)
 

@@ -1,6 +1,6 @@
 """Localization speed at the shipped bounds: numpy reference vs the configured graph vs the Localizer.
 
-The bounds are the shipped config's (stpn_tf/configs/thumos14.py, config.localize.*, equal to
+The bounds are the shipped config's (configs/thumos14.py, config.localize.*, equal to
 LocalizerConfig's defaults): every passing class, 200 components per stream and class, 1000 detections
 per video, so recall is not capped; the reference gets the same bounds. 212 videos with the real THUMOS14
 test durations (the shipped stpn:thumos14/thumos14reduced: duration.npy, subset.npy), 25 fps / 16-frame
@@ -28,11 +28,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from stpn_tf import resources  # noqa: E402
-from stpn_tf.data.annotations import read_thumos14_durations, read_thumos14_subsets  # noqa: E402
-from stpn_tf.postprocess import timeline  # noqa: E402
-from stpn_tf.postprocess.localizer import Localizer, LocalizerConfig, localize  # noqa: E402
-from stpn_tf.postprocess.reference import localize_video  # noqa: E402
+from stpn_tf.core import resources  # noqa: E402
+from stpn_tf.artifacts.annotations import read_thumos14_durations, read_thumos14_subsets  # noqa: E402
+from stpn_tf.localize import timeline  # noqa: E402
+from stpn_tf.localize.localizer import Localizer, LocalizerConfig, localize  # noqa: E402
+from stpn_tf.localize.reference import localize_video  # noqa: E402
 
 FOLDER = resources.resource_path(resources.THUMOS14_REDUCED)
 T, C, FPS, STRIDE = 400, 20, 25.0, 16
@@ -157,8 +157,8 @@ def serving_checks(batch: int = 16, time_steps: int = 1024, dim: int = 1024) -> 
     whole serving graph with and without them, on random THUMOS14-size inputs and random-weight models."""
     from stpn_tf.data.grid import GridConfig
     from stpn_tf.model.stpn import STPN
-    from stpn_tf.postprocess.localizer import Localizer
-    from stpn_tf.serving.module import InferenceModule
+    from stpn_tf.localize.localizer import Localizer
+    from stpn_tf.inference.module import InferenceModule
 
     models = {}
     for stream in ("rgb", "flow"):

@@ -28,7 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from stpn_tf.data import synthetic  # noqa: E402
-from stpn_tf.io.workdir import WorkDir  # noqa: E402
+from stpn_tf.artifacts.workdir import WorkDir  # noqa: E402
 
 STEPS, STEPS_PER_EPOCH = 600, 200
 

@@ -5,7 +5,7 @@ Needs a work directory with both streams trained (`stpn demo --workdir=work/demo
 for the last row, `stpn tune --workdir=work/demo` (about 15 minutes). The models run once on the test
 split per grid choice (the paper's 400-position grid; every snippet); the raw outputs are cached next to
 the work directory's own as raw_test_options[_all_snippets].npz (deleted with --fresh). Every row is then
-only localization and evaluation of the same outputs (stpn_tf.evaluation.sweep.Sweeper), two-stream,
+only localization and evaluation of the same outputs (stpn_tf.tuning.sweep.Sweeper), two-stream,
 average mAP over tIoU 0.1:0.9, ActivityNet protocol / THUMOS14 toolkit.
 
 Run: .venv/bin/python bench/options.py [--workdir=work/demo] [--fresh]
@@ -22,15 +22,16 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from stpn_tf import configs, predict  # noqa: E402
+from stpn_tf import configs  # noqa: E402
+from stpn_tf.inference import predict  # noqa: E402
 from stpn_tf.cli import settings  # noqa: E402
 from stpn_tf.data import tfrecord  # noqa: E402
 from stpn_tf.data.grid import GridConfig  # noqa: E402
-from stpn_tf.evaluation.sweep import PROPOSALS, Sweeper, batch_size_for, describe  # noqa: E402
-from stpn_tf.io.ground_truth import load_ground_truth  # noqa: E402
-from stpn_tf.io.workdir import WorkDir  # noqa: E402
-from stpn_tf.postprocess.localizer import LocalizerConfig  # noqa: E402
-from stpn_tf.serving.model import load_serving_model  # noqa: E402
+from stpn_tf.tuning.sweep import PROPOSALS, Sweeper, batch_size_for, describe  # noqa: E402
+from stpn_tf.artifacts.ground_truth import load_ground_truth  # noqa: E402
+from stpn_tf.artifacts.workdir import WorkDir  # noqa: E402
+from stpn_tf.localize.localizer import LocalizerConfig  # noqa: E402
+from stpn_tf.inference.runner import load_serving_model  # noqa: E402
 
 PAPER = LocalizerConfig()
 # (row name, settings, every snippet?)

@@ -37,8 +37,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from stpn_tf import resources  # noqa: E402
-from stpn_tf.data import annotations as ann  # noqa: E402
+from stpn_tf.core import resources  # noqa: E402
+from stpn_tf.artifacts import annotations as ann  # noqa: E402
 from stpn_tf.data import features as feat  # noqa: E402
 
 REDUCED = resources.resource_path(resources.THUMOS14_REDUCED)

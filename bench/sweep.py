@@ -7,7 +7,7 @@ against 3,000+ real segments with both a localization and an evaluation (Activit
 the shipped defaults (1000 detections, 200 components per stream and class, all classes).
 
 Settings are graph inputs: a structure (here the paper's: one threshold, hard NMS) compiles once, plus
-once per class bound the data needs (4, 8, 16 classes passing; stpn_tf.postprocess.localizer). The warm-up
+once per class bound the data needs (4, 8, 16 classes passing; stpn_tf.localize.localizer). The warm-up
 scores one setting per class threshold, which compiles those; the timed sweep is then 50 settings: class
 threshold x T-CAM threshold x alpha. The last lines time a few settings of other structures.
 
@@ -27,11 +27,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 
 from localize import T, make_inputs  # noqa: E402
-from stpn_tf import resources  # noqa: E402
-from stpn_tf.evaluation.sweep import PROPOSALS, Sweeper  # noqa: E402
-from stpn_tf.io.ground_truth import load_ground_truth  # noqa: E402
-from stpn_tf.postprocess.localizer import LocalizerConfig  # noqa: E402
-from stpn_tf.data.annotations import read_thumos14_durations, read_thumos14_subsets  # noqa: E402
+from stpn_tf.core import resources  # noqa: E402
+from stpn_tf.tuning.sweep import PROPOSALS, Sweeper  # noqa: E402
+from stpn_tf.artifacts.ground_truth import load_ground_truth  # noqa: E402
+from stpn_tf.localize.localizer import LocalizerConfig  # noqa: E402
+from stpn_tf.artifacts.annotations import read_thumos14_durations, read_thumos14_subsets  # noqa: E402
 
 
 def make_raw():

@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from stpn_tf.io.workdir import WorkDir
+from stpn_tf.artifacts.workdir import WorkDir
 from stpn_tf.model.stpn import STPN
 
 

@@ -1,4 +1,4 @@
-"""Annotation readers on the real THUMOS14 files shipped with the package (stpn_tf.resources), plus
+"""Annotation readers on the real THUMOS14 files shipped with the package (stpn_tf.core.resources), plus
 malformed input."""
 
 import json
@@ -7,9 +7,9 @@ import os
 import numpy as np
 import pytest
 
-from stpn_tf import resources
-from stpn_tf.data import annotations as A
-from stpn_tf.errors import StpnError
+from stpn_tf.core import resources
+from stpn_tf.artifacts import annotations as A
+from stpn_tf.core.errors import StpnError
 
 ROOT = resources.resource_path(resources.THUMOS14)
 KIT = os.path.join(ROOT, "th14_evalkit_groundtruth")

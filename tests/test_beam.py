@@ -18,17 +18,17 @@ beam = pytest.importorskip("apache_beam")
 import tensorflow as tf
 
 from stpn_tf.beam import extract as beam_extract
-from stpn_tf.data import annotations as ann
+from stpn_tf.artifacts import annotations as ann
 from stpn_tf.data import tfrecord
-from stpn_tf.errors import StpnError
+from stpn_tf.core.errors import StpnError
 from stpn_tf.extract import pipeline, standin
 from tests.fixtures import write_random_workdir
 from tests.test_extract import textured_square_frames, write_video
 
 from stpn_tf.data.grid import GridConfig
 from stpn_tf.extract.flow import TVL1Options
-from stpn_tf.io.dataset_dir import ground_truth_path, read_dataset_info
-from stpn_tf.postprocess.localizer import LocalizerConfig
+from stpn_tf.artifacts.dataset_dir import ground_truth_path, read_dataset_info
+from stpn_tf.localize.localizer import LocalizerConfig
 
 FAST = pipeline.ExtractConfig(batch_size=2, tvl1=TVL1Options(scales=2, warps=1, inner_iterations=5,
                                                              outer_iterations=1))
@@ -123,7 +123,7 @@ def workdir(tmp_path_factory):
 
 
 def _export(workdir, out, all_snippets):
-    from stpn_tf.serving.export import run_export
+    from stpn_tf.inference.export import run_export
 
     # The grid export keeps the XLA-compiled localization of production. Without the grid every distinct
     # length is a new XLA compilation (about 2 s each here), so that export runs the same localization
@@ -247,7 +247,7 @@ def test_beam_localize_equals_single_process(export, features, tmp_path, capsys)
 def test_workdir_path_equals_export(workdir, grid_export, features):
     # The training-work-directory path builds the export graph in memory (here uncompiled): same
     # detections as the export made with the same settings (XLA-compiled localization).
-    from stpn_tf.serving.model import load_serving_model
+    from stpn_tf.inference.runner import load_serving_model
 
     videos = [_load_video(features, v) for v, _, _ in VIDEOS]
     args = ([r for r, _, _ in videos], [f for _, f, _ in videos], [s for _, _, s in videos])

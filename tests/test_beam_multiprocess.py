@@ -24,10 +24,10 @@ beam = pytest.importorskip("apache_beam")
 from stpn_tf.beam import extract as beam_extract
 from stpn_tf.beam import localize as beam_localize
 from stpn_tf.data.grid import GridConfig
-from stpn_tf.errors import StpnError, WriteError
+from stpn_tf.core.errors import StpnError, WriteError
 from stpn_tf.extract import pipeline, standin
 from stpn_tf.extract.flow import TVL1Options
-from stpn_tf.postprocess.localizer import LocalizerConfig
+from stpn_tf.localize.localizer import LocalizerConfig
 from tests.fixtures import write_random_workdir
 from tests.test_extract import textured_square_frames, write_video
 
@@ -149,7 +149,7 @@ LENGTHS = [3, 7, 12, 1, 20, 5, 9, 4]  # eight videos, four batches of two
 
 @pytest.fixture(scope="module")
 def export(tmp_path_factory):
-    from stpn_tf.serving.export import run_export
+    from stpn_tf.inference.export import run_export
 
     workdir = write_random_workdir(str(tmp_path_factory.mktemp("workdir")), CLASSES, D)
     out = str(tmp_path_factory.mktemp("export") / "export")

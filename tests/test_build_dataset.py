@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from stpn_tf import resources
-from stpn_tf.data import annotations as ann
+from stpn_tf.core import resources
+from stpn_tf.artifacts import annotations as ann
 from stpn_tf.data import tfrecord
 from stpn_tf.data.build import THUMOS14_EXCLUDED_FOR_210, run_build_dataset
-from stpn_tf.errors import StpnError
-from stpn_tf.io.dataset_dir import GROUND_TRUTH_FILE, METADATA_FILE, read_dataset_info
+from stpn_tf.core.errors import StpnError
+from stpn_tf.artifacts.dataset_dir import GROUND_TRUTH_FILE, METADATA_FILE, read_dataset_info
 
 REAL = resources.resource_path(resources.THUMOS14)
 REDUCED = os.path.join(REAL, "thumos14reduced")

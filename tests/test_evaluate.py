@@ -10,11 +10,13 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from stpn_tf import evaluation, resources
-from stpn_tf.data import annotations as A
-from stpn_tf.errors import StpnError
-from stpn_tf.evaluation import activitynet, formats, matching, report, th14kit, thresholds
-from stpn_tf.io import ground_truth
+from stpn_tf import evaluation
+from stpn_tf.core import resources
+from stpn_tf.artifacts import annotations as A
+from stpn_tf.core.errors import StpnError
+from stpn_tf.evaluation import activitynet, formats, matching, th14kit, thresholds
+from stpn_tf.core import tables as report
+from stpn_tf.artifacts import ground_truth
 from tests import reference_evaluation as loops
 
 ROOT = resources.resource_path(resources.THUMOS14)

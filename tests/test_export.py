@@ -11,11 +11,11 @@ import tensorflow as tf
 
 from stpn_tf.data.grid import GridConfig
 from stpn_tf.data.tfrecord import make_example
-from stpn_tf.errors import StpnError
-from stpn_tf.io.export_dir import read_export_info
-from stpn_tf.postprocess.localizer import LocalizerConfig
-from stpn_tf.serving.export import run_export
-from stpn_tf.serving.model import build_module
+from stpn_tf.core.errors import StpnError
+from stpn_tf.artifacts.export_dir import read_export_info
+from stpn_tf.localize.localizer import LocalizerConfig
+from stpn_tf.inference.export import run_export
+from stpn_tf.inference.runner import build_module
 from tests.fixtures import write_random_workdir
 
 D, C = 6, 3
@@ -120,7 +120,7 @@ def test_grid_sampling_matches_timeline(workdir):
     # The in-graph grid equals timeline.eval_grid_indices: with identical rows per snippet index, the
     # attention on the grid is the per-snippet attention gathered at floor(t * L / T).
     from stpn_tf.data.grid import eval_grid_indices
-    from stpn_tf.io.workdir import WorkDir
+    from stpn_tf.artifacts.workdir import WorkDir
 
     module = build_module(workdir, grid=GridConfig(length=16), localizer_config=SETTINGS, jit_compile=False)
     data = inputs()

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from stpn_tf.errors import StpnError
+from stpn_tf.core.errors import StpnError
 from stpn_tf.extract import flow as flow_lib
 from stpn_tf.extract import i3d
 from stpn_tf.extract import pipeline
@@ -366,7 +366,7 @@ def test_expand_videos_rejects_collisions_and_empty_dirs(tmp_path):
 
 
 def _write_workdir(workdir, classes, feature_dim=1024):
-    from stpn_tf.io.workdir import WorkDir
+    from stpn_tf.artifacts.workdir import WorkDir
     from stpn_tf.model.stpn import STPN
 
     work = WorkDir(workdir)
@@ -381,9 +381,9 @@ def _write_workdir(workdir, classes, feature_dim=1024):
 
 def test_localize_videos_with_export_or_workdir(models, tiny_video, tmp_path):
     from stpn_tf.data.grid import GridConfig
-    from stpn_tf.extract import localize_videos as lv
-    from stpn_tf.postprocess.localizer import LocalizerConfig
-    from stpn_tf.serving.export import run_export
+    from stpn_tf.workflows import localize_videos as lv
+    from stpn_tf.localize.localizer import LocalizerConfig
+    from stpn_tf.inference.export import run_export
 
     workdir, export = str(tmp_path / "workdir"), str(tmp_path / "export")
     _write_workdir(workdir, ["Diving", "HighJump", "PoleVault"])
@@ -435,7 +435,7 @@ def test_localize_videos_with_export_or_workdir(models, tiny_video, tmp_path):
 
 
 def test_serving_model_errors(tmp_path):
-    from stpn_tf.serving.model import load_serving_model
+    from stpn_tf.inference.runner import load_serving_model
 
     with pytest.raises(StpnError, match="neither an export directory"):
         load_serving_model(str(tmp_path / "nowhere"))

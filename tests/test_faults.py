@@ -18,16 +18,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from stpn_tf import train
+from stpn_tf.training import trainer as train
 from stpn_tf.data.grid import GridConfig
-from stpn_tf.errors import StpnError
+from stpn_tf.core.errors import StpnError
 from stpn_tf.extract import standin
-from stpn_tf.io.atomic import is_temporary
-from stpn_tf.io.workdir import WorkDir
+from stpn_tf.core.atomic import is_temporary
+from stpn_tf.artifacts.workdir import WorkDir
 from stpn_tf.model.stpn import ModelConfig
-from stpn_tf.postprocess.localizer import LocalizerConfig
-from stpn_tf.serving.export import run_export
-from stpn_tf.serving.model import load_export
+from stpn_tf.localize.localizer import LocalizerConfig
+from stpn_tf.inference.export import run_export
+from stpn_tf.inference.runner import load_export
 from tests.fixtures import write_random_workdir
 from tests.test_build_dataset import write_basnet_release
 from tests.test_extract import textured_square_frames, write_video

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from stpn_tf.data import features as feat
-from stpn_tf.errors import StpnError
+from stpn_tf.core.errors import StpnError
 
 
 def _joint_file(tmp_path, entries):

@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from stpn_tf.data import grid
 from stpn_tf.data.grid import GridConfig
-from stpn_tf.errors import StpnError
+from stpn_tf.core.errors import StpnError
 
 
 def test_eval_grid_indices_by_hand():

@@ -1,4 +1,4 @@
-"""stpn_tf.io, stpn_tf.configs and stpn_tf.resources: atomic writes, the work directory's record and lock, the
+"""stpn_tf.io, stpn_tf.configs and stpn_tf.core.resources: atomic writes, the work directory's record and lock, the
 export description, configs by name and restored from a record, shipped files."""
 
 import json
@@ -7,12 +7,13 @@ import os
 import ml_collections
 import pytest
 
-from stpn_tf import configs, resources
-from stpn_tf.errors import StpnError
-from stpn_tf.io import atomic
-from stpn_tf.io.export_dir import ExportInfo, read_export_info, write_export_info
-from stpn_tf.io.results import detections_from_padded, parse_results, results_envelope
-from stpn_tf.io.workdir import WorkDir, WorkDirRecord
+from stpn_tf import configs
+from stpn_tf.core import resources
+from stpn_tf.core.errors import StpnError
+from stpn_tf.core import atomic
+from stpn_tf.artifacts.export_dir import ExportInfo, read_export_info, write_export_info
+from stpn_tf.artifacts.results import detections_from_padded, parse_results, results_envelope
+from stpn_tf.artifacts.workdir import WorkDir, WorkDirRecord
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):

@@ -9,19 +9,25 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(REPO, "stpn_tf")
 
+# The layer order (README, "Layout"): a package imports only packages of earlier layers, never one of its
+# own layer or a later one. `configs` is the repository's top-level configs/ folder (stpn_tf.configs).
+LAYERS = [("core",), ("configs",), ("artifacts",), ("data",), ("model", "localize"), ("training", "inference"),
+          ("evaluation",), ("tuning",), ("extract",), ("workflows", "beam"), ("cli",)]
+
 
 def _modules() -> dict[str, str]:
-    """{dotted module name: file path} of every module of the package."""
+    """{dotted module name: file path} of every module of the package, the mapped configs/ included."""
     out = {}
-    for root, _, files in os.walk(PACKAGE):
-        for name in files:
-            if not name.endswith(".py"):
-                continue
-            path = os.path.join(root, name)
-            parts = os.path.relpath(path, REPO)[:-3].split(os.sep)
-            if parts[-1] == "__init__":
-                parts = parts[:-1]
-            out[".".join(parts)] = path
+    for folder, prefix in ((PACKAGE, ["stpn_tf"]), (os.path.join(REPO, "configs"), ["stpn_tf", "configs"])):
+        for root, _, files in os.walk(folder):
+            for name in files:
+                if not name.endswith(".py"):
+                    continue
+                path = os.path.join(root, name)
+                parts = prefix + os.path.relpath(path, folder)[:-3].split(os.sep)
+                if parts[-1] == "__init__":
+                    parts = parts[:-1]
+                out[".".join(parts)] = path
     return out
 
 
@@ -78,6 +84,25 @@ def test_import_graph_has_no_cycles():
             visit(module, [module])
     assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
     assert len(graph) > 40  # the walk saw the package
+
+
+def test_packages_import_only_earlier_layers():
+    rank = {name: i for i, layer in enumerate(LAYERS) for name in layer}
+    packages = {m.split(".")[1] for m in MODULES if m.count(".") >= 1 and m.split(".")[1] != "__main__"}
+    packages = {p for p in packages if os.path.isdir(os.path.join(PACKAGE, p)) or p == "configs"}
+    assert packages == set(rank), f"packages missing from LAYERS or gone: {packages ^ set(rank)}"
+    offences = []
+    for module, path in MODULES.items():
+        if module.count(".") < 2 and not path.endswith("__init__.py"):
+            continue
+        own = module.split(".")[1] if module.count(".") >= 1 else None
+        for target, _, line in _imports(path, module):
+            if own not in rank or target.count(".") < 1:
+                continue
+            other = target.split(".")[1]
+            if other in rank and other != own and rank[other] >= rank[own]:
+                offences.append(f"{path}:{line}: {own} (layer {rank[own]}) imports {target} (layer {rank[other]})")
+    assert not offences, "\n".join(offences)
 
 
 def _package_of(module: str) -> str:

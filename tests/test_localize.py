@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from stpn_tf.errors import StpnError
-from stpn_tf.postprocess.localizer import Localizer, LocalizerConfig, component_count_bound, localize
-from stpn_tf.postprocess.reference import connected_components, interpolate, localize_video, min_max_normalized
+from stpn_tf.core.errors import StpnError
+from stpn_tf.localize.localizer import Localizer, LocalizerConfig, component_count_bound, localize
+from stpn_tf.localize.reference import connected_components, interpolate, localize_video, min_max_normalized
 
 KEYS = ("detection_classes", "detection_scores", "detection_segments", "num_detections")
 # Small bounds keep the hand cases' compiles fast; tests that exceed them say so.
@@ -483,7 +483,7 @@ def test_derived_bounds_equal_the_configured_ones(options):
 def test_derived_bound_that_does_not_hold_falls_back(monkeypatch):
     # A first pass that underestimates (as a rounding difference at a threshold could): the graph finds
     # more components than slots, and the configured bounds run instead; the output does not change.
-    import stpn_tf.postprocess.localizer as module
+    import stpn_tf.localize.localizer as module
 
     rng = np.random.default_rng(22)
     rgb, flow = random_streams(rng, 3, 40, 2)

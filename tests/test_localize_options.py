@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from stpn_tf.errors import StpnError
-from stpn_tf.postprocess.localizer import Localizer, LocalizerConfig, localize
+from stpn_tf.core.errors import StpnError
+from stpn_tf.localize.localizer import Localizer, LocalizerConfig, localize
 from tests.test_localize import KEYS, check, random_streams, streams
 
 # One video, T = 8, k = 1, 8 snippets of 1 s (grid position g = g seconds), alpha = .5.

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from stpn_tf.errors import StpnError
+from stpn_tf.core.errors import StpnError
 from stpn_tf.model import losses
 from stpn_tf.model.stpn import STPN
 

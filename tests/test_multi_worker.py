@@ -17,9 +17,9 @@ import time
 import numpy as np
 import pytest
 
-from stpn_tf import train
-from stpn_tf.errors import StpnError
-from stpn_tf.io.workdir import WorkDir
+from stpn_tf.training import trainer as train
+from stpn_tf.core.errors import StpnError
+from stpn_tf.artifacts.workdir import WorkDir
 from tests.test_train import GRID, UNITS, _read_backup_epoch, _write_tiny_dataset
 
 STEPS_PER_EPOCH = 25

@@ -29,13 +29,13 @@ def wheel(tmp_path_factory):
 def test_wheel_holds_configs_and_annotations(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for config in ("thumos14", "demo", "activitynet13"):
-        assert f"stpn_tf/configs/{config}.py" in names
+        assert f"configs/{config}.py" in names
     shipped = ("thumos14/README.md", "thumos14/th14_evalkit_groundtruth/det.txt",
                "thumos14/th14_evalkit_groundtruth/Ambiguous_test.txt", "thumos14/thumos14reduced/videoname.npy",
                "thumos14/thumos14reduced/duration.npy", "thumos14/basnet/gt.json", "thumos14/basnet/split_test.txt")
     for name in shipped:
-        assert f"stpn_tf/resources/{name}" in names, name
-    assert len([n for n in names if n.startswith("stpn_tf/resources/thumos14/th14_evalkit_groundtruth/")]) == 44
+        assert f"data/{name}" in names, name
+    assert len([n for n in names if n.startswith("data/thumos14/th14_evalkit_groundtruth/")]) == 44
     assert not [n for n in names if n.startswith(("tests/", "bench/", "docs/"))]
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "stpn = stpn_tf.cli:run" in zipfile.ZipFile(wheel).read(entry_points).decode()
@@ -47,7 +47,7 @@ def test_installed_copy_runs_from_another_directory(wheel, tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
                     str(wheel)], check=True, capture_output=True, text=True, timeout=300)
     env = dict(os.environ, PYTHONPATH=str(target))  # the installed copy comes before the editable one
-    probe = ("import json, stpn_tf, stpn_tf.configs as c, stpn_tf.resources as r;"
+    probe = ("import json, stpn_tf, stpn_tf.configs as c, stpn_tf.core.resources as r;"
              "print(json.dumps([stpn_tf.__file__, c.load_config('demo').train.steps, "
              "r.resource_path('thumos14/basnet/gt.json')]))")
     found = json.loads(subprocess.run([sys.executable, "-c", probe], cwd=elsewhere, env=env, check=True,

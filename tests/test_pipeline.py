@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from stpn_tf.data import pipeline, tfrecord
 from stpn_tf.data.grid import GridConfig
-from stpn_tf.errors import StpnError
+from stpn_tf.core.errors import StpnError
 
 
 @pytest.mark.parametrize("length", [1, 3, 399, 400, 401, 800, 1234])

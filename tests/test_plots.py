@@ -1,13 +1,13 @@
-"""Tests for stpn_tf.plots: the timeline figure is a valid PNG, written atomically, in every case."""
+"""Tests for stpn_tf.workflows.plots: the timeline figure is a valid PNG, written atomically, in every case."""
 
 import os
 
 import numpy as np
 import pytest
 
-from stpn_tf.data.annotations import Segment
-from stpn_tf.errors import StpnError
-from stpn_tf.plots import plot_timeline
+from stpn_tf.artifacts.annotations import Segment
+from stpn_tf.core.errors import StpnError
+from stpn_tf.workflows.plots import plot_timeline
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -1,15 +1,15 @@
-"""stpn_tf.predict: the composed graph over TFRecords, raw outputs, and the Localizer on raw outputs."""
+"""stpn_tf.inference.predict: the composed graph over TFRecords, raw outputs, and the Localizer on raw outputs."""
 
 import numpy as np
 import pytest
 
-from stpn_tf import predict
+from stpn_tf.inference import predict
 from stpn_tf.data import tfrecord
 from stpn_tf.data.grid import GridConfig
-from stpn_tf.errors import StpnError
-from stpn_tf.postprocess.localizer import Localizer, LocalizerConfig
-from stpn_tf.postprocess.reference import localize_video
-from stpn_tf.serving.model import load_serving_model
+from stpn_tf.core.errors import StpnError
+from stpn_tf.localize.localizer import Localizer, LocalizerConfig
+from stpn_tf.localize.reference import localize_video
+from stpn_tf.inference.runner import load_serving_model
 from tests.fixtures import write_random_workdir
 
 CLASSES = ["Jump", "Run", "Swim"]

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from matplotlib import image
 
-from stpn_tf import predict, report
+from stpn_tf.inference import predict
+from stpn_tf.workflows import report
 from stpn_tf.evaluation.matching import EvalData
-from stpn_tf.postprocess.localizer import LocalizerConfig
+from stpn_tf.localize.localizer import LocalizerConfig
 from tests.test_sweep import BOUNDS, _ground_truth, _raw
 
 
@@ -73,7 +74,7 @@ def test_report_page_embeds_rendered_figures(tmp_path):
 
 
 def test_missing_raw_outputs_are_a_clear_error(tmp_path):
-    from stpn_tf.errors import StpnError
+    from stpn_tf.core.errors import StpnError
 
     with pytest.raises(StpnError, match="--save_raw"):
         report.check_inputs(str(tmp_path / "raw_test.npz"))

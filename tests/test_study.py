@@ -4,11 +4,11 @@ import json
 
 import numpy as np
 
-from stpn_tf import predict
-from stpn_tf.evaluation.sweep import Sweeper
-from stpn_tf.io.ground_truth import load_ground_truth
-from stpn_tf.postprocess.localizer import LocalizerConfig
-from stpn_tf.study import aggregate
+from stpn_tf.inference import predict
+from stpn_tf.tuning.sweep import Sweeper
+from stpn_tf.artifacts.ground_truth import load_ground_truth
+from stpn_tf.localize.localizer import LocalizerConfig
+from stpn_tf.workflows.study import aggregate
 from tests.test_build_dataset import write_basnet_release
 from tests.test_cli import SMALL, cli
 

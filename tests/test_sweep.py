@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from stpn_tf import predict
-from stpn_tf.data.annotations import Segment, make_record
-from stpn_tf.errors import StpnError
+from stpn_tf.inference import predict
+from stpn_tf.artifacts.annotations import Segment, make_record
+from stpn_tf.core.errors import StpnError
 from stpn_tf.evaluation.evaluate import evaluate_detections
-from stpn_tf.evaluation.sweep import PROPOSALS, Sweeper, describe, sweep_thresholds, tune, with_setting
-from stpn_tf.postprocess.localizer import Localizer, LocalizerConfig, localize
+from stpn_tf.tuning.sweep import PROPOSALS, Sweeper, describe, sweep_thresholds, tune, with_setting
+from stpn_tf.localize.localizer import Localizer, LocalizerConfig, localize
 
 CLASSES = ["A", "B", "C", "D", "E", "F"]
 BOUNDS = dict(interpolation=4, max_detections=60, max_components_per_class=16)

@@ -10,8 +10,8 @@ import pytest
 import tensorflow as tf
 
 from stpn_tf.data import tfrecord
-from stpn_tf.io.dataset_dir import DatasetInfo, SplitInfo, read_dataset_info, write_dataset_info
-from stpn_tf.errors import StpnError
+from stpn_tf.artifacts.dataset_dir import DatasetInfo, SplitInfo, read_dataset_info, write_dataset_info
+from stpn_tf.core.errors import StpnError
 
 D = 4
 C = 5

@@ -1,11 +1,11 @@
-"""stpn_tf.postprocess.timeline: the one place grid positions become seconds (numpy and graph)."""
+"""stpn_tf.localize.timeline: the one place grid positions become seconds (numpy and graph)."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from stpn_tf.errors import StpnError
-from stpn_tf.postprocess import timeline
+from stpn_tf.core.errors import StpnError
+from stpn_tf.localize import timeline
 
 
 def test_seconds_per_snippet():

@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from stpn_tf import train
+from stpn_tf.training import trainer as train
 from stpn_tf.data import synthetic, tfrecord
-from stpn_tf.errors import StpnError
-from stpn_tf.io.dataset_dir import DatasetInfo, SplitInfo, write_dataset_info
-from stpn_tf.io.workdir import WorkDir
-from stpn_tf.model.stpn import STPN, ModelConfig
+from stpn_tf.core.errors import StpnError
+from stpn_tf.artifacts.dataset_dir import DatasetInfo, SplitInfo, write_dataset_info
+from stpn_tf.artifacts.workdir import WorkDir
+from stpn_tf.model.stpn import STPN, ModelConfig, load_stream_model
 
 CLASSES = ["Alpha", "Beta", "Gamma"]
 DIM = 8
@@ -36,8 +36,8 @@ TRAIN = train.TrainConfig(num_snippets=GRID, batch_size=6, steps=20, steps_per_e
 SMALL = dict(model=MODEL, train=TRAIN, verbose=0)
 
 
-def load_stream_model(workdir, stream):
-    return WorkDir(workdir).load_stream_model(stream)
+def load_trained(workdir, stream):
+    return load_stream_model(WorkDir(workdir), stream)
 
 
 def _write_tiny_dataset(out_dir: str) -> None:
@@ -118,7 +118,7 @@ def test_run_train_writes_model_logs_checkpoints(trained):
     assert not os.path.exists(os.path.join(stream_dir, "backup"))
     assert sorted(os.listdir(stream_dir)) == [".lock", "checkpoints", "logs", "model.keras"]
 
-    model = load_stream_model(workdir, "rgb")
+    model = load_trained(workdir, "rgb")
     assert isinstance(model, STPN) and model.attention_units == UNITS and model.num_classes == 3
     assert _optimizer_steps(workdir) == 20  # 2 epochs x 10 steps
     inputs = _batch()
@@ -143,7 +143,7 @@ def test_second_call_does_not_retrain(trained, dataset_dir):
 
 
 def test_same_seed_same_weights_other_seed_differs(trained):
-    weights = {k: load_stream_model(w, "rgb").get_weights() for k, (w, _) in trained.items()}
+    weights = {k: load_trained(w, "rgb").get_weights() for k, (w, _) in trained.items()}
     assert len(weights["a"]) == 6  # attention hidden kernel/bias, score kernel/bias, classifier kernel/bias
     for x, y in zip(weights["a"], weights["b"]):
         np.testing.assert_array_equal(x, y)
@@ -272,7 +272,7 @@ def test_cli_resumes_after_sigkill(repo_dir, dataset_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     epochs = [(int(a), int(b)) for a, b in re.findall(r"Epoch (\d+)/(\d+)", proc.stdout)]
     assert epochs == [(total, total)], proc.stdout[-2000:]
-    assert isinstance(load_stream_model(str(workdir), "rgb"), STPN)
+    assert isinstance(load_trained(str(workdir), "rgb"), STPN)
     # The optimizer's step counter came back from the backup: a fresh optimizer would count only the one epoch run.
     assert _optimizer_steps(str(workdir)) == total * steps_per_epoch
     assert not backup.exists()
@@ -323,8 +323,8 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch):
             train.run_train(workdir=str(tmp_path / "resumed"), **kwargs)
     assert os.path.exists(tmp_path / "resumed" / "rgb" / "backup" / "training_metadata.json")
     train.run_train(workdir=str(tmp_path / "resumed"), **kwargs)
-    a = load_stream_model(str(tmp_path / "straight"), "rgb").get_weights()
-    b = load_stream_model(str(tmp_path / "resumed"), "rgb").get_weights()
+    a = load_trained(str(tmp_path / "straight"), "rgb").get_weights()
+    b = load_trained(str(tmp_path / "resumed"), "rgb").get_weights()
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
 
@@ -332,10 +332,10 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch):
 def test_joint_model_on_concatenated_streams(tmp_path):
     """The optional joint model (spec section 2): one STPN on [rgb, flow] features, D doubled, trained,
     run over the test split and localized as a single stream."""
-    from stpn_tf import predict
+    from stpn_tf.inference import predict
     from stpn_tf.data.grid import GridConfig
-    from stpn_tf.postprocess.localizer import LocalizerConfig
-    from stpn_tf.serving.model import load_serving_model
+    from stpn_tf.localize.localizer import LocalizerConfig
+    from stpn_tf.inference.runner import load_serving_model
 
     dataset_dir = str(tmp_path / "data")
     synthetic.write_dataset(dataset_dir, feature_dim=8, max_snippets=24, num_shards=1)
@@ -343,7 +343,7 @@ def test_joint_model_on_concatenated_streams(tmp_path):
     train.run_train(dataset_dir=dataset_dir, workdir=workdir, stream="joint", model=ModelConfig(attention_units=4),
                     train=train.TrainConfig(num_snippets=8, batch_size=3, learning_rate=1e-2, steps=4,
                                             steps_per_epoch=4), verbose=0)
-    model = load_stream_model(workdir, "joint")
+    model = load_trained(workdir, "joint")
     assert model.classifier.kernel.shape == (16, 20)  # 8 RGB + 8 flow features
     serving = load_serving_model(workdir, grid=GridConfig(length=8), streams=("joint",), feature_dim=8,
                                  localizer_config=LocalizerConfig(interpolation=2, class_threshold=0.0,

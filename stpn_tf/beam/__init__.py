@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from stpn_tf.errors import StpnError, WriteError
+from stpn_tf.core.errors import StpnError, WriteError
 
 # How a worker's StpnError reaches the driver: inside the runner's exception text, as the traceback's line.
 _WORKER_ERROR = re.compile(r"stpn_tf\.errors\.(?P<kind>StpnError|WriteError): (?P<message>[^\n]+)")

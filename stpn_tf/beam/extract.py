@@ -54,10 +54,10 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from stpn_tf.beam import run_main, run_pipeline, split_pipeline_args
-from stpn_tf.errors import StpnError, WriteError
+from stpn_tf.core.errors import StpnError, WriteError
 from stpn_tf.extract import flow as flow_lib
 from stpn_tf.extract import pipeline as extract_lib
-from stpn_tf.io.atomic import atomic_output, remove_temporaries
+from stpn_tf.core.atomic import atomic_output, remove_temporaries
 
 _NAMESPACE = "stpn"
 
@@ -216,7 +216,7 @@ def _labels_from_annotations(annotations: str | None, annotations_subset: str | 
     """(labels by video id, VideoRecords of the given videos) from ground truth, or empty."""
     if annotations is None:
         return {}, []
-    from stpn_tf.io.ground_truth import load_ground_truth
+    from stpn_tf.artifacts.ground_truth import load_ground_truth
 
     records = load_ground_truth(annotations, annotations_subset, single_subset=False)
     index = {name: i for i, name in enumerate(classes)}
@@ -273,7 +273,7 @@ def run_beam_extract(*, videos: Sequence[str], out: str, dataset_dir: str, split
     Returns:
         0 if every video succeeded, 1 if any failed.
     """
-    from stpn_tf.data import annotations as ann
+    from stpn_tf.artifacts import annotations as ann
     from stpn_tf.data import tfrecord
     from stpn_tf.data.build import file_entry
 
@@ -337,9 +337,9 @@ def _write_dataset(dataset_dir: str, *, split: str, name: str, classes: Sequence
                    fps: float, stride_frames: int, num_videos: int, num_snippets: int, num_shards: int,
                    sources: list[dict[str, Any]], records: Sequence[Any]) -> None:
     """Writes (or updates this split in) dataset.json, and ground_truth.json, atomically."""
-    from stpn_tf.data import annotations as ann
+    from stpn_tf.artifacts import annotations as ann
     from stpn_tf.data import tfrecord
-    from stpn_tf.io import dataset_dir as dataset_io
+    from stpn_tf.artifacts import dataset_dir as dataset_io
 
     split_info = dataset_io.SplitInfo(num_videos=num_videos, num_snippets=num_snippets,
                                       shards=[tfrecord.shard_name(split, i, num_shards) for i in range(num_shards)])

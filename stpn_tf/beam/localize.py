@@ -49,7 +49,7 @@ from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunIn
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from stpn_tf.beam import run_main, run_pipeline, split_pipeline_args
-from stpn_tf.errors import StpnError
+from stpn_tf.core.errors import StpnError
 
 _NAMESPACE = "stpn"
 DEFAULT_BATCH_SIZE = 8
@@ -62,7 +62,7 @@ class StpnExportHandler(ModelHandler):
     float, ...}), ...] of at most `batch_size` videos, formed in the driver (`batches`); predictions are
     lists [(video_id, meta path, input state, detections)], detections as ActivityNet result lists
     [{"label", "score", "segment": [s, e]}, ...] in seconds. Each batch is padded along time (num_snippets
-    gives the true lengths; stpn_tf.serving.model.ServingModel.predict) and filled up to `batch_size`
+    gives the true lengths; stpn_tf.inference.runner.ServingModel.predict) and filled up to `batch_size`
     videos, so the export's compiled localization sees few distinct shapes. Because the driver, not the
     runner's bundling, decides which videos share a call, every runner and worker count computes the same
     inputs, hence the same detections.
@@ -77,7 +77,7 @@ class StpnExportHandler(ModelHandler):
         self._batch_size = batch_size
 
     def load_model(self):
-        from stpn_tf.serving.model import load_serving_model
+        from stpn_tf.inference.runner import load_serving_model
 
         return load_serving_model(self._export_dir)
 
@@ -156,7 +156,7 @@ def read_part(parts_dir: str, meta_path: str, fingerprint: str) -> dict[str, Any
 
 
 def write_part(parts_dir: str, meta_path: str, fingerprint: str, inputs: Mapping[str, Any], **body: Any) -> None:
-    from stpn_tf.io.atomic import atomic_write_json
+    from stpn_tf.core.atomic import atomic_write_json
 
     atomic_write_json(part_path(parts_dir, meta_path), {"model": fingerprint, "inputs": dict(inputs), **body},
                       indent=None, make_parents=True)
@@ -235,7 +235,7 @@ def read_features(meta_path: str, *, feature_dim: int | None = None) -> tuple[st
       StpnError: malformed meta, missing or unreadable npy, shapes that disagree with each other, the meta
         or `feature_dim`, an empty video, non-finite values.
     """
-    from stpn_tf.postprocess import timeline
+    from stpn_tf.localize import timeline
 
     try:
         with open(meta_path) as handle:
@@ -271,14 +271,14 @@ def read_features(meta_path: str, *, feature_dim: int | None = None) -> tuple[st
 
 
 def _write(detections: Mapping[str, Any], path: str) -> None:
-    from stpn_tf.io.results import results_envelope, write_results
+    from stpn_tf.artifacts.results import results_envelope, write_results
 
     write_results(path, results_envelope(detections, sort=True))
 
 
 def _export_feature_dim(export_dir: str) -> int | None:
     """D from the export's description (None for a work directory: then the graph itself checks)."""
-    from stpn_tf.io.export_dir import is_export_dir, read_export_info
+    from stpn_tf.artifacts.export_dir import is_export_dir, read_export_info
 
     if not is_export_dir(export_dir):
         if not os.path.isdir(export_dir):
@@ -309,7 +309,7 @@ def run_beam_localize(*, features: str, split: str, export_dir: str, output: str
       0 if every video was localized, 1 if any feature file was bad (each is logged on one line and
       counted in the Beam metric stpn/failed_videos; the others are still written).
     """
-    from stpn_tf.io.atomic import remove_quietly, remove_temporaries
+    from stpn_tf.core.atomic import remove_quietly, remove_temporaries
 
     if batch_size < 1:
         raise StpnError(f"batch_size must be >= 1, got {batch_size}")

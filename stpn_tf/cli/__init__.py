@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from stpn_tf import __version__
 from stpn_tf.cli import build_dataset, demo, evaluate, export, extract, localize, report, study, train, tune
 from stpn_tf.cli.common import PROG, Command, command_help, import_tensorflow, parse
-from stpn_tf.errors import StpnError, WriteError
+from stpn_tf.core.errors import StpnError, WriteError
 
 COMMANDS: dict[str, Command] = {m.COMMAND.name: m.COMMAND for m in (
     demo, build_dataset, train, localize, tune, study, report, evaluate, export, extract)}
@@ -72,7 +72,7 @@ def main(argv: Sequence[str]) -> int:
         print(f"{prefix}: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
     except OSError as error:  # a write outside the atomic helpers (a log file, say) on a full disk
-        from stpn_tf.io.atomic import write_error
+        from stpn_tf.core.atomic import write_error
 
         failed = write_error(getattr(error, "filename", None) or "an output file", error)
         if failed is None:

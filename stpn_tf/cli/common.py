@@ -21,8 +21,9 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-from stpn_tf import configs, resources
-from stpn_tf.errors import StpnError
+from stpn_tf import configs
+from stpn_tf.core import resources
+from stpn_tf.core.errors import StpnError
 
 PROG = "stpn"
 
@@ -122,8 +123,8 @@ def recorded_config(argv: Sequence[str]) -> ml_collections.ConfigDict | None:
 
     An export directory points at the work directory it came from, whose record then counts.
     """
-    from stpn_tf.io.export_dir import is_export_dir, read_export_info
-    from stpn_tf.io.workdir import WorkDir
+    from stpn_tf.artifacts.export_dir import is_export_dir, read_export_info
+    from stpn_tf.artifacts.workdir import WorkDir
 
     workdir = None
     for i, arg in enumerate(argv):
@@ -164,7 +165,7 @@ class Parsed:
             raise AttributeError(name) from None
 
     def path(self, name: str) -> str | None:
-        """A path flag with `stpn:<shipped path>` resolved (stpn_tf.resources)."""
+        """A path flag with `stpn:<shipped path>` resolved (stpn_tf.core.resources)."""
         return resources.resolve(self.flags[name].value)
 
 

@@ -13,7 +13,7 @@ def define(fv: flags.FlagValues) -> None:
 
 def run(p: Parsed) -> int:
     from stpn_tf.cli import settings
-    from stpn_tf import demo
+    from stpn_tf.workflows import demo
 
     require(p.flags, "workdir")
     cfg = p.config

@@ -17,8 +17,8 @@ def define(fv: flags.FlagValues) -> None:
 
 def run(p: Parsed) -> int:
     from stpn_tf.cli import settings
-    from stpn_tf.io.workdir import WorkDir
-    from stpn_tf.serving.export import run_export
+    from stpn_tf.artifacts.workdir import WorkDir
+    from stpn_tf.inference.export import run_export
 
     require(p.flags, "workdir", "out")
     work = WorkDir(p.workdir).require()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from absl import flags
 
 from stpn_tf.cli.common import Command, Parsed, require
-from stpn_tf.errors import StpnError
+from stpn_tf.core.errors import StpnError
 
 
 def define(fv: flags.FlagValues) -> None:

@@ -1,6 +1,6 @@
 """`stpn localize`: detections from a training work directory, an export, saved raw outputs, or raw videos.
 
-Every path runs the composed graph (stpn_tf.serving: test grid -> streams -> Localizer) or, on saved raw
+Every path runs the composed graph (stpn_tf.inference: test grid -> streams -> Localizer) or, on saved raw
 outputs, the same Localizer.
 """
 
@@ -11,9 +11,9 @@ import sys
 
 from absl import flags, logging
 
-from stpn_tf import resources
+from stpn_tf.core import resources
 from stpn_tf.cli.common import Command, Parsed, define_workdir, require
-from stpn_tf.errors import StpnError
+from stpn_tf.core.errors import StpnError
 
 
 def define(fv: flags.FlagValues) -> None:
@@ -45,7 +45,7 @@ def define(fv: flags.FlagValues) -> None:
 
 
 def run(p: Parsed) -> int:
-    from stpn_tf.io.export_dir import is_export_dir
+    from stpn_tf.artifacts.export_dir import is_export_dir
 
     if p.args:
         return _videos(p)
@@ -60,7 +60,7 @@ def run(p: Parsed) -> int:
 
 
 def _check_output(path: str) -> None:
-    from stpn_tf.io.export_dir import is_export_dir
+    from stpn_tf.artifacts.export_dir import is_export_dir
 
     parent = os.path.dirname(os.path.abspath(path))
     while parent and parent != os.path.dirname(parent):
@@ -73,7 +73,7 @@ def _check_output(path: str) -> None:
 def _dataset(p: Parsed, classes, feature_dim: int, source: str):
     """(dataset directory, split, its shards, its video count), checked against the model."""
     from stpn_tf.data import tfrecord
-    from stpn_tf.io.dataset_dir import read_dataset_info
+    from stpn_tf.artifacts.dataset_dir import read_dataset_info
 
     cfg = p.config
     if not cfg.dataset.dir:
@@ -98,12 +98,12 @@ def _progress(total: int):
 
 
 def _write(p: Parsed, results, out: str) -> None:
-    from stpn_tf.io.results import write_results
+    from stpn_tf.artifacts.results import write_results
 
     write_results(out, results)
     print(f"wrote detections for {len(results['results'])} videos to {out}")
     if p.th14_txt:
-        from stpn_tf.data.annotations import read_ucf101_ids
+        from stpn_tf.artifacts.annotations import read_ucf101_ids
         from stpn_tf.evaluation.formats import write_toolkit_results
 
         det_txt = p.path("det_txt") or resources.resource_path(resources.THUMOS14_DET_TXT)
@@ -112,8 +112,8 @@ def _write(p: Parsed, results, out: str) -> None:
 
 
 def _from_export(p: Parsed) -> int:
-    from stpn_tf import predict
-    from stpn_tf.serving.model import load_export
+    from stpn_tf.inference import predict
+    from stpn_tf.inference.runner import load_export
 
     if p.save_raw or p.sweep or p.flags["streams"].present:
         raise StpnError(f"{p.workdir} is an export (fixed streams and localization settings): --save_raw, --sweep "
@@ -132,10 +132,10 @@ def _from_export(p: Parsed) -> int:
 
 def _from_workdir(p: Parsed) -> int:
     from stpn_tf.cli import settings
-    from stpn_tf import predict
-    from stpn_tf.io.ground_truth import load_ground_truth
-    from stpn_tf.io.workdir import WorkDir
-    from stpn_tf.serving.model import load_serving_model
+    from stpn_tf.inference import predict
+    from stpn_tf.artifacts.ground_truth import load_ground_truth
+    from stpn_tf.artifacts.workdir import WorkDir
+    from stpn_tf.inference.runner import load_serving_model
 
     cfg = p.config
     work = WorkDir(p.workdir).require()
@@ -165,16 +165,16 @@ def _from_workdir(p: Parsed) -> int:
 
 
 def _dataset_dim(cfg) -> int:
-    from stpn_tf.io.dataset_dir import read_dataset_info
+    from stpn_tf.artifacts.dataset_dir import read_dataset_info
 
     return read_dataset_info(cfg.dataset.dir).feature_dim
 
 
 def _from_raw(p: Parsed) -> int:
     from stpn_tf.cli import settings
-    from stpn_tf import predict
-    from stpn_tf.io.ground_truth import load_ground_truth
-    from stpn_tf.postprocess.localizer import Localizer
+    from stpn_tf.inference import predict
+    from stpn_tf.artifacts.ground_truth import load_ground_truth
+    from stpn_tf.localize.localizer import Localizer
 
     raw = predict.load_raw(p.path("raw"))
     if p.sweep:
@@ -192,8 +192,8 @@ def _from_raw(p: Parsed) -> int:
 
 def _sweep(p: Parsed, raw, ground_truth, out_dir: str) -> int:
     from stpn_tf.cli import settings
-    from stpn_tf.evaluation.sweep import best_setting, sweep_thresholds
-    from stpn_tf.io.atomic import atomic_write_json
+    from stpn_tf.tuning.sweep import best_setting, sweep_thresholds
+    from stpn_tf.core.atomic import atomic_write_json
 
     cfg = p.config
     protocol = p.protocol or (cfg.evaluate.protocol if cfg.evaluate.protocol in ("activitynet", "th14kit")
@@ -217,8 +217,8 @@ def _sweep(p: Parsed, raw, ground_truth, out_dir: str) -> int:
 
 def _videos(p: Parsed) -> int:
     from stpn_tf.cli import settings
-    from stpn_tf.extract.localize_videos import localize_videos
-    from stpn_tf.io.export_dir import is_export_dir
+    from stpn_tf.workflows.localize_videos import localize_videos
+    from stpn_tf.artifacts.export_dir import is_export_dir
 
     require(p.flags, "workdir", "out")
     _check_output(os.path.join(p.out, "detections.json"))

@@ -8,7 +8,7 @@ import os
 from absl import flags
 
 from stpn_tf.cli.common import Command, Parsed, define_workdir, require
-from stpn_tf.errors import StpnError
+from stpn_tf.core.errors import StpnError
 
 
 def define(fv: flags.FlagValues) -> None:
@@ -20,10 +20,10 @@ def define(fv: flags.FlagValues) -> None:
 
 
 def run(p: Parsed) -> int:
-    from stpn_tf import report
+    from stpn_tf.workflows import report
     from stpn_tf.cli import settings
-    from stpn_tf.io.dataset_dir import ground_truth_path
-    from stpn_tf.io.workdir import WorkDir
+    from stpn_tf.artifacts.dataset_dir import ground_truth_path
+    from stpn_tf.artifacts.workdir import WorkDir
 
     require(p.flags, "workdir")
     if not os.path.isdir(p.workdir):

@@ -14,12 +14,12 @@ import ml_collections
 
 from stpn_tf.data.grid import GridConfig
 from stpn_tf.data.synthetic import SyntheticConfig
-from stpn_tf.errors import StpnError
+from stpn_tf.core.errors import StpnError
 from stpn_tf.extract.flow import TVL1Options
 from stpn_tf.extract.pipeline import ExtractConfig, I3DModels
 from stpn_tf.model.stpn import ModelConfig
-from stpn_tf.postprocess.localizer import LocalizerConfig
-from stpn_tf.train import TrainConfig
+from stpn_tf.localize.localizer import LocalizerConfig
+from stpn_tf.training.trainer import TrainConfig
 
 
 def _fields(cls, section: ml_collections.ConfigDict, name: str, **renamed) -> dict[str, Any]:

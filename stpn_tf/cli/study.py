@@ -5,7 +5,7 @@ from __future__ import annotations
 from absl import flags
 
 from stpn_tf.cli.common import Command, Parsed, define_workdir, require
-from stpn_tf.errors import StpnError
+from stpn_tf.core.errors import StpnError
 
 
 def define(fv: flags.FlagValues) -> None:
@@ -19,7 +19,8 @@ def define(fv: flags.FlagValues) -> None:
 
 
 def run(p: Parsed) -> int:
-    from stpn_tf import configs, study
+    from stpn_tf import configs
+    from stpn_tf.workflows import study
     from stpn_tf.cli import settings
 
     require(p.flags, "workdir")

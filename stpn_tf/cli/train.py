@@ -7,8 +7,8 @@ import os
 from absl import flags
 
 from stpn_tf.cli.common import Command, Parsed, define_workdir, require
-from stpn_tf.errors import StpnError
-from stpn_tf.io.workdir import MODEL_STREAMS, WorkDir
+from stpn_tf.core.errors import StpnError
+from stpn_tf.artifacts.workdir import MODEL_STREAMS, WorkDir
 
 
 def define(fv: flags.FlagValues) -> None:
@@ -20,7 +20,7 @@ def define(fv: flags.FlagValues) -> None:
 
 def run(p: Parsed) -> int:
     from stpn_tf.cli import settings
-    from stpn_tf import train
+    from stpn_tf.training import trainer as train
 
     require(p.flags, "workdir", "stream")
     cfg = p.config

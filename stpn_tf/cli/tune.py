@@ -1,6 +1,6 @@
 """`stpn tune`: choose localization settings on a split other than the test split, report test mAP.
 
-The models run once per split (raw outputs); the search then only re-localizes (stpn_tf.evaluation.sweep).
+The models run once per split (raw outputs); the search then only re-localizes (stpn_tf.tuning.sweep).
 Tuning reads the tuning split's temporal annotations: THUMOS14's training (validation) videos carry them,
 so the test split stays unseen. Tuning on the test split is refused unless asked for by name
 (--allow_tuning_on_test), and every output then says so.
@@ -15,7 +15,7 @@ import sys
 from absl import flags
 
 from stpn_tf.cli.common import Command, Parsed, define_workdir, require
-from stpn_tf.errors import StpnError
+from stpn_tf.core.errors import StpnError
 
 
 # Where the models look (config.localize.all_snippets): not a Localizer setting but a choice of the raw outputs,
@@ -37,7 +37,7 @@ def define(fv: flags.FlagValues) -> None:
 
 
 def _raw_outputs(model, dataset_dir: str, split: str, where: str, batch_size: int):
-    from stpn_tf import predict
+    from stpn_tf.inference import predict
     from stpn_tf.data import tfrecord
 
     shards = tfrecord.list_shards(dataset_dir, split)
@@ -54,8 +54,8 @@ def _search(job: dict) -> dict:
     """
     import tensorflow as tf
 
-    from stpn_tf.evaluation.sweep import Sweeper, batch_size_for, tune
-    from stpn_tf.serving.model import load_serving_model
+    from stpn_tf.tuning.sweep import Sweeper, batch_size_for, tune
+    from stpn_tf.inference.runner import load_serving_model
 
     tf.get_logger().setLevel("ERROR")  # a search compiles one function per structure; TF warns about that
     grid, base = job["grid"], job["base"]
@@ -124,11 +124,11 @@ def _config_file(cfg, base_name: str, chosen, all_snippets: bool, split: str, on
 def run(p: Parsed) -> int:
     from stpn_tf.cli import settings
     from stpn_tf.cli.localize import _dataset
-    from stpn_tf.evaluation.sweep import describe
-    from stpn_tf.io.atomic import atomic_write_json, atomic_write_text
-    from stpn_tf.io.ground_truth import load_ground_truth
-    from stpn_tf.io.workdir import WorkDir
-    from stpn_tf.postprocess.localizer import LocalizerConfig
+    from stpn_tf.tuning.sweep import describe
+    from stpn_tf.core.atomic import atomic_write_json, atomic_write_text
+    from stpn_tf.artifacts.ground_truth import load_ground_truth
+    from stpn_tf.artifacts.workdir import WorkDir
+    from stpn_tf.localize.localizer import LocalizerConfig
 
     require(p.flags, "workdir")
     cfg = p.config

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from stpn_tf.errors import StpnError
+from stpn_tf.core.errors import StpnError
 
 # I3D releases for THUMOS14 (Thumos14reduced, BaS-Net) and `stpn extract`: 16-frame stacks at 25 fps.
 DEFAULT_FPS = 25.0

@@ -3,7 +3,7 @@
 At test time every video is seen on `length` positions (400 in the paper): position t takes real snippet
 `floor(t * L / length)` of the video's L snippets, so short videos repeat snippets. With `all_snippets`
 the models see every real snippet instead (finer boundaries, one position per snippet).
-`sample_grid` is that step for a padded batch; the serving graph (stpn_tf.serving) runs it, so the
+`sample_grid` is that step for a padded batch; the serving graph (stpn_tf.inference) runs it, so the
 export, `stpn localize` and Beam share it.
 """
 
@@ -14,7 +14,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from stpn_tf.errors import StpnError
+from stpn_tf.core.errors import StpnError
 
 #: Snippets sampled per video in training and testing (spec section 2).
 DEFAULT_GRID_LENGTH = 400

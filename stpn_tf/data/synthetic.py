@@ -1,7 +1,7 @@
 """The embedded default dataset: THUMOS14 timings with synthesized two-stream snippet features.
 
 Every video keeps its real THUMOS14 duration, subset and ground-truth intervals (from the annotation files
-shipped in the package (stpn_tf.resources, `thumos14/`)); only the features are synthetic. Per stream and snippet:
+shipped in the package (stpn_tf.core.resources, `thumos14/`)); only the features are synthetic. Per stream and snippet:
 
     x_t = scene(video) + sum_c presence_c(t) * strength_s(c) * pattern_s(c)
           + actionness_s * presence(t) + distractors(t) + noise
@@ -27,10 +27,10 @@ from typing import Iterator
 
 import numpy as np
 
-from stpn_tf import resources
-from stpn_tf.data import annotations
-from stpn_tf.io import dataset_dir
-from stpn_tf.io.dataset_dir import DatasetInfo, SplitInfo
+from stpn_tf.core import resources
+from stpn_tf.artifacts import annotations
+from stpn_tf.artifacts import dataset_dir
+from stpn_tf.artifacts.dataset_dir import DatasetInfo, SplitInfo
 
 
 # Scene groups: classes filmed in similar places share context.

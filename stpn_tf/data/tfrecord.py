@@ -28,7 +28,7 @@ Two storages of a split (`STORAGES`), told apart by the shard names:
 Shards are written atomically: `ShardedWriter` writes hidden temporary files and renames them to their
 final names only when its block exits without an exception, so a killed writer leaves only dot-files
 that `list_shards` never picks up. A dataset directory is complete once its `dataset.json` exists
-(stpn_tf.io.dataset_dir); every writer writes that file last.
+(stpn_tf.artifacts.dataset_dir); every writer writes that file last.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ from collections.abc import Iterator, Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
-from stpn_tf.errors import StpnError
-from stpn_tf.io import atomic
+from stpn_tf.core.errors import StpnError
+from stpn_tf.core import atomic
 
 STREAMS = ("rgb", "flow")
 COMBINED = "combined"
@@ -328,7 +328,7 @@ class ShardedWriter:
     `storage` is "combined" (one file per shard, `write(make_example(...))`) or "by_stream" (one file per
     shard and stream; `write(make_stream_examples(...))`, or a combined example, which is split).
 
-    Records go to hidden temporary files (stpn_tf.io.atomic names) in `out_dir`; on a clean exit from
+    Records go to hidden temporary files (stpn_tf.core.atomic names) in `out_dir`; on a clean exit from
     the `with` block they are renamed to their final names (replacing older shards of the same name) and
     the split's shards of any other count or storage are removed. On an exception they are deleted; a
     killed process leaves only the hidden temporaries, which `list_shards` ignores and the next

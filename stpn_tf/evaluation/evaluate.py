@@ -14,17 +14,17 @@ from typing import Any, TextIO
 import numpy as np
 from absl import logging
 
-from stpn_tf.data.annotations import VideoRecord
-from stpn_tf.errors import StpnError
+from stpn_tf.artifacts.annotations import VideoRecord
+from stpn_tf.core.errors import StpnError
 from stpn_tf.evaluation.activitynet import activitynet_ap
 from stpn_tf.evaluation.formats import load_predictions
 from stpn_tf.evaluation.matching import build_eval_data
-from stpn_tf.evaluation.report import format_table
+from stpn_tf.core.tables import format_table
 from stpn_tf.evaluation.th14kit import th14kit_ap
 from stpn_tf.evaluation.thresholds import check_thresholds, default_tiou_thresholds, range_averages
-from stpn_tf.io.atomic import atomic_write_json
-from stpn_tf.io.ground_truth import load_ground_truth
-from stpn_tf.io.results import results_body
+from stpn_tf.core.atomic import atomic_write_json
+from stpn_tf.artifacts.ground_truth import load_ground_truth
+from stpn_tf.artifacts.results import results_body
 
 PROTOCOLS = ("activitynet", "th14kit")
 AP_FUNCTIONS = {"activitynet": activitynet_ap, "th14kit": th14kit_ap}
@@ -52,7 +52,7 @@ def evaluate_detections(
     """Evaluates in-memory detections against ground truth records with one protocol.
 
     Args:
-      ground_truth: Records of the evaluated subset (e.g. from stpn_tf.io.ground_truth.load_ground_truth).
+      ground_truth: Records of the evaluated subset (e.g. from stpn_tf.artifacts.ground_truth.load_ground_truth).
       predictions: ActivityNet results object ({"results": {video: [{"label", "score", "segment": [s, e]}]}})
         or just its "results" mapping.
       protocol: "activitynet" or "th14kit".
@@ -137,7 +137,7 @@ def run_evaluate(
     Args:
       ground_truth: ActivityNet / BaS-Net JSON file, or the THUMOS14 toolkit txt folder.
       predictions: ActivityNet results JSON, or toolkit result txt.
-      subset: Ground truth subset (stpn_tf.io.ground_truth: toolkit folder "test" by default).
+      subset: Ground truth subset (stpn_tf.artifacts.ground_truth: toolkit folder "test" by default).
       protocol: "activitynet", "th14kit" or "both".
       tiou_thresholds: None for the defaults (see `default_tiou_thresholds`).
       unknown_labels_as_fp: Count predicted labels absent from the ground truth as false positives.

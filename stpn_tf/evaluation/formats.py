@@ -7,10 +7,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from stpn_tf.data import annotations
-from stpn_tf.errors import StpnError
-from stpn_tf.io.atomic import atomic_write_text
-from stpn_tf.io.results import parse_results, results_body, results_envelope
+from stpn_tf.artifacts import annotations
+from stpn_tf.core.errors import StpnError
+from stpn_tf.core.atomic import atomic_write_text
+from stpn_tf.artifacts.results import parse_results, results_body, results_envelope
 
 # Video file suffixes the kit strips from result file names (its copies use .mpeg or .mp4).
 _VIDEO_SUFFIX = re.compile(r"\.(mpeg|mp4|avi)$", re.IGNORECASE)

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from stpn_tf.data import annotations
-from stpn_tf.data.annotations import VideoRecord
-from stpn_tf.errors import StpnError
+from stpn_tf.artifacts import annotations
+from stpn_tf.artifacts.annotations import VideoRecord
+from stpn_tf.core.errors import StpnError
 
 
 @dataclasses.dataclass

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from stpn_tf.data.annotations import VideoRecord
-from stpn_tf.errors import StpnError
+from stpn_tf.artifacts.annotations import VideoRecord
+from stpn_tf.core.errors import StpnError
 from stpn_tf.evaluation.matching import as_float
 from stpn_tf.evaluation.th14kit import matlab_colon
 

@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from stpn_tf.errors import StpnError
+from stpn_tf.core.errors import StpnError
 
 # Output widths of Kinetics classifiers: a model returning these gives logits, not features.
 _LOGIT_WIDTHS = (400, 600, 700)

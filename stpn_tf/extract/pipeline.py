@@ -19,8 +19,8 @@ import cv2
 import numpy as np
 from absl import logging
 
-from stpn_tf.errors import StpnError, WriteError
-from stpn_tf.io.atomic import atomic_output, atomic_write_json
+from stpn_tf.core.errors import StpnError, WriteError
+from stpn_tf.core.atomic import atomic_output, atomic_write_json
 from stpn_tf.extract import flow as flow_lib
 from stpn_tf.extract import video as video_lib
 

@@ -14,7 +14,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from stpn_tf.errors import StpnError
+from stpn_tf.core.errors import StpnError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import keras
 import tensorflow as tf
 from keras import ops
 
-from stpn_tf.errors import StpnError
+from stpn_tf.core.errors import StpnError
 from stpn_tf.model import losses
 from stpn_tf.model.layers import AttentionModule, ClassifierHead
 
@@ -182,3 +183,17 @@ class STPN(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def load_stream_model(work, stream: str) -> STPN:
+    """The trained STPN of `stream` in a work directory (`artifacts.workdir.WorkDir`), loaded for inference
+    (no optimizer state)."""
+    path = work.model_path(stream)
+    if not os.path.exists(path):
+        raise StpnError(f"{path}: no trained {stream} model (run `stpn train --stream={stream}` first)")
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as error:  # noqa: BLE001 - a damaged zip or h5 fails in many ways
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise StpnError(f"{path}: cannot load the trained model ({first}); the file is damaged: "
+                        "delete it and train the stream again") from None

@@ -35,7 +35,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 
-from stpn_tf.data import annotations as ann
+from stpn_tf.artifacts import annotations as ann
 from stpn_tf.data import features as feat
 from stpn_tf.data import tfrecord
 from stpn_tf.data.features import LAYOUTS
@@ -44,8 +44,8 @@ from stpn_tf.data.build.select import SPLITS, THUMOS14_EXCLUDED_FOR_210, select_
 from stpn_tf.data.build.shards import shard_counts, write_shards
 from stpn_tf.data.build.sources import THUMOS14_JOINT_FEATURES, file_entry, open_feature_source, source_entries
 from stpn_tf.data.build.summary import dataset_info, print_summary
-from stpn_tf.errors import StpnError
-from stpn_tf.io import dataset_dir
+from stpn_tf.core.errors import StpnError
+from stpn_tf.artifacts import dataset_dir
 
 __all__ = ["LAYOUTS", "SPLITS", "THUMOS14_EXCLUDED_FOR_210", "THUMOS14_JOINT_FEATURES", "file_entry",
            "run_build_dataset"]

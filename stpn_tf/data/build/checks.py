@@ -9,9 +9,9 @@ from collections import Counter
 import numpy as np
 from absl import logging
 
-from stpn_tf.data import annotations as ann
+from stpn_tf.artifacts import annotations as ann
 from stpn_tf.data import features as feat
-from stpn_tf.errors import StpnError
+from stpn_tf.core.errors import StpnError
 
 # Warning kinds and the words the end summary uses for them.
 WARNING_TEXT = {

@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from stpn_tf.data import annotations as ann
+from stpn_tf.artifacts import annotations as ann
 from stpn_tf.data.build.checks import BuildWarnings
-from stpn_tf.errors import StpnError
+from stpn_tf.core.errors import StpnError
 
 # Source subset name -> dataset split; None = not built (no annotations).
 SPLITS: dict[str, dict[str, str | None]] = {

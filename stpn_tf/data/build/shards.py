@@ -14,13 +14,13 @@ import sys
 from collections import Counter
 from collections.abc import Mapping
 
-from stpn_tf.data import annotations as ann
+from stpn_tf.artifacts import annotations as ann
 from stpn_tf.data import features as feat
 from stpn_tf.data import tfrecord
 from stpn_tf.data.build.checks import BuildWarnings, Progress, check_features, clip_segments
 from stpn_tf.data.build.select import Selection
-from stpn_tf.errors import StpnError
-from stpn_tf.io import dataset_dir
+from stpn_tf.core.errors import StpnError
+from stpn_tf.artifacts import dataset_dir
 
 
 @dataclasses.dataclass

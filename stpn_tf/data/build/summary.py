@@ -6,12 +6,12 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from stpn_tf.data import annotations as ann
+from stpn_tf.artifacts import annotations as ann
 from stpn_tf.data import tfrecord
 from stpn_tf.data.build.checks import WARNING_TEXT, BuildWarnings
 from stpn_tf.data.build.select import Selection
 from stpn_tf.data.build.shards import Written
-from stpn_tf.io.dataset_dir import DatasetInfo, SplitInfo
+from stpn_tf.artifacts.dataset_dir import DatasetInfo, SplitInfo
 
 
 def class_counts(records: Sequence[ann.VideoRecord], split: str, class_names: Sequence[str]) -> dict[str, int]:

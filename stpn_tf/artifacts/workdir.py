@@ -1,0 +1,183 @@
+"""The training work directory: what `stpn train` / `stpn demo` write and every later command reads.
+
+    <workdir>/workdir.json                 WorkDirRecord: dataset directory, classes, feature size, the
+                                           resolved config of the last training run (so `stpn localize`
+                                           and `stpn export` need no other flag)
+    <workdir>/classes.json                 class names, in the models' output order
+    <workdir>/config.<command>[.<stream>].json   resolved config of each run
+    <workdir>/<stream>/model.keras         the trained model of a stream (rgb, flow or joint)
+    <workdir>/<stream>/checkpoints/        the last few per-epoch weights
+    <workdir>/<stream>/backup/             BackupAndRestore state while training runs (resume after a kill)
+    <workdir>/<stream>/logs/               TensorBoard
+    <workdir>/detections.json, raw_test.npz, results.{txt,json}   outputs of localize / demo
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from stpn_tf.core.errors import StpnError
+from stpn_tf.core.atomic import atomic_write_json
+
+RECORD_FILE = "workdir.json"
+CLASSES_FILE = "classes.json"
+MODEL_FILE = "model.keras"
+STREAMS = ("rgb", "flow")
+# Optional extra of spec section 2: one model on the concatenated features [rgb, flow] (D = 2 x 1024).
+JOINT = "joint"
+MODEL_STREAMS = STREAMS + (JOINT,)
+
+
+@dataclasses.dataclass
+class WorkDirRecord:
+    """What `workdir.json` holds.
+
+    Attributes:
+      dataset_dir: Absolute path of the dataset the streams were trained on.
+      classes: Class names.
+      feature_dim: D per stream of that dataset.
+      config: The resolved config of the last run, as a JSON-able dict.
+      config_name: The config it was made from (a packaged name or a file path).
+    """
+
+    dataset_dir: str
+    classes: list[str]
+    feature_dim: int
+    config: dict[str, Any]
+    config_name: str
+
+
+def check_stream(stream: str) -> str:
+    if stream not in MODEL_STREAMS:
+        raise StpnError(f"unknown stream {stream!r}; expected one of {', '.join(MODEL_STREAMS)}")
+    return stream
+
+
+class WorkDir:
+    """Paths and records of one training work directory."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    @property
+    def record_path(self) -> str:
+        return self.file(RECORD_FILE)
+
+    @property
+    def classes_path(self) -> str:
+        return self.file(CLASSES_FILE)
+
+    def stream_dir(self, stream: str) -> str:
+        return os.path.join(self.path, check_stream(stream))
+
+    def model_path(self, stream: str) -> str:
+        return os.path.join(self.stream_dir(stream), MODEL_FILE)
+
+    def checkpoints_dir(self, stream: str) -> str:
+        return os.path.join(self.stream_dir(stream), "checkpoints")
+
+    def backup_dir(self, stream: str) -> str:
+        return os.path.join(self.stream_dir(stream), "backup")
+
+    def logs_dir(self, stream: str) -> str:
+        return os.path.join(self.stream_dir(stream), "logs")
+
+    def config_path(self, command: str, stream: str | None = None) -> str:
+        return self.file(f"config.{command}{'.' + stream if stream else ''}.json")
+
+    def is_trained(self, stream: str) -> bool:
+        return os.path.exists(self.model_path(stream))
+
+    def trained_streams(self) -> list[str]:
+        return [s for s in MODEL_STREAMS if self.is_trained(s)]
+
+    def is_workdir(self) -> bool:
+        """True for a directory that training wrote into (it has classes.json)."""
+        return os.path.isfile(self.classes_path)
+
+    def require(self) -> "WorkDir":
+        """Raises a one-line error unless this is a training work directory."""
+        if not os.path.isdir(self.path):
+            raise StpnError(f"{self.path}: no such work directory")
+        if not self.is_workdir():
+            raise StpnError(f"{self.classes_path}: missing (not a training work directory; train a stream "
+                            "into it with `stpn train` first)")
+        return self
+
+    # ---- records ------------------------------------------------------------------------------------
+
+    def classes(self) -> list[str]:
+        """Class names written by training."""
+        path = self.classes_path
+        try:
+            with open(path) as handle:
+                classes = json.load(handle)
+        except FileNotFoundError:
+            raise StpnError(f"{path}: missing (not a training work directory?)") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise StpnError(f"{path}: malformed JSON ({error})") from None
+        if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+            raise StpnError(f"{path}: expected a JSON list of class names")
+        return classes
+
+    def write_classes(self, classes: list[str]) -> None:
+        os.makedirs(self.path, exist_ok=True)
+        atomic_write_json(self.classes_path, list(classes), indent=None)
+
+    def write_record(self, record: WorkDirRecord) -> None:
+        os.makedirs(self.path, exist_ok=True)
+        atomic_write_json(self.record_path, dataclasses.asdict(record))
+
+    def read_record(self) -> WorkDirRecord | None:
+        """The record, or None for a work directory written before records existed."""
+        path = self.record_path
+        if not os.path.exists(path):
+            return None
+        try:
+            with open(path) as handle:
+                data = json.load(handle)
+            return WorkDirRecord(dataset_dir=str(data["dataset_dir"]), classes=list(data["classes"]),
+                                 feature_dim=int(data["feature_dim"]), config=dict(data["config"]),
+                                 config_name=str(data.get("config_name", "")))
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as error:
+            raise StpnError(f"{path}: malformed work directory record ({type(error).__name__}: {error})") from None
+
+    def write_config(self, command: str, config: dict[str, Any], stream: str | None = None) -> None:
+        """Keeps the resolved config of a run (`config.<command>[.<stream>].json`)."""
+        os.makedirs(self.path, exist_ok=True)
+        atomic_write_json(self.config_path(command, stream), config, indent=2)
+
+    @contextlib.contextmanager
+    def lock(self, stream: str) -> Iterator[None]:
+        """Holds `<workdir>/<stream>/.lock` while a run trains `stream`; a second run is refused.
+
+        The lock is an exclusive `flock`: the kernel releases it when the holder exits or is killed, so a
+        crashed run never leaves the stream locked.
+        """
+        os.makedirs(self.stream_dir(stream), exist_ok=True)
+        path = os.path.join(self.stream_dir(stream), ".lock")
+        handle = open(path, "a+")
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise StpnError(f"{self.path}: the {stream} stream is being trained by {holder}; wait for it to "
+                                "finish (or stop it), then rerun") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"process {os.getpid()}")
+            handle.flush()
+            yield
+        finally:
+            handle.close()

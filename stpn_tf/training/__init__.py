@@ -1,0 +1,1 @@
+"""Training one stream: strategy, callbacks, the fit loop and the multi-worker loop."""

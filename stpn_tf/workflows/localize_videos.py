@@ -1,0 +1,107 @@
+"""`stpn localize VIDEO...`: raw videos -> features -> the composed STPN graph -> detections + figures.
+
+The model is an export directory (`stpn export`) or a training work directory, loaded through
+stpn_tf.inference.runner.load_serving_model: both run the same graph and give the same numbers.
+
+Writes into `out_dir`:
+  features/videos/{rgb,flow,meta}/<video>.*   the extracted features (reusable with build-dataset)
+  detections.json                              ActivityNet-format results of every localized video
+  figures/<video>.png                          timeline figure (stpn_tf.workflows.plots)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from stpn_tf.data.grid import GridConfig
+from stpn_tf.core.errors import StpnError
+from stpn_tf.extract import pipeline as extract_lib
+from stpn_tf.extract.pipeline import ExtractConfig, I3DModels
+from stpn_tf.artifacts.ground_truth import segments_by_video
+from stpn_tf.artifacts.results import results_envelope, write_results
+from stpn_tf.localize import timeline
+from stpn_tf.localize.localizer import LocalizerConfig
+from stpn_tf.inference.runner import load_serving_model
+
+_SPLIT = "videos"
+
+
+def localize_videos(*, videos: Sequence[str], model_path: str, out_dir: str, models: I3DModels,
+                    extract: ExtractConfig = ExtractConfig(), grid: GridConfig | None = None,
+                    localizer_config: LocalizerConfig | None = None, ground_truth: str | None = None,
+                    ground_truth_subset: str | None = None, jit_compile: bool = True, figures: bool = True) -> int:
+    """Extracts features of `videos`, localizes actions, writes detections.json and one figure per video.
+
+    Args:
+        videos: Video files and/or directories of video files.
+        model_path: Export directory or training work directory.
+        out_dir: Output directory (see module docstring).
+        models: The I3D feature extractors; their fps and stride (in `extract`) must match the features
+            the streams were trained on.
+        extract: Frame rate, stacks, crop and TV-L1 settings.
+        grid, localizer_config, jit_compile: For a work directory, the graph to build (an export carries
+            its own; differences are named in a warning).
+        ground_truth: Optional ActivityNet-layout JSON or THUMOS14 toolkit folder; its segments are drawn
+            in the figures.
+        ground_truth_subset: Subset to read from `ground_truth`.
+        figures: Write the timeline figures.
+
+    Returns:
+        0 if every video was localized, 1 if any failed (each failure is printed on one line).
+    """
+    from stpn_tf.workflows.plots import plot_timeline
+
+    paths = extract_lib.expand_videos(videos)
+    model = load_serving_model(model_path, grid=grid, localizer_config=localizer_config, jit_compile=jit_compile)
+    truth = segments_by_video(ground_truth, ground_truth_subset)
+    rgb, flow = models.load()
+    features_root = os.path.join(out_dir, "features")
+    sps = timeline.seconds_per_snippet(extract.fps, extract.stride_frames)
+
+    results: dict[str, list[dict[str, Any]]] = {}
+    failures = 0
+    for path in paths:
+        try:
+            features = extract_lib.extract_video(path, rgb_model=rgb, flow_model=flow, config=extract)
+            if features.rgb.shape[1] != model.feature_dim:
+                raise StpnError(f"{path}: features have {features.rgb.shape[1]} values per snippet but "
+                                f"{model.source} expects {model.feature_dim}")
+        except StpnError as error:
+            failures += 1
+            print(f"error: {error}", flush=True)
+            continue
+        extract_lib.write_video_features(features_root, _SPLIT, features)
+        # One video per call: extraction dominates, and batch 1 with the 400 grid keeps one XLA shape.
+        output = model.predict([features.rgb], [features.flow], [sps])[0]
+        results[features.video_id] = output["detections"]
+        if figures:
+            _figure(plot_timeline, os.path.join(out_dir, "figures", f"{features.video_id}.png"),
+                    features.video_id, output, model.classes, model.streams, seconds_per_snippet=sps,
+                    duration=features.duration, truth=truth.get(features.video_id))
+    if results:
+        write_results(os.path.join(out_dir, "detections.json"), results_envelope(results))
+    print(f"localize: {len(results)} videos localized, {failures} failed -> {out_dir}", flush=True)
+    return 1 if failures else 0
+
+
+def _figure(plot_timeline, path: str, video_id: str, output: Mapping[str, Any], classes: Sequence[str],
+            streams: Sequence[str], *, seconds_per_snippet: float, duration: float,
+            truth: Sequence[Any] | None) -> None:
+    length = int(output["length"])
+    # Each grid position is drawn at its center, g + 0.5, converted by the timeline module.
+    times = timeline.grid_to_seconds(np.arange(length) + 0.5, length=length,
+                                     num_snippets=int(output["num_snippets"]),
+                                     seconds_per_snippet=seconds_per_snippet, duration=duration)
+    attention, tcam = output["attention"], output["tcam"]                     # [S, T], [S, T, C]
+    detected = sorted({d["label"] for d in output["detections"]})
+    # Weighted T-CAM (eq. 5-6), psi = lambda * sigmoid(a), averaged over the streams.
+    psi = np.mean(attention[:, :, None] / (1.0 + np.exp(-tcam)), axis=0)   # [T, C]
+    plot_timeline(path, video_id=video_id, times=np.asarray(times),
+                  attention={s.upper(): attention[i] for i, s in enumerate(streams)},
+                  tcam={name: psi[:, list(classes).index(name)] for name in detected},
+                  detections=output["detections"], ground_truth=truth, duration=duration,
+                  tcam_label="weighted T-CAM")
