@@ -87,9 +87,9 @@ def bench_localize(tmp: str, count: int) -> tuple[float, float, bool]:
     from stpn_tf.beam.localize import run_beam_localize
     from stpn_tf.artifacts.annotations import THUMOS14_CLASSES
     from stpn_tf.data.grid import GridConfig
-    from stpn_tf.extract import pipeline
+    from stpn_tf.artifacts import feature_dir
     from stpn_tf.inference.export import run_export
-    from tests.fixtures import write_random_workdir
+    from tests.helpers.workdir import write_random_workdir
 
     workdir = write_random_workdir(os.path.join(tmp, "workdir"), list(THUMOS14_CLASSES), 1024)
     export = os.path.join(tmp, "export")
@@ -99,7 +99,7 @@ def bench_localize(tmp: str, count: int) -> tuple[float, float, bool]:
     rng = np.random.default_rng(0)
     for i in range(count):
         length = int(rng.integers(50, 301))
-        pipeline.write_video_features(features, "test", pipeline.VideoFeatures(
+        feature_dir.write_video(features, "test", feature_dir.VideoFeatures(
             video_id=f"v_{i:04d}", rgb=rng.normal(0, 1, (length, 1024)).astype(np.float32),
             flow=rng.normal(0, 1, (length, 1024)).astype(np.float32), fps=25.0, stride_frames=16,
             num_frames=length * 16, duration=length * 0.64))

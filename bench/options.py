@@ -18,20 +18,17 @@ import argparse
 import json
 import os
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from stpn_tf import configs  # noqa: E402
-from stpn_tf.inference import predict  # noqa: E402
-from stpn_tf.cli import settings  # noqa: E402
-from stpn_tf.data import tfrecord  # noqa: E402
+from stpn_tf.core.tables import averages_line  # noqa: E402
 from stpn_tf.data.grid import GridConfig  # noqa: E402
 from stpn_tf.tuning.sweep import PROPOSALS, Sweeper, batch_size_for, describe  # noqa: E402
 from stpn_tf.artifacts.ground_truth import load_ground_truth  # noqa: E402
 from stpn_tf.artifacts.workdir import WorkDir  # noqa: E402
-from stpn_tf.localize.localizer import LocalizerConfig  # noqa: E402
-from stpn_tf.inference.runner import load_serving_model  # noqa: E402
+from stpn_tf.localize.config import LocalizerConfig  # noqa: E402
+from stpn_tf.workflows import runs  # noqa: E402
 
 PAPER = LocalizerConfig()
 # (row name, settings, every snippet?)
@@ -54,15 +51,13 @@ ROWS = [
 
 
 def raw_outputs(workdir: str, dataset_dir: str, split: str, all_snippets: bool, feature_dim: int, fresh: bool):
-    path = os.path.join(workdir, f"raw_{split}_options{'_all_snippets' if all_snippets else ''}.npz")
-    if os.path.exists(path) and not fresh:
-        return predict.load_raw(path)
-    start = time.perf_counter()
-    model = load_serving_model(workdir, grid=GridConfig(all_snippets=all_snippets), feature_dim=feature_dim)
-    _, raw = predict.predict_records(model, tfrecord.list_shards(dataset_dir, split), batch_size=16)
-    predict.save_raw(path, raw)
-    print(f"models on the {split} split ({'every snippet' if all_snippets else 'grid'}): "
-          f"{time.perf_counter() - start:.1f} s -> {path}", flush=True)
+    grid = GridConfig(all_snippets=all_snippets)
+    path = runs.raw_file(workdir, split, grid, default_grid=GridConfig(), tag="options")
+    raw, seconds = runs.cached_raw_outputs(path, workdir=workdir, dataset_dir=dataset_dir, split=split, grid=grid,
+                                           feature_dim=feature_dim, batch_size=16, fresh=fresh)
+    if seconds is not None:
+        print(f"models on the {split} split ({'every snippet' if all_snippets else 'grid'}): "
+              f"{seconds:.1f} s -> {path}", flush=True)
     return raw
 
 
@@ -102,10 +97,9 @@ def main() -> None:
     scores = {}
     for name, config, all_snippets in rows:
         row = sweeper(all_snippets).score(config)
-        an, kit = (100 * row["protocols"][p]["average_mAP"] for p in ("activitynet", "th14kit"))
-        scores[name] = an
-        print(f"{name:<64} {an:6.2f} / {kit:6.2f}   ({describe(config)}"
-              f"{' all_snippets' if all_snippets else ''}; {row['seconds']:.1f} s)", flush=True)
+        scores[name] = 100 * row["protocols"]["activitynet"]["average_mAP"]
+        print(averages_line(name, row, f"{describe(config)}{' all_snippets' if all_snippets else ''}; "
+                                       f"{row['seconds']:.1f} s"), flush=True)
     if tuned is not None:
         lift = scores[rows[-1][0]] - scores["paper default"]
         recorded = 100 * (tuned["test"]["tuned"]["protocols"]["activitynet"]["average_mAP"]

@@ -2,7 +2,7 @@
 
 1. Writes a THUMOS14-size training split to TFRecords: the 200 real validation videos' lengths
    (duration / 0.64 s snippets, about 280 on average) with D = 1024 per stream, random features, in
-   both storages of stpn_tf.data.tfrecord: "by_stream" (each stream in its own shards, what
+   both storages of stpn_tf.artifacts.shards: "by_stream" (each stream in its own shards, what
    `stpn build-dataset` writes) and "combined" (one record per video with both streams, earlier builds).
 2. Pipeline rate: examples/s that `pipeline.make_train_dataset` (400-snippet stratified sampling,
    batch 6, one stream) delivers from those shards, iterated without a model: reading the TFRecords
@@ -39,27 +39,28 @@ import numpy as np  # noqa: E402
 
 from stpn_tf.core import resources  # noqa: E402
 from stpn_tf.artifacts import annotations as ann  # noqa: E402
-from stpn_tf.data import features as feat  # noqa: E402
+from stpn_tf.artifacts.feature_dir import VideoFeatures  # noqa: E402
 
 REDUCED = resources.resource_path(resources.THUMOS14_REDUCED)
 
 
 def write_thumos14_size_split(out_dir: str, feature_dim: int, seed: int = 0,
                               storage: str = "by_stream") -> tuple[list[str], int]:
-    from stpn_tf.data import tfrecord
+    from stpn_tf.data.records import schema
+    from stpn_tf.data.records.writer import ShardedWriter
 
     durations = ann.read_thumos14_durations(REDUCED)
     subsets = ann.read_thumos14_subsets(REDUCED)
     train = [v for v in durations if subsets[v] == "validation"]
     rng = np.random.default_rng(seed)
     total = 0
-    with tfrecord.ShardedWriter(out_dir, "train", 4, storage=storage) as writer:
+    with ShardedWriter(out_dir, "train", 4, storage=storage) as writer:
         for i, vid in enumerate(train):
             length = max(1, int(durations[vid] / 0.64))
             total += length
             rgb = rng.standard_normal((length, feature_dim), dtype=np.float32)
             flow = rng.standard_normal((length, feature_dim), dtype=np.float32)
-            make = tfrecord.make_stream_examples if storage == "by_stream" else tfrecord.make_example
+            make = schema.make_stream_examples if storage == "by_stream" else schema.make_example
             writer.write(make(video_id=vid, subset="train", rgb=rgb, flow=flow, labels=[i % 20],
                               duration=durations[vid], fps=25.0, stride_frames=16))
     return writer.shards, total // len(train)
@@ -136,7 +137,8 @@ class SyntheticSource:
         length = int(rng.integers(self.mean_snippets // 2, self.mean_snippets * 3 // 2 + 1))
         rgb = rng.standard_normal((length, self.feature_dim), dtype=np.float32)
         flow = rng.standard_normal((length, self.feature_dim), dtype=np.float32)
-        return feat.VideoFeatures(rgb, flow, 25.0, 16, None, f"synthetic:{video_id}")
+        return VideoFeatures(video_id=video_id, rgb=rgb, flow=flow, fps=25.0, stride_frames=16,
+                             where=f"synthetic:{video_id}")
 
     def source_files(self, video_ids):
         return []

@@ -30,7 +30,7 @@ from localize import T, make_inputs  # noqa: E402
 from stpn_tf.core import resources  # noqa: E402
 from stpn_tf.tuning.sweep import PROPOSALS, Sweeper  # noqa: E402
 from stpn_tf.artifacts.ground_truth import load_ground_truth  # noqa: E402
-from stpn_tf.localize.localizer import LocalizerConfig  # noqa: E402
+from stpn_tf.localize.config import LocalizerConfig  # noqa: E402
 from stpn_tf.artifacts.annotations import read_thumos14_durations, read_thumos14_subsets  # noqa: E402
 
 

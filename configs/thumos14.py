@@ -15,6 +15,36 @@ is package data (configs/); a config file of your own can start from it:
 import ml_collections
 import numpy as np
 
+# The localization settings of the paper's protocol (spec section 3), the options beyond it (README "Beyond
+# the paper"), all off, and the static bounds. They are also the defaults of stpn_tf.localize's
+# LocalizerConfig, which reads them from here: this is their one source.
+LOCALIZE = dict(
+    class_threshold=0.1,
+    tcam_threshold=0.05,
+    alpha=0.5,
+    interpolation=24,
+    nms_threshold=0.5,
+    proposal_thresholds=(),  # several thresholds instead of tcam_threshold, pooled before NMS
+    # "both" (the paper: each stream proposes its passing classes), or "rgb" / "flow": that stream alone
+    # proposes every class passing in either stream
+    proposal_streams="both",
+    proposal_signal="tcam",  # "tcam" (lambda * sigmoid(a), the paper) or "attention"
+    normalize=False,  # min-max normalise the signal per video and class (BaS-Net)
+    scoring="mean",  # "mean" (eq. 7) or "oic" (outer-inner contrast)
+    oic_margin=0.25,
+    oic_gamma=0.2,
+    nms="hard",  # "hard" or "soft" (Gaussian soft-NMS)
+    soft_nms_sigma=0.3,
+    # Static bounds that let the localization graph compile with XLA (stpn_tf.localize): detections kept
+    # per video, components kept per video, stream and class (highest-scoring first), and classes localized
+    # per video (those passing class_threshold, highest probability first; 0 = all classes). The spec keeps
+    # everything: these defaults are far above what a 400-snippet grid produces in practice for THUMOS14
+    # (a single test video has up to 218 instances of one class).
+    max_detections=1000,
+    max_components_per_class=200,
+    max_classes_per_video=0,
+)
+
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
@@ -53,31 +83,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.localize = ml_collections.ConfigDict()
     config.localize.num_snippets = 400  # the sampling grid at test time
     config.localize.all_snippets = False  # True: run on every real snippet instead of the grid
-    config.localize.class_threshold = 0.1
-    config.localize.tcam_threshold = 0.05
-    config.localize.alpha = 0.5
-    config.localize.interpolation = 24
-    config.localize.nms_threshold = 0.5
-    # Options beyond the paper (README "Beyond the paper"; stpn_tf.localize.LocalizerConfig), all off here.
-    config.localize.proposal_thresholds = ()  # several thresholds instead of tcam_threshold, pooled before NMS
-    # "both" (the paper: each stream proposes its passing classes), or "rgb" / "flow": that stream alone
-    # proposes every class passing in either stream
-    config.localize.proposal_streams = "both"
-    config.localize.proposal_signal = "tcam"  # "tcam" (lambda * sigmoid(a), the paper) or "attention"
-    config.localize.normalize = False  # min-max normalise the signal per video and class (BaS-Net)
-    config.localize.scoring = "mean"  # "mean" (eq. 7) or "oic" (outer-inner contrast)
-    config.localize.oic_margin = 0.25
-    config.localize.oic_gamma = 0.2
-    config.localize.nms = "hard"  # "hard" or "soft" (Gaussian soft-NMS)
-    config.localize.soft_nms_sigma = 0.3
-    # Static bounds that let the localization graph compile with XLA (stpn_tf.localize): detections kept
-    # per video, components kept per video, stream and class (highest-scoring first), and classes localized
-    # per video (those passing class_threshold, highest probability first; 0 = all classes). The spec keeps
-    # everything: these defaults are far above what a 400-snippet grid produces in practice for THUMOS14
-    # (a single test video has up to 218 instances of one class).
-    config.localize.max_detections = 1000
-    config.localize.max_components_per_class = 200
-    config.localize.max_classes_per_video = 0
+    config.localize.update(LOCALIZE)  # the Localizer's settings (above)
     config.localize.batch_size = 16
 
     config.evaluate = ml_collections.ConfigDict()
@@ -109,7 +115,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     # `stpn tune`: a coordinate search over these values on config.tune.split (never the test split unless
     # asked for by name); "proposals" names a preset of stpn_tf.tuning.sweep.PROPOSALS. Keys are visited
-    # in stpn_tf.cli.tune.KEY_ORDER (proposal generation, scoring and NMS kind first), then any others.
+    # in stpn_tf.workflows.tune.KEY_ORDER (proposal generation, scoring and NMS kind first), then any others.
     config.tune = ml_collections.ConfigDict()
     config.tune.split = "train"
     config.tune.rounds = 3

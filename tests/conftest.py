@@ -1,4 +1,8 @@
-"""Shared test settings: quiet TensorFlow, tiny thread pools (the CI machine has 2 cores)."""
+"""Shared test settings (quiet TensorFlow; the CI machine has 2 cores) and the fixtures several files share.
+
+Builders that take arguments live in tests/helpers/; fixtures here build the read-only inputs that cost
+seconds, once per test process (with `pytest -n 2 --dist loadfile` each worker builds its own).
+"""
 
 import os
 
@@ -20,3 +24,14 @@ def repo_dir():
 @pytest.fixture(scope="session")
 def thumos_dir():
     return DATA
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory) -> str:
+    """The synthetic THUMOS14-shaped dataset directory (D = 8, at most 24 snippets a video, one shard a split:
+    200 train and 212 test videos, 20 classes). Read-only: tests write their outputs elsewhere."""
+    from stpn_tf.data import synthetic
+
+    path = str(tmp_path_factory.mktemp("synthetic") / "data")
+    synthetic.write_dataset(path, feature_dim=8, max_snippets=24, num_shards=1)
+    return path

@@ -19,16 +19,18 @@ import tensorflow as tf
 
 from stpn_tf.beam import extract as beam_extract
 from stpn_tf.artifacts import annotations as ann
-from stpn_tf.data import tfrecord
+from stpn_tf.artifacts import feature_dir
+from stpn_tf.artifacts.shards import list_shards
+from stpn_tf.data.records.decoder import parse_example
 from stpn_tf.core.errors import StpnError
 from stpn_tf.extract import pipeline, standin
-from tests.fixtures import write_random_workdir
-from tests.test_extract import textured_square_frames, write_video
+from tests.helpers.video import textured_square_frames, write_video
+from tests.helpers.workdir import write_random_workdir
 
 from stpn_tf.data.grid import GridConfig
 from stpn_tf.extract.flow import TVL1Options
 from stpn_tf.artifacts.dataset_dir import ground_truth_path, read_dataset_info
-from stpn_tf.localize.localizer import LocalizerConfig
+from stpn_tf.localize.config import LocalizerConfig
 
 FAST = pipeline.ExtractConfig(batch_size=2, tvl1=TVL1Options(scales=2, warps=1, inner_iterations=5,
                                                              outer_iterations=1))
@@ -70,29 +72,29 @@ def test_beam_pipeline_equals_single_process(inputs, tmp_path, capsys):
 
     # Same npy layout, same numbers.
     for video in ("clip_a", "clip_b"):
-        single = pipeline.output_paths(single_out, "test", video)
-        beamed = pipeline.output_paths(beam_out, "test", video)
+        single = feature_dir.video_paths(single_out, "test", video)
+        beamed = feature_dir.video_paths(beam_out, "test", video)
         for stream in ("rgb", "flow"):
             np.testing.assert_allclose(np.load(beamed[stream]), np.load(single[stream]), rtol=1e-6, atol=1e-6)
         with open(single["meta"]) as a, open(beamed["meta"]) as b:
             assert json.load(a) == json.load(b)
-    assert not os.path.exists(pipeline.output_paths(beam_out, "test", "clip_bad")["meta"])
+    assert not os.path.exists(feature_dir.video_paths(beam_out, "test", "clip_bad")["meta"])
 
     # The TFRecord split holds one example per good video, equal to the single-process features.
     meta = metadata(dataset)
     assert meta["splits"]["test"]["num_videos"] == 2 and meta["splits"]["test"]["num_snippets"] == 4
     assert meta["feature_dim"] == 1024 and meta["fps"] == 25.0 and meta["stride_frames"] == 16
-    shards = tfrecord.list_shards(dataset, "test")
+    shards = list_shards(dataset, "test")
     assert [os.path.basename(s) for s in shards] == ["test-00000-of-00002.tfrecord",
                                                      "test-00001-of-00002.tfrecord"]
     parsed = {}
     for record in tf.data.TFRecordDataset(shards):
-        example = tfrecord.parse_example(record, num_classes=20, feature_dim=1024)
+        example = parse_example(record, num_classes=20, feature_dim=1024)
         parsed[example["video/id"].numpy().decode()] = example
     assert sorted(parsed) == ["clip_a", "clip_b"]
     diving = ann.THUMOS14_CLASSES.index("Diving")
     for video, example in parsed.items():
-        single = pipeline.output_paths(single_out, "test", video)
+        single = feature_dir.video_paths(single_out, "test", video)
         np.testing.assert_allclose(example["video/rgb"].numpy(), np.load(single["rgb"]), rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(example["video/flow"].numpy(), np.load(single["flow"]), rtol=1e-6, atol=1e-6)
         # 16 frames at 25 fps per snippet = 0.64 s.
@@ -153,7 +155,7 @@ def features(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("features"))
     rng = np.random.default_rng(7)
     for video_id, length, fps in VIDEOS:
-        pipeline.write_video_features(root, "test", pipeline.VideoFeatures(
+        feature_dir.write_video(root, "test", feature_dir.VideoFeatures(
             video_id=video_id, rgb=rng.normal(0, 1, (length, D)).astype(np.float32),
             flow=rng.normal(0, 1, (length, D)).astype(np.float32), fps=fps, stride_frames=16,
             num_frames=length * 16 + 3, duration=(length * 16 + 3) / fps))
@@ -161,7 +163,7 @@ def features(tmp_path_factory):
 
 
 def _load_video(root, video_id):
-    paths = pipeline.output_paths(root, "test", video_id)
+    paths = feature_dir.video_paths(root, "test", video_id)
     with open(paths["meta"]) as handle:
         meta = json.load(handle)
     return np.load(paths["rgb"]), np.load(paths["flow"]), meta["stride_frames"] / meta["fps"]
@@ -289,24 +291,6 @@ def test_beam_localize_skips_bad_files(all_snippets_export, features, tmp_path, 
     assert "2 videos localized, 3 failed" in capsys.readouterr().out
     with open(output) as handle:
         assert sorted(json.load(handle)["results"]) == ["v_a", "v_d"]
-
-
-def test_read_features_errors(features, tmp_path):
-    from stpn_tf.beam.localize import read_features
-
-    meta = pipeline.output_paths(features, "test", "v_b")["meta"]
-    video_id, example = read_features(meta, feature_dim=D)
-    assert video_id == "v_b" and example["rgb"].shape == (7, D)
-    assert example["seconds_per_snippet"] == pytest.approx(0.64)  # 16 frames / 25 fps
-    with pytest.raises(StpnError, match=r"v_b.npy: 6 values per snippet, the model expects 1024"):
-        read_features(meta, feature_dim=1024)
-    with pytest.raises(StpnError, match="missing.json: cannot read"):
-        read_features(str(tmp_path / "meta" / "missing.json"))
-    (tmp_path / "meta").mkdir()
-    (tmp_path / "meta" / "nomatch.json").write_text(json.dumps(
-        {"video_id": "v_x", "fps": 25, "stride_frames": 16, "num_snippets": 1}))
-    with pytest.raises(StpnError, match=r"v_x.npy: missing \(listed by"):
-        read_features(str(tmp_path / "meta" / "nomatch.json"))
 
 
 def test_beam_localize_input_errors(workdir, tmp_path):

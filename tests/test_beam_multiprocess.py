@@ -22,14 +22,15 @@ import pytest
 beam = pytest.importorskip("apache_beam")
 
 from stpn_tf.beam import extract as beam_extract
+from stpn_tf.artifacts import detection_parts, feature_dir
 from stpn_tf.beam import localize as beam_localize
 from stpn_tf.data.grid import GridConfig
 from stpn_tf.core.errors import StpnError, WriteError
 from stpn_tf.extract import pipeline, standin
 from stpn_tf.extract.flow import TVL1Options
-from stpn_tf.localize.localizer import LocalizerConfig
-from tests.fixtures import write_random_workdir
-from tests.test_extract import textured_square_frames, write_video
+from stpn_tf.localize.config import LocalizerConfig
+from tests.helpers.video import textured_square_frames, write_video
+from tests.helpers.workdir import write_random_workdir
 
 TWO_PROCESSES = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 FAST = pipeline.ExtractConfig(batch_size=2, tvl1=TVL1Options(scales=1, warps=1, inner_iterations=3,
@@ -108,7 +109,7 @@ def test_extract_rerun_after_failure_redoes_only_unfinished(inputs, single_extra
     blocker.mkdir(parents=True)
     with pytest.raises(WriteError, match=r"^\S*clip_5.npy: cannot write it \(Is a directory\)"):
         _extract(inputs, tmp_path, TWO_PROCESSES)
-    layout = {v: pipeline.output_paths(str(tmp_path / "features"), "test", v) for v in VIDEO_IDS}
+    layout = {v: feature_dir.video_paths(str(tmp_path / "features"), "test", v) for v in VIDEO_IDS}
     finished = [v for v in VIDEO_IDS if os.path.exists(layout[v]["meta"])]
     assert "clip_5" not in finished and finished  # the other worker's videos are complete
     assert not (tmp_path / "dataset" / "dataset.json").exists()
@@ -131,7 +132,7 @@ def test_extract_reuse_checks_outputs(inputs, single_extract, tmp_path):
     out = str(tmp_path / "features")
     assert beam_extract.complete_features(out, "test", "clip_1", FAST).num_snippets == 2
     assert beam_extract.complete_features(out, "test", "clip_2", FAST).feature_dim == 1024
-    with open(pipeline.output_paths(out, "test", "clip_1")["flow"], "r+b") as handle:
+    with open(feature_dir.video_paths(out, "test", "clip_1")["flow"], "r+b") as handle:
         handle.truncate(200)
     assert beam_extract.complete_features(out, "test", "clip_1", FAST) is None
     other_fps = pipeline.ExtractConfig(fps=10.0, batch_size=2, tvl1=FAST.tvl1)
@@ -162,7 +163,7 @@ def features(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("features"))
     rng = np.random.default_rng(11)
     for i, length in enumerate(LENGTHS):
-        pipeline.write_video_features(root, "test", pipeline.VideoFeatures(
+        feature_dir.write_video(root, "test", feature_dir.VideoFeatures(
             video_id=f"v_{i}", rgb=rng.normal(0, 1, (length, D)).astype(np.float32),
             flow=rng.normal(0, 1, (length, D)).astype(np.float32), fps=25.0, stride_frames=16,
             num_frames=length * 16, duration=length * 0.64))
@@ -245,17 +246,18 @@ def test_localize_rerun_after_kill_redoes_only_unfinished(export, features, sing
 
 
 def test_parts_are_checked(export, features, tmp_path):
-    meta = pipeline.output_paths(features, "test", "v_1")["meta"]
-    fingerprint = beam_localize.model_fingerprint(export, 2)
-    assert fingerprint != beam_localize.model_fingerprint(export, 4)  # the batching is part of it
+    meta = feature_dir.video_paths(features, "test", "v_1")["meta"]
+    fingerprint = detection_parts.model_fingerprint(export, 2)
+    assert fingerprint != detection_parts.model_fingerprint(export, 4)  # the batching is part of it
     parts = str(tmp_path / "parts")
-    beam_localize.write_part(parts, meta, fingerprint, beam_localize.input_state(meta), video_id="v_1", detections=[])
-    assert beam_localize.read_part(parts, meta, fingerprint) == {
-        "model": fingerprint, "inputs": beam_localize.input_state(meta), "video_id": "v_1", "detections": []}
-    assert beam_localize.read_part(parts, meta, beam_localize.model_fingerprint(export, 4)) is None
+    detection_parts.write_part(parts, meta, fingerprint, detection_parts.input_state(meta), video_id="v_1",
+                               detections=[])
+    assert detection_parts.read_part(parts, meta, fingerprint) == {
+        "model": fingerprint, "inputs": detection_parts.input_state(meta), "video_id": "v_1", "detections": []}
+    assert detection_parts.read_part(parts, meta, detection_parts.model_fingerprint(export, 4)) is None
     with open(os.path.join(parts, "v_1.json"), "w") as handle:
         handle.write('{"model": "')  # cut short
-    assert beam_localize.read_part(parts, meta, fingerprint) is None
+    assert detection_parts.read_part(parts, meta, fingerprint) is None
     with pytest.raises(StpnError, match="batch_size must be >= 1"):
         beam_localize.run_beam_localize(features=features, split="test", export_dir=export,
                                         output=str(tmp_path / "d.json"), batch_size=0)

@@ -1,7 +1,7 @@
-"""The `stpn` command line end to end, each command in its own process as a user runs it."""
+"""The `stpn` command line end to end: commands run in this process through the same entry point
+(`stpn_tf.cli.main`), and in processes of their own where only a real process shows the behaviour (exit
+codes and the whole of stderr, TensorFlow's native start-up lines, a closed pipe)."""
 
-import contextlib
-import io
 import json
 import os
 import subprocess
@@ -10,55 +10,18 @@ import sys
 import numpy as np
 import pytest
 
-from stpn_tf.cli import main
 from stpn_tf.extract.standin import build_standin_i3d
-from tests.test_build_dataset import write_activitynet_release, write_basnet_release
-from tests.test_extract import write_video
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMALL = [
-    "--config.train.steps=12", "--config.train.steps_per_epoch=6", "--config.model.attention_units=8",
-    "--config.train.num_snippets=16", "--config.localize.num_snippets=16", "--config.localize.interpolation=4",
-    # Small bounds: cheaper XLA compiles of the localization (a 16-position grid cannot exceed them anyway).
-    "--config.localize.max_detections=64", "--config.localize.max_components_per_class=16",
-]
-
-
-def stpn(*args, expect=0, cwd=REPO):
-    """`stpn args` in its own process, exactly as a user runs it."""
-    proc = subprocess.run([sys.executable, "-m", "stpn_tf.cli", *args], cwd=cwd, env=dict(os.environ),
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == expect, f"stpn {' '.join(args)}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    return proc
-
-
-def cli(*args, expect=0):
-    """`stpn args` through the same entry point in this process (no TensorFlow start-up per call: fast).
-
-    Every command parses its own flags afresh, so calls do not leak into each other.
-    """
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(["stpn", *args])
-    proc = subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
-    assert code == expect, f"stpn {' '.join(args)}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    return proc
-
-
-def one_error_line(proc, *needles):
-    """The process printed exactly one error line, naming every needle, and no traceback."""
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
+from tests.helpers.cli import SMALL, cli, one_error_line, stpn
+from tests.helpers.releases import write_activitynet_release, write_basnet_release
+from tests.helpers.video import write_video
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    """`stpn demo` with the README's kind of override: 9 steps, while an epoch is 1000 (a shorter epoch)."""
+    """`stpn demo` with the README's kind of override: 9 steps, while an epoch is 1000 (a shorter epoch), run
+    from another directory."""
     workdir = tmp_path_factory.mktemp("demo") / "work"
-    proc = stpn("demo", f"--workdir={workdir}", "--config.train.steps=9", "--config.model.attention_units=8",
+    proc = cli("demo", f"--workdir={workdir}", "--config.train.steps=9", "--config.model.attention_units=8",
                 "--config.train.num_snippets=16", "--config.localize.num_snippets=16",
                 "--config.localize.interpolation=4", "--config.localize.max_detections=64",
                 "--config.localize.max_components_per_class=16", "--config.synthetic.feature_dim=8",
@@ -81,8 +44,6 @@ def test_demo_prints_and_saves_both_tables(demo):
     assert set(tables) == {"activitynet", "th14kit"} and set(tables["activitynet"]) == {"RGB", "flow", "two-stream"}
     # 9 steps with epochs of 1000: one short epoch, no refusal.
     assert "Epoch 1/1 - 9 steps - " in out
-    # No TensorFlow start-up lines.
-    assert "cudart" not in proc.stderr and "cuInit" not in proc.stderr
 
 
 def test_workdir_needs_no_other_flag(demo, tmp_path):
@@ -91,7 +52,9 @@ def test_workdir_needs_no_other_flag(demo, tmp_path):
     workdir, _ = demo
     demo_detections = json.loads((workdir / "detections_rgb_flow.json").read_text())
     (workdir / "detections.json").unlink(missing_ok=True)
-    stpn("localize", f"--workdir={workdir}", cwd=str(tmp_path))  # a process of its own, elsewhere
+    proc = stpn("localize", f"--workdir={workdir}", cwd=str(tmp_path))  # a process of its own, elsewhere
+    # No TensorFlow start-up lines (native ones: only a process of its own shows them).
+    assert "cudart" not in proc.stderr and "cuInit" not in proc.stderr
     assert json.loads((workdir / "detections.json").read_text()) == demo_detections
 
     export = tmp_path / "export"
@@ -239,23 +202,23 @@ def test_errors_are_one_line_with_exit_2(tmp_path):
 
 
 def test_help_and_unknown_commands(tmp_path):
-    proc = stpn("trian", expect=2)
+    proc = stpn("trian", expect=2)  # a process of its own: the real exit code and stderr
     one_error_line(proc, "unknown command 'trian'", "did you mean 'train'?")
-    overview = stpn("--help", cwd=str(tmp_path)).stdout
+    overview = cli("--help", cwd=str(tmp_path)).stdout
     for name in ("demo", "build-dataset", "train", "localize", "evaluate", "export", "extract"):
         assert f"\n  {name} " in overview, name
-    full = stpn("--helpfull").stdout
+    full = cli("--helpfull").stdout
     assert all(f"usage: stpn {name}" in full for name in ("demo", "build-dataset", "train", "localize", "evaluate",
                                                            "export", "extract"))
     # Per-command help: its purpose, usage and only its own flags.
     for flag in ("-h", "--help"):
-        text = stpn("build-dataset", flag).stdout
+        text = cli("build-dataset", flag).stdout
         assert text.startswith("stpn build-dataset: ") and "usage: stpn build-dataset" in text
         for own in ("--layout", "--annotations", "--features", "--out", "--allow_pickle", "--snippet_time"):
             assert own in text, own
         for other in ("--stream", "--workdir", "--ground_truth", "--config"):
             assert other not in text, other
-    train = stpn("train", "-h").stdout
+    train = cli("train", "-h").stdout
     assert "--stream=rgb|flow|joint" in train and "--layout" not in train and "train.steps=24000" in train
 
 

@@ -17,7 +17,7 @@ from stpn_tf.core.errors import StpnError
 from stpn_tf.evaluation import activitynet, formats, matching, th14kit, thresholds
 from stpn_tf.core import tables as report
 from stpn_tf.artifacts import ground_truth
-from tests import reference_evaluation as loops
+from tests.helpers import reference_evaluation as loops
 
 ROOT = resources.resource_path(resources.THUMOS14)
 KIT = resources.resource_path(resources.THUMOS14_TOOLKIT)

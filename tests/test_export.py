@@ -10,13 +10,13 @@ import pytest
 import tensorflow as tf
 
 from stpn_tf.data.grid import GridConfig
-from stpn_tf.data.tfrecord import make_example
+from stpn_tf.data.records.schema import make_example
 from stpn_tf.core.errors import StpnError
 from stpn_tf.artifacts.export_dir import read_export_info
-from stpn_tf.localize.localizer import LocalizerConfig
+from stpn_tf.localize.config import LocalizerConfig
 from stpn_tf.inference.export import run_export
 from stpn_tf.inference.runner import build_module
-from tests.fixtures import write_random_workdir
+from tests.helpers.workdir import write_random_workdir
 
 D, C = 6, 3
 CLASSES = ["Alpha", "Beta", "Gamma"]
@@ -117,19 +117,19 @@ def test_export_round_trip_is_exact(workdir, tmp_path, all_snippets):
 
 
 def test_grid_sampling_matches_timeline(workdir):
-    # The in-graph grid equals timeline.eval_grid_indices: with identical rows per snippet index, the
-    # attention on the grid is the per-snippet attention gathered at floor(t * L / T).
-    from stpn_tf.data.grid import eval_grid_indices
+    # With identical rows per snippet index, the attention on the grid is the per-snippet attention
+    # gathered at floor(t * L / T) (integer arithmetic: exact).
     from stpn_tf.artifacts.workdir import WorkDir
+    from stpn_tf.model.stpn import load_stream_model
 
     module = build_module(workdir, grid=GridConfig(length=16), localizer_config=SETTINGS, jit_compile=False)
     data = inputs()
     out = module.serve(tf.constant(data["rgb"]), tf.constant(data["flow"]), tf.constant(data["num_snippets"]),
                        tf.constant(data["seconds_per_snippet"]))
-    model = WorkDir(workdir).load_stream_model("rgb")
+    model = load_stream_model(WorkDir(workdir), "rgb")
     for i, n in enumerate(data["num_snippets"]):
         per_snippet = model({"features": data["rgb"][i:i + 1, :n]}, training=False)["attention"].numpy()[0]
-        np.testing.assert_allclose(out["attention"].numpy()[i, 0], per_snippet[eval_grid_indices(n, 16)],
+        np.testing.assert_allclose(out["attention"].numpy()[i, 0], per_snippet[(np.arange(16) * int(n)) // 16],
                                    rtol=1e-6)
 
 

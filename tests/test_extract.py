@@ -21,6 +21,8 @@ from stpn_tf.extract import i3d
 from stpn_tf.extract import pipeline
 from stpn_tf.extract import standin
 from stpn_tf.extract import video as video_lib
+from tests.helpers.video import textured_square_frames, write_video
+from tests.helpers.workdir import write_random_workdir
 
 # Few TV-L1 iterations keep the tests fast; the pipeline-vs-reference comparison uses the same options
 # on both sides, and the accuracy test below uses OpenCV's standard settings.
@@ -30,29 +32,6 @@ FAST_TVL1 = flow_lib.TVL1Options(scales=2, warps=1, inner_iterations=5, outer_it
 def fast(**changes) -> pipeline.ExtractConfig:
     """The extraction settings with a cheap TV-L1 solver (tests only)."""
     return pipeline.ExtractConfig(**{"tvl1": FAST_TVL1, **changes})
-
-
-def textured_square_frames(num_frames, width=64, height=48, step=1, size=16, seed=0):
-    """RGB uint8 frames [N, H, W, 3]: a random-texture square moving `step` pixels right per frame
-    over a smooth gray background."""
-    rng = np.random.default_rng(seed)
-    texture = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-    texture = cv2.GaussianBlur(texture, (3, 3), 0)
-    frames = np.full((num_frames, height, width, 3), 90, np.uint8)
-    top = (height - size) // 2
-    for i in range(num_frames):
-        left = 4 + i * step
-        frames[i, top:top + size, left:left + size] = texture[:, :max(0, min(size, width - left))]
-    return frames
-
-
-def write_video(path, frames, fps):
-    height, width = frames.shape[1:3]
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"FFV1"), fps, (width, height))
-    assert writer.isOpened()
-    for frame in frames:
-        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    writer.release()
 
 
 # ---------------------------------------------------------------- resampling
@@ -365,28 +344,14 @@ def test_expand_videos_rejects_collisions_and_empty_dirs(tmp_path):
 # ---------------------------------------------------------------- localize_videos (stpn localize)
 
 
-def _write_workdir(workdir, classes, feature_dim=1024):
-    from stpn_tf.artifacts.workdir import WorkDir
-    from stpn_tf.model.stpn import STPN
-
-    work = WorkDir(workdir)
-    work.write_classes(classes)
-    for seed, stream in enumerate(("rgb", "flow")):
-        tf.keras.utils.set_random_seed(seed)
-        model = STPN(num_classes=len(classes))
-        model({"features": tf.zeros([1, 4, feature_dim]), "mask": tf.ones([1, 4])})
-        os.makedirs(work.stream_dir(stream), exist_ok=True)
-        model.save(work.model_path(stream))
-
-
 def test_localize_videos_with_export_or_workdir(models, tiny_video, tmp_path):
     from stpn_tf.data.grid import GridConfig
     from stpn_tf.workflows import localize_videos as lv
-    from stpn_tf.localize.localizer import LocalizerConfig
+    from stpn_tf.localize.config import LocalizerConfig
     from stpn_tf.inference.export import run_export
 
     workdir, export = str(tmp_path / "workdir"), str(tmp_path / "export")
-    _write_workdir(workdir, ["Diving", "HighJump", "PoleVault"])
+    write_random_workdir(workdir, ["Diving", "HighJump", "PoleVault"], feature_dim=1024)
     settings = LocalizerConfig(interpolation=4, max_detections=8)
     assert run_export(workdir=workdir, out=export, grid=GridConfig(length=16), localizer_config=settings,
                       jit_compile=False) == 0

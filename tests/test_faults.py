@@ -2,16 +2,13 @@
 fed inputs that do not fit.
 
 Full disks are simulated with a file-size limit (RLIMIT_FSIZE, what `ulimit -f` sets) on the command's own
-process: a write past it fails with EFBIG ("File too large"), as a full disk fails with ENOSPC.
+process: a write past it fails with EFBIG ("File too large"), as a full disk fails with ENOSPC. Those runs, and
+the two concurrent trainings, are processes of their own; the runs that only set the scene run in this process.
 """
 
-import json
 import os
-import re
-import resource
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -24,37 +21,25 @@ from stpn_tf.core.errors import StpnError
 from stpn_tf.extract import standin
 from stpn_tf.core.atomic import is_temporary
 from stpn_tf.artifacts.workdir import WorkDir
-from stpn_tf.model.stpn import ModelConfig
-from stpn_tf.localize.localizer import LocalizerConfig
+from stpn_tf.model.stpn import ModelConfig, load_stream_model
+from stpn_tf.localize.config import LocalizerConfig
 from stpn_tf.inference.export import run_export
 from stpn_tf.inference.runner import load_export
-from tests.fixtures import write_random_workdir
-from tests.test_build_dataset import write_basnet_release
-from tests.test_extract import textured_square_frames, write_video
+from tests.helpers import cli as runner
+from tests.helpers.cli import REPO, cli, stpn_command
+from tests.helpers.cli import one_error_line_among_logs as assert_one_line
+from tests.helpers.releases import write_basnet_release
+from tests.helpers.video import textured_square_frames, write_video
+from tests.helpers.workdir import write_random_workdir
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 D = 6
 CLASSES = ["Alpha", "Beta", "Gamma"]
 
 
 def stpn(*args, file_limit=None, timeout=300):
     """`stpn args` in its own process, optionally under a file-size limit of `file_limit` bytes."""
-    def limit():
-        if file_limit is not None:
-            resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, file_limit))
-
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
-    return subprocess.run([sys.executable, "-m", "stpn_tf.cli", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=timeout, preexec_fn=limit)
-
-
-def assert_one_line(proc, *needles):
-    """Exit code 2 and one error line (besides the command's progress log lines), naming every needle."""
-    assert proc.returncode == 2, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip() and not re.match(r"^[IW]\d{4} ", line)]
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
+    return runner.stpn(*args, expect=None, file_limit=file_limit, env={"PYTHONDONTWRITEBYTECODE": "1"},
+                       timeout=timeout)
 
 
 def snapshot(folder) -> dict[str, bytes]:
@@ -78,7 +63,7 @@ def test_build_dataset_on_a_full_disk_keeps_the_previous_dataset(tmp_path):
     files = write_basnet_release(str(tmp_path / "release"), num_train=4, num_test=3, feature_dim=8)
     out = tmp_path / "dataset"
     args = ["build-dataset", "--layout=thumos14_npy", f"--out={out}", *[f"--{k}={v}" for k, v in files.items()]]
-    assert stpn(*args).returncode == 0
+    cli(*args)
     before = snapshot(out)
     proc = stpn(*args, "--num_shards=3", file_limit=2048)
     assert_one_line(proc, "cannot write it (File too large", "shards already in the directory are unchanged")
@@ -102,11 +87,9 @@ def test_extraction_on_a_full_disk_stops_with_one_line_and_no_half_files(tmp_pat
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    from tests.test_cli import stpn as run_stpn
-
     root = tmp_path_factory.mktemp("faults")
     files = write_basnet_release(str(root / "release"), num_train=6, num_test=3, feature_dim=8)
-    run_stpn("build-dataset", "--layout=thumos14_npy", f"--out={root / 'dataset'}",
+    cli("build-dataset", "--layout=thumos14_npy", f"--out={root / 'dataset'}",
              *[f"--{k}={v}" for k, v in files.items()])
     return str(root / "dataset")
 
@@ -125,9 +108,8 @@ def test_training_on_a_full_disk_leaves_only_complete_files_and_resumes(dataset,
     names = os.listdir(checkpoints) if checkpoints.exists() else []
     assert all(train.EpochCheckpoints.PATTERN.match(n) for n in names), names  # finished files only
     # With space again the same command finishes the run.
-    proc = stpn(*args)
-    assert proc.returncode == 0, proc.stderr
-    assert WorkDir(str(workdir)).load_stream_model("rgb").num_classes == 20
+    cli(*args)
+    assert load_stream_model(WorkDir(str(workdir)), "rgb").num_classes == 20
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +124,7 @@ def test_export_on_a_full_disk_writes_no_export_and_keeps_an_old_one(workdir, tm
     proc = stpn("export", f"--workdir={workdir}", f"--out={out}", *settings, file_limit=64 * 1024)
     assert_one_line(proc, "export: cannot write it (File too large")
     assert os.listdir(tmp_path) == []  # no export and no temporary directory
-    assert stpn("export", f"--workdir={workdir}", f"--out={out}", *settings).returncode == 0
+    cli("export", f"--workdir={workdir}", f"--out={out}", *settings)
     before = snapshot(out)
     proc = stpn("export", f"--workdir={workdir}", f"--out={out}", "--overwrite", *settings, file_limit=64 * 1024)
     assert_one_line(proc, "cannot write it (File too large")
@@ -164,7 +146,7 @@ def test_truncated_model_and_saved_model_give_one_line_errors(workdir, tmp_path)
     shutil.copytree(workdir, damaged)
     _truncate(damaged / "rgb" / "model.keras")
     with pytest.raises(StpnError, match="rgb/model.keras: cannot load the trained model .* damaged"):
-        WorkDir(str(damaged)).load_stream_model("rgb")
+        load_stream_model(WorkDir(str(damaged)), "rgb")
     export = tmp_path / "export"
     run_export(workdir=workdir, out=str(export), grid=GridConfig(length=8), jit_compile=False,
                localizer_config=LocalizerConfig(max_detections=8, max_components_per_class=4))
@@ -176,12 +158,8 @@ def test_truncated_model_and_saved_model_give_one_line_errors(workdir, tmp_path)
             load_export(str(copy))
 
 
-def test_damaged_training_backup_gives_one_line_error(tmp_path, monkeypatch):
-    from stpn_tf.data import synthetic
-
-    dataset_dir = str(tmp_path / "data")
-    synthetic.write_dataset(dataset_dir, feature_dim=8, max_snippets=24, num_shards=1)
-    kwargs = dict(dataset_dir=dataset_dir, workdir=str(tmp_path / "work"), stream="rgb", verbose=0,
+def test_damaged_training_backup_gives_one_line_error(synthetic_dataset, tmp_path, monkeypatch):
+    kwargs = dict(dataset_dir=synthetic_dataset, workdir=str(tmp_path / "work"), stream="rgb", verbose=0,
                   model=ModelConfig(attention_units=4),
                   train=train.TrainConfig(num_snippets=8, batch_size=3, steps=8, steps_per_epoch=4))
 
@@ -200,9 +178,9 @@ def test_damaged_training_backup_gives_one_line_error(tmp_path, monkeypatch):
     _truncate(backup / "latest.weights.h5")
     with pytest.raises(StpnError, match=f"{backup}: the backup of the interrupted run is damaged"):
         train.run_train(**kwargs)
-    from tensorflow.python.framework import config as tf_config
+    from stpn_tf.training import keras_compat
 
-    tf_config.disable_op_determinism()
+    keras_compat.set_op_determinism(False)
 
 
 # ---------------------------------------------------------------------------------------- two runs at once
@@ -212,7 +190,7 @@ def test_a_second_train_run_on_the_same_stream_is_refused_until_the_first_ends(d
     common = ["train", f"--workdir={workdir}", "--stream=rgb", f"--config.dataset.dir={dataset}", "--config=demo",
               "--config.model.attention_units=4", "--config.train.num_snippets=8"]
     long_run = ["--config.train.steps=100000", "--config.train.steps_per_epoch=50"]
-    first = subprocess.Popen([sys.executable, "-m", "stpn_tf.cli", *common, *long_run], cwd=REPO,
+    first = subprocess.Popen(stpn_command(*common, *long_run), cwd=REPO,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         lock = workdir / "rgb" / ".lock"
@@ -220,7 +198,7 @@ def test_a_second_train_run_on_the_same_stream_is_refused_until_the_first_ends(d
         while not (lock.exists() and lock.read_text().startswith("process")):
             assert first.poll() is None and time.monotonic() < deadline, "the first run did not start"
             time.sleep(0.1)
-        second = stpn(*common, *long_run)
+        second = cli(*common, *long_run, expect=2)  # in this process: the lock is held by another one
         assert_one_line(second, "the rgb stream is being trained by process", "wait for it to finish")
         assert first.poll() is None  # the refusal did not disturb the first run
         first.send_signal(signal.SIGKILL)

@@ -1,4 +1,5 @@
-"""Tests for stpn_tf.data.features: the three public feature layouts, read one video at a time."""
+"""Tests for stpn_tf.data.features and stpn_tf.artifacts.feature_dir: the public feature layouts and the
+`stpn extract` folder, read one video at a time."""
 
 import json
 import os
@@ -7,6 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
+from stpn_tf.artifacts import feature_dir
 from stpn_tf.data import features as feat
 from stpn_tf.core.errors import StpnError
 
@@ -152,3 +154,58 @@ def test_per_video_npy_without_meta_in_an_extract_folder_is_unfinished(tmp_path)
     _per_video(root, "test", "cut", np.zeros((2, 4)), np.zeros((2, 4)))  # killed before its meta
     src = feat.PerVideoNpyFeatures(root)
     assert src.has("done") and not src.has("cut") and src.unfinished == ["cut"]
+
+
+def _extracted(root, video_id="v_b", length=7, dim=6):
+    rng = np.random.default_rng(0)
+    video = feature_dir.VideoFeatures(
+        video_id=video_id, rgb=rng.normal(0, 1, (length, dim)).astype(np.float32),
+        flow=rng.normal(0, 1, (length, dim)).astype(np.float32), fps=25.0, stride_frames=16,
+        num_frames=length * 16 + 3, duration=(length * 16 + 3) / 25.0)
+    return video, feature_dir.write_video(root, "test", video)
+
+
+def test_extracted_video_round_trip(tmp_path):
+    root = str(tmp_path)
+    video, paths = _extracted(root)
+    assert paths == feature_dir.video_paths(root, "test", "v_b")
+    assert feature_dir.meta_files(root, "test") == [paths["meta"]]
+    assert feature_dir.locate(paths["meta"]) == (root, "test", "v_b")
+    with open(paths["meta"]) as handle:  # the keys in the order `stpn extract` writes them
+        assert list(json.load(handle)) == list(feature_dir.META_KEYS)
+    back = feature_dir.read_video(*feature_dir.locate(paths["meta"]), complete=True, feature_dim=6)
+    np.testing.assert_array_equal(back.rgb, video.rgb)
+    np.testing.assert_array_equal(back.flow, video.flow)
+    assert back.meta() == video.meta() and back.num_snippets == 7
+    # The same folder reads as a build-dataset source, timing from the meta file.
+    source = feat.PerVideoNpyFeatures(root, fps=10.0)
+    assert source.video_ids() == ["v_b"] and source.read("v_b").fps == 25.0
+
+
+def test_extracted_video_errors(tmp_path):
+    root = str(tmp_path)
+    _, paths = _extracted(root)
+    with pytest.raises(StpnError, match=r"v_b.npy: 6 values per snippet, the model expects 1024"):
+        feature_dir.read_video(root, "test", "v_b", complete=True, feature_dim=1024)
+    with pytest.raises(StpnError, match="missing.json: cannot read"):
+        feature_dir.read_video(root, "test", "missing", complete=True)
+    with open(os.path.join(root, "test", "meta", "nomatch.json"), "w") as handle:
+        json.dump({"video_id": "v_x", "fps": 25, "stride_frames": 16, "num_snippets": 7}, handle)
+    with pytest.raises(StpnError, match="nomatch.json: lacks num_frames, duration"):
+        feature_dir.read_video(root, "test", "nomatch", complete=True)
+    with pytest.raises(StpnError, match="nomatch.json: names video 'v_x', not 'nomatch'"):
+        feature_dir.read_video(root, "test", "nomatch")
+    os.remove(paths["flow"])
+    with pytest.raises(StpnError, match=r"v_b.npy: missing flow features for video v_b \(listed by"):
+        feature_dir.read_video(root, "test", "v_b", complete=True)
+    # What build-dataset checks later (NaN, lengths, dtype) a complete video must already pass.
+    for name, rgb, flow, message in (
+            ("nan", np.full((2, 3), np.nan, np.float32), np.zeros((2, 3), np.float32), "NaN or infinite"),
+            ("f64", np.zeros((2, 3)), np.zeros((2, 3)), "dtype float64, expected float32"),
+            ("dims", np.zeros((2, 3), np.float32), np.zeros((2, 4), np.float32), r"has rgb \[2, 3\] but flow")):
+        video = feature_dir.VideoFeatures(video_id=name, rgb=rgb, flow=flow, fps=25.0, stride_frames=16,
+                                          num_frames=32, duration=1.28)
+        feature_dir.write_video(root, "test", video)
+        assert feature_dir.read_video(root, "test", name).num_snippets == 2  # read as stored
+        with pytest.raises(StpnError, match=message):
+            feature_dir.read_video(root, "test", name, complete=True)

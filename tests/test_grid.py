@@ -9,23 +9,24 @@ from stpn_tf.data.grid import GridConfig
 from stpn_tf.core.errors import StpnError
 
 
+def _grid_indices(lengths, length):
+    """eval_grid_indices_tf for a batch of real snippet counts, as numpy."""
+    return grid.eval_grid_indices_tf(tf.constant(lengths, tf.int32), length).numpy()
+
+
 def test_eval_grid_indices_by_hand():
     # L = 3 real snippets on a T = 4 grid: floor([0, 3, 6, 9] / 4) = [0, 0, 1, 2].
-    np.testing.assert_array_equal(grid.eval_grid_indices(3, 4), [0, 0, 1, 2])
+    np.testing.assert_array_equal(_grid_indices([3], 4)[0], [0, 0, 1, 2])
     # L = 800 on T = 400: every second snippet.
-    np.testing.assert_array_equal(grid.eval_grid_indices(800, 400), np.arange(0, 800, 2))
-    # L = T: identity.
-    np.testing.assert_array_equal(grid.eval_grid_indices(400), np.arange(400))
-    with pytest.raises(StpnError, match="at least one snippet"):
-        grid.eval_grid_indices(0)
+    np.testing.assert_array_equal(_grid_indices([800], 400)[0], np.arange(0, 800, 2))
+    # L = T: identity (the default grid length is 400).
+    np.testing.assert_array_equal(grid.eval_grid_indices_tf(tf.constant([400])).numpy()[0], np.arange(400))
 
 
-def test_eval_grid_indices_match_float_formula_and_tf():
+def test_eval_grid_indices_match_float_formula():
     lengths = np.array([1, 2, 7, 99, 400, 401, 1234, 5633])
-    graph = grid.eval_grid_indices_tf(tf.constant(lengths, tf.int32), 400).numpy()
-    for row, num_snippets in zip(graph, lengths):
+    for row, num_snippets in zip(_grid_indices(lengths, 400), lengths):
         expected = np.floor(np.arange(400) * num_snippets / 400).astype(np.int64)
-        np.testing.assert_array_equal(grid.eval_grid_indices(int(num_snippets)), expected)
         np.testing.assert_array_equal(row, expected)
         assert row.max() <= num_snippets - 1
 

@@ -1,13 +1,13 @@
 """Graph localization vs the numpy reference, eagerly, under tf.function and under XLA, plus hand cases."""
 
-import functools
-
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from stpn_tf.core.errors import StpnError
-from stpn_tf.localize.localizer import Localizer, LocalizerConfig, component_count_bound, localize
+from stpn_tf.localize import Localizer, LocalizerConfig, localize
+from stpn_tf.localize.bounds import component_count_bound
+from stpn_tf.localize.graph import runtime_tensors
 from stpn_tf.localize.reference import connected_components, interpolate, localize_video, min_max_normalized
 
 KEYS = ("detection_classes", "detection_scores", "detection_segments", "num_detections")
@@ -19,28 +19,33 @@ def make_config(kwargs) -> LocalizerConfig:
     return LocalizerConfig.from_dict({**TEST_BOUNDS, **kwargs})
 
 
-@functools.lru_cache(maxsize=None)
-def _compiled(jit: bool, items: tuple):
-    config = make_config(dict(items))
+_COMPILED: dict[tuple, object] = {}
 
-    def run(rgb, flow, lengths, num_snippets, sps, durations):
-        return localize(rgb, flow, lengths=lengths, num_snippets=num_snippets, seconds_per_snippet=sps,
-                        durations=durations, config=config)
 
-    return tf.function(run, jit_compile=jit)
+def compiled(jit: bool, config: LocalizerConfig):
+    """`localize` under tf.function, one per structure: the runtime settings are inputs (runtime_tensors),
+    so cases that differ only in them reuse one compile, as the Localizer does."""
+    key = (jit, config.structure())
+    if key not in _COMPILED:
+        def run(rgb, flow, lengths, num_snippets, sps, durations, settings):
+            return localize(rgb, flow, lengths=lengths, num_snippets=num_snippets, seconds_per_snippet=sps,
+                            durations=durations, config=config, settings=settings)
+
+        _COMPILED[key] = tf.function(run, jit_compile=jit)
+    return _COMPILED[key]
 
 
 def run_all_modes(rgb, flow, lengths, num_snippets, sps, durations=None, graph_mode=False, **kwargs):
     """Runs eagerly and under XLA (and plain tf.function if `graph_mode`); asserts identical outputs."""
     kwargs.setdefault("max_components_per_class", 8)  # small NMS loop: fast compiles in the hand cases
+    config = make_config(kwargs)
     eager = localize(rgb, flow, lengths=lengths, num_snippets=num_snippets, seconds_per_snippet=sps,
-                     durations=durations, config=make_config(kwargs))
-    items = tuple(sorted(kwargs.items()))
+                     durations=durations, config=config)
     durations_t = None if durations is None else tf.constant(durations, tf.float32)
     args = (rgb, flow, tf.constant(lengths, tf.int32), tf.constant(num_snippets, tf.int32),
             tf.constant(sps, tf.float32), durations_t)
     for jit in ((False, True) if graph_mode else (True,)):
-        other = _compiled(jit, items)(*args)
+        other = compiled(jit, config)(*args, runtime_tensors(config))
         for key in KEYS:
             np.testing.assert_array_equal(other[key].numpy(), eager[key].numpy(), err_msg=f"{key} jit={jit}")
     return {key: eager[key].numpy() for key in KEYS}
@@ -363,10 +368,11 @@ def test_localizer_config_round_trip_and_output():
     assert localizer.get_config() == dict(LocalizerConfig(**config).to_dict(), jit_compile=False)
     assert localizer.config == LocalizerConfig(**config)
     out = localizer(rgb, flow, lengths=[10, 7, 3], num_snippets=[20, 7, 100], seconds_per_snippet=[.64] * 3)
+    assert all(isinstance(out[key], np.ndarray) for key in KEYS)  # eagerly: numpy in, numpy out
     direct = localize(rgb, flow, lengths=[10, 7, 3], num_snippets=[20, 7, 100], seconds_per_snippet=[.64] * 3,
                       config=LocalizerConfig(**config))
     for key in KEYS:
-        np.testing.assert_array_equal(out[key].numpy(), direct[key].numpy())
+        np.testing.assert_array_equal(out[key], direct[key].numpy())
 
 
 def test_bad_inputs_raise_stpn_error():
@@ -471,7 +477,7 @@ def test_derived_bounds_equal_the_configured_ones(options):
     got = localizer(rgb, flow, **common)
     expected = localize(rgb, flow, config=config, **common)
     for key in KEYS:
-        np.testing.assert_array_equal(got[key].numpy(), expected[key].numpy(), err_msg=key)
+        np.testing.assert_array_equal(got[key], expected[key].numpy(), err_msg=key)
     counts = component_count_bound(rgb, flow, common["lengths"], config)
     assert counts.max() > 8  # the derived slot bucket is not the smallest one
     cut = config.max_detections == 12
@@ -494,5 +500,5 @@ def test_derived_bound_that_does_not_hold_falls_back(monkeypatch):
     got = localizer(rgb, flow, **common)
     expected = localize(rgb, flow, config=config, **common)
     for key in KEYS:
-        np.testing.assert_array_equal(got[key].numpy(), expected[key].numpy(), err_msg=key)
+        np.testing.assert_array_equal(got[key], expected[key].numpy(), err_msg=key)
     assert localizer.fallbacks == 1 and list(localizer._rows) == [8]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from stpn_tf.core.errors import StpnError
-from stpn_tf.localize.localizer import Localizer, LocalizerConfig, localize
+from stpn_tf.localize import Localizer, LocalizerConfig, localize
 from tests.test_localize import KEYS, check, random_streams, streams
 
 # One video, T = 8, k = 1, 8 snippets of 1 s (grid position g = g seconds), alpha = .5.
@@ -144,7 +144,7 @@ def test_runtime_settings_need_no_new_compile():
         got = localizer(rgb, flow, settings=settings, **common)
         expected = localize(rgb, flow, config=settings, **common)
         for key in KEYS:
-            np.testing.assert_array_equal(got[key].numpy(), expected[key].numpy(), err_msg=f"{variant} {key}")
+            np.testing.assert_array_equal(got[key], expected[key].numpy(), err_msg=f"{variant} {key}")
     # One function over (video, class) rows (one row and slot bucket here) and the configured bounds, which
     # run when a video has more than K = 20 detections (video 0 at the base settings); none is traced again.
     assert localizer.fallbacks >= 1 and localizer.tracing_count() == 2

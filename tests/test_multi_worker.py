@@ -18,9 +18,11 @@ import numpy as np
 import pytest
 
 from stpn_tf.training import trainer as train
+from stpn_tf.training.strategy import cluster_task
 from stpn_tf.core.errors import StpnError
 from stpn_tf.artifacts.workdir import WorkDir
-from tests.test_train import GRID, UNITS, _read_backup_epoch, _write_tiny_dataset
+from stpn_tf.model.stpn import load_stream_model
+from tests.helpers.tiny_dataset import GRID, UNITS, read_backup_epoch, write_tiny_dataset
 
 STEPS_PER_EPOCH = 25
 EPOCHS = 12
@@ -77,7 +79,7 @@ def _wait(procs, logs, tag):
 
 
 def _weights(workdir):
-    return WorkDir(str(workdir)).load_stream_model("rgb").get_weights()
+    return load_stream_model(WorkDir(str(workdir)), "rgb").get_weights()
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +87,7 @@ def runs(repo_dir, tmp_path_factory):
     """The single-process reference and an uninterrupted two-worker run."""
     root = tmp_path_factory.mktemp("multi_worker")
     dataset_dir = str(root / "data")
-    _write_tiny_dataset(dataset_dir)
+    write_tiny_dataset(dataset_dir)
     single = subprocess.run(_command(dataset_dir, root / "single", "default"), cwd=repo_dir, capture_output=True,
                             text=True, timeout=TIMEOUT, env=dict(os.environ, CUDA_VISIBLE_DEVICES=""))
     assert single.returncode == 0, single.stderr[-3000:]
@@ -116,7 +118,7 @@ def test_killed_workers_resume_to_the_uninterrupted_weights(runs, repo_dir):
     procs = _start_workers(repo_dir, dataset_dir, workdir, root, "killed")
     try:
         deadline = time.monotonic() + TIMEOUT
-        while (_read_backup_epoch(backup) or 0) < 2:
+        while (read_backup_epoch(backup) or 0) < 2:
             assert all(p.poll() is None for p in procs), (root / "killed-worker0.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "no backup within the time limit"
             time.sleep(0.01)
@@ -124,7 +126,7 @@ def test_killed_workers_resume_to_the_uninterrupted_weights(runs, repo_dir):
             proc.send_signal(signal.SIGKILL)
     finally:
         _stop(procs)
-    saved = _read_backup_epoch(backup)
+    saved = read_backup_epoch(backup)
     assert saved is not None and 2 <= saved < EPOCHS, saved
     assert not (workdir / "rgb" / "model.keras").exists()
 
@@ -138,16 +140,16 @@ def test_killed_workers_resume_to_the_uninterrupted_weights(runs, repo_dir):
 def test_tf_config_is_checked(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(StpnError, match="needs TF_CONFIG"):
-        train.cluster_task()
+        cluster_task()
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(StpnError, match="TF_CONFIG is not a cluster"):
-        train.cluster_task()
+        cluster_task()
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 3}}))
     with pytest.raises(StpnError, match="task worker:3 is not in the cluster"):
-        train.cluster_task()
+        cluster_task()
     cluster = {"chief": ["a:1"], "worker": ["b:1", "c:1"]}
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}}))
-    assert train.cluster_task() == ("worker", 0, False)  # a chief task exists: worker 0 is not it
+    assert cluster_task() == ("worker", 0, False)  # a chief task exists: worker 0 is not it
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "chief", "index": 0}}))
-    assert train.cluster_task() == ("chief", 0, True)
+    assert cluster_task() == ("chief", 0, True)
     assert train.TrainConfig(strategy="multi_worker").strategy == "multi_worker"

@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from stpn_tf.data import pipeline, tfrecord
-from stpn_tf.data.grid import GridConfig
+from stpn_tf.artifacts.shards import list_shards
+from stpn_tf.data import pipeline
+from stpn_tf.data.records.reader import corrupt_record_errors
+from stpn_tf.data.records.schema import make_example
+from stpn_tf.data.records.writer import ShardedWriter
 from stpn_tf.core.errors import StpnError
 
 
@@ -41,12 +44,12 @@ def test_sampling_eager_equals_dataset_map():
 
 
 def _write(tmp_path, lengths, d=3, c=4, storage="combined", num_shards=2):
-    with tfrecord.ShardedWriter(str(tmp_path), "train", num_shards, storage=storage) as w:
+    with ShardedWriter(str(tmp_path), "train", num_shards, storage=storage) as w:
         for i, n in enumerate(lengths):
             # Feature value = snippet index (+0.5 in flow), so sampled indices are visible in the batch.
             rgb = np.repeat(np.arange(n, dtype=np.float32)[:, None], d, axis=1)
-            w.write(tfrecord.make_example(video_id=f"v{i}", subset="train", rgb=rgb, flow=rgb + 0.5,
-                                          labels=[i % c], duration=n * 0.64, fps=25.0, stride_frames=16))
+            w.write(make_example(video_id=f"v{i}", subset="train", rgb=rgb, flow=rgb + 0.5,
+                                 labels=[i % c], duration=n * 0.64, fps=25.0, stride_frames=16))
     return w.shards
 
 
@@ -66,27 +69,6 @@ def test_train_dataset_yields_only_features_and_labels(tmp_path):
     again = next(iter(pipeline.make_train_dataset(shards, stream="flow", num_classes=4, feature_dim=3,
                                                   num_snippets=8, batch_size=3, seed=1)))
     np.testing.assert_array_equal(again[0]["features"].numpy(), inputs["features"].numpy())
-
-
-def test_eval_dataset_grid_and_all_snippets(tmp_path):
-    shards = _write(tmp_path, [5, 9, 2])
-    grid = list(pipeline.make_eval_dataset(shards, num_classes=4, feature_dim=3, grid=GridConfig(length=4),
-                                           batch_size=8))
-    assert len(grid) == 1
-    b = grid[0]
-    ids = [v.decode() for v in b["video_id"].numpy()]
-    assert sorted(ids) == ["v0", "v1", "v2"]
-    first = ids.index("v0")  # 5 snippets on a grid of 4: floor([0, 1.25, 2.5, 3.75]) = [0, 1, 2, 3]
-    np.testing.assert_array_equal(b["rgb"].numpy()[first, :, 0], [0, 1, 2, 3])
-    np.testing.assert_array_equal(b["length"].numpy(), [4, 4, 4])
-    np.testing.assert_allclose(b["seconds_per_snippet"].numpy(), [0.64] * 3, rtol=1e-6)
-    full = next(iter(pipeline.make_eval_dataset(shards, num_classes=4, feature_dim=3,
-                                                grid=GridConfig(all_snippets=True), batch_size=8)))
-    ids = [v.decode() for v in full["video_id"].numpy()]
-    i = ids.index("v2")
-    assert full["rgb"].shape[1] == 9  # padded to the longest video
-    np.testing.assert_array_equal(full["mask"].numpy()[i], [1, 1] + [0] * 7)
-    assert full["length"].numpy()[i] == 2 and full["num_snippets"].numpy()[i] == 2
 
 
 def test_feature_cache_is_repeatable_and_still_random(tmp_path):
@@ -109,14 +91,14 @@ def _random_videos(tmp_path, storage, num_videos=9, d=3):
     """The same random videos (lengths 1..40) in one storage; returns list_shards' paths."""
     out = str(tmp_path / storage)
     rng = np.random.default_rng(0)
-    with tfrecord.ShardedWriter(out, "train", 3, storage=storage) as w:
+    with ShardedWriter(out, "train", 3, storage=storage) as w:
         for i in range(num_videos):
             n = int(rng.integers(1, 41))
-            w.write(tfrecord.make_example(video_id=f"v{i}", subset="train",
-                                          rgb=rng.standard_normal((n, d)).astype(np.float32),
-                                          flow=rng.standard_normal((n, d)).astype(np.float32), labels=[i % 4],
-                                          duration=n * 0.64, fps=25.0, stride_frames=16))
-    return tfrecord.list_shards(out, "train")
+            w.write(make_example(video_id=f"v{i}", subset="train",
+                                 rgb=rng.standard_normal((n, d)).astype(np.float32),
+                                 flow=rng.standard_normal((n, d)).astype(np.float32), labels=[i % 4],
+                                 duration=n * 0.64, fps=25.0, stride_frames=16))
+    return list_shards(out, "train")
 
 
 def _batches(shards, stream, n=7, **kwargs):
@@ -149,17 +131,5 @@ def test_one_stream_training_does_not_read_the_other_streams_shards(tmp_path):
         np.testing.assert_array_equal(fa, fb)
         np.testing.assert_array_equal(la, lb)
     with pytest.raises(StpnError, match="train-flow-00000-of-00003.tfrecord: corrupt or truncated"):
-        with tfrecord.corrupt_record_errors(by_stream):
+        with corrupt_record_errors(by_stream):
             _batches(by_stream, "flow")
-
-
-def test_eval_batches_identical_between_storages(tmp_path):
-    combined, by_stream = _random_videos(tmp_path, "combined"), _random_videos(tmp_path, "by_stream")
-    for grid in (GridConfig(length=16), GridConfig(all_snippets=True)):
-        a = list(pipeline.make_eval_dataset(combined, num_classes=4, feature_dim=3, grid=grid, batch_size=4))
-        b = list(pipeline.make_eval_dataset(by_stream, num_classes=4, feature_dim=3, grid=grid, batch_size=4))
-        assert len(a) == len(b) == 3
-        for x, y in zip(a, b):
-            assert set(x) == set(y)
-            for key in x:
-                np.testing.assert_array_equal(x[key].numpy(), y[key].numpy(), err_msg=key)

@@ -4,33 +4,23 @@ import numpy as np
 import pytest
 
 from stpn_tf.inference import predict
-from stpn_tf.data import tfrecord
+from stpn_tf.data.records.schema import make_example
+from stpn_tf.data.records.writer import ShardedWriter
 from stpn_tf.data.grid import GridConfig
 from stpn_tf.core.errors import StpnError
-from stpn_tf.localize.localizer import Localizer, LocalizerConfig
+from stpn_tf.localize import Localizer, LocalizerConfig
 from stpn_tf.localize.reference import localize_video
 from stpn_tf.inference.runner import load_serving_model
-from tests.fixtures import write_random_workdir
+from tests.helpers.raw import random_raw
+from tests.helpers.workdir import write_random_workdir
 
 CLASSES = ["Jump", "Run", "Swim"]
 D = 5
 
 
-def _raw(num_videos=5, t=12, c=3, seed=0):
-    rng = np.random.default_rng(seed)
-    raw = {
-        "video_id": np.array([f"v{i}" for i in range(num_videos)]),
-        "length": np.full(num_videos, t, np.int32),
-        "num_snippets": rng.integers(3, 40, num_videos).astype(np.int32),
-        "seconds_per_snippet": np.full(num_videos, 0.64, np.float32),
-        "classes": np.array(CLASSES),
-    }
-    raw["duration"] = (raw["num_snippets"] * 0.64).astype(np.float32)
+def _raw(num_videos=5, t=12, seed=0):
+    raw = random_raw(CLASSES, num_videos=num_videos, t=t, seed=seed)
     raw["length"][1] = 7  # a padded video: only 7 valid grid positions
-    for s in ("rgb", "flow"):
-        raw[f"{s}/attention"] = rng.uniform(0, 1, (num_videos, t)).astype(np.float32)
-        raw[f"{s}/tcam"] = rng.normal(0, 2, (num_videos, t, c)).astype(np.float32)
-        raw[f"{s}/probabilities"] = rng.uniform(0, 1, (num_videos, c)).astype(np.float32)
     return raw
 
 
@@ -94,9 +84,9 @@ def split(tmp_path_factory):
     root = tmp_path_factory.mktemp("predict")
     workdir = write_random_workdir(str(root / "work"), CLASSES, D)
     rng = np.random.default_rng(3)
-    with tfrecord.ShardedWriter(str(root / "data"), "test", 3) as writer:
+    with ShardedWriter(str(root / "data"), "test", 3) as writer:
         for i, length in enumerate([4, 9, 1, 17, 6, 12, 3]):
-            writer.write(tfrecord.make_example(
+            writer.write(make_example(
                 video_id=f"v{i}", subset="test", rgb=rng.normal(0, 1, (length, D)), flow=rng.normal(0, 1, (length, D)),
                 labels=[i % 3], duration=length * 0.64 - 0.2, fps=25.0, stride_frames=16))
     return workdir, writer.shards

@@ -14,8 +14,8 @@ from matplotlib import image
 from stpn_tf.inference import predict
 from stpn_tf.workflows import report
 from stpn_tf.evaluation.matching import EvalData
-from stpn_tf.localize.localizer import LocalizerConfig
-from tests.test_sweep import BOUNDS, _ground_truth, _raw
+from stpn_tf.localize.config import LocalizerConfig
+from tests.helpers.raw import SWEEP_BOUNDS as BOUNDS, sweep_ground_truth as _ground_truth, sweep_raw as _raw
 
 
 def _write_truth(path, records):

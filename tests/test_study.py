@@ -7,10 +7,10 @@ import numpy as np
 from stpn_tf.inference import predict
 from stpn_tf.tuning.sweep import Sweeper
 from stpn_tf.artifacts.ground_truth import load_ground_truth
-from stpn_tf.localize.localizer import LocalizerConfig
+from stpn_tf.localize.config import LocalizerConfig
 from stpn_tf.workflows.study import aggregate
-from tests.test_build_dataset import write_basnet_release
-from tests.test_cli import SMALL, cli
+from tests.helpers.cli import SMALL, cli
+from tests.helpers.releases import write_basnet_release
 
 
 def test_aggregate_by_hand():

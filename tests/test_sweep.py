@@ -1,49 +1,18 @@
 """Sweeper and tune: scores equal the evaluator's, the class bound from the data changes nothing."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from stpn_tf.inference import predict
-from stpn_tf.artifacts.annotations import Segment, make_record
 from stpn_tf.core.errors import StpnError
 from stpn_tf.evaluation.evaluate import evaluate_detections
+from stpn_tf.evaluation.matching import build_eval_data
 from stpn_tf.tuning.sweep import PROPOSALS, Sweeper, describe, sweep_thresholds, tune, with_setting
-from stpn_tf.localize.localizer import Localizer, LocalizerConfig, localize
-
-CLASSES = ["A", "B", "C", "D", "E", "F"]
-BOUNDS = dict(interpolation=4, max_detections=60, max_components_per_class=16)
-
-
-def _raw(num_videos=9, t=16, seed=0):
-    rng = np.random.default_rng(seed)
-    c = len(CLASSES)
-    kernel = np.ones(3) / 3
-    raw = {"video_id": np.array([f"v{i}" for i in range(num_videos)]),
-           "length": rng.integers(6, t + 1, num_videos).astype(np.int32),
-           "num_snippets": rng.integers(10, 60, num_videos).astype(np.int32),
-           "seconds_per_snippet": np.full(num_videos, 0.64, np.float32), "classes": np.array(CLASSES)}
-    raw["duration"] = (raw["num_snippets"] * 0.64).astype(np.float32)
-    for s in ("rgb", "flow"):
-        attention = np.apply_along_axis(lambda x: np.convolve(x, kernel, "same"), 1, rng.uniform(0, 1, (num_videos, t)))
-        raw[f"{s}/attention"] = attention.astype(np.float32)
-        raw[f"{s}/tcam"] = rng.normal(0, 2, (num_videos, t, c)).astype(np.float32)
-        raw[f"{s}/probabilities"] = rng.uniform(0, .5, (num_videos, c)).astype(np.float32)
-    return raw
-
-
-def _ground_truth(raw, seed=1):
-    # Every video but the last has ground truth; class "F" never appears in it (an unscored label).
-    rng = np.random.default_rng(seed)
-    records = []
-    for i, video in enumerate(raw["video_id"][:-1]):
-        duration = float(raw["duration"][i])
-        segments = []
-        for _ in range(rng.integers(1, 4)):
-            start = float(rng.uniform(0, duration * .7))
-            segments.append(Segment(start, float(min(duration, start + rng.uniform(1, 8))), str(rng.choice(CLASSES[:5]))))
-        records.append(make_record(str(video), "validation", duration, segments))
-    return records
-
+from stpn_tf.localize import Localizer, LocalizerConfig, localize
+from tests.helpers.raw import SWEEP_BOUNDS as BOUNDS
+from tests.helpers.raw import sweep_ground_truth as _ground_truth, sweep_raw as _raw
 
 CONFIGS = [LocalizerConfig(**BOUNDS),
            LocalizerConfig(**BOUNDS).replace(class_threshold=.3, **PROPOSALS["multi"], scoring="oic"),
@@ -63,6 +32,12 @@ def test_sweeper_scores_equal_the_evaluator():
                                            log_warnings=False)
             got = row["protocols"][protocol]
             assert got["mAP"] == expected["mAP"] and got["average_mAP"] == expected["average_mAP"], describe(config)
+        # The padded detections and the results object become the same evaluation data, field by field
+        # (one numbering of videos and labels: stpn_tf.evaluation.matching.join_predictions).
+        data = build_eval_data(truth, results["results"], unknown_labels_as_fp=True)
+        for field in dataclasses.fields(data):
+            np.testing.assert_array_equal(getattr(sweeper.eval_data(config), field.name), getattr(data, field.name),
+                                          err_msg=field.name)
     assert row["average_mAP"] == row["protocols"]["activitynet"]["average_mAP"]
     strict = Sweeper(raw, truth, batch_size=4)
     with pytest.raises(StpnError, match="absent from the ground truth"):
@@ -80,7 +55,7 @@ def test_bounds_from_the_data_change_nothing():
         got = localizer(**inputs, settings=settings)
         expected = localize(**inputs, config=settings)
         for key in expected:
-            np.testing.assert_array_equal(got[key].numpy(), expected[key].numpy())
+            np.testing.assert_array_equal(got[key], expected[key].numpy())
     # The eager calls ran on bounds derived from the data every time (none fell back to the configured ones).
     assert localizer.fallbacks == 0
 

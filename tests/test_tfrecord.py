@@ -1,4 +1,5 @@
-"""Tests for stpn_tf.data.tfrecord: schema round trip, graph/eager agreement, atomic shards, corrupt files."""
+"""Tests for stpn_tf.data.records and stpn_tf.artifacts.shards: schema round trip, graph/eager agreement,
+atomic shards, corrupt files."""
 
 import json
 import os
@@ -9,7 +10,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from stpn_tf.data import tfrecord
+from stpn_tf.artifacts.shards import list_shards, storage_of
+from stpn_tf.data.records.decoder import parse_example
+from stpn_tf.data.records.reader import corrupt_record_errors, find_corrupt_file, read_records, tfrecord_dataset
+from stpn_tf.data.records.schema import make_example, make_stream_examples, split_example
+from stpn_tf.data.records.writer import ShardedWriter
 from stpn_tf.artifacts.dataset_dir import DatasetInfo, SplitInfo, read_dataset_info, write_dataset_info
 from stpn_tf.core.errors import StpnError
 
@@ -21,8 +26,8 @@ def _example(video_id="v1", num_snippets=3, labels=(3, 0, 3), seed=0):
     rng = np.random.default_rng(seed)
     rgb = rng.normal(size=(num_snippets, D)).astype(np.float32)
     flow = rng.normal(size=(num_snippets, D)).astype(np.float32)
-    ser = tfrecord.make_example(video_id=video_id, subset="test", rgb=rgb, flow=flow, labels=labels,
-                                duration=12.5, fps=25.0, stride_frames=16)
+    ser = make_example(video_id=video_id, subset="test", rgb=rgb, flow=flow, labels=labels,
+                       duration=12.5, fps=25.0, stride_frames=16)
     return ser, rgb, flow
 
 
@@ -46,7 +51,7 @@ def _raw_example(num_snippets, rgb_values, flow_values, feature_dim=D, labels=(1
 
 def test_round_trip_eager_values():
     ser, rgb, flow = _example()
-    out = tfrecord.parse_example(tf.constant(ser), num_classes=C, feature_dim=D)
+    out = parse_example(tf.constant(ser), num_classes=C, feature_dim=D)
     assert out["video/id"].numpy() == b"v1"
     assert out["video/subset"].numpy() == b"test"
     assert int(out["video/num_snippets"]) == 3
@@ -62,10 +67,10 @@ def test_round_trip_eager_values():
 def test_round_trip_inside_dataset_map_agrees_with_eager():
     records = [_example(f"v{i}", num_snippets=i + 1, labels=(i % C,), seed=i)[0] for i in range(4)]
     ds = tf.data.Dataset.from_tensor_slices(records).map(
-        lambda s: tfrecord.parse_example(s, num_classes=C, feature_dim=D))
+        lambda s: parse_example(s, num_classes=C, feature_dim=D))
     assert ds.element_spec["video/rgb"].shape.as_list() == [None, D]  # static D
     for ser, graph_out in zip(records, ds):
-        eager_out = tfrecord.parse_example(tf.constant(ser), num_classes=C, feature_dim=D)
+        eager_out = parse_example(tf.constant(ser), num_classes=C, feature_dim=D)
         assert set(graph_out) == set(eager_out)
         for key in eager_out:
             np.testing.assert_array_equal(graph_out[key].numpy(), eager_out[key].numpy(), err_msg=key)
@@ -73,7 +78,7 @@ def test_round_trip_inside_dataset_map_agrees_with_eager():
 
 def test_no_labels_gives_all_zero_multi_hot():
     ser, _, _ = _example(labels=())
-    out = tfrecord.parse_example(tf.constant(ser), num_classes=C, feature_dim=D)
+    out = parse_example(tf.constant(ser), num_classes=C, feature_dim=D)
     np.testing.assert_array_equal(out["video/labels"].numpy(), np.zeros(C))
 
 
@@ -81,9 +86,9 @@ def _parse(serialized, graph):
     """parse_example eagerly, or inside Dataset.map when `graph`."""
     if graph:
         ds = tf.data.Dataset.from_tensors(serialized).map(
-            lambda s: tfrecord.parse_example(s, num_classes=C, feature_dim=D))
+            lambda s: parse_example(s, num_classes=C, feature_dim=D))
         return next(iter(ds))
-    return tfrecord.parse_example(tf.constant(serialized), num_classes=C, feature_dim=D)
+    return parse_example(tf.constant(serialized), num_classes=C, feature_dim=D)
 
 
 @pytest.mark.parametrize("graph", [False, True])
@@ -97,7 +102,7 @@ def test_byte_length_inconsistent_with_num_snippets_raises(graph):
 def test_flow_length_checked_too():
     ser = _raw_example(3, rgb_values=12, flow_values=8)
     with pytest.raises(tf.errors.InvalidArgumentError, match="video/flow"):
-        tfrecord.parse_example(tf.constant(ser), num_classes=C, feature_dim=D)
+        parse_example(tf.constant(ser), num_classes=C, feature_dim=D)
 
 
 @pytest.mark.parametrize("graph", [False, True])
@@ -111,51 +116,51 @@ def test_feature_dim_mismatch_raises(graph):
 def test_label_out_of_range_raises():
     ser = _raw_example(1, rgb_values=D, flow_values=D, labels=(C,))
     with pytest.raises(tf.errors.InvalidArgumentError, match="class index >= num_classes=5"):
-        tfrecord.parse_example(tf.constant(ser), num_classes=C, feature_dim=D)
+        parse_example(tf.constant(ser), num_classes=C, feature_dim=D)
 
 
 def test_make_example_rejects_bad_shapes():
     with pytest.raises(StpnError, match="v9: rgb \\(3, 4\\) and flow \\(2, 4\\)"):
-        tfrecord.make_example(video_id="v9", subset="test", rgb=np.zeros((3, 4)), flow=np.zeros((2, 4)),
-                              labels=[0], duration=1.0, fps=25.0, stride_frames=16)
+        make_example(video_id="v9", subset="test", rgb=np.zeros((3, 4)), flow=np.zeros((2, 4)),
+                     labels=[0], duration=1.0, fps=25.0, stride_frames=16)
     with pytest.raises(StpnError, match="empty features"):
-        tfrecord.make_example(video_id="v9", subset="test", rgb=np.zeros((0, 4)), flow=np.zeros((0, 4)),
-                              labels=[0], duration=1.0, fps=25.0, stride_frames=16)
+        make_example(video_id="v9", subset="test", rgb=np.zeros((0, 4)), flow=np.zeros((0, 4)),
+                     labels=[0], duration=1.0, fps=25.0, stride_frames=16)
 
 
 def test_sharded_writer_round_robin_and_list_shards(tmp_path):
     out = str(tmp_path)
     records = [_example(f"v{i}", seed=i)[0] for i in range(7)]
-    with tfrecord.ShardedWriter(out, "train", 3) as w:
+    with ShardedWriter(out, "train", 3) as w:
         for r in records:
             w.write(r)
     # 7 records round-robin over 3 shards: 3, 2, 2.
     assert w.counts == [3, 2, 2] and w.num_written == 7
-    shards = tfrecord.list_shards(out, "train")
+    shards = list_shards(out, "train")
     assert [os.path.basename(p) for p in shards] == [
         "train-00000-of-00003.tfrecord", "train-00001-of-00003.tfrecord", "train-00002-of-00003.tfrecord"]
     assert shards == w.shards
     assert sorted(os.listdir(out)) == sorted(os.path.basename(p) for p in shards)  # no temporaries left
-    got = sorted(tfrecord.read_records(shards))
+    got = sorted(read_records(shards))
     assert got == sorted(records)
-    got_ds = sorted(r.numpy() for r in tfrecord.tfrecord_dataset(shards))
+    got_ds = sorted(r.numpy() for r in tfrecord_dataset(shards))
     assert got_ds == sorted(records)
 
 
 def test_sharded_writer_exception_leaves_nothing(tmp_path):
     out = str(tmp_path)
     with pytest.raises(RuntimeError, match="boom"):
-        with tfrecord.ShardedWriter(out, "train", 2) as w:
+        with ShardedWriter(out, "train", 2) as w:
             w.write(_example()[0])
             raise RuntimeError("boom")
     assert os.listdir(out) == []
     with pytest.raises(StpnError, match="no TFRecord shards for split 'train'"):
-        tfrecord.list_shards(out, "train")
+        list_shards(out, "train")
 
 
 def test_killed_writer_leaves_only_hidden_temporaries(tmp_path):
     out = str(tmp_path)
-    w = tfrecord.ShardedWriter(out, "test", 2)
+    w = ShardedWriter(out, "test", 2)
     w.__enter__()
     w.write(_example()[0])
     for writer in w._writers:  # simulate the process dying: files flushed, never renamed
@@ -163,9 +168,9 @@ def test_killed_writer_leaves_only_hidden_temporaries(tmp_path):
     names = os.listdir(out)
     assert len(names) == 2 and all(n.startswith(".") and ".tmp-" in n for n in names)
     with pytest.raises(StpnError, match="no TFRecord shards"):
-        tfrecord.list_shards(out, "test")
+        list_shards(out, "test")
     # The next writer on that split cleans the leftovers.
-    with tfrecord.ShardedWriter(out, "test", 1) as w2:
+    with ShardedWriter(out, "test", 1) as w2:
         w2.write(_example()[0])
     assert sorted(os.listdir(out)) == ["test-00000-of-00001.tfrecord"]
 
@@ -173,10 +178,10 @@ def test_killed_writer_leaves_only_hidden_temporaries(tmp_path):
 def test_rewrite_with_other_shard_count_replaces_old_set(tmp_path):
     out = str(tmp_path)
     for n in (4, 2):
-        with tfrecord.ShardedWriter(out, "train", n) as w:
+        with ShardedWriter(out, "train", n) as w:
             for i in range(5):
                 w.write(_example(f"v{i}")[0])
-    with tfrecord.ShardedWriter(out, "test", 1) as w:
+    with ShardedWriter(out, "test", 1) as w:
         w.write(_example("t")[0])
     assert sorted(os.listdir(out)) == ["test-00000-of-00001.tfrecord", "train-00000-of-00002.tfrecord",
                                        "train-00001-of-00002.tfrecord"]
@@ -184,18 +189,18 @@ def test_rewrite_with_other_shard_count_replaces_old_set(tmp_path):
 
 def test_list_shards_incomplete_set(tmp_path):
     out = str(tmp_path)
-    with tfrecord.ShardedWriter(out, "train", 3) as w:
+    with ShardedWriter(out, "train", 3) as w:
         w.write(_example()[0])
     os.remove(os.path.join(out, "train-00001-of-00003.tfrecord"))
     with pytest.raises(StpnError, match="missing shard\\(s\\) train-00001-of-00003.tfrecord"):
-        tfrecord.list_shards(out, "train")
+        list_shards(out, "train")
     with pytest.raises(StpnError, match="does not exist"):
-        tfrecord.list_shards(os.path.join(out, "nope"), "train")
+        list_shards(os.path.join(out, "nope"), "train")
 
 
 def _write_good_and_bad(tmp_path, damage):
     out = str(tmp_path)
-    with tfrecord.ShardedWriter(out, "train", 2) as w:
+    with ShardedWriter(out, "train", 2) as w:
         for i in range(6):
             w.write(_example(f"v{i}", num_snippets=20, seed=i)[0])
     good, bad = w.shards
@@ -213,22 +218,22 @@ def _write_good_and_bad(tmp_path, damage):
 def test_corrupt_file_error_names_the_file(tmp_path, damage):
     good, bad = _write_good_and_bad(tmp_path, damage)
     with pytest.raises(StpnError, match=f"^{bad}: corrupt or truncated TFRecord file"):
-        list(tfrecord.read_records([good, bad]))
+        list(read_records([good, bad]))
     # Same through the interleaved dataset the training pipeline uses.
-    ds = tfrecord.tfrecord_dataset([good, bad]).map(
-        lambda s: tfrecord.parse_example(s, num_classes=C, feature_dim=D))
+    ds = tfrecord_dataset([good, bad]).map(
+        lambda s: parse_example(s, num_classes=C, feature_dim=D))
     with pytest.raises(StpnError, match=f"^{bad}: corrupt") as info:
-        with tfrecord.corrupt_record_errors([good, bad]):
+        with corrupt_record_errors([good, bad]):
             for _ in ds:
                 pass
     assert "\n" not in str(info.value)
-    assert tfrecord.find_corrupt_file([good]) is None
+    assert find_corrupt_file([good]) is None
 
 
 def test_read_records_missing_file(tmp_path):
     path = str(tmp_path / "nope.tfrecord")
     with pytest.raises(StpnError, match="nope.tfrecord: TFRecord file not found"):
-        list(tfrecord.read_records([path]))
+        list(read_records([path]))
 
 
 def test_dataset_info_read_write(tmp_path):
@@ -264,16 +269,16 @@ def test_dataset_info_read_write(tmp_path):
 def test_parse_one_stream_only():
     ser, rgb, _ = _example()
     ds = tf.data.Dataset.from_tensors(ser).map(
-        lambda s: tfrecord.parse_example(s, num_classes=C, feature_dim=D, streams=("rgb",)))
+        lambda s: parse_example(s, num_classes=C, feature_dim=D, streams=("rgb",)))
     out = next(iter(ds))
     assert "video/flow" not in out
     np.testing.assert_array_equal(out["video/rgb"].numpy(), rgb)
     # The skipped stream is not checked either: a bad flow length goes unnoticed, a bad rgb one does not.
     bad_flow = _raw_example(3, rgb_values=12, flow_values=5)
-    assert tfrecord.parse_example(tf.constant(bad_flow), num_classes=C, feature_dim=D,
-                                  streams=("rgb",))["video/rgb"].shape == (3, D)
+    assert parse_example(tf.constant(bad_flow), num_classes=C, feature_dim=D,
+                         streams=("rgb",))["video/rgb"].shape == (3, D)
     with pytest.raises(ValueError, match="streams must be"):
-        tfrecord.parse_example(tf.constant(ser), num_classes=C, feature_dim=D, streams=("depth",))
+        parse_example(tf.constant(ser), num_classes=C, feature_dim=D, streams=("depth",))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -288,14 +293,14 @@ def _video(video_id="v1", num_snippets=3, labels=(3, 0, 3), seed=0):
 
 
 def _parsed(serialized, streams=("rgb", "flow")):
-    out = tfrecord.parse_example(tf.constant(serialized), num_classes=C, feature_dim=D, streams=streams)
+    out = parse_example(tf.constant(serialized), num_classes=C, feature_dim=D, streams=streams)
     return {k: v.numpy() for k, v in out.items()}
 
 
 def test_stream_records_join_into_the_combined_example():
     video = _video()
-    combined = tfrecord.make_example(**video)
-    records = tfrecord.make_stream_examples(**video)
+    combined = make_example(**video)
+    records = make_stream_examples(**video)
     assert sorted(records) == ["flow", "rgb"]
     rgb_only = tf.train.Example.FromString(records["rgb"]).features.feature
     assert "video/flow" not in rgb_only and "video/rgb" in rgb_only and "video/labels" in rgb_only
@@ -312,21 +317,21 @@ def test_stream_records_join_into_the_combined_example():
         np.testing.assert_array_equal(one[f"video/{stream}"], video[stream])
         np.testing.assert_array_equal(one["video/labels"], [1, 0, 0, 1, 0])
     # Splitting a combined example gives the same bytes as writing it by stream.
-    assert tfrecord.split_example(combined) == records
+    assert split_example(combined) == records
     with pytest.raises(StpnError, match="lacks video/flow"):
-        tfrecord.split_example(records["rgb"])
+        split_example(records["rgb"])
 
 
 def _write_both(tmp_path, num_videos=7, num_shards=3):
     """The same videos in both storages; returns (combined dir, by_stream dir)."""
     a, b = str(tmp_path / "combined"), str(tmp_path / "by_stream")
-    with tfrecord.ShardedWriter(a, "train", num_shards) as wa, \
-            tfrecord.ShardedWriter(b, "train", num_shards, storage="by_stream") as wb:
+    with ShardedWriter(a, "train", num_shards) as wa, \
+            ShardedWriter(b, "train", num_shards, storage="by_stream") as wb:
         for i in range(num_videos):
             video = _video(f"v{i}", num_snippets=i + 1, labels=(i % C,), seed=i)
-            wa.write(tfrecord.make_example(**video))
+            wa.write(make_example(**video))
             # Either form goes into a by_stream writer.
-            wb.write(tfrecord.make_stream_examples(**video) if i % 2 else tfrecord.make_example(**video))
+            wb.write(make_stream_examples(**video) if i % 2 else make_example(**video))
     assert wb.counts == wa.counts == [3, 2, 2]
     return a, b
 
@@ -334,40 +339,40 @@ def _write_both(tmp_path, num_videos=7, num_shards=3):
 def test_by_stream_writer_names_list_shards_and_reads_back_combined_records(tmp_path):
     a, b = _write_both(tmp_path)
     names = [f"train-{s}-0000{i}-of-00003.tfrecord" for s in ("rgb", "flow") for i in range(3)]
-    assert [os.path.basename(p) for p in tfrecord.list_shards(b, "train")] == names
+    assert [os.path.basename(p) for p in list_shards(b, "train")] == names
     assert sorted(os.listdir(b)) == sorted(names)
-    assert tfrecord.storage_of(tfrecord.list_shards(b, "train")) == "by_stream"
-    assert tfrecord.storage_of(tfrecord.list_shards(a, "train")) == "combined"
-    combined = list(tfrecord.read_records(tfrecord.list_shards(a, "train")))
-    joined = list(tfrecord.read_records(tfrecord.list_shards(b, "train")))
+    assert storage_of(list_shards(b, "train")) == "by_stream"
+    assert storage_of(list_shards(a, "train")) == "combined"
+    combined = list(read_records(list_shards(a, "train")))
+    joined = list(read_records(list_shards(b, "train")))
     assert [tf.train.Example.FromString(r).SerializeToString(deterministic=True) for r in joined] == combined
     # The interleaved dataset gives the same videos in the same order, shuffled or not.
     for shuffle in (False, True):
-        got = [r.numpy() for r in tfrecord.tfrecord_dataset(tfrecord.list_shards(b, "train"),
-                                                            shuffle_files=shuffle, seed=3)]
-        want = [r.numpy() for r in tfrecord.tfrecord_dataset(tfrecord.list_shards(a, "train"),
-                                                             shuffle_files=shuffle, seed=3)]
+        got = [r.numpy() for r in tfrecord_dataset(list_shards(b, "train"),
+                                                   shuffle_files=shuffle, seed=3)]
+        want = [r.numpy() for r in tfrecord_dataset(list_shards(a, "train"),
+                                                    shuffle_files=shuffle, seed=3)]
         assert [tf.train.Example.FromString(r).SerializeToString(deterministic=True) for r in got] == want
     # One stream asked for: that stream's records as stored, and the other stream's files are not read.
-    for path in tfrecord.list_shards(b, "train")[3:]:
+    for path in list_shards(b, "train")[3:]:
         os.remove(path)
-    rgb = [r.numpy() for r in tfrecord.tfrecord_dataset([os.path.join(b, n) for n in names[:3]], streams=("rgb",))]
-    in_order = [r.numpy() for r in tfrecord.tfrecord_dataset(tfrecord.list_shards(a, "train"))]
-    assert rgb == [tfrecord.split_example(r)["rgb"] for r in in_order]
+    rgb = [r.numpy() for r in tfrecord_dataset([os.path.join(b, n) for n in names[:3]], streams=("rgb",))]
+    in_order = [r.numpy() for r in tfrecord_dataset(list_shards(a, "train"))]
+    assert rgb == [split_example(r)["rgb"] for r in in_order]
 
 
 def test_rewrite_in_the_other_storage_replaces_the_split(tmp_path):
     out = str(tmp_path)
     for storage in ("combined", "by_stream", "combined"):
-        with tfrecord.ShardedWriter(out, "train", 2, storage=storage) as w:
+        with ShardedWriter(out, "train", 2, storage=storage) as w:
             for i in range(3):
-                w.write(tfrecord.make_example(**_video(f"v{i}")))
+                w.write(make_example(**_video(f"v{i}")))
         assert sorted(os.listdir(out)) == sorted(os.path.basename(p) for p in w.shards)
-    assert len(tfrecord.list_shards(out, "train")) == 2
+    assert len(list_shards(out, "train")) == 2
     with pytest.raises(StpnError, match="invalid split name 'train-rgb'"):
-        tfrecord.ShardedWriter(out, "train-rgb", 1)
+        ShardedWriter(out, "train-rgb", 1)
     with pytest.raises(StpnError, match="storage must be one of by_stream, combined, got 'float16'"):
-        tfrecord.ShardedWriter(out, "train", 1, storage="float16")
+        ShardedWriter(out, "train", 1, storage="float16")
 
 
 def test_list_shards_missing_stream_incomplete_stream_and_mixed_storages(tmp_path):
@@ -375,22 +380,22 @@ def test_list_shards_missing_stream_incomplete_stream_and_mixed_storages(tmp_pat
     flow = [os.path.join(b, f"train-flow-0000{i}-of-00003.tfrecord") for i in range(3)]
     os.remove(flow[1])
     with pytest.raises(StpnError, match="missing shard\\(s\\) train-flow-00001-of-00003.tfrecord$"):
-        tfrecord.list_shards(b, "train")
+        list_shards(b, "train")
     for path in flow[::2]:
         os.remove(path)
     with pytest.raises(StpnError, match=f"^{b}: split 'train' has rgb shards but no flow shards \\(missing "
                                         "train-flow-00000-of-00003.tfrecord ... train-flow-00002-of-00003.tfrecord\\)"):
-        tfrecord.list_shards(b, "train")
-    with tfrecord.ShardedWriter(str(tmp_path / "other"), "train", 1) as w:
-        w.write(tfrecord.make_example(**_video()))
+        list_shards(b, "train")
+    with ShardedWriter(str(tmp_path / "other"), "train", 1) as w:
+        w.write(make_example(**_video()))
     os.rename(w.shards[0], os.path.join(b, "train-00000-of-00001.tfrecord"))
     with pytest.raises(StpnError, match="has both combined shards .* and by-stream shards"):
-        tfrecord.list_shards(b, "train")
+        list_shards(b, "train")
     # A list of files with an rgb shard whose flow shard is not in it.
     rgb0 = os.path.join(b, "train-rgb-00000-of-00003.tfrecord")
     with pytest.raises(StpnError, match=f"^{rgb0}: its flow counterpart .*train-flow-00000-of-00003.tfrecord is not "
                                         "among the files to read"):
-        tfrecord.tfrecord_dataset([rgb0])
+        tfrecord_dataset([rgb0])
 
 
 def _swap_flow_records(b):
@@ -405,41 +410,41 @@ def _swap_flow_records(b):
 
 def test_mismatched_video_ids_between_streams_name_the_files(tmp_path):
     _, b = _write_both(tmp_path)
-    shards = tfrecord.list_shards(b, "train")
+    shards = list_shards(b, "train")
     rgb, flow = _swap_flow_records(b)
     # Shard 0 holds v0, v3, v6 (round-robin over 3 shards).
     message = f"^{flow}: record 0 is video 'v3' but record 0 of {rgb} is 'v0' \\(the rgb and flow shards"
     with pytest.raises(StpnError, match=message) as info:
-        list(tfrecord.read_records(shards))
+        list(read_records(shards))
     assert "\n" not in str(info.value)
-    ds = tfrecord.tfrecord_dataset(shards).map(lambda s: tfrecord.parse_example(s, num_classes=C, feature_dim=D))
+    ds = tfrecord_dataset(shards).map(lambda s: parse_example(s, num_classes=C, feature_dim=D))
     with pytest.raises(StpnError, match=message):
-        with tfrecord.corrupt_record_errors(shards):
+        with corrupt_record_errors(shards):
             for _ in ds:
                 pass
 
 
 def test_stream_shard_with_a_record_less_names_the_files(tmp_path):
     _, b = _write_both(tmp_path)
-    shards = tfrecord.list_shards(b, "train")
+    shards = list_shards(b, "train")
     flow = os.path.join(b, "train-flow-00001-of-00003.tfrecord")
     records = [r.numpy() for r in tf.data.TFRecordDataset(flow)]
     with tf.io.TFRecordWriter(flow) as w:
         w.write(records[0])
     with pytest.raises(StpnError, match=f"^{flow}: 1 records but .*train-rgb-00001-of-00003.tfrecord has 2"):
-        list(tfrecord.read_records(shards))
+        list(read_records(shards))
 
 
 def test_truncated_stream_shard_names_the_file(tmp_path):
     _, b = _write_both(tmp_path)
-    shards = tfrecord.list_shards(b, "train")
+    shards = list_shards(b, "train")
     bad = os.path.join(b, "train-flow-00002-of-00003.tfrecord")
     with open(bad, "r+b") as f:
         f.truncate(os.path.getsize(bad) - 9)
     with pytest.raises(StpnError, match=f"^{bad}: corrupt or truncated TFRecord file"):
-        list(tfrecord.read_records(shards))
-    ds = tfrecord.tfrecord_dataset(shards, streams=("flow",))
+        list(read_records(shards))
+    ds = tfrecord_dataset(shards, streams=("flow",))
     with pytest.raises(StpnError, match=f"^{bad}: corrupt or truncated TFRecord file"):
-        with tfrecord.corrupt_record_errors(shards):
+        with corrupt_record_errors(shards):
             for _ in ds:
                 pass

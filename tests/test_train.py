@@ -19,17 +19,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from stpn_tf.training import trainer as train
-from stpn_tf.data import synthetic, tfrecord
+from stpn_tf.training import keras_compat, trainer as train
+from stpn_tf.training.strategy import make_strategy
+from stpn_tf.artifacts.shards import list_shards
 from stpn_tf.core.errors import StpnError
-from stpn_tf.artifacts.dataset_dir import DatasetInfo, SplitInfo, write_dataset_info
 from stpn_tf.artifacts.workdir import WorkDir
 from stpn_tf.model.stpn import STPN, ModelConfig, load_stream_model
+from tests.helpers.cli import cli
+from tests.helpers.tiny_dataset import CLASSES, DIM, GRID, UNITS, read_backup_epoch, write_tiny_dataset
 
-CLASSES = ["Alpha", "Beta", "Gamma"]
-DIM = 8
-GRID = 16
-UNITS = 8
 # Two epochs of 10 steps: the checkpoints directory must hold epoch-0001 and epoch-0002.
 MODEL = ModelConfig(attention_units=UNITS)
 TRAIN = train.TrainConfig(num_snippets=GRID, batch_size=6, steps=20, steps_per_epoch=10, shuffle_buffer=16)
@@ -40,37 +38,18 @@ def load_trained(workdir, stream):
     return load_stream_model(WorkDir(workdir), stream)
 
 
-def _write_tiny_dataset(out_dir: str) -> None:
-    """12 videos; class c adds +2 to feature c inside a burst, so the labels are learnable."""
-    rng = np.random.default_rng(7)
-    with tfrecord.ShardedWriter(out_dir, "train", 1) as writer:
-        for i in range(12):
-            length = int(rng.integers(5, 30))
-            label = i % len(CLASSES)
-            rgb = rng.normal(0.0, 1.0, (length, DIM)).astype(np.float32)
-            rgb[length // 3 : 2 * length // 3 + 1, label] += 2.0
-            writer.write(tfrecord.make_example(
-                video_id=f"video_{i:02d}", subset="train", rgb=rgb, flow=-rgb, labels=[label],
-                duration=length * 0.64, fps=25.0, stride_frames=16))
-    write_dataset_info(out_dir, DatasetInfo(
-        name="tiny", classes=CLASSES, feature_dim=DIM, fps=25.0, stride_frames=16,
-        splits={"train": SplitInfo(12, 0, [os.path.basename(p) for p in writer.shards])}))
-
-
 @pytest.fixture(autouse=True)
 def _restore_op_determinism():
     # run_train switches TF op determinism on for the whole process; later tests (in this file or others)
     # must not inherit it, because Keras then silently refuses jit_compile=True.
     yield
-    from tensorflow.python.framework import config as tf_config
-
-    tf_config.disable_op_determinism()
+    keras_compat.set_op_determinism(False)
 
 
 @pytest.fixture(scope="module")
 def dataset_dir(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("tiny_dataset"))
-    _write_tiny_dataset(path)
+    write_tiny_dataset(path)
     return path
 
 
@@ -83,9 +62,7 @@ def trained(dataset_dir, tmp_path_factory):
         logs = train.run_train(dataset_dir=dataset_dir, workdir=workdir, stream="rgb",
                                model=MODEL, train=dataclasses.replace(TRAIN, seed=seed), verbose=0)
         runs[name] = (workdir, logs)
-    from tensorflow.python.framework import config as tf_config
-
-    tf_config.disable_op_determinism()
+    keras_compat.set_op_determinism(False)
     return runs
 
 
@@ -187,7 +164,7 @@ def test_steps_not_a_multiple_of_the_epoch_end_in_a_shorter_epoch(dataset_dir, t
 
 
 # ------------------------------------------------------------------------------------------------------
-# The CLI in a subprocess.
+# The CLI: refusals and kills in a subprocess, the runs themselves in this process.
 
 
 def _cli(repo_dir, *args):
@@ -208,10 +185,9 @@ def test_cli_missing_dataset_and_resolved_config(repo_dir, tmp_path, dataset_dir
     assert str(missing) in errors[0] and "not found" in errors[0]
     assert "Traceback" not in proc.stderr and "cudart" not in proc.stderr  # no TensorFlow start-up lines
     assert not workdir.exists()  # a refused run writes nothing
-    cmd, env = _cli(repo_dir, f"--config.dataset.dir={dataset_dir}", f"--workdir={workdir}", "--stream=rgb",
-                    *overrides)
-    proc = subprocess.run(cmd, cwd=repo_dir, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    # The run itself in this process (the same entry point; the refusal above needed a process of its own).
+    proc = cli("train", "--config=demo", f"--config.dataset.dir={dataset_dir}", f"--workdir={workdir}",
+               "--stream=rgb", *overrides)
     with open(workdir / "config.train.rgb.json") as f:
         config = json.load(f)
     assert config["train"]["steps"] == 7 and config["model"]["attention_units"] == 5
@@ -223,15 +199,6 @@ def test_cli_missing_dataset_and_resolved_config(repo_dir, tmp_path, dataset_dir
     assert config["train"]["learning_rate"] == demo.get_config().train.learning_rate
     # Log files get one line per epoch, not progress-bar escape codes (stdout is not a terminal here).
     assert "\x1b" not in proc.stdout and "\r" not in proc.stdout and "Epoch 1/1 - 7 steps - " in proc.stdout
-
-
-def _read_backup_epoch(backup_dir):
-    """The epoch count in BackupAndRestore's metadata, or None while it is absent or half written."""
-    try:
-        with open(os.path.join(backup_dir, "training_metadata.json")) as f:
-            return int(json.load(f)["epoch"])
-    except (OSError, ValueError, KeyError):
-        return None
 
 
 def test_cli_resumes_after_sigkill(repo_dir, dataset_dir, tmp_path):
@@ -249,7 +216,7 @@ def test_cli_resumes_after_sigkill(repo_dir, dataset_dir, tmp_path):
             deadline = time.monotonic() + 180
             # Kill right after a backup is complete: its metadata is written last, so a readable epoch
             # means weights and metadata agree, and the next backup is a whole epoch away.
-            while _read_backup_epoch(backup) is None:
+            while read_backup_epoch(backup) is None:
                 assert proc.poll() is None, f"training exited early: {(tmp_path / 'first.err').read_text()[-2000:]}"
                 assert time.monotonic() < deadline, "no epoch finished within 180 s"
                 time.sleep(0.02)
@@ -259,7 +226,7 @@ def test_cli_resumes_after_sigkill(repo_dir, dataset_dir, tmp_path):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    saved = _read_backup_epoch(backup)
+    saved = read_backup_epoch(backup)
     assert saved is not None and 1 <= saved < 1000
     assert not (workdir / "rgb" / "model.keras").exists()
     first_epochs = [int(e) for e in re.findall(r"Epoch (\d+)/1000", (tmp_path / "first.out").read_text())]
@@ -267,9 +234,8 @@ def test_cli_resumes_after_sigkill(repo_dir, dataset_dir, tmp_path):
 
     # Rerun with a schedule one epoch past the saved one: it must run exactly that epoch.
     total = saved + 1
-    cmd, env = _cli(repo_dir, *common, f"--config.train.steps={total * steps_per_epoch}")
-    proc = subprocess.run(cmd, cwd=repo_dir, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # The resumed run in this process (the same entry point).
+    proc = cli("train", "--config=demo", *common, f"--config.train.steps={total * steps_per_epoch}")
     epochs = [(int(a), int(b)) for a, b in re.findall(r"Epoch (\d+)/(\d+)", proc.stdout)]
     assert epochs == [(total, total)], proc.stdout[-2000:]
     assert isinstance(load_trained(str(workdir), "rgb"), STPN)
@@ -285,10 +251,10 @@ def test_cli_resumes_after_sigkill(repo_dir, dataset_dir, tmp_path):
 
 
 def test_make_strategy():
-    default = train.make_strategy("default")
+    default = make_strategy("default")
     assert isinstance(default, tf.distribute.Strategy)
     assert default.num_replicas_in_sync == 1
-    one = train.make_strategy("one_device:/cpu:0")
+    one = make_strategy("one_device:/cpu:0")
     assert isinstance(one, tf.distribute.OneDeviceStrategy)
     assert one.num_replicas_in_sync == 1
     with one.scope():
@@ -298,15 +264,13 @@ def test_make_strategy():
     result = one.run(tf.function(lambda: tf.reduce_sum(tf.constant([1.0, 2.0, 3.0]))))
     assert float(one.experimental_local_results(result)[0]) == 6.0
     with pytest.raises(StpnError, match="unknown strategy 'tpu'"):
-        train.make_strategy("tpu")
+        make_strategy("tpu")
 
 
-def test_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch):
+def test_resumed_run_equals_uninterrupted_run(synthetic_dataset, tmp_path, monkeypatch):
     """A run interrupted after epoch 1 and resumed ends with the same weights as one never interrupted:
     the backup restores model and optimizer, and the data pipeline skips the batches already used."""
-    dataset_dir = str(tmp_path / "data")
-    synthetic.write_dataset(dataset_dir, feature_dim=8, max_snippets=24, num_shards=1)
-    kwargs = dict(dataset_dir=dataset_dir, stream="rgb", model=ModelConfig(attention_units=4), verbose=0,
+    kwargs = dict(dataset_dir=synthetic_dataset, stream="rgb", model=ModelConfig(attention_units=4), verbose=0,
                   train=train.TrainConfig(num_snippets=8, batch_size=3, learning_rate=1e-2, steps=8, steps_per_epoch=4))
     train.run_train(workdir=str(tmp_path / "straight"), **kwargs)
 
@@ -329,16 +293,15 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch):
         np.testing.assert_array_equal(x, y)
 
 
-def test_joint_model_on_concatenated_streams(tmp_path):
+def test_joint_model_on_concatenated_streams(synthetic_dataset, tmp_path):
     """The optional joint model (spec section 2): one STPN on [rgb, flow] features, D doubled, trained,
     run over the test split and localized as a single stream."""
     from stpn_tf.inference import predict
     from stpn_tf.data.grid import GridConfig
-    from stpn_tf.localize.localizer import LocalizerConfig
+    from stpn_tf.localize.config import LocalizerConfig
     from stpn_tf.inference.runner import load_serving_model
 
-    dataset_dir = str(tmp_path / "data")
-    synthetic.write_dataset(dataset_dir, feature_dim=8, max_snippets=24, num_shards=1)
+    dataset_dir = synthetic_dataset
     workdir = str(tmp_path / "work")
     train.run_train(dataset_dir=dataset_dir, workdir=workdir, stream="joint", model=ModelConfig(attention_units=4),
                     train=train.TrainConfig(num_snippets=8, batch_size=3, learning_rate=1e-2, steps=4,
@@ -348,7 +311,7 @@ def test_joint_model_on_concatenated_streams(tmp_path):
     serving = load_serving_model(workdir, grid=GridConfig(length=8), streams=("joint",), feature_dim=8,
                                  localizer_config=LocalizerConfig(interpolation=2, class_threshold=0.0,
                                                                   tcam_threshold=0.0, max_detections=5))
-    results, raw = predict.predict_records(serving, tfrecord.list_shards(dataset_dir, "test"))
+    results, raw = predict.predict_records(serving, list_shards(dataset_dir, "test"))
     assert raw["joint/tcam"].shape == (212, 8, 20)
     assert len(results["results"]) == 212 and any(results["results"].values())
     with pytest.raises(StpnError, match="reads 16-d features but the dataset has 20"):

@@ -3,8 +3,9 @@
     <dataset>/train-rgb-00000-of-00004.tfrecord ...   shards of each stream ("by_stream" storage, what
     <dataset>/train-flow-00000-of-00004.tfrecord ...  `stpn build-dataset` writes), or
     <dataset>/train-00000-of-00004.tfrecord ...       one record per video with both streams ("combined":
-                                                      earlier builds, Beam, synthetic data); see
-                                                      stpn_tf.data.tfrecord for the schema and shard names
+                                                      earlier builds, Beam, synthetic data); shard
+                                                      names: stpn_tf.artifacts.shards, records:
+                                                      stpn_tf.data.records
     <dataset>/dataset.json                         DatasetInfo; written last, it marks the directory complete
     <dataset>/ground_truth.json                    ActivityNet-layout annotations of the built videos
 
@@ -173,8 +174,46 @@ def read_dataset_info(dataset_dir: str) -> DatasetInfo:
     return dataset_info_from_json(meta, path)
 
 
-def split_shards(dataset_dir: str, split: str) -> list[str]:
-    """The shard paths of `split`, either storage (checked complete; see stpn_tf.data.tfrecord.list_shards)."""
-    from stpn_tf.data.tfrecord import list_shards
+def add_split(dataset_dir: str, info: DatasetInfo, split: str, split_info: SplitInfo, *,
+              sources: Sequence[Mapping[str, Any]] = (), records: Sequence[Any] = ()) -> DatasetInfo:
+    """Adds (or replaces) one split of a dataset directory whose other splits stay as they are.
 
-    return list_shards(dataset_dir, split)
+    `dataset.json` keeps the other splits and sources of an existing dataset, whose features must be
+    the same as `info`'s; with `records` (stpn_tf.artifacts.annotations.VideoRecord of the split's
+    videos), `ground_truth.json` keeps the other splits' videos and gets these with `split` as subset.
+    Both are written atomically, `dataset.json` last.
+
+    Args:
+      dataset_dir: The dataset directory (its shards of `split` are already in place).
+      info: What `dataset.json` says about the features (its `splits` and `sources` are replaced).
+      split: The split written.
+      split_info: Its videos, snippets and shard names.
+      sources: Input files of this split, appended to the dataset's.
+      records: Ground truth of the split's videos, or none.
+
+    Returns:
+      The DatasetInfo written.
+
+    Raises:
+      StpnError: the directory holds a dataset of other classes, feature size, fps or stride.
+    """
+    from stpn_tf.artifacts import annotations as ann
+
+    info = dataclasses.replace(info, splits={}, sources=[])
+    if is_dataset_dir(dataset_dir):
+        old = read_dataset_info(dataset_dir)
+        if not old.same_features(info):
+            raise StpnError(f"{metadata_path(dataset_dir)}: existing dataset has other classes, feature "
+                            "size, fps or stride; use a new dataset directory")
+        info = dataclasses.replace(info, splits=old.splits, sources=old.sources)
+    info = info.with_split(split, split_info, sources)
+    if records:
+        truth_path = ground_truth_path(dataset_dir)
+        merged = {}
+        if os.path.exists(truth_path):
+            merged = {r.video_id: r for r in ann.read_activitynet_json(truth_path) if r.subset != split}
+        for record in records:
+            merged[record.video_id] = dataclasses.replace(record, subset=split)
+        ann.write_activitynet_json(list(merged.values()), truth_path)
+    write_dataset_info(dataset_dir, info)
+    return info

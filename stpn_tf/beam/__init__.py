@@ -11,7 +11,7 @@ from typing import Any
 from stpn_tf.core.errors import StpnError, WriteError
 
 # How a worker's StpnError reaches the driver: inside the runner's exception text, as the traceback's line.
-_WORKER_ERROR = re.compile(r"stpn_tf\.errors\.(?P<kind>StpnError|WriteError): (?P<message>[^\n]+)")
+_WORKER_ERROR = re.compile(r"stpn_tf\.core\.errors\.(?P<kind>StpnError|WriteError): (?P<message>[^\n]+)")
 
 
 def split_pipeline_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:

@@ -2,10 +2,11 @@
 
     (video path, shard) -> Reshuffle -> ExtractDoFn (decode, TV-L1, both I3D streams; models loaded once
         per worker in setup; writes the per-video npy layout <out>/<split>/{rgb,flow,meta}/<video>, the
-        same files as `stpn extract`, atomically, or reuses them when they are already complete)
+        same files as `stpn extract` (stpn_tf.artifacts.feature_dir), atomically, or reuses them when they
+        are already complete)
       -> (shard, video summary) -> GroupByKey per shard -> WriteShardDoFn: the shard's videos in video-id
          order, read back from the npy layout one at a time, as tf.train.Example
-         (stpn_tf.data.tfrecord.make_example) into <dataset>/<split>-SSSSS-of-NNNNN.tfrecord (atomic)
+         (stpn_tf.data.records.schema.make_example) into <dataset>/<split>-SSSSS-of-NNNNN.tfrecord (atomic)
     then, in the driver: <dataset>/dataset.json (+ ground_truth.json when annotations are given).
 
 Each video's shard is fixed in the driver (its position in video-id order, round-robin), and a shard
@@ -40,24 +41,24 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import apache_beam as beam
-import numpy as np
 from absl import logging
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from stpn_tf.artifacts import dataset_dir as dataset_io
+from stpn_tf.artifacts import feature_dir, shards
 from stpn_tf.beam import run_main, run_pipeline, split_pipeline_args
+from stpn_tf.core.atomic import atomic_output
 from stpn_tf.core.errors import StpnError, WriteError
 from stpn_tf.extract import flow as flow_lib
 from stpn_tf.extract import pipeline as extract_lib
-from stpn_tf.core.atomic import atomic_output, remove_temporaries
 
 _NAMESPACE = "stpn"
 
@@ -108,7 +109,7 @@ class ExtractDoFn(beam.DoFn):
                 logging.error("%s", error)
                 yield beam.pvalue.TaggedOutput("failed", str(error))
                 return
-            extract_lib.write_video_features(self._out, self._split, features)  # atomic, meta last
+            feature_dir.write_video(self._out, self._split, features)  # atomic, meta last
             self._written.inc()
             summary = VideoSummary(video_id=features.video_id, num_snippets=features.num_snippets,
                                    feature_dim=int(features.rgb.shape[1]))
@@ -130,40 +131,18 @@ def complete_features(out: str, split: str, video_id: str,
                       config: extract_lib.ExtractConfig) -> VideoSummary | None:
     """The summary of a video whose npy layout is complete and valid for `config`, else None.
 
-    Complete and valid: the meta JSON is readable, names this video and says the same fps and stride
-    as `config`, and both arrays are float32 [num_snippets, D] (one D, num_snippets >= 1) with finite
-    values. Anything else (a missing or damaged file, other settings) means the video is extracted again.
+    Complete and valid: `feature_dir.read_video(..., complete=True)` accepts it (the meta JSON is
+    readable and names this video, both arrays are float32 [num_snippets, D] with finite values) and its
+    meta says the same fps and stride as `config`. Anything else (a missing or damaged file, other
+    settings) means the video is extracted again.
     """
-    features = _read_layout(out, split, video_id)
-    if features is None:
+    try:
+        features = feature_dir.read_video(out, split, video_id, complete=True)
+    except StpnError:
         return None
     if features.fps != float(config.fps) or features.stride_frames != int(config.stride_frames):
         return None
     return VideoSummary(video_id=video_id, num_snippets=features.num_snippets, feature_dim=int(features.rgb.shape[1]))
-
-
-def _read_layout(out: str, split: str, video_id: str) -> extract_lib.VideoFeatures | None:
-    """One video of the npy layout as VideoFeatures, or None if it is incomplete or damaged."""
-    paths = extract_lib.output_paths(out, split, video_id)
-    try:
-        with open(paths["meta"]) as handle:
-            meta = json.load(handle)
-        features = extract_lib.VideoFeatures(
-            video_id=str(meta["video_id"]), rgb=np.load(paths["rgb"], allow_pickle=False),
-            flow=np.load(paths["flow"], allow_pickle=False), fps=float(meta["fps"]),
-            stride_frames=int(meta["stride_frames"]), num_frames=int(meta["num_frames"]),
-            duration=float(meta["duration"]))
-        num_snippets = int(meta["num_snippets"])
-    except (OSError, ValueError, KeyError, TypeError, EOFError):  # json.JSONDecodeError is a ValueError
-        return None
-    arrays = (features.rgb, features.flow)
-    if features.video_id != video_id or num_snippets < 1:
-        return None
-    if any(a.dtype != np.float32 or a.ndim != 2 or a.shape != (num_snippets, features.rgb.shape[1]) for a in arrays):
-        return None
-    if features.rgb.shape[1] < 1 or not all(np.all(np.isfinite(a)) for a in arrays):
-        return None
-    return features
 
 
 class WriteShardDoFn(beam.DoFn):
@@ -185,26 +164,26 @@ class WriteShardDoFn(beam.DoFn):
     def process(self, element: tuple[int, Iterable[VideoSummary | None]]):
         import tensorflow as tf
 
-        from stpn_tf.data.tfrecord import shard_name
-
         shard, summaries = element
         video_ids = sorted({s.video_id for s in summaries if s is not None})
-        path = os.path.join(self._dataset_dir, shard_name(self._split, shard, self._num_shards))
+        path = os.path.join(self._dataset_dir, shards.shard_name(self._split, shard, self._num_shards))
         with atomic_output(path) as temporary:
             with tf.io.TFRecordWriter(temporary) as writer:
                 for video_id in video_ids:
-                    features = _read_layout(self._out, self._split, video_id)
-                    if features is None:
-                        raise StpnError(f"{extract_lib.output_paths(self._out, self._split, video_id)['meta']}: "
-                                        "features changed or vanished while the shards were written")
+                    try:
+                        features = feature_dir.read_video(self._out, self._split, video_id, complete=True)
+                    except StpnError as error:
+                        raise StpnError(f"{feature_dir.video_paths(self._out, self._split, video_id)['meta']}: "
+                                        f"features changed or vanished while the shards were written ({error})"
+                                        ) from None
                     writer.write(_to_example(features, self._split, self._labels))
         self._records.inc(len(video_ids))
         yield path
 
 
-def _to_example(features: extract_lib.VideoFeatures, split: str,
+def _to_example(features: feature_dir.VideoFeatures, split: str,
                 labels: Mapping[str, Sequence[int]]) -> bytes:
-    from stpn_tf.data.tfrecord import make_example
+    from stpn_tf.data.records.schema import make_example
 
     return make_example(video_id=features.video_id, subset=split, rgb=features.rgb, flow=features.flow,
                         labels=list(labels.get(features.video_id, ())), duration=features.duration,
@@ -274,10 +253,9 @@ def run_beam_extract(*, videos: Sequence[str], out: str, dataset_dir: str, split
         0 if every video succeeded, 1 if any failed.
     """
     from stpn_tf.artifacts import annotations as ann
-    from stpn_tf.data import tfrecord
     from stpn_tf.data.build import file_entry
 
-    tfrecord.check_split(split)
+    shards.check_split(split)
     if num_shards < 1:
         raise StpnError(f"num_shards must be >= 1, got {num_shards}")
     paths = extract_lib.expand_videos(videos)
@@ -286,9 +264,8 @@ def run_beam_extract(*, videos: Sequence[str], out: str, dataset_dir: str, split
     labels, records = _labels_from_annotations(annotations, annotations_subset, class_names, video_ids)
     os.makedirs(dataset_dir, exist_ok=True)
     # Hidden temporaries of a killed run: its unfinished videos and shards are redone below.
-    for stream in ("rgb", "flow", "meta"):
-        remove_temporaries(os.path.join(out, split, stream))
-    tfrecord.remove_stale_temporaries(dataset_dir, split)
+    feature_dir.remove_stale_temporaries(out, split)
+    shards.remove_stale_temporaries(dataset_dir, split)
     # A video's shard depends only on its place in video-id order, not on which worker finishes when.
     order = sorted(range(len(paths)), key=lambda i: video_ids[i])
     work = [(paths[i], rank % num_shards) for rank, i in enumerate(order)]
@@ -319,48 +296,21 @@ def run_beam_extract(*, videos: Sequence[str], out: str, dataset_dir: str, split
     snippets = _metric(result, "extracted_snippets") or 0
     dims = _metric(result, "feature_dim")
     # An earlier build's shards of this split (another count, or the by_stream storage) would be read with these.
-    tfrecord.remove_other_shards(dataset_dir, split, set(tfrecord.shard_names(split, num_shards, tfrecord.COMBINED)))
+    names = shards.shard_names(split, num_shards, shards.COMBINED)
+    shards.remove_other_shards(dataset_dir, split, set(names))
     if written + reused:
         if dims is None or dims.min != dims.max:
             raise StpnError(f"{dataset_dir}: videos have different feature sizes "
                             f"({getattr(dims, 'min', '?')}..{getattr(dims, 'max', '?')})")
-        _write_dataset(dataset_dir, split=split, name=dataset_name, classes=class_names, feature_dim=int(dims.max),
-                       fps=config.fps, stride_frames=config.stride_frames, num_videos=int(written + reused),
-                       num_snippets=int(snippets), num_shards=num_shards,
-                       sources=[file_entry(p) for p in paths if os.path.isfile(p)], records=records)
+        info = dataset_io.DatasetInfo(name=dataset_name, layout="beam_extract", classes=class_names,
+                                      feature_dim=int(dims.max), fps=float(config.fps),
+                                      stride_frames=int(config.stride_frames), splits={})
+        split_info = dataset_io.SplitInfo(num_videos=int(written + reused), num_snippets=int(snippets), shards=names)
+        dataset_io.add_split(dataset_dir, info, split, split_info,
+                             sources=[file_entry(p) for p in paths if os.path.isfile(p)], records=records)
     print(f"beam extract: {written + reused} videos written, {failed} failed ({written} extracted, {reused} "
           f"already complete) -> {out}/{split} and {os.path.join(dataset_dir, split)}-*.tfrecord", flush=True)
     return 1 if failed else 0
-
-
-def _write_dataset(dataset_dir: str, *, split: str, name: str, classes: Sequence[str], feature_dim: int,
-                   fps: float, stride_frames: int, num_videos: int, num_snippets: int, num_shards: int,
-                   sources: list[dict[str, Any]], records: Sequence[Any]) -> None:
-    """Writes (or updates this split in) dataset.json, and ground_truth.json, atomically."""
-    from stpn_tf.artifacts import annotations as ann
-    from stpn_tf.data import tfrecord
-    from stpn_tf.artifacts import dataset_dir as dataset_io
-
-    split_info = dataset_io.SplitInfo(num_videos=num_videos, num_snippets=num_snippets,
-                                      shards=[tfrecord.shard_name(split, i, num_shards) for i in range(num_shards)])
-    info = dataset_io.DatasetInfo(name=name, layout="beam_extract", classes=list(classes), feature_dim=feature_dim,
-                                  fps=float(fps), stride_frames=int(stride_frames), splits={})
-    if dataset_io.is_dataset_dir(dataset_dir):
-        old = dataset_io.read_dataset_info(dataset_dir)
-        if not old.same_features(info):
-            raise StpnError(f"{dataset_io.metadata_path(dataset_dir)}: existing dataset has other classes, feature "
-                            "size, fps or stride; use a new dataset directory")
-        info = dataclasses.replace(info, splits=old.splits, sources=old.sources)
-    info = info.with_split(split, split_info, sources)
-    if records:
-        truth_path = dataset_io.ground_truth_path(dataset_dir)
-        merged = {}
-        if os.path.exists(truth_path):
-            merged = {r.video_id: r for r in ann.read_activitynet_json(truth_path) if r.subset != split}
-        for record in records:
-            merged[record.video_id] = dataclasses.replace(record, subset=split)
-        ann.write_activitynet_json(list(merged.values()), truth_path)
-    dataset_io.write_dataset_info(dataset_dir, info)
 
 
 def _input_range(text: str) -> tuple[float, float]:

@@ -32,22 +32,19 @@ Command line (runner flags after the script's own, optionally behind `--`):
 from __future__ import annotations
 
 import argparse
-import glob
-import hashlib
-import json
 import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import apache_beam as beam
-import numpy as np
 from absl import logging
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from stpn_tf.artifacts import detection_parts, feature_dir
 from stpn_tf.beam import run_main, run_pipeline, split_pipeline_args
 from stpn_tf.core.errors import StpnError
 
@@ -104,64 +101,6 @@ def batches(metas: Sequence[str], batch_size: int) -> list[tuple[int, list[str]]
     return [(k, ordered[i:i + batch_size]) for k, i in enumerate(range(0, len(ordered), batch_size))]
 
 
-def _file_state(path: str) -> list[int] | None:
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    return [stat.st_size, stat.st_mtime_ns]
-
-
-def input_state(meta_path: str) -> dict[str, Any]:
-    """Size and modification time of a video's meta and npy files: a part is stale when they change."""
-    split_dir = os.path.dirname(os.path.dirname(meta_path))
-    stem = os.path.splitext(os.path.basename(meta_path))[0]
-    return {"meta": _file_state(meta_path),
-            **{s: _file_state(os.path.join(split_dir, s, f"{stem}.npy")) for s in ("rgb", "flow")}}
-
-
-def model_fingerprint(export_dir: str, batch_size: int) -> str:
-    """sha256 of what decides a video's detections besides its features: the model files and the batching.
-
-    Covers the relative path, size and modification time of every (non-hidden) file under `export_dir`,
-    and `batch_size` (it decides which videos share a padded call).
-    """
-    digest = hashlib.sha256(f"batch_size={batch_size}\n".encode())
-    for root, dirs, files in os.walk(export_dir):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(f for f in files if not f.startswith(".")):
-            path = os.path.join(root, name)
-            digest.update(f"{os.path.relpath(path, export_dir)} {_file_state(path)}\n".encode())
-    return digest.hexdigest()
-
-
-def part_path(parts_dir: str, meta_path: str) -> str:
-    return os.path.join(parts_dir, os.path.basename(meta_path))
-
-
-def read_part(parts_dir: str, meta_path: str, fingerprint: str) -> dict[str, Any] | None:
-    """A finished video's part {"video_id", "detections"} or {"error"}, or None if missing or stale."""
-    try:
-        with open(part_path(parts_dir, meta_path)) as handle:
-            part = json.load(handle)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(part, dict) or part.get("model") != fingerprint or part.get("inputs") != input_state(meta_path):
-        return None
-    if isinstance(part.get("error"), str):
-        return part
-    if isinstance(part.get("video_id"), str) and isinstance(part.get("detections"), list):
-        return part
-    return None
-
-
-def write_part(parts_dir: str, meta_path: str, fingerprint: str, inputs: Mapping[str, Any], **body: Any) -> None:
-    from stpn_tf.core.atomic import atomic_write_json
-
-    atomic_write_json(part_path(parts_dir, meta_path), {"model": fingerprint, "inputs": dict(inputs), **body},
-                      indent=None, make_parents=True)
-
-
 class ReadBatchDoFn(beam.DoFn):
     """(batch number, meta paths) -> one batch of (video_id, example) for RunInference.
 
@@ -180,7 +119,7 @@ class ReadBatchDoFn(beam.DoFn):
 
     def process(self, element: tuple[int, Sequence[str]]):
         number, metas = element
-        parts = [read_part(self._parts_dir, m, self._fingerprint) for m in metas]
+        parts = [detection_parts.read_part(self._parts_dir, m, self._fingerprint) for m in metas]
         if all(p is not None for p in parts):
             for part in parts:
                 self._reused.inc()
@@ -194,13 +133,13 @@ class ReadBatchDoFn(beam.DoFn):
         # was never interrupted (videos already written keep their part).
         videos = []
         for meta_path in metas:
-            inputs = input_state(meta_path)
+            inputs = detection_parts.input_state(meta_path)
             try:
-                video_id, example = read_features(meta_path, feature_dim=self._feature_dim)
+                video_id, example = _example(meta_path, feature_dim=self._feature_dim)
             except StpnError as error:
                 logging.error("error: %s", error)
                 self._failed.inc()
-                write_part(self._parts_dir, meta_path, self._fingerprint, inputs, error=str(error))
+                detection_parts.write_part(self._parts_dir, meta_path, self._fingerprint, inputs, error=str(error))
                 continue
             videos.append((video_id, {**example, "meta": meta_path, "inputs": inputs}))
         if videos:
@@ -218,56 +157,30 @@ class WritePartsDoFn(beam.DoFn):
     def process(self, element: tuple[int, Sequence[tuple[str, str, Mapping[str, Any], list]]]):
         _, predictions = element
         for video_id, meta_path, inputs, detections in predictions:
-            if read_part(self._parts_dir, meta_path, self._fingerprint) is None:
-                write_part(self._parts_dir, meta_path, self._fingerprint, inputs, video_id=video_id,
-                           detections=detections)
+            if detection_parts.read_part(self._parts_dir, meta_path, self._fingerprint) is None:
+                detection_parts.write_part(self._parts_dir, meta_path, self._fingerprint, inputs,
+                                           video_id=video_id, detections=detections)
             self._localized.inc()
             yield video_id, detections
 
 
-def read_features(meta_path: str, *, feature_dim: int | None = None) -> tuple[str, dict[str, Any]]:
-    """Reads one video of the `stpn extract` layout, given its meta JSON.
+def _example(meta_path: str, *, feature_dim: int | None = None) -> tuple[str, dict[str, Any]]:
+    """One finished video of the `stpn extract` layout as a RunInference example, given its meta JSON.
 
     Returns:
       (video_id, {"rgb": float32 [L, D], "flow": float32 [L, D], "seconds_per_snippet": float}).
 
     Raises:
-      StpnError: malformed meta, missing or unreadable npy, shapes that disagree with each other, the meta
-        or `feature_dim`, an empty video, non-finite values.
+      StpnError: what `feature_dir.read_video(..., complete=True)` refuses (malformed meta, missing or
+        unreadable npy, shapes that disagree with each other, the meta or `feature_dim`, an empty
+        video, non-finite values).
     """
     from stpn_tf.localize import timeline
 
-    try:
-        with open(meta_path) as handle:
-            meta = json.load(handle)
-        video_id, fps, stride = str(meta["video_id"]), float(meta["fps"]), int(meta["stride_frames"])
-        num_snippets = int(meta["num_snippets"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-        raise StpnError(f"{meta_path}: malformed feature meta JSON ({type(error).__name__}: {error})") from None
-    except OSError as error:
-        raise StpnError(f"{meta_path}: cannot read ({error.strerror})") from None
-    split_dir = os.path.dirname(os.path.dirname(meta_path))
-    streams = {}
-    for stream in ("rgb", "flow"):
-        path = os.path.join(split_dir, stream, f"{video_id}.npy")
-        try:
-            array = np.load(path, allow_pickle=False)
-        except FileNotFoundError:
-            raise StpnError(f"{path}: missing (listed by {meta_path})") from None
-        except (OSError, ValueError) as error:
-            raise StpnError(f"{path}: not a readable npy array ({error})") from None
-        if array.ndim != 2 or array.shape[0] != num_snippets or array.shape[0] == 0:
-            raise StpnError(f"{path}: shape {list(array.shape)}, expected [{num_snippets}, D] as its meta says"
-                            + (" (an empty video)" if num_snippets == 0 else ""))
-        if feature_dim is not None and array.shape[1] != feature_dim:
-            raise StpnError(f"{path}: {array.shape[1]} values per snippet, the model expects {feature_dim}")
-        if not np.all(np.isfinite(array)):
-            raise StpnError(f"{path}: contains NaN or infinite values")
-        streams[stream] = array.astype(np.float32, copy=False)
-    if streams["rgb"].shape != streams["flow"].shape:
-        raise StpnError(f"{split_dir}: {video_id} has rgb {list(streams['rgb'].shape)} but flow "
-                        f"{list(streams['flow'].shape)}")
-    return video_id, {**streams, "seconds_per_snippet": timeline.seconds_per_snippet(fps, stride)}
+    features = feature_dir.read_video(*feature_dir.locate(meta_path), complete=True, feature_dim=feature_dim)
+    return features.video_id, {"rgb": features.rgb, "flow": features.flow,
+                               "seconds_per_snippet": timeline.seconds_per_snippet(features.fps,
+                                                                                    features.stride_frames)}
 
 
 def _write(detections: Mapping[str, Any], path: str) -> None:
@@ -309,19 +222,15 @@ def run_beam_localize(*, features: str, split: str, export_dir: str, output: str
       0 if every video was localized, 1 if any feature file was bad (each is logged on one line and
       counted in the Beam metric stpn/failed_videos; the others are still written).
     """
-    from stpn_tf.core.atomic import remove_quietly, remove_temporaries
-
     if batch_size < 1:
         raise StpnError(f"batch_size must be >= 1, got {batch_size}")
-    meta_dir = os.path.join(features, split, "meta")
-    metas = sorted(glob.glob(os.path.join(meta_dir, "*.json")))
+    metas = feature_dir.meta_files(features, split)
     if not metas:
-        raise StpnError(f"{meta_dir}: no feature meta files (run `stpn extract` first)")
+        raise StpnError(f"{os.path.join(features, split, feature_dir.META)}: no feature meta files "
+                        "(run `stpn extract` first)")
     feature_dim = _export_feature_dim(export_dir)
-    parts_dir = parts_dir or f"{output}.parts"
-    os.makedirs(parts_dir, exist_ok=True)
-    remove_temporaries(parts_dir)  # parts a killed run was writing
-    fingerprint = model_fingerprint(export_dir, batch_size)
+    parts_dir = detection_parts.open_parts_dir(parts_dir or detection_parts.default_parts_dir(output))
+    fingerprint = detection_parts.model_fingerprint(export_dir, batch_size)
     args = list(pipeline_args)
     if not any(a == "--runner" or a.startswith("--runner=") for a in args):
         args.append("--runner=DirectRunner")
@@ -341,7 +250,7 @@ def run_beam_localize(*, features: str, split: str, export_dir: str, output: str
     result = run_pipeline(pipeline)
     failed = _counter(result, "failed_videos")
     reused = _counter(result, "reused_videos")
-    remove_quietly(parts_dir)  # `output` holds every finished video now
+    detection_parts.remove_parts_dir(parts_dir)  # `output` holds every finished video now
     print(f"beam localize: {len(metas) - failed} videos localized, {failed} failed ({reused} reused from an "
           f"earlier run) -> {output}", flush=True)
     return 1 if failed else 0

@@ -70,25 +70,12 @@ def _check_output(path: str) -> None:
         parent = os.path.dirname(parent)
 
 
-def _dataset(p: Parsed, classes, feature_dim: int, source: str):
-    """(dataset directory, split, its shards, its video count), checked against the model."""
-    from stpn_tf.data import tfrecord
-    from stpn_tf.artifacts.dataset_dir import read_dataset_info
+def _dataset(p: Parsed, classes, feature_dim: int | None, source: str):
+    """The split to localize (--split, else the config's test split), checked against the model."""
+    from stpn_tf.workflows.runs import dataset_split
 
-    cfg = p.config
-    if not cfg.dataset.dir:
-        raise StpnError("config.dataset.dir is empty: pass --config.dataset.dir=<directory from stpn build-dataset>")
-    info = read_dataset_info(cfg.dataset.dir)
-    if list(info.classes) != list(classes):
-        raise StpnError(f"{source} was trained on other classes than {cfg.dataset.dir} holds: pass the dataset it "
-                        "was trained on with --config.dataset.dir")
-    if info.feature_dim != feature_dim:
-        raise StpnError(f"{source} reads {feature_dim}-d features but {cfg.dataset.dir} has {info.feature_dim}: "
-                        "not the dataset it was trained on")
-    split = p.split or cfg.dataset.test_split
-    shards = tfrecord.list_shards(cfg.dataset.dir, split)
-    total = info.splits[split].num_videos if split in info.splits else 0
-    return cfg.dataset.dir, split, shards, total
+    return dataset_split(p.config.dataset.dir, p.split or p.config.dataset.test_split, classes=classes,
+                         feature_dim=feature_dim, source=source)
 
 
 def _progress(total: int):
@@ -123,9 +110,9 @@ def _from_export(p: Parsed) -> int:
                         "into an export)")
     _check_output(p.out)
     model = load_export(p.workdir)
-    _, _, shards, total = _dataset(p, model.classes, model.feature_dim, p.workdir)
-    results, _ = predict.predict_records(model, shards, batch_size=int(p.config.localize.batch_size),
-                                         progress=_progress(total), keep_raw=False)
+    split = _dataset(p, model.classes, model.feature_dim, p.workdir)
+    results, _ = predict.predict_records(model, split.shards, batch_size=int(p.config.localize.batch_size),
+                                         progress=_progress(split.num_videos), keep_raw=False)
     _write(p, results, p.out)
     return 0
 
@@ -140,20 +127,19 @@ def _from_workdir(p: Parsed) -> int:
     cfg = p.config
     work = WorkDir(p.workdir).require()
     record = work.read_record()
-    feature_dim = record.feature_dim if record else None
-    dataset_dir, split, shards, total = _dataset(p, work.classes(), feature_dim or _dataset_dim(cfg), p.workdir)
+    split = _dataset(p, work.classes(), (record.feature_dim if record else None) or None, p.workdir)
     out = p.out or work.file("detections.json")
     _check_output(out)
     grid, localizer_config = settings.grid_config(cfg), settings.localizer_config(cfg)
     model = load_serving_model(p.workdir, grid=grid, localizer_config=localizer_config, streams=p.streams,
-                               feature_dim=feature_dim or _dataset_dim(cfg))
+                               feature_dim=split.feature_dim)
     ground_truth = None
     if p.sweep:  # read before the models run: a wrong path fails at once
-        ground_truth = load_ground_truth(p.path("ground_truth") or os.path.join(dataset_dir, "ground_truth.json"),
-                                         p.subset or split)
+        ground_truth = load_ground_truth(p.path("ground_truth") or os.path.join(split.dataset_dir, "ground_truth.json"),
+                                         p.subset or split.split)
     # The raw outputs only when they are saved or swept: they grow with the split, the detections far less.
-    results, raw = predict.predict_records(model, shards, batch_size=int(cfg.localize.batch_size),
-                                           progress=_progress(total), keep_raw=bool(p.save_raw or p.sweep))
+    results, raw = predict.predict_records(model, split.shards, batch_size=int(cfg.localize.batch_size),
+                                           progress=_progress(split.num_videos), keep_raw=bool(p.save_raw or p.sweep))
     if p.save_raw:
         predict.save_raw(p.path("save_raw"), raw)
         print(f"wrote raw outputs of {len(raw['video_id'])} videos to {p.save_raw}")
@@ -162,12 +148,6 @@ def _from_workdir(p: Parsed) -> int:
         return _sweep(p, raw, ground_truth, os.path.dirname(os.path.abspath(out)))
     _write(p, results, out)
     return 0
-
-
-def _dataset_dim(cfg) -> int:
-    from stpn_tf.artifacts.dataset_dir import read_dataset_info
-
-    return read_dataset_info(cfg.dataset.dir).feature_dim
 
 
 def _from_raw(p: Parsed) -> int:

@@ -18,7 +18,7 @@ from stpn_tf.core.errors import StpnError
 from stpn_tf.extract.flow import TVL1Options
 from stpn_tf.extract.pipeline import ExtractConfig, I3DModels
 from stpn_tf.model.stpn import ModelConfig
-from stpn_tf.localize.localizer import LocalizerConfig
+from stpn_tf.localize.config import LocalizerConfig
 from stpn_tf.training.trainer import TrainConfig
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import tensorflow as tf
 
 from stpn_tf.core.errors import StpnError
@@ -42,28 +41,10 @@ class GridConfig:
         return None if self.all_snippets else int(self.length)
 
 
-def eval_grid_indices(num_snippets: int, length: int = DEFAULT_GRID_LENGTH) -> np.ndarray:
-    """Snippet indices of the deterministic test grid, `floor(arange(length) * L / length)` (numpy).
-
-    Integer arithmetic gives exactly the floor of the real quotient (no float rounding). Named `eval_`
-    rather than `test_` so that pytest never mistakes it for a test.
-
-    Args:
-      num_snippets: L, the number of real snippets (>= 1).
-      length: Grid length T.
-
-    Returns:
-      int64 array [length] with values in [0, L - 1].
-    """
-    if num_snippets < 1:
-        raise StpnError(f"eval_grid_indices: a video needs at least one snippet, got {num_snippets}")
-    if length < 1:
-        raise StpnError(f"eval_grid_indices: grid length must be >= 1, got {length}")
-    return (np.arange(length, dtype=np.int64) * int(num_snippets)) // int(length)
-
-
 def eval_grid_indices_tf(num_snippets: tf.Tensor, length: int = DEFAULT_GRID_LENGTH) -> tf.Tensor:
-    """Graph version of `eval_grid_indices` for a batch.
+    """Snippet indices of the deterministic test grid for a batch, `floor(t * L / T)`.
+
+    Integer arithmetic gives exactly the floor of the real quotient (no float rounding).
 
     Args:
       num_snippets: int [B], real snippet counts L (>= 1; 0 gives all-zero indices).

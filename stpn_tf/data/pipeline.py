@@ -1,12 +1,13 @@
-"""tf.data pipelines: TFRecords -> sampled snippets for training and evaluation.
+"""The training input pipeline (the parser): decoded TFRecords -> sampled snippets and labels.
 
 Training sees only features and video-level labels; the decoder's other fields (ids, durations) are
-dropped before batching, and temporal annotations are never in the TFRecords at all.
+dropped before batching, and temporal annotations are never in the TFRecords at all. Evaluation and
+serving read the records through the export's graph instead (stpn_tf.inference).
 
-Both storages of stpn_tf.data.tfrecord are read: with "by_stream" shards, training one stream reads only
-that stream's files (half the bytes of combined records, which is what the uncached pipeline's speed is
-bound by), while "joint" training and evaluation get each video's two records joined. For the same
-seed, both storages of the same videos give the same batches.
+Both storages of stpn_tf.artifacts.shards are read: with "by_stream" shards, training one stream reads
+only that stream's files (half the bytes of combined records, which is what the uncached pipeline's
+speed is bound by), while "joint" training gets each video's two records joined. For the same seed,
+both storages of the same videos give the same batches.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from typing import Sequence
 
 import tensorflow as tf
 
-from stpn_tf.data import tfrecord
-from stpn_tf.data.grid import GridConfig, sample_grid
+from stpn_tf.artifacts.shards import STREAMS
+from stpn_tf.data.records.decoder import parse_example
+from stpn_tf.data.records.reader import tfrecord_dataset
 
 
 def train_indices(num_snippets, grid_size: int, seed):
@@ -44,19 +46,19 @@ def train_indices(num_snippets, grid_size: int, seed):
 
 def stream_features(batch, stream: str, prefix: str = ""):
     """The features a model of `stream` reads: `batch[prefix + stream]`, or for "joint" RGB and flow
-    concatenated along the feature axis. `prefix` is "video/" for parsed records, "" for eval batches."""
+    concatenated along the feature axis. `prefix` is "video/" for decoded records."""
     if stream == "joint":
         return tf.concat([batch[prefix + "rgb"], batch[prefix + "flow"]], axis=-1)
     return batch[prefix + stream]
 
 
 def _records(shards: Sequence[str], *, num_classes: int, feature_dim: int, shuffle_files: bool, seed: int,
-             streams: Sequence[str] = tfrecord.STREAMS, select=None):
+             streams: Sequence[str] = STREAMS, select=None):
     """Parsed records of `shards` (either storage), holding `streams`; `select` maps each parsed dict."""
-    ds = tfrecord.tfrecord_dataset(list(shards), shuffle_files=shuffle_files, seed=seed, streams=streams)
+    ds = tfrecord_dataset(list(shards), shuffle_files=shuffle_files, seed=seed, streams=streams)
 
     def parse(serialized):
-        parsed = tfrecord.parse_example(serialized, num_classes=num_classes, feature_dim=feature_dim, streams=streams)
+        parsed = parse_example(serialized, num_classes=num_classes, feature_dim=feature_dim, streams=streams)
         return parsed if select is None else select(parsed)
 
     return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -79,7 +81,7 @@ def make_train_dataset(
     """Training batches `({"features": [B, T, D], "mask": [B, T]}, labels [B, C])` for one stream.
 
     `stream` is "rgb", "flow", or "joint" for both streams concatenated along features (D doubles).
-    `shards` are `tfrecord.list_shards`'s paths in either storage; by_stream shards of other streams
+    `shards` are `list_shards`'s paths (stpn_tf.artifacts.shards) in either storage; by_stream shards of other streams
     than the one trained are not read.
 
     `skip_batches` resumes the exact batch sequence of an interrupted run (elements are skipped before
@@ -91,7 +93,7 @@ def make_train_dataset(
     mask is all ones; it is still provided so the model code is the same for padded inputs.
     """
     # Read (by_stream) or decode (combined records) only the stream being trained.
-    streams = tfrecord.STREAMS if stream == "joint" else (stream,)
+    streams = STREAMS if stream == "joint" else (stream,)
     ds = _records(shards, num_classes=num_classes, feature_dim=feature_dim, shuffle_files=True, seed=seed,
                   streams=streams,
                   select=lambda r: (stream_features(r, stream, "video/"), r["video/num_snippets"], r["video/labels"]))
@@ -115,34 +117,3 @@ def make_train_dataset(
 
     ds = ds.map(sample, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-
-
-def make_eval_dataset(
-    shards: Sequence[str],
-    *,
-    num_classes: int,
-    feature_dim: int,
-    grid: GridConfig = GridConfig(),
-    batch_size: int = 16,
-) -> tf.data.Dataset:
-    """Evaluation batches with both streams on the test grid, in file order.
-
-    The grid step is `stpn_tf.data.grid.sample_grid`, the same function the serving graph runs.
-
-    Yields:
-        dict with "rgb", "flow" `[B, T, D]` (T = grid.length, or the longest video with all_snippets),
-        "mask" `[B, T]`, "length" `[B]` (valid grid positions), "num_snippets" `[B]` (real snippets L),
-        "seconds_per_snippet" `[B]`, "duration" `[B]`, "video_id" `[B]` strings and "labels" `[B, C]`.
-    """
-    ds = _records(shards, num_classes=num_classes, feature_dim=feature_dim, shuffle_files=False, seed=0,
-                  select=lambda r: {
-                      "rgb": r["video/rgb"], "flow": r["video/flow"], "num_snippets": r["video/num_snippets"],
-                      "seconds_per_snippet": r["video/seconds_per_snippet"], "duration": r["video/duration"],
-                      "video_id": r["video/id"], "labels": r["video/labels"]})
-
-    def on_grid(batch):
-        rgb, mask, length = sample_grid(batch["rgb"], batch["num_snippets"], grid)
-        flow, _, _ = sample_grid(batch["flow"], batch["num_snippets"], grid)
-        return {**batch, "rgb": rgb, "flow": flow, "mask": mask, "length": length}
-
-    return ds.padded_batch(batch_size).map(on_grid).prefetch(tf.data.AUTOTUNE)

@@ -271,7 +271,8 @@ def write_dataset(
     Returns:
         The DatasetInfo written to `dataset.json`.
     """
-    from stpn_tf.data import tfrecord
+    from stpn_tf.data.records.schema import make_example
+    from stpn_tf.data.records.writer import ShardedWriter
 
     os.makedirs(out_dir, exist_ok=True)
     gen = Generator(feature_dim=feature_dim, seed=seed, max_snippets=max_snippets)
@@ -280,14 +281,14 @@ def write_dataset(
     splits = {}
     for subset, split in SPLIT_OF_SUBSET.items():
         snippets = 0
-        with tfrecord.ShardedWriter(out_dir, split, num_shards) as writer:
+        with ShardedWriter(out_dir, split, num_shards) as writer:
             for record in records:
                 if record.subset != subset:
                     continue
                 rgb, flow = gen.features(record)
                 snippets += len(rgb)
                 writer.write(
-                    tfrecord.make_example(
+                    make_example(
                         video_id=record.video_id, subset=split, rgb=rgb, flow=flow,
                         labels=[class_index[c] for c in record.labels],
                         duration=len(rgb) * gen.seconds_per_snippet if max_snippets else record.duration,

@@ -1,7 +1,9 @@
 """Ground truth and predictions as flat arrays, and the two overlap measures (spec section 4).
 
-Both protocols (stpn_tf.evaluation.activitynet, .th14kit) score an `EvalData`; `build_eval_data` makes
-one from ground-truth records and ActivityNet-style predictions, checking every prediction.
+Both protocols (stpn_tf.evaluation.activitynet, .th14kit) score an `EvalData`. `ground_truth_data` flattens
+the ground truth and `join_predictions` adds predictions given as flat arrays: `build_eval_data` does both
+for ActivityNet-style predictions (checking every one), stpn_tf.tuning.sweep for the Localizer's padded
+outputs, so both number videos and labels the same way.
 """
 
 from __future__ import annotations
@@ -61,18 +63,11 @@ def as_float(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
-def build_eval_data(
-    records: Sequence[VideoRecord],
-    predictions: Mapping[str, Sequence[Mapping[str, Any]]],
-    *,
-    unknown_labels_as_fp: bool = False,
-    source: str = "predictions",
-) -> EvalData:
-    """Flattens ground truth records and ActivityNet-style predictions {video: [{label, score, segment}]}.
+def ground_truth_data(records: Sequence[VideoRecord]) -> EvalData:
+    """Ground-truth records as flat arrays, with no predictions yet (`join_predictions` adds them).
 
     Raises:
-      StpnError: On malformed predictions, or labels absent from the ground truth unless
-        `unknown_labels_as_fp` (then they are kept as false positives of unscored classes).
+      StpnError: When a video appears twice.
     """
     classes = sorted({s.label for r in records for s in r.segments})
     class_index = {c: i for i, c in enumerate(classes)}
@@ -93,16 +88,98 @@ def build_eval_data(
             amb_v.append(video_index[r.video_id])
             amb_s.append(s)
             amb_e.append(e)
+    return EvalData(classes=classes, video_ids=video_ids, gt_video=as_int(gt_v), gt_label=as_int(gt_l),
+                    gt_start=as_float(gt_s), gt_end=as_float(gt_e), amb_video=as_int(amb_v),
+                    amb_start=as_float(amb_s), amb_end=as_float(amb_e), pred_video=as_int([]),
+                    pred_label=as_int([]), pred_start=as_float([]), pred_end=as_float([]),
+                    pred_score=as_float([]))
 
-    extra: dict[str, int] = {}
+
+def _first_appearance(ids: np.ndarray) -> np.ndarray:
+    """The distinct values of `ids` in the order they first appear."""
+    values, first = np.unique(ids, return_index=True)
+    return values[np.argsort(first, kind="stable")]
+
+
+def join_predictions(
+    truth: EvalData,
+    *,
+    video_names: Sequence[str],
+    video: np.ndarray,
+    label_names: Sequence[str],
+    label: np.ndarray,
+    start: np.ndarray,
+    end: np.ndarray,
+    score: np.ndarray,
+    unknown_labels_as_fp: bool = False,
+    source: str = "predictions",
+) -> EvalData:
+    """`truth` (from `ground_truth_data`) with P predictions, given as flat arrays in ranking-tie order.
+
+    Videos absent from the ground truth get ids after its videos, labels absent from it ids after its
+    classes, each in the order they first appear among the predictions.
+
+    Args:
+      truth: Ground truth without predictions.
+      video_names: Names the `video` entries index.
+      video: [P] int, index into `video_names` per prediction.
+      label_names: Names the `label` entries index.
+      label: [P] int, index into `label_names` per prediction.
+      start, end, score: [P] floats (seconds, seconds, confidence).
+      unknown_labels_as_fp: Keep labels absent from the ground truth as false positives of unscored
+        classes instead of raising.
+      source: Name used in messages.
+
+    Raises:
+      StpnError: On labels absent from the ground truth, unless `unknown_labels_as_fp`.
+    """
+    video, label = as_int(video), as_int(label)
+    truth_video = {v: i for i, v in enumerate(truth.video_ids)}
+    video_of = as_int([truth_video.get(str(v), -1) for v in video_names])
+    video_ids = list(truth.video_ids)
+    for v in _first_appearance(video):
+        if video_of[v] < 0:
+            video_of[v] = len(video_ids)
+            video_ids.append(str(video_names[v]))
+    class_index = {c: i for i, c in enumerate(truth.classes)}
+    label_of = as_int([class_index.get(str(c), -1) for c in label_names])
+    extra: list[str] = []
+    for c in _first_appearance(label):
+        if label_of[c] < 0:
+            label_of[c] = len(truth.classes) + len(extra)
+            extra.append(str(label_names[c]))
+    if extra and not unknown_labels_as_fp:
+        shown = ", ".join(repr(x) for x in extra[:5]) + (", ..." if len(extra) > 5 else "")
+        raise StpnError(
+            f"{source}: {len(extra)} predicted label(s) absent from the ground truth ({shown}); "
+            "fix the label names, or pass --unknown_labels_as_fp to count them as false positives"
+        )
+    return dataclasses.replace(truth, video_ids=video_ids, pred_video=video_of[video], pred_label=label_of[label],
+                               pred_start=as_float(start), pred_end=as_float(end), pred_score=as_float(score),
+                               extra_labels=extra)
+
+
+def build_eval_data(
+    records: Sequence[VideoRecord],
+    predictions: Mapping[str, Sequence[Mapping[str, Any]]],
+    *,
+    unknown_labels_as_fp: bool = False,
+    source: str = "predictions",
+) -> EvalData:
+    """Flattens ground truth records and ActivityNet-style predictions {video: [{label, score, segment}]}.
+
+    Raises:
+      StpnError: On malformed predictions, or labels absent from the ground truth unless
+        `unknown_labels_as_fp` (then they are kept as false positives of unscored classes).
+    """
+    truth = ground_truth_data(records)
+    video_names = list(predictions)
+    label_index: dict[str, int] = {}
     p_v, p_l, p_s, p_e, p_c = [], [], [], [], []
-    for vid, dets in predictions.items():
+    for i, (vid, dets) in enumerate(predictions.items()):
         where = f"{source}: video {vid!r}"
         if not isinstance(dets, (list, tuple)):
             raise StpnError(f"{where}: expected a list of detections, got {type(dets).__name__}")
-        if dets and vid not in video_index:
-            video_index[vid] = len(video_ids)
-            video_ids.append(vid)
         for j, det in enumerate(dets):
             dwhere = f"{where}, detection {j}"
             if not isinstance(det, Mapping):
@@ -120,40 +197,14 @@ def build_eval_data(
             if not isinstance(seg, (list, tuple)) or len(seg) != 2:
                 raise StpnError(f"{dwhere}: 'segment' must be [start, end], got {seg!r}")
             s, e = annotations.parse_interval(seg[0], seg[1], dwhere)
-            if label in class_index:
-                li = class_index[label]
-            else:
-                if label not in extra:
-                    extra[label] = len(classes) + len(extra)
-                li = extra[label]
-            p_v.append(video_index[vid])
-            p_l.append(li)
+            p_v.append(i)
+            p_l.append(label_index.setdefault(label, len(label_index)))
             p_s.append(s)
             p_e.append(e)
             p_c.append(float(score))
-    if extra and not unknown_labels_as_fp:
-        shown = ", ".join(repr(x) for x in list(extra)[:5]) + (", ..." if len(extra) > 5 else "")
-        raise StpnError(
-            f"{source}: {len(extra)} predicted label(s) absent from the ground truth ({shown}); "
-            "fix the label names, or pass --unknown_labels_as_fp to count them as false positives"
-        )
-    return EvalData(
-        classes=classes,
-        video_ids=video_ids,
-        gt_video=as_int(gt_v),
-        gt_label=as_int(gt_l),
-        gt_start=as_float(gt_s),
-        gt_end=as_float(gt_e),
-        amb_video=as_int(amb_v),
-        amb_start=as_float(amb_s),
-        amb_end=as_float(amb_e),
-        pred_video=as_int(p_v),
-        pred_label=as_int(p_l),
-        pred_start=as_float(p_s),
-        pred_end=as_float(p_e),
-        pred_score=as_float(p_c),
-        extra_labels=list(extra),
-    )
+    return join_predictions(truth, video_names=video_names, video=as_int(p_v), label_names=list(label_index),
+                            label=as_int(p_l), start=as_float(p_s), end=as_float(p_e), score=as_float(p_c),
+                            unknown_labels_as_fp=unknown_labels_as_fp, source=source)
 
 
 def segment_tiou(ps, pe, gs, ge) -> np.ndarray:

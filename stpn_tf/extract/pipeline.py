@@ -1,11 +1,8 @@
 """Per-video two-stream I3D feature extraction and the `stpn extract` entry point.
 
-Output layout (read by `build-dataset`):
-  <out>/<split>/rgb/<video>.npy   float32 [L, D]
-  <out>/<split>/flow/<video>.npy  float32 [L, D]
-  <out>/<split>/meta/<video>.json {"video_id", "fps", "stride_frames", "num_frames", "num_snippets",
-                                   "duration"}
-The meta file is written last, so its presence marks a complete video (used to resume a run).
+Output: the per-video feature folder `<out>/<split>/{rgb,flow,meta}/<video>.*` of
+stpn_tf.artifacts.feature_dir (read by `build-dataset` and Beam). The meta file is written last, so its
+presence marks a complete video (used to resume a run).
 """
 
 from __future__ import annotations
@@ -13,14 +10,13 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
 
 import cv2
 import numpy as np
 from absl import logging
 
+from stpn_tf.artifacts.feature_dir import VideoFeatures, video_paths, write_video
 from stpn_tf.core.errors import StpnError, WriteError
-from stpn_tf.core.atomic import atomic_output, atomic_write_json
 from stpn_tf.extract import flow as flow_lib
 from stpn_tf.extract import video as video_lib
 
@@ -28,43 +24,6 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".
 
 # A feature model: float32 stacks [B, F, 224, 224, C] in [-1, 1] -> float32 [B, D].
 FeatureFn = Callable[[np.ndarray], np.ndarray]
-
-
-@dataclasses.dataclass
-class VideoFeatures:
-    """Both streams of one video plus the metadata written next to them.
-
-    Attributes:
-        video_id: File name without extension.
-        rgb: float32 [L, D] RGB-stream features, one per non-overlapping stack.
-        flow: float32 [L, D] flow-stream features.
-        fps: Frame rate the frames were resampled to.
-        stride_frames: Frames per stack (= stride; stacks do not overlap).
-        num_frames: Frames after resampling (including the trailing frames that fill no stack).
-        duration: Seconds of the source video (decoded frames / native fps).
-    """
-
-    video_id: str
-    rgb: np.ndarray
-    flow: np.ndarray
-    fps: float
-    stride_frames: int
-    num_frames: int
-    duration: float
-
-    @property
-    def num_snippets(self) -> int:
-        return int(self.rgb.shape[0])
-
-    def meta(self) -> dict[str, Any]:
-        return {
-            "video_id": self.video_id,
-            "fps": float(self.fps),
-            "stride_frames": int(self.stride_frames),
-            "num_frames": int(self.num_frames),
-            "num_snippets": self.num_snippets,
-            "duration": float(self.duration),
-        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,6 +194,7 @@ def extract_video(path: str, *, rgb_model: FeatureFn, flow_model: FeatureFn,
         stride_frames=int(stride_frames),
         num_frames=int(counts["num_frames"]),
         duration=float(counts["source_frames"] / counts["source_fps"]),
+        where=path,
     )
 
 
@@ -246,25 +206,6 @@ def _run_model(model: FeatureFn, stacks: np.ndarray, path: str) -> np.ndarray:
     if not np.all(np.isfinite(features)):
         raise StpnError(f"{path}: feature model returned NaN or infinite values")
     return features
-
-
-def output_paths(out: str, split: str, video_id: str) -> dict[str, str]:
-    """Paths of the three files one video produces."""
-    return {
-        "rgb": os.path.join(out, split, "rgb", f"{video_id}.npy"),
-        "flow": os.path.join(out, split, "flow", f"{video_id}.npy"),
-        "meta": os.path.join(out, split, "meta", f"{video_id}.json"),
-    }
-
-
-def write_video_features(out: str, split: str, features: VideoFeatures) -> dict[str, str]:
-    """Writes one video's npy pair and meta JSON atomically (meta last). Returns the paths."""
-    paths = output_paths(out, split, features.video_id)
-    for stream in ("rgb", "flow"):
-        with atomic_output(paths[stream], make_parents=True) as temporary:
-            np.save(temporary, getattr(features, stream))
-    atomic_write_json(paths["meta"], features.meta(), make_parents=True)
-    return paths
 
 
 def expand_videos(videos: Sequence[str]) -> list[str]:
@@ -332,12 +273,12 @@ def extract_many(paths: Sequence[str], *, out: str, split: str, rgb_model: Featu
     failures: list[str] = []
     for path in paths:
         video_id = video_id_from_path(path)
-        if not overwrite and os.path.exists(output_paths(out, split, video_id)["meta"]):
+        if not overwrite and os.path.exists(video_paths(out, split, video_id)["meta"]):
             skipped += 1
             continue
         try:
             features = extract_video(path, rgb_model=rgb_model, flow_model=flow_model, config=config)
-            write_video_features(out, split, features)
+            write_video(out, split, features)
         except WriteError:
             raise  # a full disk fails every later video too: stop with the one error
         except StpnError as error:

@@ -16,7 +16,7 @@ from stpn_tf.data.grid import GridConfig
 from stpn_tf.core.errors import StpnError
 from stpn_tf.artifacts import export_dir as export_io
 from stpn_tf.core.atomic import atomic_directory
-from stpn_tf.localize.localizer import LocalizerConfig
+from stpn_tf.localize.config import LocalizerConfig
 from stpn_tf.inference.runner import build_module
 from stpn_tf.inference.module import TWO_STREAMS, InferenceModule
 

@@ -15,7 +15,7 @@ same numbers. Its two signatures (load the SavedModel with plain `tf.saved_model
            int32 [batch] (L, clipped to time), class_names string [C]
 `serve_examples`
   inputs:  examples string [batch], serialized tf.train.Example records of the project's TFRecord
-           schema (stpn_tf.data.tfrecord); durations in the records clip the segments.
+           schema (stpn_tf.data.records); durations in the records clip the segments.
   outputs: the same plus video_id string [batch], seconds_per_snippet float32 [batch], duration float32
            [batch]. With all_snippets the batch's time axis is padded to the next power of two, so that
            the compiled localization sees few distinct shapes.
@@ -40,6 +40,7 @@ import tensorflow as tf
 
 from stpn_tf.data import grid as grid_lib
 from stpn_tf.data.grid import GridConfig
+from stpn_tf.core import buckets
 from stpn_tf.core.errors import StpnError
 from stpn_tf.localize.localizer import Localizer
 
@@ -73,10 +74,12 @@ def model_feature_dim(model) -> int:
 
 
 def _bucket(length: tf.Tensor) -> tf.Tensor:
-    """The next power of two >= length (>= 1), as int32."""
+    """The next power of two >= length (>= 1), as int32: stpn_tf.core.buckets.next_power_of_two inside the
+    graph, looked up in the table of its buckets (a length past the table is kept as it is)."""
     length = tf.maximum(tf.cast(length, tf.int32), 1)
-    exponent = tf.math.ceil(tf.math.log(tf.cast(length, tf.float64)) / tf.math.log(tf.constant(2.0, tf.float64)))
-    return tf.maximum(tf.cast(tf.pow(tf.constant(2.0, tf.float64), exponent), tf.int32), length)
+    table = tf.constant(buckets.buckets_up_to(2 ** 30), tf.int32)
+    index = tf.minimum(tf.reduce_sum(tf.cast(table < length, tf.int32)), tf.size(table) - 1)
+    return tf.maximum(tf.gather(table, index), length)
 
 
 def check_serving_inputs(rgb, flow, num_snippets, seconds_per_snippet, *, feature_dim: int,
@@ -177,6 +180,20 @@ class InferenceModule(tf.Module):
     def signatures(self) -> dict:
         return {"serving_default": self.serve, "serve_examples": self.serve_examples}
 
+    def serving_functions(self) -> dict:
+        """The signatures as in-process callers run them (stpn_tf.inference.runner.ServingModel).
+
+        `serve_examples` runs the stream models as one graph and the Localizer eagerly after them, where it
+        derives its bounds from the data: the same detections as the composed graph, several times faster
+        at the shipped bounds. `serving_default` is the composed graph itself.
+        """
+        return {"serving_default": self.serve, "serve_examples": self._serve_examples_in_process}
+
+    def _serve_examples_in_process(self, examples: tf.Tensor) -> dict[str, Any]:
+        out = dict(self.streams_examples(examples))
+        out.update(self.localize_stacked(out, out["seconds_per_snippet"], out["duration"]))
+        return out
+
     def run_streams(self, rgb: tf.Tensor, flow: tf.Tensor, num_snippets: tf.Tensor):
         """The test grid and the stream models: ({stream: attention, tcam, probabilities}, grid lengths,
         clipped num_snippets)."""
@@ -207,9 +224,10 @@ class InferenceModule(tf.Module):
             "class_names": tf.identity(self._class_names_tensor),
         }
 
-    def localize_stacked(self, raw: Mapping[str, Any], seconds_per_snippet, durations=None) -> dict[str, tf.Tensor]:
+    def localize_stacked(self, raw: Mapping[str, Any], seconds_per_snippet, durations=None) -> dict[str, Any]:
         """The Localizer on stacked raw outputs (as `stacked` returns them): called eagerly, it derives its
-        bounds from the data (stpn_tf.localize.localizer), with the output of the graph's fixed bounds."""
+        bounds from the data (stpn_tf.localize.localizer), with the output of the graph's fixed bounds, and
+        returns numpy arrays."""
         index = {s: i for i, s in enumerate(self.streams)}
         first, second = stream_roles(self.streams)
 
@@ -237,7 +255,7 @@ class InferenceModule(tf.Module):
         return self.run(rgb, flow, num_snippets, seconds_per_snippet)
 
     def _parse_examples(self, examples):
-        from stpn_tf.data.tfrecord import parse_example  # traced once, at export time
+        from stpn_tf.data.records.decoder import parse_example  # traced once, at export time
 
         d = self.feature_dim
 

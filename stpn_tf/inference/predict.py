@@ -10,17 +10,17 @@ rerunning the models; on the same settings it reproduces the graph's detections 
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from stpn_tf.data import tfrecord
+from stpn_tf.data.records import reader
 from stpn_tf.core.errors import StpnError
 from stpn_tf.core.atomic import atomic_write_bytes
 from stpn_tf.artifacts.results import results_envelope, results_from_padded
-from stpn_tf.localize.localizer import Localizer, LocalizerConfig
+from stpn_tf.localize import Localizer, LocalizerConfig
 from stpn_tf.inference.runner import ServingModel
 from stpn_tf.inference.module import stream_roles
 
@@ -48,13 +48,11 @@ def predict_records(model: ServingModel, shards: Sequence[str], *, batch_size: i
     """
     results: dict[str, list[dict[str, Any]]] = {}
     parts: dict[str, list[np.ndarray]] = {}
-    batch: list[bytes] = []
 
-    def flush():
+    def run(batch: tf.Tensor):
         out = model.call_examples(batch)
         video_ids = [v.decode() for v in out["video_id"]]
         results.update(results_from_padded(video_ids, model.classes, out))
-        batch.clear()
         if progress is not None:
             progress(len(results))
         if not keep_raw:
@@ -73,17 +71,14 @@ def predict_records(model: ServingModel, shards: Sequence[str], *, batch_size: i
     if missing:
         raise StpnError(f"{missing[0]}: TFRecord file not found")
     try:
-        # The shards interleaved one record at a time, in a fixed order (the order of the results).
-        with tfrecord.corrupt_record_errors(shards):
-            for record in tfrecord.tfrecord_dataset(shards):
-                batch.append(record.numpy())
-                if len(batch) == batch_size:
-                    flush()
-            if batch:
-                flush()
-    except tf.errors.InvalidArgumentError as error:  # the parser's checks (stpn_tf.data.tfrecord)
+        # The shards interleaved one record at a time, in a fixed order (the order of the results), and
+        # batched as string tensors that go to the model as they are.
+        with reader.corrupt_record_errors(shards):
+            for batch in reader.tfrecord_dataset(shards).batch(batch_size):
+                run(batch)
+    except tf.errors.InvalidArgumentError as error:  # the parser's checks (stpn_tf.data.records.decoder)
         raise StpnError(f"{shards[0] if len(shards) == 1 else ', '.join(shards)}: a record does not fit the "
-                        f"model ({tfrecord.one_line(error.message)})") from None
+                        f"model ({reader.one_line(error.message)})") from None
     if not results:
         raise StpnError(f"no videos in {', '.join(shards)}")
     return results_envelope(results), _concatenate(parts, model.classes) if keep_raw else None
@@ -153,17 +148,17 @@ def raw_batches(raw: Mapping[str, np.ndarray], *, streams: Sequence[str] = ("rgb
         sl = slice(lo, min(n, lo + batch_size))
         pad = batch_size - (sl.stop - sl.start)
 
-        def take(key, dtype):
+        def take(key, dtype):  # numpy: the eager Localizer takes and returns arrays
             value = raw[key][sl]
-            return tf.constant(np.pad(value, [(0, pad)] + [(0, 0)] * (value.ndim - 1)), dtype)
+            return np.pad(value, [(0, pad)] + [(0, 0)] * (value.ndim - 1)).astype(dtype)
 
         def stream(s):
-            return {k: take(f"{s}/{k}", tf.float32) for k in RAW_STREAM_KEYS}
+            return {k: take(f"{s}/{k}", np.float32) for k in RAW_STREAM_KEYS}
 
         batches.append(([str(v) for v in raw["video_id"][sl]], dict(
-            rgb=stream(first), flow=stream(second), lengths=take("length", tf.int32),
-            num_snippets=take("num_snippets", tf.int32), seconds_per_snippet=take("seconds_per_snippet", tf.float32),
-            durations=take("duration", tf.float32))))
+            rgb=stream(first), flow=stream(second), lengths=take("length", np.int32),
+            num_snippets=take("num_snippets", np.int32), seconds_per_snippet=take("seconds_per_snippet", np.float32),
+            durations=take("duration", np.float32))))
     return batches
 
 
@@ -188,9 +183,28 @@ def localize_raw(raw: Mapping[str, np.ndarray], localizer: Localizer, *, streams
         raise StpnError("single-stream localization needs nms_threshold < 1")
     classes = [str(c) for c in raw["classes"]]
     results: dict[str, list[dict[str, Any]]] = {}
-    for video_ids, inputs in (batches if batches is not None else raw_batches(raw, streams=streams,
-                                                                               batch_size=batch_size)):
-        out = localizer(**inputs, settings=settings)
-        out = {k: v.numpy() for k, v in out.items()}
+    for video_ids, out in localized_batches(raw, localizer, streams=streams, batch_size=batch_size,
+                                            settings=settings, batches=batches):
         results.update(results_from_padded(video_ids, classes, out))
     return results_envelope(results)
+
+
+def localized_batches(raw: Mapping[str, np.ndarray], localizer: Localizer, *,
+                      streams: Sequence[str] = ("rgb", "flow"), batch_size: int = 16,
+                      settings: LocalizerConfig | None = None,
+                      batches: Sequence[tuple[list[str], dict[str, Any]]] | None = None,
+                      ) -> Iterator[tuple[list[str], dict[str, np.ndarray]]]:
+    """The Localizer over saved raw outputs, one batch at a time: the loop of `localize_raw` and of the
+    sweeps (stpn_tf.tuning.sweep), which keep the padded outputs as arrays.
+
+    Args:
+      raw, localizer, streams, batch_size, settings, batches: As in `localize_raw`.
+
+    Yields:
+      (the batch's N video ids, the Localizer's outputs as numpy arrays padded to `batch_size` videos:
+      "detection_classes" [B, K], "detection_scores" [B, K], "detection_segments" [B, K, 2],
+      "num_detections" [B]).
+    """
+    for video_ids, inputs in (batches if batches is not None else raw_batches(raw, streams=streams,
+                                                                               batch_size=batch_size)):
+        yield video_ids, localizer(**inputs, settings=settings)

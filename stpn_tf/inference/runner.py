@@ -2,14 +2,14 @@
 
 `load_serving_model(path)` returns a `ServingModel` either way: an `stpn export` directory is loaded with
 plain `tf.saved_model.load` and its signatures are called; a training work directory's streams are
-loaded and the same `InferenceModule` is built in memory. Callers (`stpn localize`, `stpn localize VIDEO`,
-Beam, the demo) never see the difference.
+loaded and the same `InferenceModule` is built in memory, whose `serving_functions` take the signatures'
+place. Callers (`stpn localize`, `stpn localize VIDEO`, Beam, the demo) never see the difference.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,21 +17,24 @@ import tensorflow as tf
 from absl import logging
 
 from stpn_tf.data.grid import GridConfig
+from stpn_tf.core.buckets import next_power_of_two
 from stpn_tf.core.errors import StpnError
 from stpn_tf.artifacts import export_dir as export_io
 from stpn_tf.artifacts.results import detections_from_padded
 from stpn_tf.artifacts.workdir import WorkDir
-from stpn_tf.localize.localizer import Localizer, LocalizerConfig
+from stpn_tf.localize import Localizer, LocalizerConfig
 from stpn_tf.model.stpn import load_stream_model
 from stpn_tf.inference.module import TWO_STREAMS, InferenceModule, check_streams, model_feature_dim
 
 
-def next_power_of_two(n: int) -> int:
-    return 1 << max(0, int(n) - 1).bit_length()
-
-
 class ServingModel:
     """Features or serialized records in, detections and raw outputs out.
+
+    Args:
+      functions: {"serving_default", "serve_examples"}: callables with the signatures' keyword inputs
+        and outputs (an export's signatures, or `InferenceModule.serving_functions`).
+      owner: What must outlive the functions (the loaded SavedModel, or the module): they reference its
+        variables.
 
     Attributes:
       classes: C class names.
@@ -42,11 +45,11 @@ class ServingModel:
       source: The directory it came from.
     """
 
-    def __init__(self, signatures: Mapping[str, Any], *, classes: Sequence[str], feature_dim: int,
-                 streams: Sequence[str], grid_length: int | None, localizer_config: LocalizerConfig, source: str,
-                 owner: Any = None):
-        self._signatures = signatures
-        # The loaded SavedModel (or the module) must outlive its functions: they reference its variables.
+    def __init__(self, functions: Mapping[str, Callable[..., Mapping[str, Any]]], *, classes: Sequence[str],
+                 feature_dim: int, streams: Sequence[str], grid_length: int | None,
+                 localizer_config: LocalizerConfig, source: str, owner: Any = None):
+        self._serving_default = functions["serving_default"]
+        self._serve_examples = functions["serve_examples"]
         self._owner = owner
         self.classes = [str(c) for c in classes]
         self.feature_dim = int(feature_dim)
@@ -58,26 +61,23 @@ class ServingModel:
     def call_features(self, rgb: np.ndarray, flow: np.ndarray, num_snippets: np.ndarray,
                       seconds_per_snippet: np.ndarray) -> dict[str, np.ndarray]:
         """`serving_default` on a padded batch; numpy outputs."""
-        out = self._signatures["serving_default"](
+        out = self._serving_default(
             rgb=tf.constant(rgb, tf.float32), flow=tf.constant(flow, tf.float32),
             num_snippets=tf.constant(num_snippets, tf.int32),
             seconds_per_snippet=tf.constant(seconds_per_snippet, tf.float32))
-        return {key: value.numpy() for key, value in out.items()}
+        return {key: np.asarray(value) for key, value in out.items()}
 
-    def call_examples(self, records: Sequence[bytes]) -> dict[str, np.ndarray]:
-        """`serve_examples` on serialized records of the project's TFRecord schema; numpy outputs.
+    def call_examples(self, examples: tf.Tensor) -> dict[str, np.ndarray]:
+        """`serve_examples` on a batch of serialized records of the project's TFRecord schema.
 
-        Built in memory from a work directory, the stream models run as one graph and the Localizer runs
-        eagerly after them, where it derives its bounds from the data (the same detections as the composed
-        graph, several times faster at the shipped bounds); an export runs its composed graph.
+        Args:
+          examples: string [B] (a batch of a tf.data pipeline of records, or a tf.constant of them).
+
+        Returns:
+          The signature's outputs as numpy arrays.
         """
-        examples = tf.constant(list(records), tf.string)
-        if not hasattr(self._owner, "localize_stacked"):  # an export (a loaded SavedModel)
-            out = self._signatures["serve_examples"](examples=examples)
-        else:
-            out = dict(self._owner.streams_examples(examples))
-            out.update(self._owner.localize_stacked(out, out["seconds_per_snippet"], out["duration"]))
-        return {key: value.numpy() for key, value in out.items()}
+        out = self._serve_examples(examples=examples)
+        return {key: np.asarray(value) for key, value in out.items()}
 
     def predict(self, rgb: Sequence[np.ndarray], flow: Sequence[np.ndarray], seconds_per_snippet: Sequence[float],
                 *, pad_batch_to: int | None = None) -> list[dict[str, Any]]:
@@ -131,8 +131,8 @@ def load_export(path: str) -> ServingModel:
     missing = [name for name in ("serving_default", "serve_examples") if name not in loaded.signatures]
     if missing:
         raise StpnError(f"{path}: the SavedModel lacks the signature(s) {', '.join(missing)}")
-    return ServingModel(loaded.signatures, classes=info.classes, feature_dim=info.feature_dim, streams=info.streams,
-                        grid_length=info.grid_length, localizer_config=LocalizerConfig.from_dict(info.localize),
+    return ServingModel(dict(loaded.signatures), classes=info.classes, feature_dim=info.feature_dim,
+                        streams=info.streams, grid_length=info.grid_length, localizer_config=LocalizerConfig.from_dict(info.localize),
                         source=path, owner=loaded)
 
 
@@ -158,7 +158,7 @@ def build_module(workdir: str, *, grid: GridConfig = GridConfig(), localizer_con
 
 
 def serving_model_of(module: InferenceModule, source: str) -> ServingModel:
-    return ServingModel(module.signatures, classes=module.class_names, feature_dim=module.feature_dim,
+    return ServingModel(module.serving_functions(), classes=module.class_names, feature_dim=module.feature_dim,
                         streams=module.streams, grid_length=module.grid.grid_length,
                         localizer_config=module.localizer.config, source=source, owner=module)
 

@@ -1,6 +1,13 @@
-"""Post-processing of the streams' outputs into detections: the Localizer (the one postprocessor), its
-numpy reference, and the unit conversions of the timeline."""
+"""Post-processing of the streams' outputs into detections.
 
-from stpn_tf.localize.localizer import Localizer, LocalizerConfig, localize
+config (LocalizerConfig, the settings and their codec) -> checks (input checks) -> ops, nms (the tensor
+ops) -> graph (the configured graph, `localize`) -> bounds (numpy bounds derived from the data) ->
+localizer (the Localizer module, the one postprocessor). Beside them, independent of the compiled code:
+reference (the numpy statement of the algorithm) and timeline (the unit conversions).
+"""
+
+from stpn_tf.localize.config import LocalizerConfig
+from stpn_tf.localize.graph import localize
+from stpn_tf.localize.localizer import Localizer
 
 __all__ = ["Localizer", "LocalizerConfig", "localize"]

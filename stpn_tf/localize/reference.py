@@ -1,10 +1,10 @@
 """Plain numpy reference of STPN localization (spec section 3) for one video.
 
 Written directly from the spec, position by position, so that it can check the batched graph version
-in `stpn_tf.localize.localizer` (which computes the same thing a different way). It is also usable on its own for
+in `stpn_tf.localize.graph` (which computes the same thing a different way). It is also usable on its own for
 a handful of videos; it is not meant to be fast.
 
-Conventions shared with `stpn_tf.localize.localizer` (both document them; the tests hold them to it):
+Conventions shared with `stpn_tf.localize.graph` (both document them; the tests hold them to it):
 - Inputs are converted to float64 before any arithmetic.
 - Class rejection is per stream: stream s proposes class c only if `p_s[c] >= class_threshold`.
 - Interpolation by factor k puts position j at grid coordinate j / k, j = 0 .. length * k - 1. Past the
@@ -41,7 +41,7 @@ import math
 import numpy as np
 
 from stpn_tf.localize import timeline
-from stpn_tf.localize.localizer import LocalizerConfig
+from stpn_tf.localize.config import LocalizerConfig
 from stpn_tf.core.errors import StpnError
 
 STREAMS = ("rgb", "flow")
@@ -105,7 +105,7 @@ def interval_iou(a: tuple[int, int], b: tuple[int, int]) -> float:
 def min_max_normalized(x: np.ndarray) -> np.ndarray:
     """(x - lo) / (hi - lo) with lo, hi the min and max of x clipped below at 0; a range <= 0 counts as 1.
 
-    x is rounded to float32 values first, as the graph does (see localizer._min_max_normalized).
+    x is rounded to float32 values first, as the graph does (see ops.min_max_normalized).
     """
     x = np.asarray(x, np.float32).astype(np.float64)
     lo, hi = max(float(np.min(x)), 0.0), max(float(np.max(x)), 0.0)

@@ -1,1 +1,2 @@
-"""Training one stream: strategy, callbacks, the fit loop and the multi-worker loop."""
+"""Training one stream: strategy, callbacks, the fit (trainer), the multi-worker loop, and keras_compat (the
+one home of private Keras/TF internals)."""

@@ -1,7 +1,7 @@
 """Sweeping and tuning localization settings over saved raw outputs, without rerunning the models.
 
 A `Sweeper` holds one split's raw outputs as Localizer batches and its ground truth, and scores any
-LocalizerConfig on them. Settings are graph inputs (stpn_tf.localize.localizer.RUNTIME_FIELDS), so
+LocalizerConfig on them. Settings are graph inputs (stpn_tf.localize.config.RUNTIME_FIELDS), so
 a sweep compiles once per structure (interpolation, number of proposal thresholds, NMS kind, bounds)
 and then only runs. `tune` is a coordinate search over a space of settings; which split it may be run
 on is the caller's business (`stpn tune` refuses the test split unless asked for by name).
@@ -17,15 +17,14 @@ from typing import Any, TextIO
 import numpy as np
 
 from stpn_tf.artifacts.annotations import VideoRecord
+from stpn_tf.core import tables
 from stpn_tf.core.errors import StpnError
-import dataclasses
-
 from stpn_tf.evaluation.evaluate import AP_FUNCTIONS
-from stpn_tf.evaluation.matching import EvalData, as_float, as_int, build_eval_data
+from stpn_tf.evaluation.matching import EvalData, ground_truth_data, join_predictions
 from stpn_tf.data.grid import DEFAULT_GRID_LENGTH
 from stpn_tf.evaluation.thresholds import check_thresholds, default_tiou_thresholds
-from stpn_tf.localize.localizer import Localizer, LocalizerConfig
-from stpn_tf.inference.predict import localize_raw, raw_batches
+from stpn_tf.localize import Localizer, LocalizerConfig
+from stpn_tf.inference.predict import localize_raw, localized_batches, raw_batches
 
 # Proposal generation presets (README "Beyond the paper" gives their sources).
 PROPOSALS: dict[str, dict[str, Any]] = {
@@ -113,27 +112,18 @@ class Sweeper:
         self._localizers: dict[tuple, Localizer] = {}
         self._scores: dict[LocalizerConfig, dict[str, Any]] = {}
         self._data: dict[LocalizerConfig, EvalData] = {}
-        self._truth = build_eval_data(self.ground_truth, {})
+        self._truth = ground_truth_data(self.ground_truth)
         if self._truth.num_classes == 0:
             raise StpnError("ground truth has no action segments to evaluate against")
         self._thresholds = {p: default_tiou_thresholds(self.ground_truth, p) if tiou_thresholds is None
                             else check_thresholds(tiou_thresholds) for p in self.protocols}
-        classes = [str(c) for c in raw["classes"]]
-        class_index = {c: i for i, c in enumerate(self._truth.classes)}
-        unknown = [c for c in classes if c not in class_index]
-        # Model classes absent from the ground truth map to unscored ids after the scored ones.
-        self._label_of = np.array([class_index.get(c, len(class_index) + unknown.index(c) if c in unknown else 0)
-                                   for c in classes], np.int64)
-        self._unknown = set(unknown)
-        self._classes = classes
-        video_ids = list(self._truth.video_ids)
-        index = {v: i for i, v in enumerate(video_ids)}
-        extra = [v for v in (str(x) for x in raw["video_id"]) if v not in index]
-        if len(extra) == len(raw["video_id"]):
+        self._classes = [str(c) for c in raw["classes"]]
+        self._video_ids = [str(v) for v in raw["video_id"]]
+        known = set(self._truth.video_ids)
+        extra = [v for v in self._video_ids if v not in known]
+        if len(extra) == len(self._video_ids):
             raise StpnError(f"none of the {len(extra)} videos of the raw outputs is in the ground truth "
-                            f"({len(video_ids)} videos): wrong subset or ground-truth file?")
-        self._extra_videos = extra
-        self._video_of = np.array([index.get(v, -1) for v in (str(x) for x in raw["video_id"])], np.int64)
+                            f"({len(known)} videos): wrong subset or ground-truth file?")
 
     def localizer(self, config: LocalizerConfig) -> Localizer:
         """The (compiled) Localizer of `config`'s structure, built once."""
@@ -155,43 +145,26 @@ class Sweeper:
         return self._data[config]
 
     def _eval_data(self, config: LocalizerConfig) -> EvalData:
-        localizer = self.localizer(config)
+        # The valid slots of the padded detections, flattened video by video and slot by slot: the order
+        # of the results object (stpn_tf.artifacts.results), so that ties rank alike.
         parts: dict[str, list[np.ndarray]] = {k: [] for k in ("video", "label", "start", "end", "score")}
         offset = 0
-        extra_index: dict[int, int] = {}
-        num_truth_videos = len(self._truth.video_ids)
-        for video_ids, inputs in self.batches:
-            out = {k: v.numpy() for k, v in localizer(**inputs, settings=config).items()}
+        for video_ids, out in localized_batches(self.raw, self.localizer(config), settings=config,
+                                                batches=self.batches):
             n = len(video_ids)
             valid = np.arange(out["detection_scores"].shape[1])[None, :] < out["num_detections"][:n, None]
             rows, _ = np.nonzero(valid)
-            video = self._video_of[offset + rows]
-            if np.any(video < 0):  # videos absent from the ground truth: ids after its videos, in input order
-                for i in np.unique(rows[video < 0]):
-                    extra_index.setdefault(offset + int(i), num_truth_videos + len(extra_index))
-                lookup = np.array([extra_index.get(offset + i, -1) for i in range(n)], np.int64)
-                video = np.where(video < 0, lookup[rows], video)
-            labels = out["detection_classes"][:n][valid]
-            parts["video"].append(video)
-            parts["label"].append(self._label_of[labels])
+            parts["video"].append(offset + rows)
+            parts["label"].append(out["detection_classes"][:n][valid])
             parts["start"].append(out["detection_segments"][:n, :, 0][valid])
             parts["end"].append(out["detection_segments"][:n, :, 1][valid])
             parts["score"].append(out["detection_scores"][:n][valid])
-            if self._unknown and not self.unknown_labels_as_fp:
-                names = sorted({self._classes[c] for c in np.unique(labels)} & self._unknown)
-                if names:
-                    raise StpnError(f"{len(names)} predicted label(s) absent from the ground truth "
-                                    f"({', '.join(map(repr, names[:5]))}); pass --unknown_labels_as_fp to count "
-                                    "them as false positives")
             offset += n
         joined = {k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items()}
-        extra_videos = [str(self.raw["video_id"][i]) for i in sorted(extra_index, key=extra_index.get)]
-        return dataclasses.replace(
-            self._truth, video_ids=list(self._truth.video_ids) + extra_videos,
-            pred_video=as_int(joined["video"]), pred_label=as_int(joined["label"]),
-            pred_start=as_float(joined["start"]), pred_end=as_float(joined["end"]),
-            pred_score=as_float(joined["score"]),
-            extra_labels=sorted(self._unknown, key=self._classes.index) if self.unknown_labels_as_fp else [])
+        return join_predictions(self._truth, video_names=self._video_ids, video=joined["video"],
+                                label_names=self._classes, label=joined["label"], start=joined["start"],
+                                end=joined["end"], score=joined["score"],
+                                unknown_labels_as_fp=self.unknown_labels_as_fp, source="the localized raw outputs")
 
     def score(self, config: LocalizerConfig) -> dict[str, Any]:
         """{"config", "setting", "average_mAP" (first protocol), "protocols": {p: {"average_mAP", "mAP",
@@ -232,15 +205,14 @@ def sweep_thresholds(raw: Mapping[str, np.ndarray], ground_truth: Sequence[Video
                       unknown_labels_as_fp=unknown_labels_as_fp, batch_size=batch_size)
     rows = []
     if out is not None:
-        print(f"{'class_thr':>10}{'tcam_thr':>10}{'avg mAP':>10}{'mAP@0.5':>10}", file=out)
+        print(tables.sweep_heading(), file=out)
     for ct, tt in itertools.product(class_thresholds, tcam_thresholds):
         scored = sweeper.score(base.replace(class_threshold=float(ct), tcam_threshold=float(tt)))
         r = scored["protocols"][protocol]
         rows.append({"class_threshold": float(ct), "tcam_threshold": float(tt), "average_mAP": r["average_mAP"],
                      "mAP": r["mAP"], "tiou_thresholds": r["tiou_thresholds"]})
         if out is not None:
-            print(f"{ct:>10g}{tt:>10g}{100 * r['average_mAP']:>10.2f}{100 * _at_half(scored, protocol):>10.2f}",
-                  file=out, flush=True)
+            print(tables.sweep_line(ct, tt, r["average_mAP"], _at_half(scored, protocol)), file=out, flush=True)
     return rows
 
 

@@ -20,7 +20,6 @@ from typing import Any
 from stpn_tf.inference import predict
 from stpn_tf.training import trainer as train_lib
 from stpn_tf.data import synthetic as synthetic_lib
-from stpn_tf.data import tfrecord
 from stpn_tf.data.grid import GridConfig
 from stpn_tf.core.errors import StpnError
 from stpn_tf.evaluation import evaluate_detections, protocols_of
@@ -30,8 +29,9 @@ from stpn_tf.core.atomic import atomic_write_json, atomic_write_text
 from stpn_tf.artifacts.ground_truth import load_ground_truth
 from stpn_tf.artifacts.results import write_results
 from stpn_tf.artifacts.workdir import WorkDir
+from stpn_tf.workflows import runs
 from stpn_tf.model.stpn import ModelConfig
-from stpn_tf.localize.localizer import Localizer, LocalizerConfig
+from stpn_tf.localize import Localizer, LocalizerConfig
 from stpn_tf.inference.runner import load_serving_model
 
 ROWS = (("RGB", ("rgb",)), ("flow", ("flow",)), ("two-stream", ("rgb", "flow")))
@@ -83,19 +83,13 @@ def run_demo(
     record = copy.deepcopy(dict(config_record or {}))
     record.setdefault("dataset", {})["dir"] = os.path.abspath(dataset_dir)
     work = WorkDir(workdir)
-    for stream in ("rgb", "flow"):
-        if work.is_trained(stream):
-            print(f"[demo] reusing the trained {stream} model in {workdir} (new training settings need a new "
-                  "--workdir)", flush=True)
-            continue
-        print(f"[demo] training the {stream} stream ({train.steps} steps)", flush=True)
-        train_lib.run_train(dataset_dir=dataset_dir, workdir=workdir, stream=stream, model=model, train=train,
-                            config_record=record, config_name=config_name)
+    runs.train_streams(workdir=workdir, dataset_dir=dataset_dir, model=model, train=train, config_record=record,
+                       config_name=config_name, prefix="[demo]",
+                       reused=f"model in {workdir} (new training settings need a new --workdir)")
 
     print("[demo] localizing the test split", flush=True)
     serving = load_serving_model(workdir, grid=grid, localizer_config=localizer_config)
-    two_stream, raw = predict.predict_records(serving, tfrecord.list_shards(dataset_dir, "test"),
-                                              batch_size=batch_size)
+    two_stream, raw = runs.run_models(serving, dataset_dir, "test", batch_size=batch_size)
     predict.save_raw(os.path.join(workdir, "raw_test.npz"), raw)
     ground_truth = load_ground_truth(dataset_io.ground_truth_path(dataset_dir), "test")
     thresholds = list(tiou_thresholds) or None

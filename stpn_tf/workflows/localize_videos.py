@@ -21,10 +21,11 @@ from stpn_tf.data.grid import GridConfig
 from stpn_tf.core.errors import StpnError
 from stpn_tf.extract import pipeline as extract_lib
 from stpn_tf.extract.pipeline import ExtractConfig, I3DModels
+from stpn_tf.artifacts.feature_dir import write_video
 from stpn_tf.artifacts.ground_truth import segments_by_video
 from stpn_tf.artifacts.results import results_envelope, write_results
 from stpn_tf.localize import timeline
-from stpn_tf.localize.localizer import LocalizerConfig
+from stpn_tf.localize.config import LocalizerConfig
 from stpn_tf.inference.runner import load_serving_model
 
 _SPLIT = "videos"
@@ -74,7 +75,7 @@ def localize_videos(*, videos: Sequence[str], model_path: str, out_dir: str, mod
             failures += 1
             print(f"error: {error}", flush=True)
             continue
-        extract_lib.write_video_features(features_root, _SPLIT, features)
+        write_video(features_root, _SPLIT, features)
         # One video per call: extraction dominates, and batch 1 with the 400 grid keeps one XLA shape.
         output = model.predict([features.rgb], [features.flow], [sps])[0]
         results[features.video_id] = output["detections"]

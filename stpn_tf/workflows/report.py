@@ -33,12 +33,11 @@ from stpn_tf.evaluation.activitynet import activitynet_hits  # noqa: E402
 from stpn_tf.evaluation.matching import segment_tiou  # noqa: E402
 from stpn_tf.tuning.sweep import Sweeper, describe  # noqa: E402
 from stpn_tf.core.atomic import atomic_write_text  # noqa: E402
+from stpn_tf.core.tables import PROTOCOL_TITLES, short_title  # noqa: E402
 from stpn_tf.artifacts.ground_truth import load_ground_truth  # noqa: E402
 from stpn_tf.workflows.plots import plot_timeline  # noqa: E402
 from stpn_tf.localize import timeline  # noqa: E402
-from stpn_tf.localize.localizer import LocalizerConfig  # noqa: E402
-
-PROTOCOL_TITLES = {"activitynet": "ActivityNet protocol", "th14kit": "THUMOS14 toolkit"}
+from stpn_tf.localize.config import LocalizerConfig  # noqa: E402
 
 
 def _png(figure: Figure) -> bytes:
@@ -57,7 +56,7 @@ def map_figure(curves: Mapping[str, Mapping[str, Mapping[str, Any]]], title: str
             ax.plot(r["tiou_thresholds"], 100 * np.asarray(r["mAP"]), marker="o", label=name)
         ax.set_xlabel("tIoU")
         ax.set_ylabel("mAP (%)")
-        ax.set_title(f"{title}: {PROTOCOL_TITLES[protocol]}")
+        ax.set_title(f"{title}: {short_title(protocol)}")
         ax.grid(alpha=.3)
         ax.legend(fontsize=7)
     figure.tight_layout()

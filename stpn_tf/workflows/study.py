@@ -18,21 +18,19 @@ from typing import Any
 
 import numpy as np
 
-from stpn_tf.inference import predict
 from stpn_tf.training import trainer as train_lib
-from stpn_tf.data import tfrecord
+from stpn_tf.artifacts.shards import list_shards
 from stpn_tf.data.grid import GridConfig
 from stpn_tf.core.errors import StpnError
+from stpn_tf.core.tables import format_study_tables, short_title
+from stpn_tf.evaluation.evaluate import PROTOCOLS
 from stpn_tf.tuning.sweep import Sweeper, batch_size_for, describe
 from stpn_tf.artifacts import dataset_dir as dataset_io
 from stpn_tf.core.atomic import atomic_write_json, atomic_write_text
 from stpn_tf.artifacts.ground_truth import load_ground_truth
-from stpn_tf.artifacts.workdir import WorkDir
 from stpn_tf.model.stpn import ModelConfig
-from stpn_tf.localize.localizer import LocalizerConfig
-from stpn_tf.inference.runner import load_serving_model
-
-PROTOCOLS = ("activitynet", "th14kit")
+from stpn_tf.localize.config import LocalizerConfig
+from stpn_tf.workflows import runs
 
 
 def aggregate(values: Sequence[Sequence[float]]) -> dict[str, list[float]]:
@@ -60,39 +58,28 @@ def run_study(*, study_dir: str, dataset_dir: str, seeds: Sequence[int], model: 
         raise StpnError(f"study: seeds repeat: {list(seeds)}")
     info = dataset_io.read_dataset_info(dataset_dir)
     truth = load_ground_truth(dataset_io.ground_truth_path(dataset_dir), test_split)
-    shards = tfrecord.list_shards(dataset_dir, test_split)
+    list_shards(dataset_dir, test_split)  # a split without shards fails here, before any training
     record = dict(config_record or {})
     per_seed: dict[str, dict[str, Any]] = {}
     for seed in seeds:
         workdir = os.path.join(study_dir, f"seed_{seed}")
-        work = WorkDir(workdir)
-        for stream in ("rgb", "flow"):
-            if work.is_trained(stream):
-                print(f"[study] seed {seed}: reusing the trained {stream} stream", flush=True)
-                continue
-            print(f"[study] seed {seed}: training the {stream} stream ({train.steps} steps)", flush=True)
-            train_lib.run_train(dataset_dir=dataset_dir, workdir=workdir, stream=stream, train_split=train_split,
-                                model=model, train=dataclasses.replace(train, seed=int(seed)), config_record=record,
-                                config_name=config_name)
+        runs.train_streams(workdir=workdir, dataset_dir=dataset_dir, model=model,
+                           train=dataclasses.replace(train, seed=int(seed)), train_split=train_split,
+                           config_record=record, config_name=config_name, prefix=f"[study] seed {seed}:")
         sweepers: dict[GridConfig, Sweeper] = {}
         for where in dict.fromkeys(grid_of.values()):
-            suffix = "_all_snippets" if where.all_snippets else ("" if where == grid else f"_grid{where.length}")
-            raw_path = os.path.join(workdir, f"raw_{test_split}{suffix}.npz")
-            if os.path.exists(raw_path):
-                raw = predict.load_raw(raw_path)
-            else:
-                print(f"[study] seed {seed}: running the models on the {test_split} split"
-                      + (" (every snippet)" if where.all_snippets else ""), flush=True)
-                serving = load_serving_model(workdir, grid=where, feature_dim=info.feature_dim)
-                _, raw = predict.predict_records(serving, shards, batch_size=batch_size)
-                predict.save_raw(raw_path, raw)
+            raw, _ = runs.cached_raw_outputs(
+                runs.raw_file(workdir, test_split, where, default_grid=grid), workdir=workdir,
+                dataset_dir=dataset_dir, split=test_split, grid=where, feature_dim=info.feature_dim,
+                batch_size=batch_size, announce=f"[study] seed {seed}: running the models on the {test_split} split"
+                + (" (every snippet)" if where.all_snippets else ""))
             sweepers[where] = Sweeper(raw, truth, protocols=PROTOCOLS, tiou_thresholds=tiou_thresholds,
                                       batch_size=batch_size_for(raw),
                                       unknown_labels_as_fp=unknown_labels_as_fp)
         per_seed[str(seed)] = {name: sweepers[grid_of[name]].score(config)["protocols"]
                                for name, config in settings.items()}
         summary = ", ".join(f"{name} {100 * r['activitynet']['average_mAP']:.2f}" for name, r in per_seed[str(seed)].items())
-        print(f"[study] seed {seed}: average mAP (ActivityNet protocol) {summary}", flush=True)
+        print(f"[study] seed {seed}: average mAP ({short_title('activitynet')}) {summary}", flush=True)
     first = next(iter(per_seed.values()))
     result: dict[str, Any] = {"seeds": list(seeds), "test_split": test_split,
                               "settings": {name: {"config": c.to_dict(), "setting": describe(c),
@@ -117,13 +104,4 @@ def run_study(*, study_dir: str, dataset_dir: str, seeds: Sequence[int], model: 
 def format_study(result: Mapping[str, Any]) -> str:
     """Tables: per protocol and setting, mean, std, min and max mAP (%) per tIoU and of the average."""
     lines = [f"seeds {', '.join(map(str, result['seeds']))} ({len(result['seeds'])} runs); std over seeds, ddof 0"]
-    for protocol, title in (("activitynet", "ActivityNet protocol"), ("th14kit", "THUMOS14 toolkit")):
-        for name, by_protocol in result["aggregate"].items():
-            r = by_protocol[protocol]
-            head = f"mAP (%) {title}, {name}"
-            lines.append("")
-            lines.append(f"{head:<48}" + "".join(f"{t:6.2f}" for t in r["tiou_thresholds"]) + "     avg")
-            for stat in ("mean", "std", "min", "max"):
-                lines.append(f"  {stat:<46}" + "".join(f"{100 * x:6.1f}" for x in r["mAP"][stat])
-                             + f"{100 * r['average_mAP'][stat]:8.2f}")
-    return "\n".join(lines)
+    return "\n".join(lines + format_study_tables(result["aggregate"]))

@@ -6,7 +6,7 @@ the old `dataset.json` is removed just before the new shards are renamed into pl
 `dataset.json` is written last, so a killed build never leaves a directory that looks complete. The same
 inputs give byte-identical outputs, so re-running is idempotent. Each stream goes to its own shards
 (`<split>-rgb-*.tfrecord`, `<split>-flow-*.tfrecord`; `storage="combined"` writes the earlier one-record-
-per-video shards), see stpn_tf.data.tfrecord.
+per-video shards), see stpn_tf.artifacts.shards.
 
 Layouts (family, feature reader):
   thumos14_reduced  THUMOS14, Thumos14reduced joint object array (`--features` = the .npy file,
@@ -36,8 +36,8 @@ import time
 from collections.abc import Mapping, Sequence
 
 from stpn_tf.artifacts import annotations as ann
+from stpn_tf.artifacts.shards import check_storage
 from stpn_tf.data import features as feat
-from stpn_tf.data import tfrecord
 from stpn_tf.data.features import LAYOUTS
 from stpn_tf.data.build.checks import BuildWarnings, Progress
 from stpn_tf.data.build.select import SPLITS, THUMOS14_EXCLUDED_FOR_210, select_videos
@@ -114,7 +114,7 @@ def run_build_dataset(
       storage: "by_stream" (default): each stream in its own shards, `<split>-rgb-*.tfrecord` and
         `<split>-flow-*.tfrecord`, so training one stream reads half the bytes; "combined": one record
         per video with both streams, `<split>-*.tfrecord` (what earlier builds wrote). Every reader
-        takes both (stpn_tf.data.tfrecord).
+        takes both (stpn_tf.artifacts.shards).
 
     Returns:
       0 on success (the summary is printed to stdout).
@@ -128,7 +128,7 @@ def run_build_dataset(
         raise StpnError(f"segments_outside must be 'clip' or 'keep', got {segments_outside!r}")
     if snippet_time not in ("fixed", "duration"):
         raise StpnError(f"snippet_time must be 'fixed' or 'duration', got {snippet_time!r}")
-    tfrecord.check_storage(storage)
+    check_storage(storage)
     if feature_dim is not None and feature_dim < 1:
         raise StpnError(f"feature_dim must be >= 1, got {feature_dim}")
     if os.path.exists(out) and not os.path.isdir(out):

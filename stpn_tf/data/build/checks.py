@@ -10,7 +10,7 @@ import numpy as np
 from absl import logging
 
 from stpn_tf.artifacts import annotations as ann
-from stpn_tf.data import features as feat
+from stpn_tf.artifacts.feature_dir import VideoFeatures
 from stpn_tf.core.errors import StpnError
 
 # Warning kinds and the words the end summary uses for them.
@@ -43,7 +43,7 @@ class BuildWarnings:
             logging.warning("further warnings of this kind (%s) are only counted", kind)
 
 
-def check_features(video: feat.VideoFeatures, video_id: str, feature_dim: int | None,
+def check_features(video: VideoFeatures, video_id: str, feature_dim: int | None,
                    max_length_gap: int, warnings: BuildWarnings) -> tuple[np.ndarray, np.ndarray]:
     """Shape, dimension, length and finiteness checks; returns float32 ([L, D], [L, D])."""
     rgb, flow = video.rgb, video.flow

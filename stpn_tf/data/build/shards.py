@@ -15,8 +15,10 @@ from collections import Counter
 from collections.abc import Mapping
 
 from stpn_tf.artifacts import annotations as ann
+from stpn_tf.artifacts.shards import BY_STREAM, DEFAULT_STORAGE, check_storage, shard_split
 from stpn_tf.data import features as feat
-from stpn_tf.data import tfrecord
+from stpn_tf.data.records.schema import make_example, make_stream_examples
+from stpn_tf.data.records.writer import ShardedWriter
 from stpn_tf.data.build.checks import BuildWarnings, Progress, check_features, clip_segments
 from stpn_tf.data.build.select import Selection
 from stpn_tf.core.errors import StpnError
@@ -34,8 +36,8 @@ class Written:
       timings: Videos per (fps, stride_frames).
       feature_dim: D per stream.
       shards_per_split: Shard count per split.
-      storage: The shards' storage (stpn_tf.data.tfrecord.STORAGES).
-      shard_files: {split: the shard file names, in `tfrecord.list_shards` order}.
+      storage: The shards' storage (stpn_tf.artifacts.shards.STORAGES).
+      shard_files: {split: the shard file names, in `list_shards` order}.
     """
 
     records: list[ann.VideoRecord]
@@ -44,7 +46,7 @@ class Written:
     timings: Counter
     feature_dim: int
     shards_per_split: dict[str, int]
-    storage: str = tfrecord.DEFAULT_STORAGE
+    storage: str = DEFAULT_STORAGE
     shard_files: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
     @property
@@ -72,19 +74,19 @@ def shard_counts(selection: Selection, num_shards: int | Mapping[str, int] | Non
 def write_shards(selection: Selection, source: feat.FeatureSource, *, out: str, features: str, annotations: str,
                  shards_per_split: dict[str, int], feature_dim: int | None, max_length_gap: int,
                  segments_outside: str, snippet_time: str, warnings: BuildWarnings, progress: Progress,
-                 storage: str = tfrecord.DEFAULT_STORAGE) -> Written:
+                 storage: str = DEFAULT_STORAGE) -> Written:
     """Phase 3 of `run_build_dataset`; on any error nothing in `out` changes (temporaries are removed).
 
     `storage` "by_stream" (the default) writes each stream in its own shards, "combined" one record per
-    video with both streams (stpn_tf.data.tfrecord).
+    video with both streams (stpn_tf.artifacts.shards).
     """
     class_index = {name: i for i, name in enumerate(selection.class_names)}
     written = Written(records=[], per_split=Counter(), snippets=Counter(), timings=Counter(), feature_dim=0,
-                      shards_per_split=shards_per_split, storage=tfrecord.check_storage(storage))
-    make_records = tfrecord.make_stream_examples if storage == tfrecord.BY_STREAM else tfrecord.make_example
+                      shards_per_split=shards_per_split, storage=check_storage(storage))
+    make_records = make_stream_examples if storage == BY_STREAM else make_example
     dim = feature_dim
     os.makedirs(out, exist_ok=True)
-    writers = {s: tfrecord.ShardedWriter(out, s, shards_per_split[s], storage=storage) for s in selection.split_names}
+    writers = {s: ShardedWriter(out, s, shards_per_split[s], storage=storage) for s in selection.split_names}
     # ExitStack semantics by hand: every writer must see the exception so it deletes its temporaries.
     entered = []
     try:
@@ -143,7 +145,7 @@ def write_shards(selection: Selection, source: feat.FeatureSource, *, out: str, 
     written.shard_files = {s: [os.path.basename(p) for p in w.shards] for s, w in writers.items()}
     # Splits of an earlier build that this one does not have would otherwise linger (either storage).
     for name in os.listdir(out):
-        split = tfrecord.shard_split(name)
+        split = shard_split(name)
         if split is not None and split not in selection.split_names:
             os.remove(os.path.join(out, name))
     written.feature_dim = int(dim)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from stpn_tf.artifacts import annotations as ann
-from stpn_tf.data import tfrecord
+from stpn_tf.artifacts.shards import BY_STREAM, shard_names, storage_of
 from stpn_tf.data.build.checks import WARNING_TEXT, BuildWarnings
 from stpn_tf.data.build.select import Selection
 from stpn_tf.data.build.shards import Written
@@ -24,7 +24,7 @@ def dataset_info(*, name: str, layout: str, selection: Selection, written: Writt
                  sources: list[dict[str, Any]], options: dict[str, Any], warnings: BuildWarnings) -> DatasetInfo:
     (main_fps, main_stride), _ = written.timings.most_common(1)[0]
     splits = {s: SplitInfo(num_videos=written.per_split[s], num_snippets=written.snippets[s],
-                           shards=list(written.shard_files.get(s) or tfrecord.shard_names(
+                           shards=list(written.shard_files.get(s) or shard_names(
                                s, written.shards_per_split[s], written.storage)))
               for s in selection.split_names}
     return DatasetInfo(
@@ -40,7 +40,7 @@ def print_summary(out: str, info: DatasetInfo, warnings: BuildWarnings, notes: C
     lines = [f"build-dataset: wrote {out} ({info.name}, {len(info.classes)} classes, D={info.feature_dim} per "
              f"stream, {info.fps:g} fps / {info.stride_frames} frames per snippet) in {seconds:.1f} s"]
     for split, s in info.splits.items():
-        by_stream = tfrecord.storage_of(s.shards) == tfrecord.BY_STREAM
+        by_stream = storage_of(s.shards) == BY_STREAM
         shards = f"{len(s.shards) // 2} shard(s) per stream" if by_stream else f"{len(s.shards)} shard(s)"
         lines.append(f"  {split}: {s.num_videos} videos, {s.num_snippets} snippets, {shards}")
     if family == "thumos14":

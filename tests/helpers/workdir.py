@@ -1,4 +1,6 @@
-"""Small builders shared by several test files."""
+"""A training work directory of real STPN models with random weights (no training)."""
+
+from __future__ import annotations
 
 import os
 
@@ -10,7 +12,16 @@ from stpn_tf.model.stpn import STPN
 
 def write_random_workdir(path: str, classes: list[str], feature_dim: int) -> str:
     """A training work directory holding real STPN models (4 attention units) with random weights larger
-    than the initializer's, so that some classes pass the localization thresholds."""
+    than the initializer's, so that some classes pass the localization thresholds.
+
+    Args:
+      path: The work directory to write.
+      classes: Class names, C of them.
+      feature_dim: D, the features per snippet of both streams.
+
+    Returns:
+      `path`.
+    """
     work = WorkDir(path)
     for seed, stream in enumerate(("rgb", "flow")):
         model = STPN(num_classes=len(classes), attention_units=4)
