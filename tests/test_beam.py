@@ -87,6 +87,9 @@ def test_beam_pipeline_equals_single_process(inputs, tmp_path, capsys):
     shards = list_shards(dataset, "test")
     assert [os.path.basename(s) for s in shards] == ["test-00000-of-00002.tfrecord",
                                                      "test-00001-of-00002.tfrecord"]
+    # Each shard's record count is recorded (clip_a in shard 0, clip_b in shard 1; clip_bad failed).
+    assert meta["splits"]["test"]["shard_records"] == {"test-00000-of-00002.tfrecord": 1,
+                                                       "test-00001-of-00002.tfrecord": 1}
     parsed = {}
     for record in tf.data.TFRecordDataset(shards):
         example = parse_example(record, num_classes=20, feature_dim=1024)
@@ -330,3 +333,21 @@ def test_extract_parse_args_splits_runner_flags(tmp_path):
     assert beam_extract.main(["--videos", str(tmp_path), f"--out={tmp_path / 'f'}", "--split=test",
                               f"--dataset_dir={tmp_path / 'd'}", "--rgb_model=r", "--flow_model=m"]) == 2
     assert os.listdir(tmp_path) == []
+
+
+def test_shard_counts_without_metrics_are_counted_from_the_files(tmp_path):
+    """A runner that reports no metrics: dataset.json still gets each shard's count, from the written files."""
+    class NoMetrics:
+        def metrics(self):
+            class Query:
+                def query(self, _):
+                    return {"counters": [], "distributions": []}
+            return Query()
+
+    with tf.io.TFRecordWriter(str(tmp_path / "test-00000-of-00002.tfrecord")) as w:
+        for record in (b"a", b"b", b"c"):
+            w.write(record)
+    with tf.io.TFRecordWriter(str(tmp_path / "test-00001-of-00002.tfrecord")):
+        pass
+    names = ["test-00000-of-00002.tfrecord", "test-00001-of-00002.tfrecord"]
+    assert beam_extract._shard_records(NoMetrics(), str(tmp_path), names) == {names[0]: 3, names[1]: 0}

@@ -130,14 +130,16 @@ def test_extract_reuse_checks_outputs(inputs, single_extract, tmp_path):
     # A damaged or stale video is extracted again, a complete one is reused.
     shutil.copytree(single_extract / "features", tmp_path / "features")
     out = str(tmp_path / "features")
-    assert beam_extract.complete_features(out, "test", "clip_1", FAST).num_snippets == 2
-    assert beam_extract.complete_features(out, "test", "clip_2", FAST).feature_dim == 1024
+    models = pipeline.I3DModels(rgb_model=str(inputs / "rgb"), flow_model=str(inputs / "flow"))
+    prints = pipeline.fingerprint(models, FAST)
+    assert beam_extract.complete_features(out, "test", "clip_1", prints).num_snippets == 2
+    assert beam_extract.complete_features(out, "test", "clip_2", prints).feature_dim == 1024
     with open(feature_dir.video_paths(out, "test", "clip_1")["flow"], "r+b") as handle:
         handle.truncate(200)
-    assert beam_extract.complete_features(out, "test", "clip_1", FAST) is None
+    assert beam_extract.complete_features(out, "test", "clip_1", prints) is None
     other_fps = pipeline.ExtractConfig(fps=10.0, batch_size=2, tvl1=FAST.tvl1)
-    assert beam_extract.complete_features(out, "test", "clip_2", other_fps) is None
-    assert beam_extract.complete_features(out, "test", "clip_bad", FAST) is None
+    assert beam_extract.complete_features(out, "test", "clip_2", pipeline.fingerprint(models, other_fps)) is None
+    assert beam_extract.complete_features(out, "test", "clip_bad", prints) is None
 
 
 # ---------------------------------------------------------------- batch localization

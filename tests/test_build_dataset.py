@@ -40,6 +40,12 @@ def test_build_tiny_dataset_for_end_to_end(tmp_path, release):
     for split in ("train", "test"):
         shards = list_shards(out, split)
         assert sum(1 for _ in read_records(shards)) == meta["splits"][split]["num_videos"] > 0
+        # Every file's record count is recorded: what a TFRecordDataset of it reads (by_stream: each stream).
+        recorded = meta["splits"][split]["shard_records"]
+        names = sorted(os.path.basename(s) for s in shards)
+        assert sorted(recorded) == names == sorted(meta["splits"][split]["shards"])
+        for shard in shards:
+            assert recorded[os.path.basename(shard)] == sum(1 for _ in tf.data.TFRecordDataset(shard))
     assert meta["feature_dim"] == 8
 
 

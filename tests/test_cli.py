@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from absl import flags
 
 from stpn_tf.extract.standin import build_standin_i3d
 from tests.helpers.cli import SMALL, cli, one_error_line, stpn
@@ -72,9 +73,32 @@ def test_workdir_needs_no_other_flag(demo, tmp_path):
     proc = cli("localize", f"--workdir={export}", f"--out={export}/assets/d.json", expect=2)
     one_error_line(proc, "outputs never go into an export")
     assert sorted(os.listdir(export)) == before
+    # An export's localization settings are part of its graph: a different one is refused, naming the setting
+    # and the re-export (features and videos alike); the recorded value, or a batch size, is accepted.
+    for video in ([], [str(tmp_path / "clip.mp4")]):
+        proc = cli("localize", *video, f"--workdir={export}", f"--out={tmp_path}/x",
+                   "--config.localize.class_threshold=0.5", expect=2)
+        one_error_line(proc, "--config.localize.class_threshold=0.5", "re-export with `stpn export", str(workdir))
+    assert not (tmp_path / "x").exists()
     out = tmp_path / "from_export.json"
-    cli("localize", f"--workdir={export}", f"--out={out}")
+    cli("localize", f"--workdir={export}", f"--out={out}", "--config.localize.interpolation=4",
+        "--config.localize.batch_size=5")
     assert json.loads(out.read_text()) == demo_detections
+
+
+def test_raw_outputs_know_their_split_and_keep_detections(demo, tmp_path):
+    """`--raw --sweep` defaults to the split and ground truth the raw file records; `--raw` without --out
+    writes beside the raw file, never over the work directory's detections.json."""
+    workdir, _ = demo
+    (workdir / "detections.json").write_text("models' own detections")
+    small = [a for a in SMALL if a.startswith("--config.localize.")]
+    proc = cli("localize", f"--raw={workdir}/raw_test.npz", "--sweep", *small,
+               "--config.sweep.class_thresholds=(0.1,)", "--config.sweep.tcam_thresholds=(0.05,)")
+    assert "the ground truth is 212 videos" in proc.stdout and "best:" in proc.stdout
+    proc = cli("localize", f"--raw={workdir}/raw_test.npz", *small, "--config.localize.class_threshold=0.5")
+    assert (workdir / "detections.json").read_text() == "models' own detections"
+    again = json.loads((workdir / "raw_test.detections.json").read_text())
+    assert str(workdir / "raw_test.detections.json") in proc.stdout and len(again["results"]) == 212
 
 
 @pytest.mark.parametrize("release", ["thumos14_npy", "activitynet_h5"])
@@ -125,9 +149,9 @@ def test_build_train_localize_evaluate(tmp_path, release):
     results = results if isinstance(results, list) else [results]
     assert all(0.0 <= r["average_mAP"] <= 1.0 for r in results)
     # The sweep runs on the saved raw outputs without the models, and saves its table beside them.
-    proc = cli("localize", f"--raw={raw}", "--sweep", f"--ground_truth={data}/ground_truth.json", "--subset=test",
-                "--unknown_labels_as_fp", *common, "--config.sweep.class_thresholds=(0.1,)",
-                "--config.sweep.tcam_thresholds=(0.05,0.1)")
+    # --subset and --ground_truth default to what the raw file records: the localized split of the dataset.
+    proc = cli("localize", f"--raw={raw}", "--sweep", "--unknown_labels_as_fp", *common,
+               "--config.sweep.class_thresholds=(0.1,)", "--config.sweep.tcam_thresholds=(0.05,0.1)")
     assert proc.stdout.count("\n") >= 4 and "best:" in proc.stdout
     assert len(json.loads((tmp_path / "sweep.json").read_text())["rows"]) == 2
     if release == "thumos14_npy":
@@ -195,6 +219,11 @@ def test_errors_are_one_line_with_exit_2(tmp_path):
     one_error_line(proc, "Unknown command line flag 'layout'")
     proc = cli("localize", f"--workdir={tmp_path}/nonexistent", expect=2)
     one_error_line(proc, "nonexistent: no such work directory")
+    # No dataset: said before training is announced, with both ways to give one.
+    proc = cli("train", "--config=thumos14", f"--workdir={tmp_path}/w", "--stream=rgb",
+               f"--config.dataset.dir={tmp_path}/no_dataset", expect=2)
+    one_error_line(proc, "no_dataset: dataset directory not found", "--config.dataset.dir=DIR", "stpn build-dataset")
+    assert "training" not in proc.stdout
     # Refused runs write nothing: a bad training setting stops the demo before its dataset is written.
     proc = cli("demo", f"--workdir={tmp_path}/d", "--config.train.batch_size=0", expect=2)
     one_error_line(proc, "train.batch_size must be a positive integer")
@@ -222,6 +251,40 @@ def test_help_and_unknown_commands(tmp_path):
     assert "--stream=rgb|flow|joint" in train and "--layout" not in train and "train.steps=24000" in train
 
 
+def test_help_keeps_long_flags_apart_from_their_text():
+    """The longest flag of every command: its text starts on the next line, or two spaces after it."""
+    from stpn_tf.cli import COMMANDS
+
+    for name, command in COMMANDS.items():
+        text = cli(name, "--help").stdout
+        fv = flags.FlagValues()
+        command.define(fv)
+        longest = max(fv, key=len)
+        line = next(line for line in text.splitlines() if line.startswith(f"  --{longest}"))
+        head = line.split()[0]
+        assert line == f"  {head}" or line.startswith(f"  {head}  "), (name, line)
+
+
+def test_checks_run_before_tensorflow_loads(repo_dir):
+    """A missing file, a missing dataset and every help are answered without importing TensorFlow (in a fresh
+    interpreter: this test process has TensorFlow loaded already)."""
+    script = """if True:
+        import contextlib, io, sys
+        from stpn_tf.cli import COMMANDS, main
+        def run(*args):
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                return main(["stpn", *args])
+        assert run("evaluate", "--ground_truth=/nonexistent", "--predictions=/nonexistent") == 2
+        assert run("train", "--workdir=/nonexistent/w", "--stream=rgb", "--config.dataset.dir=/nonexistent") == 2
+        assert run("localize", "--raw=/nonexistent.npz") == 2
+        assert run("--help") == 0 and all(run(name, "--help") == 0 for name in COMMANDS)
+        assert "tensorflow" not in sys.modules, "TensorFlow was imported"
+        print("ok")
+    """
+    proc = subprocess.run([sys.executable, "-c", script], cwd=repo_dir, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
 def _extract_and_localize_a_video(tmp_path, export):
     """`stpn extract` and `stpn localize VIDEO` with stand-in I3D models (D = 8, as the export's streams)."""
     rng = np.random.default_rng(0)
@@ -240,7 +303,8 @@ def _extract_and_localize_a_video(tmp_path, export):
     meta = json.loads((features / "test" / "meta" / "clip.json").read_text())
     assert meta["num_snippets"] == 2 and meta["stride_frames"] == 16
     out = tmp_path / "localized"
-    cli("localize", video, f"--workdir={export}", f"--out={out}", *models, *fast_flow)
+    proc = cli("localize", video, f"--workdir={export}", f"--out={out}", *models, *fast_flow)
+    assert "localize: 1 video localized (" in proc.stdout  # not "1 videos"
     assert "clip" in json.loads((out / "detections.json").read_text())["results"]
     assert os.path.exists(out / "figures" / "clip.png")
 

@@ -266,6 +266,8 @@ def test_unknown_labels_error_by_default_and_false_positives_with_flag():
         ({"label": "x", "score": float("nan"), "segment": [0, 1]}, "video 'v', detection 0: score is nan"),
         ({"label": "x", "score": float("inf"), "segment": [0, 1]}, "score is inf"),
         ({"label": "x", "score": 0.5, "segment": [3, 1]}, "segment start 3.0 is after its end 1.0"),
+        ({"label": "x", "score": 0.5, "segment": [-3.0, 2.0]},
+         r"video 'v', detection 0: segment \[-3, 2\] starts before 0"),
         ({"label": "x", "score": 0.5, "segment": [float("nan"), 1]}, "time must be finite"),
         ({"label": "x", "segment": [0, 1]}, "missing field 'score'"),
         ({"score": 0.5, "segment": [0, 1]}, "missing field 'label'"),
@@ -295,6 +297,10 @@ def test_bad_prediction_files(tmp_path):
         (tmp_path / name).write_text(content)
         with pytest.raises(StpnError, match=message):
             evaluation.run_evaluate(ground_truth=gt_path, predictions=str(tmp_path / name), det_txt=det_txt, out=io.StringIO())
+    (tmp_path / "early.txt").write_text("v 2.0 3.0 7 0.5\nv -3.0 2.0 7 0.5\n")
+    with pytest.raises(StpnError, match=r"early.txt: line 2 \(video v\): segment \[-3, 2\] starts before 0"):
+        evaluation.run_evaluate(ground_truth=gt_path, predictions=str(tmp_path / "early.txt"), det_txt=det_txt,
+                                out=io.StringIO())
     (tmp_path / "ids.txt").write_text("v 0.0 1.0 8 0.5\n")
     with pytest.raises(StpnError, match="class id 8 is not in det.txt"):
         formats.read_toolkit_results(str(tmp_path / "ids.txt"), A.read_ucf101_ids(det_txt))
@@ -459,7 +465,8 @@ def instances(draw):
         )
         for k, c, ds, de in draw(st.lists(near, max_size=8)):
             v, g = gt[k]
-            dets.append((v, g.label, c, g.start + ds, max(g.start + ds, g.end + de)))
+            start = max(0.0, g.start + ds)  # a segment cannot start before the video
+            dets.append((v, g.label, c, start, max(start, g.end + de)))
         dets = draw(st.permutations(dets))
     return records, preds(*dets)
 

@@ -4,6 +4,7 @@ Videos are written by the tests with OpenCV (lossless FFV1), models are stand-in
 nothing is downloaded.
 """
 
+import dataclasses
 import json
 import os
 import shutil
@@ -387,6 +388,13 @@ def test_localize_videos_with_export_or_workdir(models, tiny_video, tmp_path):
         # 2 snippets of 16 frames at 25 fps end at 1.28 s (the 1.4 s clip's last 3 frames fill no stack).
         assert 0.0 <= start < end <= 1.28 + 1e-6
 
+    # A rerun reuses the kept features (same models and settings) and gives the same detections.
+    stamp = os.stat(os.path.join(out, "features", "videos", "rgb", "tiny_clip.npy")).st_mtime_ns
+    assert lv.localize_videos(videos=[tiny_video], model_path=export, out_dir=out, figures=False, **extract) == 0
+    assert os.stat(os.path.join(out, "features", "videos", "rgb", "tiny_clip.npy")).st_mtime_ns == stamp
+    with open(os.path.join(out, "detections.json")) as handle:
+        assert json.load(handle)["results"]["tiny_clip"] == detections
+
     # The same through the training work directory (the graph built in memory with the same settings).
     out_workdir = str(tmp_path / "from_workdir")
     assert lv.localize_videos(videos=[tiny_video], model_path=workdir, out_dir=out_workdir, grid=GridConfig(length=16),
@@ -408,3 +416,184 @@ def test_serving_model_errors(tmp_path):
     tf.saved_model.save(tf.Module(), str(tmp_path / "other"))
     with pytest.raises(StpnError, match="stpn_export.json: missing"):
         load_serving_model(str(tmp_path / "other"))
+
+
+# ---------------------------------------------------------------- reruns: the reuse rule (feature_dir.reuse_check)
+
+
+def _meta(out, video_id="tiny_clip"):
+    with open(os.path.join(out, "test", "meta", f"{video_id}.json")) as handle:
+        return json.load(handle)
+
+
+def test_rerun_reuses_only_complete_videos_with_the_same_fingerprint(models, tiny_video, tmp_path, capsys):
+    out = str(tmp_path / "features")
+    spec = pipeline.I3DModels(rgb_model=models["rgb_dir"], flow_model=models["flow_dir"])
+
+    def run(models_spec=spec, **changes):
+        code = pipeline.run_extract(videos=[tiny_video], out=out, split="test", models=models_spec,
+                                    config=fast(**changes))
+        assert code == 0
+        return capsys.readouterr().out
+
+    run()
+    paths = {k: os.path.join(out, "test", k, f"tiny_clip.{'json' if k == 'meta' else 'npy'}")
+             for k in ("rgb", "flow", "meta")}
+    fingerprint = _meta(out)["fingerprint"]
+    assert fingerprint["fps"] == 25.0 and fingerprint["stride_frames"] == 16 and fingerprint["crop_size"] == 224
+    assert fingerprint["tvl1"]["scales"] == 2 and set(fingerprint["models"]) == {"rgb", "flow"}
+    assert len(fingerprint["models"]["rgb"]["weights"]) == 16  # a hash of the variables index
+
+    # Same models and settings: reused, not written again (the batch size does not change the features).
+    stamp = os.stat(paths["rgb"]).st_mtime_ns
+    assert "0 videos written, 1 already present" in run(batch_size=1)
+    assert os.stat(paths["rgb"]).st_mtime_ns == stamp
+
+    # A truncated npy: redone, with one line naming the file.
+    with open(paths["flow"], "r+b") as handle:
+        handle.truncate(200)
+    printed = run()
+    assert f"redo tiny_clip: {paths['flow']}: cannot load as a numpy array" in printed
+    assert "1 videos written, 0 already present" in printed
+    assert np.load(paths["flow"]).shape == (2, 1024)
+
+    # Another RGB model (other weights, same shapes): its fingerprint differs, so the video is redone.
+    other = str(tmp_path / "other_rgb")
+    standin.build_standin_i3d(other, channels=3, seed=7)
+    printed = run(pipeline.I3DModels(rgb_model=other, flow_model=models["flow_dir"]))
+    assert f"redo tiny_clip: {paths['meta']}: made with other models or settings (models.rgb.weights: " in printed
+    assert "1 videos written" in printed
+    # Other TV-L1 options: redone too, naming the option.
+    assert "(tvl1.warps: 1 -> 2)" in run(pipeline.I3DModels(rgb_model=other, flow_model=models["flow_dir"]),
+                                         tvl1=dataclasses.replace(FAST_TVL1, warps=2))
+
+    # A meta file from before fingerprints were recorded (the older layout): the models are unknown, redone.
+    meta = _meta(out)
+    del meta["fingerprint"]
+    with open(paths["meta"], "w") as handle:
+        json.dump(meta, handle)
+    printed = run()
+    assert f"redo tiny_clip: {paths['meta']}: records no fingerprint" in printed and "1 videos written" in printed
+    assert _meta(out)["fingerprint"]["models"]["rgb"] == fingerprint["models"]["rgb"]
+
+    # npy files without a meta file (a killed run): unfinished, redone.
+    os.remove(paths["meta"])
+    assert "missing (an unfinished video)" in run()
+
+
+def test_fingerprint_difference_names_the_first_differing_key():
+    from stpn_tf.artifacts.feature_dir import fingerprint_difference
+
+    recorded = {"fps": 25, "models": {"rgb": {"weights": "a"}}, "streams": ["rgb", "flow"]}
+    assert fingerprint_difference(recorded, {"fps": 25.0, "models": {"rgb": {"weights": "a"}},
+                                             "streams": ("rgb", "flow")}) is None  # JSON lists, int vs float
+    assert fingerprint_difference(recorded, {**recorded, "models": {"rgb": {"weights": "b"}}}) == \
+        "models.rgb.weights: a -> b"
+    assert fingerprint_difference(recorded, {**recorded, "crop_size": 224}) == "crop_size: null -> 224"
+
+
+def test_rgb_only_extraction_computes_no_flow(models, tiny_video, tmp_path, monkeypatch):
+    from stpn_tf.artifacts import feature_dir
+
+    def no_flow(*args, **kwargs):
+        raise AssertionError("optical flow computed for an RGB-only extraction")
+
+    monkeypatch.setattr(flow_lib.TVL1Flow, "__call__", no_flow)
+    out = str(tmp_path / "features")
+    spec = pipeline.I3DModels(rgb_model=models["rgb_dir"])
+    with pytest.raises(StpnError, match=r"no flow I3D is configured .*stpn i3d convert --source=.*--streams=rgb"):
+        pipeline.run_extract(videos=[tiny_video], out=out, split="test", models=spec, config=fast())
+    assert pipeline.run_extract(videos=[tiny_video], out=out, split="test", models=spec, config=fast(),
+                                streams=("rgb",)) == 0
+    assert sorted(os.listdir(os.path.join(out, "test"))) == ["meta", "rgb"]
+    assert _meta(out)["streams"] == ["rgb"]
+    rgb_only = feature_dir.read_video(out, "test", "tiny_clip", complete=True, streams=("rgb",))
+    assert rgb_only.flow is None and rgb_only.rgb.shape == (2, 1024)
+    with pytest.raises(StpnError, match="extracted with --streams=rgb"):
+        feature_dir.read_video(out, "test", "tiny_clip")  # a two-stream reader (build-dataset)
+
+
+def test_progress_lines_by_hand():
+    now = [0.0]
+    lines = []
+    progress = pipeline.Progress([100, 50], report=lines.append, interval=5.0, clock=lambda: now[0])
+    progress.start("a")
+    now[0] = 2.0
+    progress.update(16)  # within the interval: quiet
+    now[0] = 10.0
+    progress.update(40)  # 4 frames/s: 60 frames left of this video = 15 s, 110 of all = 27.5 s
+    now[0] = 25.0
+    progress.update(100)  # 15 s after the last line: 4 frames/s
+    progress.finish(6)
+    progress.start("b")
+    now[0] = 35.0
+    progress.update(50)
+    progress.finish(3)
+    assert lines == [
+        "extract [1/2] a: 40/100 frames, 4.0 frames/s, about 15s left (all: 28s)",
+        "extract [1/2] a: 100/100 frames, 4.0 frames/s, about 0s left (all: 12s)",
+        "extract [1/2] a: 6 snippets from 100 frames in 25s, 4.0 frames/s, about 12s left for the other videos",
+        "extract [2/2] b: 50/50 frames, 5.0 frames/s, about 0s left (all: 0s)",
+        "extract [2/2] b: 3 snippets from 50 frames in 10s, 5.0 frames/s",
+    ]
+
+
+def test_localize_videos_checks_the_feature_size_before_reading_any_video(models, tiny_video, tmp_path,
+                                                                          monkeypatch, capsys):
+    from stpn_tf.data.grid import GridConfig
+    from stpn_tf.workflows import localize_videos as lv
+
+    def no_video(*args, **kwargs):
+        raise AssertionError("a video was decoded before the feature size was checked")
+
+    workdir = str(tmp_path / "workdir")
+    write_random_workdir(workdir, ["Diving", "HighJump"], feature_dim=1024)
+    small = str(tmp_path / "rgb32")
+    standin.build_standin_i3d(small, channels=3, feature_dim=32)
+    monkeypatch.setattr(video_lib, "iter_frames", no_video)
+    with pytest.raises(StpnError, match=rf"^{small}: the rgb I3D gives 32 values per snippet but {workdir} reads 1024"):
+        lv.localize_videos(videos=[tiny_video], model_path=workdir, out_dir=str(tmp_path / "out"), extract=fast(),
+                           models=pipeline.I3DModels(rgb_model=small, flow_model=models["flow_dir"]),
+                           grid=GridConfig(length=16), jit_compile=False, figures=False)
+    assert not (tmp_path / "out" / "features").exists()
+    # RGB and flow models of different sizes are refused the same way in `stpn extract`.
+    with pytest.raises(StpnError, match="the RGB I3D gives 32 values per snippet but the flow I3D 1024"):
+        pipeline.run_extract(videos=[tiny_video], out=str(tmp_path / "f"), split="test", config=fast(),
+                             models=pipeline.I3DModels(rgb_model=small, flow_model=models["flow_dir"]))
+
+
+def test_localize_videos_with_a_model_on_rgb_alone_needs_no_flow(models, tiny_video, tmp_path, monkeypatch, capsys):
+    from stpn_tf.data.grid import GridConfig
+    from stpn_tf.workflows import localize_videos as lv
+
+    def no_flow(*args, **kwargs):
+        raise AssertionError("optical flow computed for a model on RGB alone")
+
+    monkeypatch.setattr(flow_lib.TVL1Flow, "__call__", no_flow)
+    workdir, out = str(tmp_path / "workdir"), str(tmp_path / "out")
+    write_random_workdir(workdir, ["Diving", "HighJump"], feature_dim=1024)
+    rgb_only = pipeline.I3DModels(rgb_model=models["rgb_dir"])
+    kwargs = dict(videos=[tiny_video], model_path=workdir, out_dir=out, models=rgb_only, extract=fast(),
+                  grid=GridConfig(length=16), jit_compile=False, figures=False)
+    with pytest.raises(StpnError, match="no flow I3D is configured"):  # both streams: the flow I3D is needed
+        lv.localize_videos(**kwargs)
+    assert lv.localize_videos(streams=["rgb"], **kwargs) == 0
+    printed = capsys.readouterr().out
+    assert f"features kept in {os.path.join(out, 'features', 'videos')}" in printed
+    assert sorted(os.listdir(os.path.join(out, "features", "videos"))) == ["meta", "rgb"]
+    with open(os.path.join(out, "detections.json")) as handle:
+        assert list(json.load(handle)["results"]) == ["tiny_clip"]
+
+
+def test_missing_flow_model_is_answered_before_tensorflow_loads(tmp_path):
+    """In a fresh interpreter (this one has TensorFlow loaded): the one line comes without TensorFlow's start-up."""
+    import subprocess
+    import sys
+
+    script = ("import sys\nfrom stpn_tf.cli import main\n"
+              "code = main(['stpn', 'extract', 'v.mp4', '--out=o'])\n"
+              "assert code == 2 and 'tensorflow' not in sys.modules, code\nprint('ok')\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "ok", proc.stderr
+    assert proc.stderr.strip().startswith("stpn extract: error: no flow I3D is configured")
+    assert "stpn i3d convert --source=" in proc.stderr and "--streams=rgb" in proc.stderr

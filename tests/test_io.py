@@ -75,6 +75,30 @@ def test_workdir_record_round_trip_and_errors(tmp_path):
         work.model_path("depth")
 
 
+def test_workdir_records_inside_paths_relative_to_it(tmp_path):
+    """A dataset inside the work directory is recorded relative to it (the directory can move); one elsewhere
+    stays absolute; records written with absolute paths (before this) still load."""
+    work = WorkDir(str(tmp_path / "w"))
+    inside = str(tmp_path / "w" / "dataset")
+    work.write_record(WorkDirRecord(dataset_dir=inside, classes=["a"], feature_dim=8,
+                                    config={"dataset": {"dir": inside}, "train": {"steps": 3}}, config_name="demo"))
+    data = json.loads((tmp_path / "w" / "workdir.json").read_text())
+    assert data["dataset_dir"] == "./dataset" and data["config"]["dataset"]["dir"] == "./dataset"
+    os.rename(tmp_path / "w", tmp_path / "moved")
+    record = WorkDir(str(tmp_path / "moved")).read_record()
+    assert record.dataset_dir == str(tmp_path / "moved" / "dataset") == record.config["dataset"]["dir"]
+    work.write_config("demo", {"dataset": {"dir": inside}})
+    assert json.loads((tmp_path / "w" / "config.demo.json").read_text())["dataset"]["dir"] == "./dataset"
+    # Elsewhere, and older records: as written.
+    for path in ("/data/th14", str(tmp_path / "w2" / "dataset")):
+        work.write_record(WorkDirRecord(dataset_dir=path, classes=["a"], feature_dim=8,
+                                        config={"dataset": {"dir": path}}, config_name=""))
+        assert WorkDir(str(tmp_path / "w")).read_record().dataset_dir == path
+    data["dataset_dir"] = data["config"]["dataset"]["dir"] = "/old/absolute/dataset"
+    (tmp_path / "w" / "workdir.json").write_text(json.dumps(data))
+    assert work.read_record().dataset_dir == "/old/absolute/dataset"
+
+
 def test_workdir_lock_refuses_a_second_run(tmp_path):
     work = WorkDir(str(tmp_path))
     with work.lock("rgb"):

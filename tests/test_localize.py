@@ -458,7 +458,8 @@ DERIVED_CASES = [
     dict(),  # the paper's settings: more than 8 components per class (slot bucket 16 or 32)
     dict(max_classes_per_video=2),  # the Q bound picked in numpy
     dict(proposal_thresholds=(.05, .2), scoring="oic", nms="soft", max_detections=400),  # soft-NMS keeps all
-    dict(max_detections=12),  # videos with more than K detections: the configured bounds run
+    dict(max_detections=12),  # videos with more than K detections: the K cut in numpy, as `localize` cuts
+    dict(proposal_thresholds=(.05, .2), nms="soft", max_detections=12),  # soft-NMS scores across the K cut
 ]
 
 
@@ -481,9 +482,26 @@ def test_derived_bounds_equal_the_configured_ones(options):
     counts = component_count_bound(rgb, flow, common["lengths"], config)
     assert counts.max() > 8  # the derived slot bucket is not the smallest one
     cut = config.max_detections == 12
-    assert localizer.fallbacks == int(cut)
+    assert localizer.fallbacks == 0  # the K cut too runs on the derived bounds
     if cut:
         assert int(np.max(expected["num_detections"].numpy())) == 12
+
+
+def test_float32_tie_across_the_k_cut_falls_back():
+    # `localize` cuts a video's detections to K by their float32 roundings (ops.select_top): two candidates
+    # that round alike on both sides of the cut are left to the configured bounds, which decide as always.
+    rgb, flow = ({"attention": np.ones((1, 8), np.float32), "tcam": np.zeros((1, 8, 2), np.float32),
+                  "probabilities": np.full((1, 2), .9, np.float32)} for _ in range(2))
+    for stream in (rgb, flow):  # four separate runs per stream and class, all with the same score
+        stream["attention"][0, 1::2] = 0.
+    common = dict(lengths=[8], num_snippets=[8], seconds_per_snippet=[1.])
+    config = LocalizerConfig(interpolation=1, max_detections=3, max_components_per_class=8)
+    localizer = Localizer(config)
+    got = localizer(rgb, flow, **common)
+    expected = localize(rgb, flow, config=config, **common)
+    for key in KEYS:
+        np.testing.assert_array_equal(got[key], expected[key].numpy(), err_msg=key)
+    assert localizer.fallbacks == 1 and int(got["num_detections"][0]) == 3
 
 
 def test_derived_bound_that_does_not_hold_falls_back(monkeypatch):

@@ -133,3 +133,29 @@ def test_one_stream_training_does_not_read_the_other_streams_shards(tmp_path):
     with pytest.raises(StpnError, match="train-flow-00000-of-00003.tfrecord: corrupt or truncated"):
         with corrupt_record_errors(by_stream):
             _batches(by_stream, "flow")
+
+
+def test_training_on_a_shard_cut_in_its_last_records_header_fails_naming_it(tmp_path):
+    """The issue's case through `run_train`: TensorFlow reads the cut shard as one record fewer and a clean
+    end; the count dataset.json records stops the training in one line, and no model is saved."""
+    from stpn_tf.model.stpn import ModelConfig
+    from stpn_tf.training import keras_compat, trainer
+    from tests.helpers.tiny_dataset import GRID, write_tiny_dataset
+
+    dataset_dir = str(tmp_path / "data")
+    write_tiny_dataset(dataset_dir)
+    (shard,) = list_shards(dataset_dir, "train")
+    records = [r.numpy() for r in tf.data.TFRecordDataset(shard)]
+    with open(shard, "r+b") as f:
+        f.truncate(os.path.getsize(shard) - len(records[-1]) - 16 + 5)  # 5 bytes into the last header
+    assert sum(1 for _ in tf.data.TFRecordDataset(shard)) == 11  # TensorFlow alone: no error
+    config = trainer.TrainConfig(num_snippets=GRID, batch_size=4, steps=2, steps_per_epoch=2, shuffle_buffer=16)
+    workdir = str(tmp_path / "work")
+    try:
+        with pytest.raises(StpnError, match=f"^{shard}: holds 11 records but {dataset_dir}/dataset.json records 12 "
+                                            "\\(a truncated or altered shard\\); rebuild the dataset$"):
+            trainer.run_train(dataset_dir=dataset_dir, workdir=workdir, stream="rgb",
+                              model=ModelConfig(attention_units=4), train=config, verbose=0)
+    finally:
+        keras_compat.set_op_determinism(False)
+    assert not os.path.exists(os.path.join(workdir, "rgb", "model.keras"))

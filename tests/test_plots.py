@@ -64,3 +64,20 @@ def test_mismatched_or_nan_curves_fail_without_writing(tmp_path):
         plot_timeline(str(out), video_id="v", times=times, attention=bump,
                       tcam={"Diving": np.full(50, np.nan)})
     assert not out.exists()
+
+
+def test_score_labels_never_overlap_and_the_best_come_first():
+    from stpn_tf.workflows.plots import MAX_LABELS_PER_LANE, score_labels
+
+    # On a 100 s axis a label is 4.5 s wide: detections starting at 10, 11, 12 (scores .4, .9, .5) share one
+    # place, so only the best of them (.9 at 11 s) is written; 30 s and 60 s are free; 61 s is too close.
+    lane = [("A", 10., 20., .4), ("A", 11., 19., .9), ("A", 12., 15., .5), ("A", 30., 35., .3),
+            ("A", 60., 70., .2), ("A", 61., 62., .1), ("A", 80., 90., None)]
+    assert score_labels(lane, span=100.) == [(11., .9), (30., .3), (60., .2)]
+    # The case: many overlapping detections gave "4.54.45.4.2.68.23"; now at most three, apart.
+    crowded = [("A", 5. + .1 * i, 9., float(i)) for i in range(20)] + [("A", 50. + i, 60., 1.) for i in range(9)]
+    placed = score_labels(crowded, span=60.)
+    assert len(placed) == MAX_LABELS_PER_LANE and placed[0] == (6.9, 19.)
+    starts = sorted(start for start, _ in placed)
+    assert all(b - a >= .045 * 60. for a, b in zip(starts, starts[1:]))
+

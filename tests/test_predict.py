@@ -115,3 +115,62 @@ def test_composed_graph_equals_localizer_on_its_raw_outputs(split, all_snippets)
     assert sum(len(d) for d in results["results"].values()) > 0
     expected_lengths = [4, 9, 1, 17, 6, 12, 3] if all_snippets else [8] * 7
     np.testing.assert_array_equal(raw["length"], expected_lengths)
+
+
+def test_streamed_detections_file_equals_the_old_one_byte_for_byte(split, tmp_path):
+    """`stpn localize` writes detections as they come (ResultsWriter as predict_records' sink): the same
+    bytes as the whole results object written at the end."""
+    import os
+
+    from stpn_tf.artifacts.results import ResultsWriter, write_results
+
+    workdir, shards = split
+    config = LocalizerConfig(interpolation=3, class_threshold=0.2, max_detections=12, max_components_per_class=6)
+    model = load_serving_model(workdir, grid=GridConfig(length=8), localizer_config=config, jit_compile=False)
+    results, _ = predict.predict_records(model, shards, batch_size=3, keep_raw=False)
+    assert sum(len(d) for d in results["results"].values()) > 0
+    old, new = str(tmp_path / "old.json"), str(tmp_path / "new" / "detections.json")
+    write_results(old, results)
+    with ResultsWriter(new) as writer:
+        assert predict.predict_records(model, shards, batch_size=3, keep_raw=False, sink=writer.add) == (None, None)
+        assert not os.path.exists(new)  # a hidden temporary until the end
+    assert writer.num_videos == 7
+    with open(old, "rb") as a, open(new, "rb") as b:
+        assert a.read() == b.read()
+    # A failure on the way (here a video twice) leaves the older file as it was and no temporary.
+    with pytest.raises(StpnError, match=f"^{new}: video 'v0' comes twice"):
+        with ResultsWriter(new) as writer:
+            writer.add({"v0": []})
+            writer.add({"v0": []})
+    with open(old, "rb") as a, open(new, "rb") as b:
+        assert a.read() == b.read()
+    assert os.listdir(tmp_path / "new") == ["detections.json"]
+
+
+def test_localizing_a_dataset_with_a_cut_shard_names_it(split, tmp_path):
+    """A shard cut inside its last record's header (a clean end of file for TensorFlow) stops localization
+    with one line naming the shard and both counts."""
+    import os
+
+    from stpn_tf.artifacts.dataset_dir import DatasetInfo, SplitInfo, write_dataset_info
+    from stpn_tf.artifacts.shards import list_shards
+
+    workdir, _ = split
+    out = str(tmp_path / "data")
+    rng = np.random.default_rng(0)
+    examples = [make_example(video_id=f"v{i}", subset="test", rgb=rng.normal(0, 1, (3, D)),
+                             flow=rng.normal(0, 1, (3, D)), labels=[0], duration=2.0, fps=25.0, stride_frames=16)
+                for i in range(4)]
+    with ShardedWriter(out, "test", 2) as writer:
+        for example in examples:
+            writer.write(example)
+    write_dataset_info(out, DatasetInfo(name="t", classes=CLASSES, feature_dim=D, fps=25.0, stride_frames=16,
+                                        splits={"test": SplitInfo(4, 12, [os.path.basename(p) for p in writer.shards],
+                                                                  shard_records=writer.shard_records)}))
+    shards = list_shards(out, "test")
+    with open(shards[1], "r+b") as f:  # shard 1: v1, v3; cut 3 bytes into v3's header
+        f.truncate(os.path.getsize(shards[1]) - len(examples[3]) - 16 + 3)
+    model = load_serving_model(workdir, grid=GridConfig(length=8), jit_compile=False)
+    with pytest.raises(StpnError, match=f"^{shards[1]}: holds 1 records but {out}/dataset.json records 2") as info:
+        predict.predict_records(model, shards, batch_size=3, keep_raw=False)
+    assert "\n" not in str(info.value)

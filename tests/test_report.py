@@ -54,9 +54,16 @@ def test_report_page_embeds_rendered_figures(tmp_path):
     sections = report.run_sections(str(tmp_path), raw_path=str(raw_path), truth_path=str(truth_path),
                                    subset="validation", default=LocalizerConfig(**BOUNDS), unknown_labels_as_fp=True)
     out = tmp_path / "report.html"
-    count = report.write_html(str(out), "test report", sections)
+    count = report.write_html(str(out), report.page_title(str(tmp_path / "runs" / "my_run")), sections)
     page = out.read_text()
     figures = _figures(page)
+    # The run's name, not this machine's path; the mAP table (both settings, both protocols); the per-class
+    # numbers beside the per-class chart (one row per class).
+    assert "<h1>stpn_tf report: my_run</h1>" in page and str(tmp_path) not in page
+    assert "objective (min)" in sections[0][1]  # the tuning objective (the lower protocol), as `stpn tune` ranks
+    assert page.count("<td>THUMOS14 toolkit</td>") == 2 and "mAP (%) on the test split" in page
+    per_class = page[page.index("alt='per_class_ap'"):page.index("Precision-recall")]
+    assert "<table>" in per_class and per_class.count("<tr>") == 1 + 5  # header + the scored classes A..E
     # mAP vs tIoU, per-class AP, precision-recall, and the timelines of two best and two worst videos.
     assert count == len(figures) == 7
     assert [name for name, _ in figures][:3] == ["map_vs_tiou", "per_class_ap", "precision_recall"]
@@ -73,8 +80,42 @@ def test_report_page_embeds_rendered_figures(tmp_path):
     assert f"<title>rendered {count}/{count}</title>" in dom
 
 
+def test_report_of_a_single_stream_run(tmp_path):
+    """A run that trained RGB only: the page is made from that stream and says so; no flow is asked for."""
+    raw = {k: v for k, v in _raw(num_videos=6, t=16).items() if not k.startswith("flow/")}
+    truth = _ground_truth(raw)
+    raw_path, truth_path = tmp_path / "raw_test.npz", tmp_path / "gt.json"
+    predict.save_raw(str(raw_path), raw)
+    _write_truth(truth_path, truth)
+    sections = report.run_sections(str(tmp_path), raw_path=str(raw_path), truth_path=str(truth_path),
+                                   subset="validation", default=LocalizerConfig(**BOUNDS), unknown_labels_as_fp=True)
+    assert "RGB stream only" in sections[0][1] and "two-stream figures are skipped" in sections[0][1]
+    assert report.write_html(str(tmp_path / "r.html"), "one stream", sections) == 3 + len(sections[-1][2])
+
+
+def test_report_errors_name_the_file(tmp_path):
+    from stpn_tf.core.errors import StpnError
+
+    raw = _raw(num_videos=4, t=16)
+    raw_path, truth_path = tmp_path / "raw_test.npz", tmp_path / "gt.json"
+    predict.save_raw(str(raw_path), raw)
+    _write_truth(truth_path, _ground_truth(raw))
+    (tmp_path / "tune.json").write_text(json.dumps({"tuned_on": "train"}))  # no "chosen"
+    with pytest.raises(StpnError, match="tune.json: not a tune.json written by `stpn tune`"):
+        report.run_sections(str(tmp_path), raw_path=str(raw_path), truth_path=str(truth_path), subset="validation",
+                            default=LocalizerConfig(**BOUNDS), unknown_labels_as_fp=True)
+    (tmp_path / "tune.json").unlink()
+    _write_truth(truth_path, [])  # a ground truth of no video: the error names both files
+    with pytest.raises(StpnError) as error:
+        report.run_sections(str(tmp_path), raw_path=str(raw_path), truth_path=str(truth_path), subset="validation",
+                            default=LocalizerConfig(**BOUNDS), unknown_labels_as_fp=True)
+    assert str(truth_path) in str(error.value)
+
+
 def test_missing_raw_outputs_are_a_clear_error(tmp_path):
     from stpn_tf.core.errors import StpnError
 
     with pytest.raises(StpnError, match="--save_raw"):
         report.check_inputs(str(tmp_path / "raw_test.npz"))
+    with pytest.raises(StpnError, match="stpn localize --workdir=W --streams=rgb --save_raw="):
+        report.check_inputs(str(tmp_path / "raw_test.npz"), ["rgb"])  # a run of one stream

@@ -30,6 +30,11 @@ def test_study_two_seeds_and_resume(tmp_path):
     assert "seed 1: training the flow stream" in proc.stdout
     result = json.loads((study_dir / "study.json").read_text())
     assert result["seeds"] == [0, 1] and set(result["per_seed"]) == {"0", "1"}
+    # The tuning objective (the shipped config: the lower of the two protocols' averages) per setting.
+    assert result["objective"] == "min"
+    lower = [min(result["per_seed"][s]["paper default"][p]["average_mAP"] for p in ("activitynet", "th14kit"))
+             for s in ("0", "1")]
+    np.testing.assert_allclose(result["objective_average"]["paper default"]["mean"], np.mean(lower))
     raws = [predict.load_raw(str(study_dir / f"seed_{s}" / "raw_test.npz")) for s in (0, 1)]
     assert not np.array_equal(raws[0]["rgb/attention"], raws[1]["rgb/attention"])  # the seeds differ
     for protocol in ("activitynet", "th14kit"):

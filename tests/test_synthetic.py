@@ -47,3 +47,18 @@ def test_action_snippets_carry_class_and_actionness_signal():
     strong_rgb = gen.streams["rgb"]["strength"] > 1.0
     strong_flow = gen.streams["flow"]["strength"] > 1.0
     assert np.all(strong_rgb ^ strong_flow) and strong_rgb.sum() == 10
+
+
+def test_write_dataset_records_each_shards_record_count(synthetic_dataset):
+    import os
+
+    import tensorflow as tf
+
+    from stpn_tf.artifacts.dataset_dir import read_dataset_info
+
+    info = read_dataset_info(synthetic_dataset)
+    for split in info.splits.values():
+        assert sorted(split.shard_records) == sorted(split.shards)
+        for name, count in split.shard_records.items():
+            assert count == sum(1 for _ in tf.data.TFRecordDataset(os.path.join(synthetic_dataset, name)))
+        assert sum(split.shard_records.values()) == split.num_videos

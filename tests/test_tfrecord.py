@@ -219,11 +219,11 @@ def test_corrupt_file_error_names_the_file(tmp_path, damage):
     good, bad = _write_good_and_bad(tmp_path, damage)
     with pytest.raises(StpnError, match=f"^{bad}: corrupt or truncated TFRecord file"):
         list(read_records([good, bad]))
-    # Same through the interleaved dataset the training pipeline uses.
-    ds = tfrecord_dataset([good, bad]).map(
-        lambda s: parse_example(s, num_classes=C, feature_dim=D))
+    # Same through the interleaved dataset the training pipeline uses (loose shards, no dataset.json: a cut
+    # file fails its framing scan when the dataset is made, a flipped byte when it is read).
     with pytest.raises(StpnError, match=f"^{bad}: corrupt") as info:
         with corrupt_record_errors([good, bad]):
+            ds = tfrecord_dataset([good, bad]).map(lambda s: parse_example(s, num_classes=C, feature_dim=D))
             for _ in ds:
                 pass
     assert "\n" not in str(info.value)
@@ -443,8 +443,144 @@ def test_truncated_stream_shard_names_the_file(tmp_path):
         f.truncate(os.path.getsize(bad) - 9)
     with pytest.raises(StpnError, match=f"^{bad}: corrupt or truncated TFRecord file"):
         list(read_records(shards))
-    ds = tfrecord_dataset(shards, streams=("flow",))
     with pytest.raises(StpnError, match=f"^{bad}: corrupt or truncated TFRecord file"):
         with corrupt_record_errors(shards):
-            for _ in ds:
+            for _ in tfrecord_dataset(shards, streams=("flow",)):
                 pass
+
+
+# ------------------------------------------------- record counts: every shard read against dataset.json
+
+def _counted_dataset(out, records, *, num_shards=1, storage="combined", counts=True):
+    """A dataset directory of `records` (serialized; raw bytes in the combined storage: nothing parses
+    them) whose dataset.json records the shard counts (or, `counts=False`, not: a dataset built before)."""
+    with ShardedWriter(out, "train", num_shards, storage=storage) as w:
+        for record in records:
+            w.write(record)
+    names = [os.path.basename(p) for p in w.shards]
+    write_dataset_info(out, DatasetInfo(name="t", classes=["a", "b", "c", "d", "e"], feature_dim=D, fps=25.0,
+                                        stride_frames=16, splits={"train": SplitInfo(
+                                            len(records), 0, names, shard_records=w.shard_records if counts else {})}))
+    return list_shards(out, "train")
+
+
+def _read_all(paths, **kwargs):
+    """Every record through the graph path (as training and localization read), then through read_records."""
+    with corrupt_record_errors(paths):
+        got = [r.numpy() for r in tfrecord_dataset(paths, **kwargs)]
+    assert sorted(read_records(paths)) == sorted(got) if not kwargs else True
+    return got
+
+
+def _one_line_error(path, match, call):
+    with pytest.raises(StpnError, match=match) as info:
+        call()
+    message = str(info.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message, message
+    return message
+
+
+def test_shard_records_written_and_read_back(tmp_path):
+    (path,) = _counted_dataset(str(tmp_path), [b"r0", b"r1", b"r2"])
+    assert read_dataset_info(str(tmp_path)).splits["train"].shard_records == {"train-00000-of-00001.tfrecord": 3}
+    assert _read_all([path]) == [b"r0", b"r1", b"r2"]
+    meta = json.loads((tmp_path / "dataset.json").read_text())
+    meta["splits"]["train"]["shard_records"] = {"other.tfrecord": 3}
+    (tmp_path / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(StpnError, match="'shard_records' names other files than 'shards'"):
+        read_dataset_info(str(tmp_path))
+
+
+def test_shard_cut_at_every_byte_of_its_last_record_names_the_file_and_both_counts(tmp_path):
+    """TensorFlow reads a file cut inside a record's 12-byte header as a clean end: the recorded count
+    catches it, and a cut anywhere in the header, data or data CRC gives one line naming the shard."""
+    (path,) = _counted_dataset(str(tmp_path), [b"first---", b"second--", b"third---"])
+    whole = open(path, "rb").read()
+    assert len(whole) == 3 * (12 + 8 + 4)
+    start = 2 * 24  # the last record: header [48, 60), data [60, 68), data CRC [68, 72)
+    for cut in range(start, len(whole)):
+        with open(path, "wb") as f:
+            f.write(whole[:cut])
+        if cut < start + 12:  # inside the header (or at its start): TF reads two records and no error
+            assert [r.numpy() for r in tf.data.TFRecordDataset(path)] == [b"first---", b"second--"]
+            match = (f"holds 2 records but {tmp_path}/dataset.json records 3 \\(a truncated or altered shard\\); "
+                     "rebuild the dataset$")
+        else:  # inside the data or its CRC: TF's DataLossError, named with the counts
+            match = (f"corrupt or truncated TFRecord file \\(.*\\); 2 records readable, {tmp_path}/dataset.json "
+                     "records 3; rebuild the dataset$")
+        _one_line_error(path, match, lambda: _read_all([path]))
+        _one_line_error(path, match, lambda: list(read_records([path])))
+
+
+def test_shard_with_an_extra_record_names_the_file_and_both_counts(tmp_path):
+    paths = _counted_dataset(str(tmp_path), [b"a", b"b", b"c", b"d", b"e"], num_shards=2)
+    with tf.io.TFRecordWriter(paths[1]) as w:  # shard 1 held b, d; now also an extra record
+        for record in (b"b", b"d", b"extra"):
+            w.write(record)
+    match = f"holds 3 records but {tmp_path}/dataset.json records 2"
+    _one_line_error(paths[1], match, lambda: _read_all(paths))
+    _one_line_error(paths[1], match, lambda: list(read_records(paths)))
+
+
+def test_missing_shard_names_the_file(tmp_path):
+    paths = _counted_dataset(str(tmp_path), [b"a", b"b", b"c"], num_shards=2)
+    os.remove(paths[1])
+    with pytest.raises(StpnError, match=f"^{tmp_path}: split 'train' is incomplete, missing shard\\(s\\) "
+                                        "train-00001-of-00002.tfrecord$"):
+        list_shards(str(tmp_path), "train")
+    _one_line_error(paths[1], "TFRecord file not found$", lambda: tfrecord_dataset(paths))
+    _one_line_error(paths[1], "TFRecord file not found$", lambda: list(read_records(paths)))
+
+
+def test_shard_not_listed_by_a_counting_dataset_json_names_the_file(tmp_path):
+    paths = _counted_dataset(str(tmp_path), [b"a", b"b"])
+    with ShardedWriter(str(tmp_path / "other"), "train", 2) as w:
+        w.write(b"x")
+    stranger = os.path.join(str(tmp_path), "train-00001-of-00002.tfrecord")
+    os.rename(w.shards[1], stranger)
+    _one_line_error(stranger, "dataset.json does not list this shard", lambda: tfrecord_dataset([paths[0], stranger]))
+
+
+@pytest.mark.parametrize("storage", ["by_stream", "combined"])
+def test_one_stream_and_joint_reads_check_the_counts(tmp_path, storage):
+    """The issue's case: a by_stream rgb shard cut 5 bytes into its last record's header, read by one-stream
+    training (rgb only), joint training and localization (both streams)."""
+    from stpn_tf.data.pipeline import make_train_dataset
+
+    videos = [_video(f"v{i}", num_snippets=2, labels=(i % C,), seed=i) for i in range(5)]
+    make = make_stream_examples if storage == "by_stream" else make_example
+    paths = _counted_dataset(str(tmp_path), [make(**v) for v in videos], num_shards=2, storage=storage)
+    bad = paths[0]  # rgb shard 0 (by_stream): v0, v2, v4
+    size = os.path.getsize(bad)
+    last = len(make_stream_examples(**videos[4])["rgb"] if storage == "by_stream" else make_example(**videos[4]))
+    with open(bad, "r+b") as f:
+        f.truncate(size - (last + 16) + 5)
+    match = f"holds 2 records but {tmp_path}/dataset.json records 3"
+    for stream in ("rgb", "joint"):
+        def train():
+            with corrupt_record_errors(paths):
+                for _ in make_train_dataset(paths, stream=stream, num_classes=C, feature_dim=D, num_snippets=4,
+                                            batch_size=1, repeat=False):
+                    pass
+        _one_line_error(bad, match, train)
+    _one_line_error(bad, match, lambda: _read_all(paths))
+
+
+def test_dataset_without_recorded_counts_checks_the_framing_and_warns(tmp_path, caplog):
+    """A dataset built before the counts were recorded: each file read is walked once (its record headers);
+    a record cut anywhere fails in one line naming the file, and one warning line says what is not checked."""
+    (path,) = _counted_dataset(str(tmp_path), [b"first---", b"second--", b"third---"], counts=False)
+    whole = open(path, "rb").read()
+    with caplog.at_level("WARNING"):
+        assert _read_all([path]) == [b"first---", b"second--", b"third---"]
+    warnings = [r.getMessage() for r in caplog.records if "records no per-shard record counts" in r.getMessage()]
+    assert warnings and warnings[0].startswith(f"{tmp_path}/dataset.json records no per-shard record counts")
+    for cut in range(49, len(whole)):  # anywhere after the first byte of the last record
+        with open(path, "wb") as f:
+            f.write(whole[:cut])
+        message = _one_line_error(path, "corrupt or truncated TFRecord file", lambda: tfrecord_dataset([path]))
+        assert "after 2 complete record(s)" in message
+        _one_line_error(path, "corrupt or truncated TFRecord file", lambda: list(read_records([path])))
+    with open(path, "wb") as f:  # cut exactly between two records: what the framing cannot see
+        f.write(whole[:48])
+    assert _read_all([path]) == [b"first---", b"second--"]

@@ -6,7 +6,9 @@
                                                       earlier builds, Beam, synthetic data); shard
                                                       names: stpn_tf.artifacts.shards, records:
                                                       stpn_tf.data.records
-    <dataset>/dataset.json                         DatasetInfo; written last, it marks the directory complete
+    <dataset>/dataset.json                         DatasetInfo; written last, it marks the directory complete;
+                                                   records each shard file's record count, which every
+                                                   reader checks (SplitInfo.shard_records)
     <dataset>/ground_truth.json                    ActivityNet-layout annotations of the built videos
 
 Every writer (`stpn build-dataset`, the Beam extraction pipeline, the synthetic demo data) builds a
@@ -37,11 +39,15 @@ class SplitInfo:
       num_snippets: Real snippets over all its videos.
       shards: Shard file names (relative to the dataset directory); in the by_stream storage the rgb
         shards, then the flow shards.
+      shard_records: {shard file name: records it holds} for every file of `shards`, written with them;
+        every reader checks each file against it (stpn_tf.data.records.reader). Empty for datasets built
+        before it was recorded.
     """
 
     num_videos: int
     num_snippets: int
     shards: list[str]
+    shard_records: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -144,8 +150,15 @@ def dataset_info_from_json(meta: Any, path: str) -> DatasetInfo:
     for split, entry in meta["splits"].items():
         if not isinstance(entry, dict) or "num_videos" not in entry or "shards" not in entry:
             raise StpnError(f"{path}: split {split!r} needs 'num_videos' and 'shards'")
+        records = entry.get("shard_records", {})
+        if not isinstance(records, dict) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
+                                                    for n in records.values()):
+            raise StpnError(f"{path}: split {split!r}: 'shard_records' must map shard file names to record counts")
+        shards = [str(s) for s in entry["shards"]]
+        if records and set(records) != set(shards):
+            raise StpnError(f"{path}: split {split!r}: 'shard_records' names other files than 'shards'")
         splits[split] = SplitInfo(num_videos=int(entry["num_videos"]), num_snippets=int(entry.get("num_snippets", 0)),
-                                  shards=[str(s) for s in entry["shards"]])
+                                  shards=shards, shard_records={str(k): int(v) for k, v in records.items()})
     known = {f.name for f in dataclasses.fields(DatasetInfo)}
     extra = {k: v for k, v in meta.items() if k in known and k not in _REQUIRED and k != "splits"}
     return DatasetInfo(name=meta["name"], classes=list(meta["classes"]), feature_dim=int(meta["feature_dim"]),
@@ -172,6 +185,45 @@ def read_dataset_info(dataset_dir: str) -> DatasetInfo:
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise StpnError(f"{path}: malformed JSON ({error})") from None
     return dataset_info_from_json(meta, path)
+
+
+def recorded_shard_records(paths: Sequence[str]) -> tuple[dict[str, int], dict[str, list[str]]]:
+    """How many records each shard file must hold, as the `dataset.json` beside it records.
+
+    Args:
+      paths: Shard files (any directories; a directory without `dataset.json` records nothing).
+
+    Returns:
+      ({path: records} for the files whose dataset.json records a count, {dataset.json path: [the files of
+      `paths` it lists without counts]}: datasets built before the counts were recorded).
+
+    Raises:
+      StpnError: a `dataset.json` beside the files is malformed, or records counts but does not list one
+        of the files (a shard from another build).
+    """
+    import tensorflow as tf  # gfile: dataset directories may live on gs://
+
+    by_dir: dict[str, list[str]] = {}
+    for path in paths:
+        by_dir.setdefault(os.path.dirname(str(path)), []).append(str(path))
+    counts: dict[str, int] = {}
+    unrecorded: dict[str, list[str]] = {}
+    for directory, files in by_dir.items():
+        if not tf.io.gfile.exists(metadata_path(directory)):
+            continue
+        info = read_dataset_info(directory)
+        table = {name: n for s in info.splits.values() for name, n in s.shard_records.items()}
+        listed = {name for s in info.splits.values() for name in s.shards}
+        for path in files:
+            name = os.path.basename(path)
+            if name in table:
+                counts[path] = table[name]
+            elif name in listed or not table:
+                unrecorded.setdefault(metadata_path(directory), []).append(path)
+            else:
+                raise StpnError(f"{path}: {metadata_path(directory)} does not list this shard (it records the "
+                                f"record counts of {len(table)} other shard files); rebuild the dataset")
+    return counts, unrecorded
 
 
 def add_split(dataset_dir: str, info: DatasetInfo, split: str, split_info: SplitInfo, *,

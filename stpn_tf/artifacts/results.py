@@ -5,19 +5,22 @@
      "external_data": {"used": bool, "details": str}}
 
 `detections_from_padded` turns the localizer's fixed-size outputs (`num_detections` valid slots per video)
-into these lists; `results_envelope` wraps them; `write_results` / `read_results` are the file side.
+into these lists; `results_envelope` wraps them; `write_results` / `read_results` are the file side, and
+`ResultsWriter` writes the same bytes video by video (memory flat in the number of videos).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from stpn_tf.core.errors import StpnError
-from stpn_tf.core.atomic import atomic_write_text
+from stpn_tf.core.atomic import atomic_output, atomic_write_text
 
 RESULTS_VERSION = "VERSION 1.3"
 EXTERNAL_DATA = {"used": True, "details": "I3D features pretrained on Kinetics"}
@@ -65,6 +68,73 @@ def results_body(predictions: Mapping[str, Any], source: str = "predictions") ->
 def write_results(path: str, results: Mapping[str, Any]) -> None:
     """Writes a results object (see `results_envelope`) atomically, creating the directory."""
     atomic_write_text(path, json.dumps(results), make_parents=True)
+
+
+class ResultsWriter:
+    """Writes a results file as detections come, atomically: the bytes of `write_results(path,
+    results_envelope(all of them))`.
+
+    Usage:
+      with ResultsWriter(path) as writer:
+        for batch in ...:
+          writer.add({video_id: detections, ...})
+      writer.num_videos
+
+    Each video's detections are written when added and not kept (only the ids are, to refuse a video
+    added twice). The file goes to a hidden temporary name, renamed onto `path` when the block ends
+    without an error; on an error it is removed and an older `path` stays as it was.
+    """
+
+    def __init__(self, path: str, *, external_data: Mapping[str, Any] | None = None):
+        self.path = path
+        self._external = dict(external_data or EXTERNAL_DATA)
+        self._ids: set[str] = set()
+        self._stack: contextlib.ExitStack | None = None
+        self._handle = None
+
+    @property
+    def num_videos(self) -> int:
+        return len(self._ids)
+
+    def __enter__(self) -> "ResultsWriter":
+        with contextlib.ExitStack() as stack:  # undoes the opening if it fails
+            temporary = stack.enter_context(atomic_output(self.path, make_parents=True))
+            if "://" in self.path:
+                import tensorflow as tf  # gfile: outputs may live on gs://
+
+                handle = stack.enter_context(tf.io.gfile.GFile(temporary, "w"))
+            else:
+                handle = stack.enter_context(open(temporary, "w", encoding="utf-8"))
+            # What json.dumps makes of results_envelope: these keys in this order, ", " and ": " separators.
+            handle.write(f'{{"version": {json.dumps(RESULTS_VERSION)}, "results": {{')
+            self._handle, self._stack = handle, stack.pop_all()
+        return self
+
+    def add(self, results: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
+        """Appends {video_id: detections}; StpnError naming the file for a video already written."""
+        if self._handle is None:
+            raise RuntimeError("ResultsWriter.add called outside its `with` block")
+        for video_id, detections in results.items():
+            video_id = str(video_id)
+            if video_id in self._ids:
+                raise StpnError(f"{self.path}: video {video_id!r} comes twice (the dataset holds it twice); "
+                                "nothing was written")
+            separator = ", " if self._ids else ""
+            self._ids.add(video_id)
+            self._handle.write(f"{separator}{json.dumps(video_id)}: {json.dumps(list(detections))}")
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        stack, handle = self._stack, self._handle
+        self._stack = self._handle = None
+        if exc_type is None:
+            try:
+                handle.write(f'}}, "external_data": {json.dumps(self._external)}}}')
+            except BaseException:  # a full disk: the temporary goes, the error becomes one line
+                if not stack.__exit__(*sys.exc_info()):
+                    raise
+                return False
+        # Closes the file, then renames it onto the path, or removes it when the block failed.
+        return bool(stack.__exit__(exc_type, exc, tb))
 
 
 def parse_results(text: str, path: str) -> dict[str, Any]:

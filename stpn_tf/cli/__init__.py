@@ -8,17 +8,18 @@ settings the library takes).
 from __future__ import annotations
 
 import difflib
+import logging as std_logging
 import os
 import sys
 from collections.abc import Sequence
 
 from stpn_tf import __version__
-from stpn_tf.cli import build_dataset, demo, evaluate, export, extract, localize, report, study, train, tune
+from stpn_tf.cli import build_dataset, classify, demo, evaluate, export, extract, i3d, localize, report, study, train, tune
 from stpn_tf.cli.common import PROG, Command, command_help, import_tensorflow, parse
 from stpn_tf.core.errors import StpnError, WriteError
 
 COMMANDS: dict[str, Command] = {m.COMMAND.name: m.COMMAND for m in (
-    demo, build_dataset, train, localize, tune, study, report, evaluate, export, extract)}
+    demo, build_dataset, train, localize, tune, study, report, evaluate, export, extract, classify, i3d)}
 HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "help")
 
 
@@ -64,8 +65,11 @@ def main(argv: Sequence[str]) -> int:
     prefix = f"{PROG} {name}"
     try:
         parsed = parse(command, rest)
-        _setup_logging()
-        import_tensorflow(parsed.flags["verbose"].value)
+        if command.check is not None:  # arguments and files first: a typo is answered before TF's start-up
+            command.check(parsed)
+        _setup_logging(parsed.flags["verbose"].value)
+        if command.tensorflow:
+            import_tensorflow(parsed.flags["verbose"].value)
         return command.run(parsed)
     except StpnError as error:
         _STATE["write_failed"] = isinstance(error, WriteError)
@@ -86,13 +90,44 @@ def main(argv: Sequence[str]) -> int:
         return 130
 
 
-def _setup_logging() -> None:
+def _setup_logging(verbose: bool = False) -> None:
+    """absl logging at INFO; unless `verbose`, only the project's own lines, without absl's prefix.
+
+    TensorFlow and Keras log through the same handler (retracing warnings, SavedModel internals such as
+    "Sharding callback duration"); those are for --verbose. Errors of any origin are always shown.
+    """
     from absl import flags, logging
 
     if not flags.FLAGS.is_parsed():
         flags.FLAGS([PROG], known_only=True)  # absl logging wants parsed flags; the commands have their own
     logging.use_absl_handler()
     logging.set_verbosity(logging.INFO)
+    handler = logging.get_absl_handler()
+    for old in [f for f in handler.filters if isinstance(f, _OwnLines)]:  # main() runs again in tests
+        handler.removeFilter(old)
+    if verbose:
+        handler.setFormatter(logging.PythonFormatter())
+    else:
+        handler.addFilter(_OwnLines())
+        handler.setFormatter(_OwnLines())
+
+
+class _OwnLines(std_logging.Formatter, std_logging.Filter):
+    """Filter and formatter of the default output: records logged from stpn_tf's own files (and errors from
+    anywhere), as plain lines; warnings say so."""
+
+    _PACKAGE = os.path.dirname(os.path.abspath(__file__)).rsplit(os.sep, 1)[0] + os.sep
+
+    def __init__(self):
+        std_logging.Formatter.__init__(self, "%(message)s")
+        std_logging.Filter.__init__(self)
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        return record.levelno >= std_logging.ERROR or str(record.pathname).startswith(self._PACKAGE)
+
+    def format(self, record: std_logging.LogRecord) -> str:
+        line = std_logging.Formatter.format(self, record)
+        return line if record.levelno < std_logging.WARNING else f"{record.levelname.lower()}: {line}"
 
 
 _STATE = {"write_failed": False}

@@ -41,6 +41,9 @@ class Command:
       config_sections: Config sections the command reads (shown in its help); () = no --config.
       default_config: Config used without --config (a work directory's recorded config comes first).
       details: More help text after the flags.
+      check: Called with the `Parsed` command line before TensorFlow is imported: argument and file checks
+        that fail fast (one-line StpnErrors) instead of after TensorFlow's start-up.
+      tensorflow: Whether the command needs TensorFlow (imported quietly before `run`); evaluation does not.
     """
 
     name: str
@@ -51,6 +54,8 @@ class Command:
     config_sections: tuple[str, ...] = ()
     default_config: str = "thumos14"
     details: str = ""
+    check: Callable[["Parsed"], None] | None = None
+    tensorflow: bool = True
 
     @property
     def uses_config(self) -> bool:
@@ -64,13 +69,34 @@ def define_workdir(fv: flags.FlagValues, help_text: str, required: bool = True) 
 
 
 def define_verbose(fv: flags.FlagValues) -> None:
-    flags.DEFINE_bool("verbose", False, "also show TensorFlow's start-up log lines", flag_values=fv)
+    flags.DEFINE_bool("verbose", False, "also show TensorFlow's start-up and internal log lines (absl format)",
+                      flag_values=fv)
 
 
 def require(fv: flags.FlagValues, *names: str) -> None:
     missing = [f"--{name}" for name in names if not fv[name].value]
     if missing:
         raise StpnError(f"missing required flag(s): {', '.join(missing)}")
+
+
+def check_dataset_dir(dataset_dir: str) -> None:
+    """A local `config.dataset.dir` that is not a built dataset: one line with the two ways out.
+
+    Checked with plain os calls before TensorFlow loads; remote paths (gs://...) are left to the library.
+    """
+    fix = ("pass --config.dataset.dir=DIR (a directory written by `stpn build-dataset`), or build it with "
+           "`stpn build-dataset`")
+    if not dataset_dir:
+        raise StpnError(f"config.dataset.dir is empty: {fix}")
+    if "://" in dataset_dir:
+        return
+    from stpn_tf.artifacts.dataset_dir import metadata_path
+
+    if not os.path.isdir(dataset_dir):
+        raise StpnError(f"{dataset_dir}: dataset directory not found; {fix}")
+    if not os.path.isfile(metadata_path(dataset_dir)):
+        raise StpnError(f"{metadata_path(dataset_dir)}: dataset metadata not found (not a built dataset, or its build "
+                        f"did not finish); {fix}")
 
 
 # ---- config --------------------------------------------------------------------------------------------
@@ -149,12 +175,16 @@ def recorded_config(argv: Sequence[str]) -> ml_collections.ConfigDict | None:
 
 @dataclasses.dataclass
 class Parsed:
-    """A parsed command line: the command's flags, positional arguments, the config and where it came from."""
+    """A parsed command line: the command's flags, positional arguments, the config and where it came from.
+
+    `overrides` are the config keys set on the command line (`--config.localize.alpha=0.7` -> "localize.alpha").
+    """
 
     flags: flags.FlagValues
     args: list[str]
     config: ml_collections.ConfigDict | None
     config_name: str
+    overrides: tuple[str, ...] = ()
 
     def __getattr__(self, name):  # parsed.workdir is parsed.flags["workdir"].value
         if name.startswith("__") or name == "flags":
@@ -197,8 +227,9 @@ def parse(command: Command, argv: Sequence[str]) -> Parsed:
         args = fv([PROG] + argv)[1:]
     except flags.Error as error:
         raise StpnError(" ".join(str(error).replace("\\n", " ").split())) from None
+    overrides = tuple(dict.fromkeys(m.group("key") for m in map(_CONFIG_OVERRIDE.match, argv) if m))
     return Parsed(flags=fv, args=args, config=fv["config"].value if command.uses_config else None,
-                  config_name=config_name)
+                  config_name=config_name, overrides=overrides)
 
 
 # ---- help ----------------------------------------------------------------------------------------------
@@ -209,7 +240,11 @@ CONFIG_HELP = ("  --config=NAME|FILE   config: thumos14, demo, activitynet13 or 
 _METAVARS = {"int": "N", "float": "X", "comma separated list of strings": "A,B"}
 
 
-def _flag_line(flag) -> str:
+_HEAD_WIDTH = 20  # the flag column; help text starts at column 23
+
+
+def _flag_line(flag) -> list[str]:
+    """A flag's help: `--name=METAVAR  text`, the text on a line of its own when the name fills the column."""
     text = re.sub(r"^<[^>]*>: ", "", flag.help)  # absl prefixes enum help with its values
     if flag.flag_type() == "bool":
         head = f"--{flag.name}"
@@ -224,7 +259,9 @@ def _flag_line(flag) -> str:
     if isinstance(default, list):
         default = ",".join(default)
     shown = "" if default in (None, "", False) else f" (default: {default})"
-    return f"  {head:<20} {text}{shown}"
+    if len(head) > _HEAD_WIDTH - 2:  # too long for the column: the text starts on the next line
+        return [f"  {head}", f"{' ' * (_HEAD_WIDTH + 3)}{text}{shown}"]
+    return [f"  {head:<{_HEAD_WIDTH}} {text}{shown}"]
 
 
 def command_help(command: Command) -> str:
@@ -236,7 +273,7 @@ def command_help(command: Command) -> str:
              "flags:"]
     if command.uses_config:
         lines.append(CONFIG_HELP)
-    lines += [_flag_line(fv[name]) for name in fv]
+    lines += [line for name in fv for line in _flag_line(fv[name])]
     lines.append("  -h, --help           this help")
     if command.uses_config:
         base = configs.load_config(command.default_config)
@@ -258,7 +295,8 @@ def _short(value: Any) -> str:
 def _wrap(line: str, width: int = 110) -> str:
     if len(line) <= width:
         return line
-    indent = " " * (23 if line.startswith("  --") else len(line) - len(line.lstrip()) + 2)
+    flag = line.startswith("  --") or line.startswith(" " * (_HEAD_WIDTH + 3))
+    indent = " " * (_HEAD_WIDTH + 3 if flag else len(line) - len(line.lstrip()) + 2)
     return textwrap.fill(line, width=width, subsequent_indent=indent, break_on_hyphens=False,
                          break_long_words=False)
 

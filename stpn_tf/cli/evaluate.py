@@ -41,7 +41,7 @@ def run(p: Parsed) -> int:
 COMMAND = Command(
     name="evaluate", purpose="mAP of detections with the ActivityNet and THUMOS14-toolkit protocols",
     usage="stpn evaluate --ground_truth=G --predictions=P [--protocol=activitynet|th14kit|both] [--json_out=F]",
-    define=define, run=run, config_sections=("evaluate",),
+    define=define, run=run, config_sections=("evaluate",), tensorflow=False,  # numpy only: answers at once
     details="The two protocols differ (tIoU >= t with all-point AP vs overlap > t with 11-point AP and\n"
             "Ambiguous segments ignored); README.md explains both. Use the toolkit folder as ground truth for\n"
             "th14kit: it carries the Ambiguous segments.")

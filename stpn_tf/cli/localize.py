@@ -12,15 +12,16 @@ import sys
 from absl import flags, logging
 
 from stpn_tf.core import resources
-from stpn_tf.cli.common import Command, Parsed, define_workdir, require
+from stpn_tf.cli.common import Command, Parsed, check_dataset_dir, define_workdir, require
 from stpn_tf.core.errors import StpnError
 
 
 def define(fv: flags.FlagValues) -> None:
     define_workdir(fv, "training work directory (its recorded dataset and config are used) or `stpn export` "
                        "directory", required=False)
-    flags.DEFINE_string("out", None, "detections JSON to write (default <workdir>/detections.json; required with an "
-                        "export); with videos: the output directory (required)", flag_values=fv)
+    flags.DEFINE_string("out", None, "detections JSON to write (default <workdir>/detections.json, with --raw=R.npz "
+                        "R.detections.json beside it; required with an export); with videos: the output directory "
+                        "(required)", flag_values=fv)
     flags.DEFINE_string("split", None, "dataset split to localize (default config.dataset.test_split)",
                         flag_values=fv)
     flags.DEFINE_list("streams", ["rgb", "flow"], "streams: rgb,flow (two-stream, eq. 7) or one of rgb, flow, "
@@ -32,9 +33,11 @@ def define(fv: flags.FlagValues) -> None:
     flags.DEFINE_bool("sweep", False, "print the mAP of every config.sweep class / T-CAM threshold pair instead of "
                       "writing detections (tune on held-out data: settings chosen on the test split overstate "
                       "test mAP)", flag_values=fv)
-    flags.DEFINE_string("ground_truth", None, "--sweep: ground truth (default the dataset's ground_truth.json); "
+    flags.DEFINE_string("ground_truth", None, "--sweep: ground truth (default the dataset's ground_truth.json, "
+                        "with --raw the one it records); "
                         "with videos: segments drawn in the figures", flag_values=fv)
-    flags.DEFINE_string("subset", None, "subset of --ground_truth (default the localized split)", flag_values=fv)
+    flags.DEFINE_string("subset", None, "subset of --ground_truth (default the localized split, with --raw the one "
+                        "it records)", flag_values=fv)
     flags.DEFINE_enum("protocol", None, ["activitynet", "th14kit"], "--sweep: protocol (default activitynet, or "
                       "config.evaluate.protocol when it is one)", flag_values=fv)
     flags.DEFINE_bool("unknown_labels_as_fp", False, "--sweep: count predicted labels absent from the ground truth "
@@ -44,16 +47,84 @@ def define(fv: flags.FlagValues) -> None:
                         flag_values=fv)
 
 
+def check(p: Parsed) -> None:
+    """Flags, files and settings, before TensorFlow loads."""
+    from stpn_tf.artifacts.export_dir import is_export_dir
+
+    if p.args:
+        require(p.flags, "workdir", "out")
+        if is_export_dir(p.workdir):
+            _refuse_export_overrides(p)
+        return
+    if p.raw:
+        if not os.path.isfile(p.path("raw")):
+            raise StpnError(f"{p.raw}: raw outputs not found")
+        return
+    require(p.flags, "workdir")
+    if not os.path.isdir(p.workdir):
+        raise StpnError(f"{p.workdir}: no such work directory")
+    if is_export_dir(p.workdir):
+        if p.save_raw or p.sweep or p.flags["streams"].present:
+            raise StpnError(f"{p.workdir} is an export (fixed streams and localization settings): --save_raw, "
+                            "--sweep and --streams need the training work directory")
+        if not p.out:
+            raise StpnError(f"{p.workdir} is an export directory: pass --out=FILE for the detections (outputs never "
+                            "go into an export)")
+        _refuse_export_overrides(p)
+    check_dataset_dir(_dataset_dir(p))
+
+
+# Settings of config.localize that only batch the work (applied with an export too); every other one is part
+# of the exported graph.
+_RUNTIME_SETTINGS = ("batch_size",)
+
+
+def _refuse_export_overrides(p: Parsed) -> None:
+    """A `--config.localize.K=V` that differs from what the export `p.workdir` was built with: one-line error.
+
+    An export's localization settings are constants of its graph; applying others needs a new export.
+    """
+    from stpn_tf.artifacts.export_dir import read_export_info
+
+    info = read_export_info(p.workdir)
+    recorded = dict(info.localize, all_snippets=info.grid_length is None, num_snippets=info.grid_length)
+    for key in p.overrides:
+        section, _, name = key.partition(".")
+        if section != "localize" or name in _RUNTIME_SETTINGS:
+            continue
+        given = p.config.localize[name]
+        if name in recorded and _plain(recorded[name]) == _plain(given):
+            continue
+        shown = f"--config.localize.{name}={_flag_value(given)}"
+        was = f"was exported with {recorded[name]!r}" if name in recorded else "does not take it"
+        raise StpnError(f"{p.workdir} is an export and {was}; its localization settings are fixed in its graph, so "
+                        f"{shown} cannot apply: re-export with `stpn export --workdir={info.source or 'W'} --out=NEW "
+                        f"{shown}`, or localize the training work directory")
+
+
+def _plain(value):
+    """A config or JSON value in one comparable form (tuples and lists alike, ints as floats)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _flag_value(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return "(" + ",".join(str(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+    return str(value)
+
+
 def run(p: Parsed) -> int:
     from stpn_tf.artifacts.export_dir import is_export_dir
 
+    check(p)  # again: `run` is also called without the entry point's check
     if p.args:
         return _videos(p)
     if p.raw:
         return _from_raw(p)
-    require(p.flags, "workdir")
-    if not os.path.isdir(p.workdir):
-        raise StpnError(f"{p.workdir}: no such work directory")
     if is_export_dir(p.workdir):
         return _from_export(p)
     return _from_workdir(p)
@@ -70,11 +141,15 @@ def _check_output(path: str) -> None:
         parent = os.path.dirname(parent)
 
 
+def _dataset_dir(p: Parsed) -> str:
+    return p.config.dataset.dir
+
+
 def _dataset(p: Parsed, classes, feature_dim: int | None, source: str):
     """The split to localize (--split, else the config's test split), checked against the model."""
     from stpn_tf.workflows.runs import dataset_split
 
-    return dataset_split(p.config.dataset.dir, p.split or p.config.dataset.test_split, classes=classes,
+    return dataset_split(_dataset_dir(p), p.split or p.config.dataset.test_split, classes=classes,
                          feature_dim=feature_dim, source=source)
 
 
@@ -89,6 +164,25 @@ def _write(p: Parsed, results, out: str) -> None:
 
     write_results(out, results)
     print(f"wrote detections for {len(results['results'])} videos to {out}")
+    _toolkit_txt(p, results)
+
+
+def _streamed(p: Parsed, out: str, predict_into):
+    """Runs `predict_into(sink)`, whose detections go to `out` as they come (atomically: the file appears
+    when all are written), so memory stays flat in the number of videos; returns what it returns."""
+    from stpn_tf.artifacts.results import ResultsWriter
+
+    with ResultsWriter(out) as writer:
+        returned = predict_into(writer.add)
+    print(f"wrote detections for {writer.num_videos} videos to {out}")
+    if p.th14_txt:  # read back: the toolkit txt needs them all (THUMOS14-sized)
+        from stpn_tf.artifacts.results import read_results
+
+        _toolkit_txt(p, read_results(out))
+    return returned
+
+
+def _toolkit_txt(p: Parsed, results) -> None:
     if p.th14_txt:
         from stpn_tf.artifacts.annotations import read_ucf101_ids
         from stpn_tf.evaluation.formats import write_toolkit_results
@@ -102,18 +196,12 @@ def _from_export(p: Parsed) -> int:
     from stpn_tf.inference import predict
     from stpn_tf.inference.runner import load_export
 
-    if p.save_raw or p.sweep or p.flags["streams"].present:
-        raise StpnError(f"{p.workdir} is an export (fixed streams and localization settings): --save_raw, --sweep "
-                        "and --streams need the training work directory")
-    if not p.out:
-        raise StpnError(f"{p.workdir} is an export directory: pass --out=FILE for the detections (outputs never go "
-                        "into an export)")
     _check_output(p.out)
     model = load_export(p.workdir)
     split = _dataset(p, model.classes, model.feature_dim, p.workdir)
-    results, _ = predict.predict_records(model, split.shards, batch_size=int(p.config.localize.batch_size),
-                                         progress=_progress(split.num_videos), keep_raw=False)
-    _write(p, results, p.out)
+    _streamed(p, p.out, lambda sink: predict.predict_records(
+        model, split.shards, batch_size=int(p.config.localize.batch_size), progress=_progress(split.num_videos),
+        keep_raw=False, sink=sink))
     return 0
 
 
@@ -137,16 +225,21 @@ def _from_workdir(p: Parsed) -> int:
     if p.sweep:  # read before the models run: a wrong path fails at once
         ground_truth = load_ground_truth(p.path("ground_truth") or os.path.join(split.dataset_dir, "ground_truth.json"),
                                          p.subset or split.split)
-    # The raw outputs only when they are saved or swept: they grow with the split, the detections far less.
-    results, raw = predict.predict_records(model, split.shards, batch_size=int(cfg.localize.batch_size),
-                                           progress=_progress(split.num_videos), keep_raw=bool(p.save_raw or p.sweep))
-    if p.save_raw:
-        predict.save_raw(p.path("save_raw"), raw)
+    # The raw outputs only when they are saved or swept: they grow with the split. The detections are
+    # written as they come (a sweep writes none).
+    def predict_into(sink):
+        return predict.predict_records(model, split.shards, batch_size=int(cfg.localize.batch_size),
+                                       progress=_progress(split.num_videos), keep_raw=bool(p.save_raw or p.sweep),
+                                       sink=sink)
+
+    _, raw = predict_into(lambda detections: None) if p.sweep else _streamed(p, out, predict_into)
+    if p.save_raw:  # with what a sweep over it defaults to: the split and its ground truth
+        predict.save_raw(p.path("save_raw"), raw, split=split.split,
+                         ground_truth=os.path.join(split.dataset_dir, "ground_truth.json"))
         print(f"wrote raw outputs of {len(raw['video_id'])} videos to {p.save_raw}")
     work.write_config("localize", settings.as_json(cfg))
     if p.sweep:
         return _sweep(p, raw, ground_truth, os.path.dirname(os.path.abspath(out)))
-    _write(p, results, out)
     return 0
 
 
@@ -158,16 +251,26 @@ def _from_raw(p: Parsed) -> int:
 
     raw = predict.load_raw(p.path("raw"))
     if p.sweep:
-        if not p.ground_truth:
-            raise StpnError("--sweep over --raw outputs needs --ground_truth (and --subset)")
-        ground_truth = load_ground_truth(p.path("ground_truth"), p.subset)
+        split, recorded = predict.raw_source(raw, p.path("raw"))
+        ground_truth_file = p.path("ground_truth") or recorded
+        if not ground_truth_file:
+            raise StpnError(f"{p.raw} does not record its ground truth (saved by an older version): pass "
+                            "--ground_truth=G (and --subset)")
+        ground_truth = load_ground_truth(ground_truth_file, p.subset or split)
         return _sweep(p, raw, ground_truth, os.path.dirname(os.path.abspath(p.path("raw"))))
-    out = p.out or os.path.join(os.path.dirname(os.path.abspath(p.path("raw"))), "detections.json")
+    out = p.out or raw_detections_path(p.path("raw"))
     _check_output(out)
     results = predict.localize_raw(raw, Localizer(settings.localizer_config(p.config)), streams=p.streams,
                                    batch_size=int(p.config.localize.batch_size))
     _write(p, results, out)
     return 0
+
+
+def raw_detections_path(raw: str) -> str:
+    """Where `--raw=R.npz` writes without --out: beside it, named after it (R.detections.json), so the
+    detections of the models' own settings (W/detections.json) are never replaced by a re-localization."""
+    stem = raw[:-4] if raw.endswith(".npz") else raw
+    return stem + ".detections.json"
 
 
 def _sweep(p: Parsed, raw, ground_truth, out_dir: str) -> int:
@@ -200,7 +303,6 @@ def _videos(p: Parsed) -> int:
     from stpn_tf.workflows.localize_videos import localize_videos
     from stpn_tf.artifacts.export_dir import is_export_dir
 
-    require(p.flags, "workdir", "out")
     _check_output(os.path.join(p.out, "detections.json"))
     cfg = p.config
     export = is_export_dir(p.workdir)
@@ -208,15 +310,18 @@ def _videos(p: Parsed) -> int:
         videos=p.args, model_path=p.workdir, out_dir=p.out, models=settings.i3d_models(cfg),
         extract=settings.extract_config(cfg), grid=None if export else settings.grid_config(cfg),
         localizer_config=None if export else settings.localizer_config(cfg), ground_truth=p.path("ground_truth"),
-        ground_truth_subset=p.subset)
+        ground_truth_subset=p.subset, streams=p.streams if p.flags["streams"].present and not export else None)
 
 
 COMMAND = Command(
     name="localize", purpose="detections from a training work directory, an export, saved raw outputs, or videos",
     usage="stpn localize --workdir=W [--out=F] [--save_raw=R.npz] [--th14_txt=T]   (a training work directory)\n"
           "       stpn localize --workdir=E --out=F                                 (an `stpn export` directory)\n"
-          "       stpn localize --raw=R.npz [--out=F | --sweep --ground_truth=G]    (saved raw outputs)\n"
+          "       stpn localize --raw=R.npz [--out=F | --sweep [--ground_truth=G]]  (saved raw outputs)\n"
           "       stpn localize VIDEO... --workdir=W|E --out=DIR                    (videos: extract, localize, draw)",
-    define=define, run=run, config_sections=("dataset", "localize", "sweep", "evaluate", "extract"),
-    details="Localization settings come from config.localize (an export carries its own). Videos need the I3D\n"
-            "models: --config.extract.rgb_model=M --config.extract.flow_model=M (docs/extract.md).")
+    define=define, run=run, check=check, config_sections=("dataset", "localize", "sweep", "evaluate", "extract"),
+    details="Localization settings come from config.localize; an export carries its own (a differing\n"
+            "--config.localize.KEY is refused with the re-export that applies it). Videos: the RGB I3D is\n"
+            "the built-in Kinetics-400 one unless --config.extract.rgb_model=M; a two-stream model also needs\n"
+            "--config.extract.flow_model=M (stpn i3d convert; docs/extract.md). The extracted features stay in\n"
+            "<out>/features/videos/ and a rerun reuses them.")

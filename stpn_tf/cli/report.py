@@ -45,12 +45,13 @@ def run(p: Parsed) -> int:
     if not dataset_dir:
         raise StpnError(f"{run_dir}: records no dataset; pass --config.dataset.dir")
     raw_path = os.path.join(run_dir, f"raw_{split}.npz")
-    report.check_inputs(raw_path)
+    report.check_inputs(raw_path, [st for st in WorkDir(run_dir).trained_streams() if st != "joint"] or ["rgb", "flow"])
     sections += report.run_sections(run_dir, raw_path=raw_path, truth_path=ground_truth_path(dataset_dir),
                                     subset=split, default=settings.localizer_config(cfg),
-                                    unknown_labels_as_fp=p.unknown_labels_as_fp)
+                                    unknown_labels_as_fp=p.unknown_labels_as_fp,
+                                    objective=settings.tuning_objective(cfg))
     out = p.out or os.path.join(p.workdir, "report.html")
-    count = report.write_html(out, f"stpn_tf report: {os.path.abspath(p.workdir)}", sections)
+    count = report.write_html(out, report.page_title(p.workdir), sections)
     print(f"wrote {out} ({count} figures)")
     return 0
 
@@ -58,6 +59,6 @@ def run(p: Parsed) -> int:
 COMMAND = Command(
     name="report", purpose="one self-contained HTML page of a run or a seed study (figures embedded)",
     usage="stpn report --workdir=W|S [--out=W/report.html]",
-    define=define, run=run, config_sections=("dataset", "localize"),
+    define=define, run=run, config_sections=("dataset", "localize", "evaluate", "tune"),
     details="A run's page: mAP against tIoU per setting (paper default, and tune.json's when stpn tune ran),\n"
             "per-class AP and precision-recall at tIoU 0.5, timelines of the best and the worst test videos.")

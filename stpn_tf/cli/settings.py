@@ -75,6 +75,14 @@ def evaluation_thresholds(config: ml_collections.ConfigDict) -> list[float]:
     return [float(t) for t in config.evaluate.tiou_thresholds]
 
 
+def tuning_objective(config: ml_collections.ConfigDict) -> str:
+    """config.tune.objective, or (empty) what config.evaluate.protocol implies: "both" -> "min"."""
+    from stpn_tf.tuning.sweep import objective_for
+
+    tune = config.get("tune") or {}
+    return objective_for(str(config.evaluate.get("protocol", "both")), str(tune.get("objective", "") or ""))
+
+
 def as_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """The config as plain JSON values (what work directories record)."""
     try:

@@ -45,13 +45,13 @@ def run(p: Parsed) -> int:
                     train_split=cfg.dataset.train_split, test_split=cfg.dataset.test_split,
                     tiou_thresholds=settings.evaluation_thresholds(cfg), batch_size=int(cfg.localize.batch_size),
                     config_record=settings.as_json(cfg), config_name=p.config_name,
-                    unknown_labels_as_fp=p.unknown_labels_as_fp, grids=grids)
+                    unknown_labels_as_fp=p.unknown_labels_as_fp, grids=grids, objective=settings.tuning_objective(cfg))
     return 0
 
 
 COMMAND = Command(
     name="study", purpose="seed study: train both streams per seed, mAP mean / std / min / max over seeds",
     usage="stpn study --workdir=S --config.dataset.dir=D [--seeds=0,1,2,3,4] [--tuned_config=W/tuned_config.py]",
-    define=define, run=run, config_sections=("dataset", "model", "train", "localize", "evaluate"),
+    define=define, run=run, config_sections=("dataset", "model", "train", "localize", "evaluate", "tune"),
     details="Resumable: rerun the same command; trained seeds and streams are reused, an interrupted training\n"
             "resumes. Seeds run one after another.")

@@ -6,7 +6,7 @@ import os
 
 from absl import flags
 
-from stpn_tf.cli.common import Command, Parsed, define_workdir, require
+from stpn_tf.cli.common import Command, Parsed, check_dataset_dir, define_workdir, require
 from stpn_tf.core.errors import StpnError
 from stpn_tf.artifacts.workdir import MODEL_STREAMS, WorkDir
 
@@ -16,6 +16,13 @@ def define(fv: flags.FlagValues) -> None:
     flags.DEFINE_enum("stream", None, list(MODEL_STREAMS), "which stream to train (joint: one model on the "
                       "concatenated RGB and flow features, an extra beside the paper's two streams) (required)",
                       flag_values=fv)
+
+
+def check(p: Parsed) -> None:
+    """Flags and the dataset, before TensorFlow loads and before training is announced."""
+    require(p.flags, "workdir", "stream")
+    if not WorkDir(p.workdir).is_trained(p.stream):  # a trained stream is reported as such, dataset or not
+        check_dataset_dir(p.config.dataset.dir)
 
 
 def run(p: Parsed) -> int:
@@ -43,6 +50,6 @@ def run(p: Parsed) -> int:
 COMMAND = Command(
     name="train", purpose="train one STPN stream (rgb, flow or joint) on a built dataset",
     usage="stpn train --workdir=DIR --stream=rgb|flow|joint [--config=NAME|FILE] [--config.SECTION.KEY=VALUE ...]",
-    define=define, run=run, config_sections=("dataset", "model", "train"),
+    define=define, run=run, check=check, config_sections=("dataset", "model", "train"),
     details="Resumable: after a kill or Ctrl-C, rerun the same command; it continues from the last finished\n"
             "epoch. When train.steps is not a multiple of train.steps_per_epoch, the last epoch is shorter.")

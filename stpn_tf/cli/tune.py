@@ -45,7 +45,7 @@ def run(p: Parsed) -> int:
         grid=settings.grid_config(cfg), space=space, grids=grids, rounds=int(cfg.tune.rounds),
         joint=tuple(cfg.tune.joint), tiou_thresholds=settings.evaluation_thresholds(cfg),
         tune_batch_size=int(cfg.tune.batch_size), batch_size=int(cfg.localize.batch_size),
-        unknown_labels_as_fp=p.unknown_labels_as_fp, out=p.out,
+        unknown_labels_as_fp=p.unknown_labels_as_fp, out=p.out, objective=settings.tuning_objective(cfg),
         shipped_configs={name: configs.flat_keys(configs.load_config(name)) for name in configs.NAMES},
         config_values=configs.flat_keys(cfg))
     return 0

@@ -129,11 +129,17 @@ def atomic_output(path: str, *, make_parents: bool = False) -> Iterator[str]:
             os.chmod(temporary, _file_mode())
         replace(temporary, path)
     except BaseException as error:
-        remove_quietly(temporary)
-        failed = write_error(path, error)
-        if failed is not None and failed is not error:
-            raise failed from None
+        _abandon(temporary, path, error)
         raise
+
+
+def _abandon(temporary: str, path: str, error: BaseException) -> None:
+    """Removes a failed write's temporary; raises the one-line WriteError when `error` is a failed write
+    (full disk, no permission), and returns for any other error, which the caller re-raises."""
+    remove_quietly(temporary)
+    failed = write_error(path, error)
+    if failed is not None and failed is not error:
+        raise failed from None
 
 
 def atomic_write_bytes(path: str, data: bytes, *, make_parents: bool = False) -> None:
@@ -183,10 +189,7 @@ def atomic_directory(path: str, *, overwrite: bool = False) -> Iterator[str]:
         else:
             os.replace(temporary, path)
     except BaseException as error:
-        remove_quietly(temporary)
-        failed = write_error(path, error)
-        if failed is not None and failed is not error:
-            raise failed from None
+        _abandon(temporary, path, error)
         raise
 
 

@@ -296,7 +296,8 @@ def write_dataset(
                     )
                 )
         splits[split] = SplitInfo(num_videos=writer.num_written, num_snippets=snippets,
-                                  shards=[os.path.basename(p) for p in writer.shards])
+                                  shards=[os.path.basename(p) for p in writer.shards],
+                                  shard_records=writer.shard_records)
     annotations.write_activitynet_json(records, dataset_dir.ground_truth_path(out_dir))
     info = DatasetInfo(name="synthetic_thumos14", layout="synthetic", classes=gen.classes, feature_dim=feature_dim,
                        fps=FPS, stride_frames=STRIDE_FRAMES, splits=splits,

@@ -11,6 +11,7 @@ from stpn_tf.artifacts import annotations
 from stpn_tf.core.errors import StpnError
 from stpn_tf.core.atomic import atomic_write_text
 from stpn_tf.artifacts.results import parse_results, results_body, results_envelope
+from stpn_tf.evaluation.matching import check_start
 
 # Video file suffixes the kit strips from result file names (its copies use .mpeg or .mp4).
 _VIDEO_SUFFIX = re.compile(r"\.(mpeg|mp4|avi)$", re.IGNORECASE)
@@ -28,6 +29,7 @@ def read_toolkit_results(path: str, ucf101_ids: Mapping[str, int], *, unknown_la
     results: dict[str, list] = {}
     for where, fields in annotations.text_rows(path, 5, "video start end class_id confidence"):
         s, e = annotations.parse_interval(fields[1], fields[2], where)
+        check_start(s, e, f"{where} (video {fields[0]})")
         try:
             cid = int(fields[3])
             conf = float(fields[4])

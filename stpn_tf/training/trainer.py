@@ -195,8 +195,8 @@ def _fit(work: WorkDir, stream: str, info, shards, done_epochs: int, model_confi
         callbacks = [RestoreOnly(backup_dir)]
     callbacks += [StopAtStep(train.steps), first_batch := FirstBatch()]
     last = train.steps - (train.epochs - 1) * train.steps_per_epoch
-    logging.info("training %s stream: %d steps (%d epochs of %d%s), batch %d, %d classes, D=%d%s", stream,
-                 train.steps, train.epochs, train.steps_per_epoch,
+    logging.info("training %s stream: %d steps (%d epoch%s of %d%s), batch %d, %d classes, D=%d%s", stream,
+                 train.steps, train.epochs, "" if train.epochs == 1 else "s", train.steps_per_epoch,
                  f", the last of {last}" if last != train.steps_per_epoch else "", train.batch_size, len(classes),
                  info.feature_dim, f", {dist.num_replicas_in_sync} replicas" if multi_worker else "")
     if verbose is None:

@@ -9,6 +9,8 @@ on is the caller's business (`stpn tune` refuses the test split unless asked for
 
 from __future__ import annotations
 
+import collections
+import gc
 import itertools
 import time
 from collections.abc import Mapping, Sequence
@@ -40,6 +42,47 @@ PROPOSALS: dict[str, dict[str, Any]] = {
     "attention": dict(proposal_signal="attention", normalize=False,
                       proposal_thresholds=tuple(float(t) for t in np.linspace(0.1, 0.9, 9))),
 }
+
+
+# What a search maximises: one protocol's average mAP, or "min", the lower of the two protocols' averages
+# (a setting that gains on one protocol and loses on the other is then no better).
+OBJECTIVES = ("activitynet", "th14kit", "min")
+BOTH = ("activitynet", "th14kit")
+# The order a round of `tune` visits the keys of a space (ConfigDict keys come back sorted by name).
+KEY_ORDER = ("proposals", "scoring", "nms", "proposal_streams", "class_threshold", "tcam_threshold", "alpha",
+             "oic_margin", "oic_gamma", "nms_threshold", "soft_nms_sigma")
+
+
+def ordered_keys(keys: Sequence[str]) -> list[str]:
+    """The keys of a tuning space in the order a round visits them (KEY_ORDER, then the others by name)."""
+    return sorted(keys, key=lambda k: (KEY_ORDER.index(k) if k in KEY_ORDER else len(KEY_ORDER), k))
+
+
+def objective_for(protocol: str, objective: str = "") -> str:
+    """The objective of a run: `objective` when given, else the one `protocol` (config.evaluate.protocol)
+    implies: "both" -> "min", else that protocol."""
+    name = objective or ("min" if protocol == "both" else protocol)
+    if name not in OBJECTIVES:
+        raise StpnError(f"unknown tuning objective {name!r}; known: {', '.join(OBJECTIVES)} (or empty: follow "
+                        "evaluate.protocol)")
+    return name
+
+
+def objective_protocols(objective: str) -> tuple[str, ...]:
+    """The protocols an objective covers."""
+    return BOTH if objective == "min" else (objective,)
+
+
+def objective_value(row: Mapping[str, Any], objective: str) -> float:
+    """The objective of a scored row ({"protocols": {p: {"average_mAP"}}}): the lower average for "min"."""
+    return min(row["protocols"][p]["average_mAP"] for p in objective_protocols(objective))
+
+
+def protocols_text(row: Mapping[str, Any]) -> str:
+    """Both protocols' average mAP (%) of a scored row, for the search's lines."""
+    r = row["protocols"]
+    return "  ".join(f"{name} {100 * r[p]['average_mAP']:6.2f}" for p, name in
+                     (("activitynet", "ActivityNet"), ("th14kit", "toolkit")) if p in r)
 
 
 def batch_size_for(raw: Mapping[str, np.ndarray], videos: int = 256) -> int:
@@ -96,6 +139,11 @@ class Sweeper:
       batch_size: Videos per Localizer call. Large batches are much faster on a CPU (the NMS loop's
         steps cost about the same for 16 videos as for 200); memory grows with batch x classes passing x
         thresholds x T.
+      objective: What `score` rows carry as "objective" and `tune` maximises (OBJECTIVES; default the
+        first protocol); its protocols must be among `protocols`.
+      localizers: Localizers (structures) kept with their compiled functions; the least recently used
+        one beyond this is dropped (compiled again if asked for again).
+      kept_data: Evaluation data (`eval_data`) kept for the most recently scored settings.
 
     Scoring evaluates the padded detections directly (`eval_data`), which gives the same numbers as
     `evaluate_detections` on the results object (tests/test_sweep.py) without building it.
@@ -104,14 +152,22 @@ class Sweeper:
     def __init__(self, raw: Mapping[str, np.ndarray], ground_truth: Sequence[VideoRecord], *,
                  streams: Sequence[str] = ("rgb", "flow"), protocols: Sequence[str] = ("activitynet",),
                  tiou_thresholds: Sequence[float] | None = None, unknown_labels_as_fp: bool = False,
-                 batch_size: int = 256):
+                 batch_size: int = 256, objective: str | None = None, localizers: int = 2, kept_data: int = 2):
         self.raw, self.ground_truth, self.streams = raw, list(ground_truth), tuple(streams)
         self.protocols, self.tiou_thresholds = tuple(protocols), tiou_thresholds
+        self.objective = objective or self.protocols[0]
+        missing = [p for p in objective_protocols(objective_for("", self.objective)) if p not in self.protocols]
+        if missing:
+            raise StpnError(f"Sweeper: objective {self.objective!r} needs protocols {missing} to be scored")
         self.unknown_labels_as_fp = unknown_labels_as_fp
         self.batches = raw_batches(raw, streams=streams, batch_size=batch_size)
-        self._localizers: dict[tuple, Localizer] = {}
+        # Bounded caches: every Localizer holds its compiled functions, every EvalData a split's detections;
+        # a search tries hundreds of settings over several structures, so only the last few are kept.
+        self._localizers: collections.OrderedDict[tuple, Localizer] = collections.OrderedDict()
+        self._max_localizers, self._max_data = max(1, localizers), max(0, kept_data)
+        self._released_compiles = 0
         self._scores: dict[LocalizerConfig, dict[str, Any]] = {}
-        self._data: dict[LocalizerConfig, EvalData] = {}
+        self._data: collections.OrderedDict[LocalizerConfig, EvalData] = collections.OrderedDict()
         self._truth = ground_truth_data(self.ground_truth)
         if self._truth.num_classes == 0:
             raise StpnError("ground truth has no action segments to evaluate against")
@@ -128,9 +184,20 @@ class Sweeper:
     def localizer(self, config: LocalizerConfig) -> Localizer:
         """The (compiled) Localizer of `config`'s structure, built once."""
         key = config.structure()
-        if key not in self._localizers:
-            self._localizers[key] = Localizer(config)
+        if key in self._localizers:
+            self._localizers.move_to_end(key)
+            return self._localizers[key]
+        while len(self._localizers) >= self._max_localizers:
+            _, dropped = self._localizers.popitem(last=False)
+            self._released_compiles += dropped.tracing_count()
+            del dropped
+            gc.collect()  # the functions sit in reference cycles; free their graphs now, not at some later gc
+        self._localizers[key] = Localizer(config)
         return self._localizers[key]
+
+    def compiles(self) -> int:
+        """Functions compiled so far (one XLA compile each), dropped Localizers included."""
+        return self._released_compiles + sum(loc.tracing_count() for loc in self._localizers.values())
 
     def results(self, config: LocalizerConfig) -> dict[str, Any]:
         """The detections of `config` (ActivityNet results object)."""
@@ -140,9 +207,15 @@ class Sweeper:
     def eval_data(self, config: LocalizerConfig) -> EvalData:
         """The ground truth with `config`'s detections, as `build_eval_data` makes it from the results
         (computed once per config: the report asks again for the settings it scored)."""
-        if config not in self._data:
-            self._data[config] = self._eval_data(config)
-        return self._data[config]
+        if config in self._data:
+            self._data.move_to_end(config)
+            return self._data[config]
+        data = self._eval_data(config)
+        if self._max_data:
+            self._data[config] = data
+            while len(self._data) > self._max_data:
+                self._data.popitem(last=False)
+        return data
 
     def _eval_data(self, config: LocalizerConfig) -> EvalData:
         # The valid slots of the padded detections, flattened video by video and slot by slot: the order
@@ -167,8 +240,8 @@ class Sweeper:
                                 unknown_labels_as_fp=self.unknown_labels_as_fp, source="the localized raw outputs")
 
     def score(self, config: LocalizerConfig) -> dict[str, Any]:
-        """{"config", "setting", "average_mAP" (first protocol), "protocols": {p: {"average_mAP", "mAP",
-        "tiou_thresholds"}}, "seconds"}; cached per config."""
+        """{"config", "setting", "average_mAP" (first protocol), "objective" (`objective_value`), "protocols":
+        {p: {"average_mAP", "mAP", "tiou_thresholds"}}, "seconds"}; cached per config (rows are small)."""
         if config in self._scores:
             return self._scores[config]
         start = time.perf_counter()
@@ -180,6 +253,7 @@ class Sweeper:
             row["protocols"][protocol] = {"average_mAP": float(m_ap.mean()), "mAP": [float(x) for x in m_ap],
                                           "tiou_thresholds": [float(t) for t in thresholds]}
         row["average_mAP"] = row["protocols"][self.protocols[0]]["average_mAP"]
+        row["objective"] = objective_value(row, self.objective)
         row["seconds"] = time.perf_counter() - start
         self._scores[config] = row
         return row
@@ -223,16 +297,19 @@ def best_setting(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
 
 def tune(sweeper: Sweeper, base: LocalizerConfig, space: Mapping[str, Sequence[Any]], *, rounds: int = 2,
          joint: Sequence[str] = (), out: TextIO | None = None) -> tuple[LocalizerConfig, list[dict[str, Any]]]:
-    """Coordinate search: for each coordinate in turn, the value with the best mAP given the others.
+    """Coordinate search: for each coordinate in turn, the value with the best objective given the others.
 
-    A coordinate is one key of `space`, except that the keys named in `joint` form one coordinate (the
+    The objective is the sweeper's (`Sweeper.objective`: one protocol's average mAP, or the lower of the
+    two). A coordinate is one key of `space`, except that the keys named in `joint` form one coordinate (the
     first) whose values are all their combinations: options that only help together (multi-threshold
     proposals with OIC scoring, say) are then found. Starts from `base`; a round visits every coordinate;
     stops after `rounds` rounds or a round that changes nothing. A value replaces the current one only
-    when it scores strictly higher, so ties keep the earlier (by default the paper's) setting.
+    when its objective is strictly higher AND it scores at least `base`'s average mAP under every protocol
+    the objective covers, so ties keep the earlier (by default the paper's) setting and the chosen setting
+    never falls below `base` under any covered protocol (it is `base` when nothing else qualifies).
 
     Returns:
-      (the chosen config, every scored row in the order tried, each with "round" and "key").
+      (the chosen config, every scored row in the order tried, each with "round", "key" and "admissible").
     """
     if not space:
         raise StpnError("the tuning space is empty")
@@ -244,11 +321,20 @@ def tune(sweeper: Sweeper, base: LocalizerConfig, space: Mapping[str, Sequence[A
         combos = itertools.product(*(space[k] for k in joint))
         coordinates.append(("+".join(joint), [tuple(zip(joint, combo)) for combo in combos]))
     coordinates += [(key, [((key, value),) for value in values]) for key, values in space.items() if key not in joint]
+    covered = objective_protocols(sweeper.objective)
     current = base
-    best = sweeper.score(current)
-    history = [dict(best, round=0, key="start")]
+    best = start = sweeper.score(current)
+    floor = {p: start["protocols"][p]["average_mAP"] for p in covered}
+
+    def admissible(row: Mapping[str, Any]) -> bool:
+        return all(row["protocols"][p]["average_mAP"] >= floor[p] for p in covered)
+
+    history = [dict(best, round=0, key="start", admissible=True)]
     if out is not None:
-        print(f"start {100 * best['average_mAP']:6.2f}  {best['setting']}", file=out, flush=True)
+        print(f"objective: {sweeper.objective} ({'the lower of ' if len(covered) > 1 else ''}"
+              f"{' and '.join(covered)} average mAP); a setting must not fall below the start under "
+              f"{' or '.join(covered)}", file=out)
+        print(f"start {100 * best['objective']:6.2f}  {protocols_text(best)}  {best['setting']}", file=out, flush=True)
     for round_index in range(1, rounds + 1):
         changed = False
         for name, values in coordinates:
@@ -259,15 +345,60 @@ def tune(sweeper: Sweeper, base: LocalizerConfig, space: Mapping[str, Sequence[A
                 if candidate == current:
                     continue
                 row = sweeper.score(candidate)
-                history.append(dict(row, round=round_index, key=name))
-                better = row["average_mAP"] > best["average_mAP"]
+                allowed = admissible(row)
+                history.append(dict(row, round=round_index, key=name, admissible=allowed))
+                better = allowed and row["objective"] > best["objective"]
                 if out is not None:
                     shown = ",".join(str(v) for _, v in assignment)
-                    print(f"r{round_index} {name}={shown:<24} {100 * row['average_mAP']:6.2f} "
-                          f"({row['seconds']:.1f} s){'  <- best so far' if better else ''}", file=out, flush=True)
+                    note = "  <- best so far" if better else ("" if allowed else "  (below the start: not eligible)")
+                    print(f"r{round_index} {name}={shown:<24} {100 * row['objective']:6.2f}  {protocols_text(row)} "
+                          f"({row['seconds']:.1f} s){note}", file=out, flush=True)
                 if better:
                     best, changed = row, True
             current = LocalizerConfig.from_dict(best["config"])
         if not changed:
             break
     return current, history
+
+
+def search_raw(raw_tune: Mapping[str, np.ndarray], tune_truth: Sequence[VideoRecord],
+               raw_test: Mapping[str, np.ndarray], test_truth: Sequence[VideoRecord], *, base: LocalizerConfig,
+               space: Mapping[str, Sequence[Any]], rounds: int, joint: Sequence[str], objective: str,
+               tiou_thresholds: Sequence[float] | None = None, batch_size: int = 256,
+               unknown_labels_as_fp: bool = False, on_test: bool = False,
+               out: TextIO | None = None) -> dict[str, Any]:
+    """One grid choice of `stpn tune` on raw outputs: the search on the tuning split (none when `space` is
+    empty) and the test scores (both protocols) of `base` and of the chosen settings.
+
+    Args:
+      raw_tune, tune_truth: The tuning split's raw outputs and ground truth.
+      raw_test, test_truth: The test split's.
+      on_test: The tuning split is the test split (`raw_tune` is ignored; one sweeper serves both).
+      batch_size: Videos per Localizer call at the paper's grid (`batch_size_for`).
+      Others as in `tune` and `Sweeper`.
+
+    Returns:
+      {"test_default", "tuning_default" (base's rows on the test and tuning splits), "compiles"} and, with
+      a space, "chosen" (config dict), "history", "tuning" (the chosen setting's row on the tuning split),
+      "test_chosen".
+    """
+    options = dict(protocols=BOTH, tiou_thresholds=tiou_thresholds, objective=objective,
+                   batch_size=batch_size_for(raw_test, batch_size), unknown_labels_as_fp=unknown_labels_as_fp)
+    tester = Sweeper(raw_test, test_truth, **options)
+    result: dict[str, Any] = {"test_default": tester.score(base)}
+    compiles = 0
+    if on_test:
+        sweeper = tester
+    else:
+        sweeper = Sweeper(raw_tune, tune_truth, **dict(options, batch_size=batch_size_for(raw_tune, batch_size)))
+    result["tuning_default"] = sweeper.score(base)
+    if space:
+        chosen, history = tune(sweeper, base, space, rounds=rounds, joint=joint, out=out)
+        result.update(chosen=chosen.to_dict(), history=history, tuning=sweeper.score(chosen))
+        result["test_chosen"] = tester.score(chosen)
+    if sweeper is not tester:
+        compiles += sweeper.compiles()
+        del sweeper
+        gc.collect()
+    result["compiles"] = compiles + tester.compiles()
+    return result

@@ -70,6 +70,7 @@ def run_demo(
     dataset_dir = os.path.join(workdir, "dataset")
     reuse_dataset = dataset_io.is_dataset_dir(dataset_dir)
     # Checks first: a refused run writes nothing.
+    WorkDir(workdir).check_training_settings(config_record)
     if reuse_dataset and not synthetic.matches(dataset_io.read_dataset_info(dataset_dir)):
         made = dataset_io.read_dataset_info(dataset_dir)
         raise StpnError(f"{dataset_dir}: made with other synthetic settings (feature_dim={made.feature_dim}, "
@@ -85,12 +86,13 @@ def run_demo(
     work = WorkDir(workdir)
     runs.train_streams(workdir=workdir, dataset_dir=dataset_dir, model=model, train=train, config_record=record,
                        config_name=config_name, prefix="[demo]",
-                       reused=f"model in {workdir} (new training settings need a new --workdir)")
+                       reused=f"model in {workdir}")
 
     print("[demo] localizing the test split", flush=True)
     serving = load_serving_model(workdir, grid=grid, localizer_config=localizer_config)
     two_stream, raw = runs.run_models(serving, dataset_dir, "test", batch_size=batch_size)
-    predict.save_raw(os.path.join(workdir, "raw_test.npz"), raw)
+    predict.save_raw(os.path.join(workdir, "raw_test.npz"), raw, split="test",
+                     ground_truth=dataset_io.ground_truth_path(dataset_dir))
     ground_truth = load_ground_truth(dataset_io.ground_truth_path(dataset_dir), "test")
     thresholds = list(tiou_thresholds) or None
     tables: dict[str, dict[str, dict]] = {p: {} for p in protocols}
@@ -99,8 +101,13 @@ def run_demo(
         results = two_stream if len(streams) == 2 else predict.localize_raw(raw, localizer, streams=streams,
                                                                            batch_size=batch_size)
         write_results(os.path.join(workdir, f"detections_{'_'.join(streams)}.json"), results)
+        source = f"{name} detections (detections_{'_'.join(streams)}.json)"
         for p in protocols:
-            tables[p][name] = evaluate_detections(ground_truth, results, protocol=p, tiou_thresholds=thresholds)
+            tables[p][name] = evaluate_detections(ground_truth, results, protocol=p, tiou_thresholds=thresholds,
+                                                  source=source, log_warnings=False)
+        # The warnings are about the detections, not the protocol: each once, naming the stream.
+        for warning in dict.fromkeys(w for p in protocols for w in tables[p][name]["warnings"]):
+            print(f"[demo] warning: {warning}", flush=True)
     text = format_protocol_tables(tables, next(iter(tables.values()))["RGB"]["tiou_thresholds"])
     print("\n" + text + "\n")
     atomic_write_text(os.path.join(workdir, "results.txt"), text + "\n")

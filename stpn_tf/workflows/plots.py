@@ -47,6 +47,34 @@ def _curves(name: str, values: np.ndarray | Mapping[str, np.ndarray], length: in
     return out
 
 
+# Score labels: at most this many per lane, and none overlapping another (a label is about this fraction
+# of the time axis wide at fontsize 7 on a 10-inch figure).
+MAX_LABELS_PER_LANE = 3
+LABEL_WIDTH = 0.045
+
+
+def score_labels(intervals: Sequence[tuple[str, float, float, float | None]], *,
+                 span: float) -> list[tuple[float, float]]:
+    """Which detections of one lane get their score written: the best-scored first, each only where its
+    label does not overlap one already placed, at most MAX_LABELS_PER_LANE.
+
+    Args:
+      intervals: (label, start, end, score) of one lane; entries without a score get no label.
+      span: Length of the time axis in seconds (the labels' width scales with it).
+
+    Returns:
+      [(start in seconds, score)] of the labelled detections, best first.
+    """
+    width = LABEL_WIDTH * max(span, 1e-6)
+    placed: list[tuple[float, float]] = []
+    for _, start, _, score in sorted((i for i in intervals if i[3] is not None), key=lambda i: -i[3]):
+        if len(placed) == MAX_LABELS_PER_LANE:
+            break
+        if all(abs(start - other) >= width for other, _ in placed):
+            placed.append((start, score))
+    return placed
+
+
 def plot_timeline(out_path: str, *, video_id: str, times: np.ndarray,
                   attention: np.ndarray | Mapping[str, np.ndarray],
                   tcam: Mapping[str, np.ndarray] | None = None,
@@ -102,13 +130,12 @@ def plot_timeline(out_path: str, *, video_id: str, times: np.ndarray,
             intervals = truth if row == "truth" else detected
             lanes = sorted({i[0] for i in intervals})
             for lane, name in enumerate(lanes):
-                for label, start, end, score in intervals:
-                    if label != name:
-                        continue
+                in_lane = [i for i in intervals if i[0] == name]
+                for label, start, end, score in in_lane:
                     alpha = 1.0 if score is None else 0.35 + 0.65 * float(np.clip(score, 0, 1))
                     axis.barh(lane, end - start, left=start, height=0.6, color=colors[name], alpha=alpha)
-                    if score is not None:
-                        axis.text(start, lane + 0.35, f"{score:.2f}", fontsize=7, va="bottom")
+                for start, score in score_labels(in_lane, span=end_time):
+                    axis.text(start, lane + 0.35, f"{score:.2f}", fontsize=7, va="bottom")
             axis.set_yticks(range(len(lanes)), lanes, fontsize=8)
             axis.set_ylim(-0.6, max(len(lanes), 1) - 0.05)  # room for the score labels
             axis.set_ylabel("ground truth" if row == "truth" else "detections", fontsize=9)
@@ -125,13 +152,17 @@ def plot_timeline(out_path: str, *, video_id: str, times: np.ndarray,
             axis.set_ylim(-0.05, 1.05)
             axis.set_ylabel("attention", fontsize=9)
             if any(attention_curves):
-                axis.legend(loc="upper right", fontsize=7)
+                axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, borderaxespad=0,
+                            frameon=False)
         else:
             for name, curve in tcam_curves.items():
                 axis.plot(times, curve, label=name, color=colors[name], linewidth=1.2)
             axis.set_ylabel(tcam_label, fontsize=9)
             if tcam_curves:
-                axis.legend(loc="upper right", fontsize=7)
+                # Beside the axes, inside the figure (tight_layout makes room): many classes never cover
+                # the curves nor spill below the figure.
+                axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, borderaxespad=0,
+                            ncol=1 + (len(tcam_curves) - 1) // 12, frameon=False)
             else:
                 axis.text(0.5, 0.5, "no detected classes", transform=axis.transAxes, ha="center",
                           va="center", color="gray")

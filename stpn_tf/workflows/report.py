@@ -31,7 +31,7 @@ from stpn_tf.inference import predict  # noqa: E402
 from stpn_tf.core.errors import StpnError  # noqa: E402
 from stpn_tf.evaluation.activitynet import activitynet_hits  # noqa: E402
 from stpn_tf.evaluation.matching import segment_tiou  # noqa: E402
-from stpn_tf.tuning.sweep import Sweeper, describe  # noqa: E402
+from stpn_tf.tuning.sweep import Sweeper, describe, objective_value  # noqa: E402
 from stpn_tf.core.atomic import atomic_write_text  # noqa: E402
 from stpn_tf.core.tables import PROTOCOL_TITLES, short_title  # noqa: E402
 from stpn_tf.artifacts.ground_truth import load_ground_truth  # noqa: E402
@@ -64,36 +64,84 @@ def map_figure(curves: Mapping[str, Mapping[str, Mapping[str, Any]]], title: str
 
 
 def class_ap_figure(per_class: Mapping[str, Mapping[str, float]]) -> bytes:
-    """Per-class AP (%) at tIoU 0.5, bars grouped by class: {setting: {class: AP}}."""
+    """Per-class AP (%) at tIoU 0.5, horizontal bars grouped by class: {setting: {class: AP}}."""
     names = list(per_class)
     classes = list(next(iter(per_class.values())))
-    figure = Figure(figsize=(11, 3.8))
+    figure = Figure(figsize=(6.5, .9 + .26 * len(classes) * max(1, len(names)) ** .5))
     ax = figure.add_subplot(1, 1, 1)
-    width = .8 / max(len(names), 1)
+    height = .8 / max(len(names), 1)
+    y = np.arange(len(classes))[::-1]  # the first class on top, as in the table beside the chart
     for i, name in enumerate(names):
-        ax.bar(np.arange(len(classes)) + i * width, [100 * per_class[name][c] for c in classes], width, label=name)
-    ax.set_xticks(np.arange(len(classes)) + .4 - width / 2, classes, rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel("AP (%) at tIoU 0.5 (ActivityNet protocol)")
-    ax.legend(fontsize=7)
+        ax.barh(y + .4 - height / 2 - i * height, [100 * per_class[name][c] for c in classes], height, label=name)
+    ax.set_yticks(y, classes, fontsize=8)
+    ax.set_xlabel("AP (%) at tIoU 0.5 (ActivityNet protocol)", fontsize=8)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.grid(axis="x", alpha=.3)
+    ax.legend(fontsize=7, loc="lower right")
     figure.tight_layout()
     return _png(figure)
 
 
-def pr_figure(curves: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]]) -> bytes:
-    """Precision against recall at tIoU 0.5 per class, one panel per setting: {setting: {class: (rec, prec)}}."""
-    figure = Figure(figsize=(5 * len(curves), 3.8))
-    for i, (name, by_class) in enumerate(curves.items()):
-        ax = figure.add_subplot(1, len(curves), i + 1)
-        for cls, (rec, prec) in by_class.items():
-            ax.plot(rec, prec, linewidth=.8, label=cls)
+def pr_figure(curves: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]], classes: Sequence[str]) -> bytes:
+    """Precision against recall at tIoU 0.5: one small panel per class, one line per setting (distinct
+    colours, one legend), so no two classes share a colour or a panel.
+
+    Args:
+      curves: {setting: {class: (recall [N], precision [N])}}; a class without predictions has no curve.
+      classes: The classes of the panels, in order.
+    """
+    columns = min(5, max(1, len(classes)))
+    rows = -(-len(classes) // columns) if classes else 1
+    figure = Figure(figsize=(2.3 * columns, 1.9 * rows + .6))
+    colours = matplotlib.colormaps["tab10"]
+    handles = {}
+    for i, cls in enumerate(classes):
+        ax = figure.add_subplot(rows, columns, i + 1)
+        for j, (name, by_class) in enumerate(curves.items()):
+            if cls in by_class:
+                rec, prec = by_class[cls]
+                handles[name], = ax.plot(rec, prec, linewidth=1.1, color=colours(j % 10), label=name)
+        if not any(cls in by_class for by_class in curves.values()):
+            ax.text(.5, .5, "no predictions", ha="center", va="center", fontsize=7, color="gray")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.02)
-        ax.set_xlabel("recall")
-        ax.set_ylabel("precision")
-        ax.set_title(f"{name} (tIoU 0.5)", fontsize=9)
+        ax.set_title(cls, fontsize=8)
+        ax.tick_params(labelsize=6)
         ax.grid(alpha=.3)
-    figure.tight_layout()
+        if i % columns == 0:
+            ax.set_ylabel("precision", fontsize=7)
+        if i >= len(classes) - columns:
+            ax.set_xlabel("recall", fontsize=7)
+    if handles:
+        figure.legend(list(handles.values()), list(handles), loc="upper center", ncol=len(handles), fontsize=8,
+                      frameon=False)
+    figure.tight_layout(rect=(0, 0, 1, 1 - .45 / (1.9 * rows + .6)))
     return _png(figure)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"<td class='num'>{value:.2f}</td>"
+    return f"<td>{html.escape(str(value))}</td>"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], caption: str = "") -> str:
+    """An HTML table; floats with two decimals, right-aligned."""
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in rows)
+    caption = f"<caption>{html.escape(caption)}</caption>" if caption else ""
+    return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def map_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
+    """The mAP (%) of each setting and protocol at each tIoU and on average, as an HTML table:
+    {setting: Sweeper.score row}."""
+    first = next(iter(rows.values()))["protocols"]
+    thresholds = next(iter(first.values()))["tiou_thresholds"]
+    header = ["setting", "protocol"] + [f"{t:.2f}" for t in thresholds] + ["avg"]
+    body = [[name, short_title(protocol)] + [100 * float(x) for x in r["mAP"]] + [100 * float(r["average_mAP"])]
+            for name, row in rows.items() for protocol, r in row["protocols"].items()]
+    return _table(header, body, "mAP (%) on the test split at each tIoU threshold")
 
 
 def precision_recall(data, threshold: float = 0.5) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -143,38 +191,71 @@ def _timeline_png(raw, index: int, results: Mapping[str, Any], truth) -> bytes:
             return f.read()
 
 
+Section = tuple  # (heading, text, [(figure name, PNG)], html beside the figures: "" for none)
+
+
 def run_sections(workdir: str, *, raw_path: str, truth_path: str, subset: str, default: LocalizerConfig,
-                 unknown_labels_as_fp: bool = False) -> list[tuple[str, str, list[tuple[str, bytes]]]]:
-    """The sections of a run's page: [(heading, text, [(figure name, PNG)])]."""
+                 unknown_labels_as_fp: bool = False, objective: str = "min") -> list[Section]:
+    """The sections of a run's page: [(heading, text, [(figure name, PNG)], html beside the figures)].
+
+    Each setting's line quotes the tuning objective (stpn_tf.tuning.sweep.OBJECTIVES, as `stpn tune`
+    ranks) beside both protocols.
+
+    A run of one stream (RGB only, say) gets the same page for that stream; its first section says so.
+
+    Raises:
+      StpnError: Naming the file at fault (the raw outputs, the ground truth, tune.json).
+    """
     raw = predict.load_raw(raw_path)
     truth = load_ground_truth(truth_path, subset)
+    streams = tuple(s for s in ("rgb", "flow") if s in predict.raw_streams(raw)) or predict.raw_streams(raw)[:1]
     settings = {"paper default": default}
     tune_path = os.path.join(workdir, "tune.json")
     if os.path.exists(tune_path):
-        with open(tune_path) as f:
-            tuned = json.load(f)
-        label = "tuned on TEST (optimistic)" if tuned.get("tuned_on_test_split") else f"tuned on {tuned['tuned_on']}"
+        try:
+            with open(tune_path) as f:
+                tuned = json.load(f)
+            label = "tuned on TEST (optimistic)" if tuned.get("tuned_on_test_split") else f"tuned on {tuned['tuned_on']}"
+            chosen = LocalizerConfig.from_dict(tuned["chosen"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            raise StpnError(f"{tune_path}: not a tune.json written by `stpn tune` ({type(error).__name__}: "
+                            f"{error})") from None
         if tuned.get("chosen_all_snippets"):
             # stpn tune chose every snippet; this page has one set of raw outputs (raw_path) for all rows.
             label += f" (chosen with every snippet, scored here on {os.path.basename(raw_path)})"
-        settings[label] = LocalizerConfig.from_dict(tuned["chosen"])
-    sweeper = Sweeper(raw, truth, protocols=tuple(PROTOCOL_TITLES), unknown_labels_as_fp=unknown_labels_as_fp)
-    rows = {name: sweeper.score(config) for name, config in settings.items()}
-    data = {name: sweeper.eval_data(config) for name, config in settings.items()}
+        settings[label] = chosen
+    try:
+        sweeper = Sweeper(raw, truth, streams=streams, protocols=tuple(PROTOCOL_TITLES),
+                          unknown_labels_as_fp=unknown_labels_as_fp)
+        rows = {name: sweeper.score(config) for name, config in settings.items()}
+        data = {name: sweeper.eval_data(config) for name, config in settings.items()}
+    except StpnError as error:
+        if raw_path in str(error) or truth_path in str(error):
+            raise
+        raise StpnError(f"{raw_path} against {truth_path}: {error}") from None
     from stpn_tf.evaluation.activitynet import activitynet_ap
 
     per_class = {}
     for name, d in data.items():
         ap = activitynet_ap(d, [0.5])[:, 0]
         per_class[name] = dict(zip(d.classes, ap))
-    text = "; ".join(f"{name}: {describe(settings[name])}, average mAP {100 * r['average_mAP']:.2f} "
-                     f"(ActivityNet) / {100 * r['protocols']['th14kit']['average_mAP']:.2f} (toolkit)"
-                     for name, r in rows.items())
+    names = " and ".join(s.upper() if s == "rgb" else s for s in streams)
+    if len(streams) == 1:
+        scope = (f"This run has the {names} stream only (its raw outputs hold no other): every figure is of that "
+                 "stream alone; two-stream figures are skipped. ")
+    else:
+        scope = f"Two-stream localization ({names}). "
+    text = scope + "; ".join(f"{name}: {describe(settings[name])}, objective ({objective}) "
+                             f"{100 * objective_value(rows[name], objective):.2f}" for name in rows)
+    classes = list(next(iter(per_class.values())))
+    class_rows = [[c] + [100 * float(per_class[n][c]) for n in per_class] for c in classes]
+    class_table = _table(["class"] + [f"AP (%) {n}" for n in per_class], class_rows,
+                         "AP (%) at tIoU 0.5 (ActivityNet protocol)")
     sections = [("mAP against tIoU", text, [("map_vs_tiou", map_figure({n: r["protocols"] for n, r in rows.items()},
-                                                                        "test split"))]),
-                ("Per-class AP at tIoU 0.5", "", [("per_class_ap", class_ap_figure(per_class))]),
-                ("Precision-recall at tIoU 0.5", "One curve per class (ActivityNet matching).",
-                 [("precision_recall", pr_figure({n: precision_recall(d) for n, d in data.items()}))])]
+                                                                        "test split"))], map_table(rows)),
+                ("Per-class AP at tIoU 0.5", "", [("per_class_ap", class_ap_figure(per_class))], class_table),
+                ("Precision-recall at tIoU 0.5", "One panel per class, one line per setting (ActivityNet matching).",
+                 [("precision_recall", pr_figure({n: precision_recall(d) for n, d in data.items()}, classes))], "")]
     default_data = data["paper default"]
     quality = video_quality(default_data)
     ranked = sorted(quality, key=lambda v: (-quality[v], v))
@@ -188,12 +269,13 @@ def run_sections(workdir: str, *, raw_path: str, truth_path: str, subset: str, d
             figures.append((f"timeline_{kind}_{video_id}", _timeline_png(raw, index_of[video_id], results, truth)))
     sections.append(("Timelines of the best and the worst test videos",
                      "Paper default settings; videos ranked by the mean over their ground-truth segments of the best "
-                     "tIoU with a detection of the same class. Rows: ground truth, detections, attention, weighted "
-                     "T-CAM.", figures))
+                     "tIoU with a detection of the same class. Rows: ground truth, detections (scores of the top "
+                     f"ones), attention ({names}), weighted T-CAM of the best-scored and the annotated classes.",
+                     figures, ""))
     return sections
 
 
-def study_section(study: Mapping[str, Any]) -> tuple[str, str, list[tuple[str, bytes]]]:
+def study_section(study: Mapping[str, Any]) -> Section:
     figures = []
     for name in study["aggregate"]:
         curves = {f"seed {s}": study["per_seed"][str(s)][name] for s in study["seeds"]}
@@ -205,24 +287,40 @@ def study_section(study: Mapping[str, Any]) -> tuple[str, str, list[tuple[str, b
                      f"std {100 * a['activitynet']['average_mAP']['std']:.2f}, min "
                      f"{100 * a['activitynet']['average_mAP']['min']:.2f}, max "
                      f"{100 * a['activitynet']['average_mAP']['max']:.2f}" for name, a in agg.items())
-    return (f"Seed study ({len(study['seeds'])} seeds)", text, figures)
+    return (f"Seed study ({len(study['seeds'])} seeds)", text, figures, "")
 
 
-def write_html(path: str, title: str, sections: Sequence[tuple[str, str, Sequence[tuple[str, bytes]]]]) -> int:
+_STYLE = ("body{font-family:sans-serif;max-width:1300px;margin:auto;padding:1em}"
+          "img{max-width:100%;display:block;margin:.5em 0}"
+          ".row{display:flex;gap:1.5em;align-items:flex-start;flex-wrap:wrap}.row img{flex:0 1 auto}"
+          "table{border-collapse:collapse;font-size:13px;margin:.5em 0}caption{text-align:left;font-weight:bold;"
+          "padding:.3em 0}th,td{border-bottom:1px solid #ddd;padding:2px 8px}th{background:#f3f3f3}"
+          "td.num{text-align:right;font-variant-numeric:tabular-nums}")
+
+
+def write_html(path: str, title: str, sections: Sequence[Section]) -> int:
     """Writes the page atomically; returns the number of figures. A script on the page sets the document
-    title to "rendered N/M" once loaded (N figures decoded with a nonzero size), for headless checks."""
+    title to "rendered N/M" once loaded (N figures decoded with a nonzero size), for headless checks.
+
+    Args:
+      path: The HTML file.
+      title: The page's heading (the run's name).
+      sections: (heading, text, [(figure name, PNG)][, html shown beside the figures: a table]).
+    """
     parts = ["<!DOCTYPE html>", "<html><head><meta charset='utf-8'>", f"<title>{html.escape(title)}</title>",
-             "<style>body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}"
-             "img{max-width:100%;display:block;margin:.5em 0}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
+             f"<style>{_STYLE}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
     count = 0
-    for heading, text, figures in sections:
+    for heading, text, figures, *beside in sections:
         parts.append(f"<h2>{html.escape(heading)}</h2>")
         if text:
             parts.append(f"<p>{html.escape(text)}</p>")
+        images = []
         for name, png in figures:
             count += 1
             data = base64.b64encode(png).decode("ascii")
-            parts.append(f"<img class='figure' alt='{html.escape(name)}' src='data:image/png;base64,{data}'>")
+            images.append(f"<img class='figure' alt='{html.escape(name)}' src='data:image/png;base64,{data}'>")
+        extra = beside[0] if beside else ""
+        parts.append(f"<div class='row'>{''.join(images)}<div>{extra}</div></div>" if extra else "\n".join(images))
     parts.append("<script>window.addEventListener('load',function(){var f=document.querySelectorAll('img.figure');"
                  "var ok=0;f.forEach(function(i){if(i.complete&&i.naturalWidth>0)ok++;});"
                  "document.title='rendered '+ok+'/'+f.length;});</script></body></html>")
@@ -230,7 +328,14 @@ def write_html(path: str, title: str, sections: Sequence[tuple[str, str, Sequenc
     return count
 
 
-def check_inputs(raw_path: str) -> None:
+def page_title(workdir: str) -> str:
+    """The page's title: the run's name (its directory's name), not a path of this machine."""
+    return f"stpn_tf report: {os.path.basename(os.path.normpath(os.path.abspath(workdir)))}"
+
+
+def check_inputs(raw_path: str, streams: Sequence[str] = ("rgb", "flow")) -> None:
+    """Refuses a run without raw outputs, naming the command that writes them for its trained `streams`."""
     if not os.path.exists(raw_path):
-        raise StpnError(f"{raw_path}: raw test outputs not found; run `stpn localize --workdir=W "
+        only = f" --streams={streams[0]}" if len(streams) == 1 else ""
+        raise StpnError(f"{raw_path}: raw test outputs not found; run `stpn localize --workdir=W{only} "
                         f"--save_raw={raw_path}` first (stpn demo writes them)")

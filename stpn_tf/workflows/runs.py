@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from stpn_tf.artifacts.dataset_dir import read_dataset_info
+from stpn_tf.artifacts.dataset_dir import ground_truth_path, read_dataset_info
 from stpn_tf.artifacts.shards import list_shards
 from stpn_tf.artifacts.workdir import WorkDir
 from stpn_tf.core.errors import StpnError
@@ -124,5 +124,5 @@ def cached_raw_outputs(path: str, *, workdir: str, dataset_dir: str, split: str,
     start = time.perf_counter()
     model = load_serving_model(workdir, grid=grid, feature_dim=feature_dim)
     _, raw = run_models(model, dataset_dir, split, batch_size=batch_size)
-    predict.save_raw(path, raw)
+    predict.save_raw(path, raw, split=split, ground_truth=ground_truth_path(dataset_dir))
     return raw, time.perf_counter() - start

@@ -22,9 +22,9 @@ from stpn_tf.training import trainer as train_lib
 from stpn_tf.artifacts.shards import list_shards
 from stpn_tf.data.grid import GridConfig
 from stpn_tf.core.errors import StpnError
-from stpn_tf.core.tables import format_study_tables, short_title
+from stpn_tf.core.tables import format_study_tables
 from stpn_tf.evaluation.evaluate import PROTOCOLS
-from stpn_tf.tuning.sweep import Sweeper, batch_size_for, describe
+from stpn_tf.tuning.sweep import Sweeper, batch_size_for, describe, objective_value, protocols_text
 from stpn_tf.artifacts import dataset_dir as dataset_io
 from stpn_tf.core.atomic import atomic_write_json, atomic_write_text
 from stpn_tf.artifacts.ground_truth import load_ground_truth
@@ -43,13 +43,16 @@ def run_study(*, study_dir: str, dataset_dir: str, seeds: Sequence[int], model: 
               train: train_lib.TrainConfig, grid: GridConfig, settings: Mapping[str, LocalizerConfig],
               train_split: str = "train", test_split: str = "test", tiou_thresholds: Sequence[float] | None = None,
               batch_size: int = 16, config_record: Mapping[str, Any] | None = None, config_name: str = "",
-              unknown_labels_as_fp: bool = False, grids: Mapping[str, GridConfig] | None = None) -> dict[str, Any]:
+              unknown_labels_as_fp: bool = False, grids: Mapping[str, GridConfig] | None = None,
+              objective: str = "min") -> dict[str, Any]:
     """Runs (or resumes) the study; returns what study.json holds.
 
     Args:
       settings: {name: localization settings}, e.g. {"paper default": ..., "tuned": ...}.
       grids: {name: where the models look} for settings that do not use `grid` (a tuned config may have
         chosen localize.all_snippets); the models run once per distinct grid.
+      objective: The tuning objective (stpn_tf.tuning.sweep.OBJECTIVES) quoted per seed and aggregated
+        beside both protocols, as `stpn tune` ranks settings.
     """
     grid_of = {name: (grids or {}).get(name, grid) for name in settings}
     if not seeds:
@@ -78,14 +81,18 @@ def run_study(*, study_dir: str, dataset_dir: str, seeds: Sequence[int], model: 
                                       unknown_labels_as_fp=unknown_labels_as_fp)
         per_seed[str(seed)] = {name: sweepers[grid_of[name]].score(config)["protocols"]
                                for name, config in settings.items()}
-        summary = ", ".join(f"{name} {100 * r['activitynet']['average_mAP']:.2f}" for name, r in per_seed[str(seed)].items())
-        print(f"[study] seed {seed}: average mAP ({short_title('activitynet')}) {summary}", flush=True)
+        summary = "; ".join(f"{name}: objective ({objective}) {100 * objective_value({'protocols': r}, objective):.2f}, "
+                            f"{protocols_text({'protocols': r})}" for name, r in per_seed[str(seed)].items())
+        print(f"[study] seed {seed}: average mAP {summary}", flush=True)
     first = next(iter(per_seed.values()))
     result: dict[str, Any] = {"seeds": list(seeds), "test_split": test_split,
                               "settings": {name: {"config": c.to_dict(), "setting": describe(c),
                                                   "all_snippets": grid_of[name].all_snippets}
                                            for name, c in settings.items()},
-                              "per_seed": per_seed, "aggregate": {}}
+                              "per_seed": per_seed, "aggregate": {}, "objective": objective,
+                              "objective_average": {name: aggregate([[objective_value({"protocols": per_seed[str(s)][name]},
+                                                                                      objective)] for s in seeds])
+                                                    for name in settings}}
     for name in settings:
         result["aggregate"][name] = {}
         for protocol in PROTOCOLS:

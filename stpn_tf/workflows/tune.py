@@ -11,9 +11,8 @@ tried with its mAP on the tuning split; test mAP of the paper default and of the
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
-import multiprocessing
+import gc
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -34,25 +33,15 @@ from stpn_tf.workflows import runs
 # Where the models look (config.localize.all_snippets): not a Localizer setting but a choice of the raw outputs,
 # so the search runs once per value listed in the space under this key and keeps the best.
 GRID_KEY = "all_snippets"
-# The order a round visits the keys of the space (ConfigDict keys come back sorted by name); others follow.
-KEY_ORDER = ("proposals", "scoring", "nms", "proposal_streams", "class_threshold", "tcam_threshold", "alpha",
-             "oic_margin", "oic_gamma", "nms_threshold", "soft_nms_sigma")
-
-
-def ordered_keys(keys: Sequence[str]) -> list[str]:
-    """The keys of a tuning space in the order a round visits them (KEY_ORDER, then the others by name)."""
-    return sorted(keys, key=lambda k: (KEY_ORDER.index(k) if k in KEY_ORDER else len(KEY_ORDER), k))
+KEY_ORDER, ordered_keys = sweep.KEY_ORDER, sweep.ordered_keys
 
 
 def search(job: dict) -> dict:
-    """One grid choice: the models on the tuning and test splits, the coordinate search on the tuning split
-    (none when job["space"] is empty), and the test scores of the paper default and of the chosen settings.
-
-    Module level and picklable both ways, so that it can run in a process of its own.
+    """One grid choice: the models on the tuning and test splits, then `sweep.search_raw` (the coordinate
+    search on the tuning split, none when job["space"] is empty; test scores of the paper default and of the
+    chosen settings). The models and their raw outputs are dropped before returning, so the next grid
+    choice starts from the memory this one started from.
     """
-    import tensorflow as tf
-
-    tf.get_logger().setLevel("ERROR")  # a search compiles one function per structure; TF warns about that
     grid, base = job["grid"], job["base"]
     where = "every snippet" if grid.all_snippets else f"the {grid.length}-position grid"
     model = load_serving_model(job["workdir"], grid=grid, localizer_config=base, feature_dim=job["feature_dim"])
@@ -60,22 +49,20 @@ def search(job: dict) -> dict:
     for split in dict.fromkeys((job["split"], job["test_split"])):
         print(f"running the models on the {split} split ({where}) ...", flush=True)
         _, raw[split] = runs.run_models(model, job["dataset_dir"], split, batch_size=job["predict_batch"])
-    options = dict(protocols=("activitynet", "th14kit"), tiou_thresholds=job["thresholds"],
-                   batch_size=sweep.batch_size_for(raw[job["test_split"]], job["batch"]),
-                   unknown_labels_as_fp=job["unknown_labels_as_fp"])
-    tester = sweep.Sweeper(raw[job["test_split"]], job["test_truth"], **options)
-    result = {"test_default": tester.score(base)}
-    if job["space"]:
-        sweeper = tester if job["on_test"] else sweep.Sweeper(raw[job["split"]], job["tune_truth"], **options)
-        chosen, history = sweep.tune(sweeper, base, job["space"], rounds=job["rounds"], joint=job["joint"],
-                               out=sys.stdout)
-        result.update(chosen=chosen.to_dict(), history=history, tuning_mAP=sweeper.score(chosen)["average_mAP"],
-                      test_chosen=tester.score(chosen))
+    del model
+    result = sweep.search_raw(raw[job["split"]], job["tune_truth"], raw[job["test_split"]], job["test_truth"],
+                              base=base, space=job["space"], rounds=job["rounds"], joint=job["joint"],
+                              objective=job["objective"], tiou_thresholds=job["thresholds"], batch_size=job["batch"],
+                              unknown_labels_as_fp=job["unknown_labels_as_fp"], on_test=job["on_test"],
+                              out=sys.stdout)
+    raw.clear()
+    gc.collect()
     return result
 
 
 def config_file(*, module: str, shipped: Mapping[str, Any], current: Mapping[str, Any], chosen: LocalizerConfig,
-                all_snippets: bool, split: str, on_test: bool, test_rows: Mapping[str, Mapping[str, Any]]) -> str:
+                all_snippets: bool, split: str, on_test: bool, test_rows: Mapping[str, Mapping[str, Any]],
+                objective: str = "min") -> str:
     """A config file: the shipped config `module` it starts from, every value of the run's config that
     differs from it, and the chosen localization settings.
 
@@ -85,7 +72,8 @@ def config_file(*, module: str, shipped: Mapping[str, Any], current: Mapping[str
       current: The tuning run's config values, {"section.key": value}.
       chosen, all_snippets: The chosen settings.
       split, on_test: Where they were chosen.
-      test_rows: {name: Sweeper score} on the test split, quoted in the docstring.
+      test_rows: {name: Sweeper score} on the test split, quoted in the docstring (both protocols).
+      objective: What the search maximised (stpn_tf.tuning.sweep.OBJECTIVES).
     """
     values = dict(chosen.to_dict(), max_classes_per_video=chosen.max_classes_per_video or 0, all_snippets=all_snippets)
     localize = {f"localize.{k}": (tuple(v) if isinstance(v, list) else v) for k, v in values.items()
@@ -93,9 +81,9 @@ def config_file(*, module: str, shipped: Mapping[str, Any], current: Mapping[str
     lines = [f'"""Localization settings chosen by `stpn tune` on the {split!r} split'
              + (" -- THE TEST SPLIT: its test mAP below is optimistic" if on_test else "") + ".",
              "",
-             "Tuning used that split's temporal annotations. Test mAP (ActivityNet protocol, average over tIoU):"]
+             f"Tuning used that split's temporal annotations; objective {objective!r}. Test mAP (average over tIoU):"]
     for name, row in test_rows.items():
-        lines.append(f"  {name}: {100 * row['protocols']['activitynet']['average_mAP']:.2f}")
+        lines.append(f"  {name}: {sweep.protocols_text(row)}")
     lines += ["",
               "Use it with: stpn localize --workdir=W --config=THIS_FILE (or stpn export ... --config=THIS_FILE).",
               '"""', "", f"from stpn_tf.configs import {module} as base", "", "", "def get_config():",
@@ -128,7 +116,7 @@ def _tuning_truth(truth_path: str, split: str, train_split: str) -> list[VideoRe
 def run_tune(*, workdir: str, dataset_dir: str, split: str, split_named: bool, train_split: str, test_split: str,
              allow_tuning_on_test: bool, base: LocalizerConfig, grid: GridConfig, space: Mapping[str, Sequence[Any]],
              grids: Sequence[bool], rounds: int, joint: Sequence[str], tiou_thresholds: Sequence[float] | None,
-             tune_batch_size: int, batch_size: int, unknown_labels_as_fp: bool, out: str | None,
+             tune_batch_size: int, batch_size: int, unknown_labels_as_fp: bool, out: str | None, objective: str,
              shipped_configs: Mapping[str, Mapping[str, Any]], config_values: Mapping[str, Any]) -> dict[str, Any]:
     """Runs the search and writes the config file and <workdir>/tune.json; returns what tune.json holds.
 
@@ -144,7 +132,8 @@ def run_tune(*, workdir: str, dataset_dir: str, split: str, split_named: bool, t
       base: The settings the search starts from (the paper default), scored on the test split too.
       grid: The test grid; its all_snippets is replaced by each value of `grids`.
       space: {setting: values}, in the order a round visits them (`ordered_keys`).
-      grids: all_snippets values, one search each (in a process of its own when more than one).
+      grids: all_snippets values, one search each, one after another in this process.
+      objective: What the search maximises (stpn_tf.tuning.sweep.OBJECTIVES).
       rounds, joint: As in stpn_tf.tuning.sweep.tune.
       tiou_thresholds: Evaluation thresholds.
       tune_batch_size: Videos per Localizer call of the search at the paper's grid (sweep.batch_size_for).
@@ -177,41 +166,54 @@ def run_tune(*, workdir: str, dataset_dir: str, split: str, split_named: bool, t
                     feature_dim=checked.feature_dim, dataset_dir=dataset_dir, split=split, test_split=test_split,
                     tune_truth=tune_truth, test_truth=test_truth, thresholds=tiou_thresholds, batch=tune_batch_size,
                     predict_batch=batch_size, unknown_labels_as_fp=unknown_labels_as_fp, space=dict(space),
-                    rounds=rounds, joint=tuple(joint), on_test=on_test)
+                    rounds=rounds, joint=tuple(joint), on_test=on_test, objective=objective)
 
     grids = tuple(grids)
     found = {}
     for all_snippets in grids:
-        if len(grids) == 1:
-            found[all_snippets] = search(job(all_snippets))
-            continue
-        print(f"\nsearch {grids.index(all_snippets) + 1} of {len(grids)}: localize.{GRID_KEY}={all_snippets} "
-              "(in a process of its own)", flush=True)
-        # One process per search, one after another: each starts with a fresh TensorFlow and frees its
-        # memory (compiled functions, all-snippet raw outputs) when done. In one process, a search over
-        # every snippet after one over the grid ended in a segfault in XLA's compiled code on this machine.
-        with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            found[all_snippets] = pool.submit(search, job(all_snippets)).result()
+        if len(grids) > 1:
+            print(f"\nsearch {grids.index(all_snippets) + 1} of {len(grids)}: localize.{GRID_KEY}={all_snippets}",
+                  flush=True)
+        found[all_snippets] = search(job(all_snippets))
     history = [dict(row, all_snippets=g) for g in grids for row in found[g]["history"]]
-    # The best on the tuning split; ties keep the earlier grid choice (by default the paper's).
-    chosen_grid = max(grids, key=lambda g: (found[g]["tuning_mAP"], -grids.index(g)))
-    chosen = LocalizerConfig.from_dict(found[chosen_grid]["chosen"])
+    # The best objective on the tuning split; ties keep the earlier grid choice (by default the paper's). A
+    # grid choice other than the default's must also not fall below the paper default (the default grid's
+    # start) under any protocol the objective covers.
     if default_grid not in found:
         found[default_grid] = search(dict(job(default_grid), space={}))
+        found[default_grid].update(chosen=base.to_dict(), tuning=found[default_grid]["tuning_default"],
+                                   test_chosen=found[default_grid]["test_default"])
+    floor = found[default_grid]["tuning_default"]
+    covered = sweep.objective_protocols(objective)
+
+    def eligible(g: bool) -> bool:
+        return all(found[g]["tuning"]["protocols"][p]["average_mAP"] >= floor["protocols"][p]["average_mAP"]
+                   for p in covered)
+
+    candidates = [g for g in found if eligible(g)]  # the default grid's is: its search never falls below its start
+    order = list(found)
+    chosen_grid = max(candidates, key=lambda g: (found[g]["tuning"]["objective"], -order.index(g)))
+    chosen = LocalizerConfig.from_dict(found[chosen_grid]["chosen"])
+    compiles = sum(found[g]["compiles"] for g in found)
     test_rows = {"paper default": found[default_grid]["test_default"], label: found[chosen_grid]["test_chosen"]}
     chosen_setting = sweep.describe(chosen) + (f" {GRID_KEY}={chosen_grid}" if chosen_grid != default_grid or
-                                         len(grids) > 1 else "")
-    print(f"\nchosen: {chosen_setting}\n")
+                                               len(grids) > 1 else "")
+    tuning_row = found[chosen_grid]["tuning"]
+    print(f"\nchosen: {chosen_setting}\n  on {split!r}: objective ({objective}) {100 * tuning_row['objective']:.2f}; "
+          f"{sweep.protocols_text(tuning_row)} (paper default: {sweep.protocols_text(floor)})")
+    print(f"localization compiles (XLA) of the search: {compiles}\n")
     print(format_setting_tables(test_rows, f"on {test_split!r}"))
     module = record.config_name if record else "thumos14"
     module = module if module in shipped_configs else "thumos14"
     atomic_write_text(out, config_file(module=module, shipped=shipped_configs[module], current=config_values,
                                        chosen=chosen, all_snippets=chosen_grid, split=split, on_test=on_test,
-                                       test_rows=test_rows), make_parents=True)
+                                       test_rows=test_rows, objective=objective), make_parents=True)
     report = {"tuned_on": split, "tuned_on_test_split": on_test, "test_split": test_split,
               "uses_temporal_annotations_of": split, "space": {k: list(v) for k, v in space.items()},
               GRID_KEY: list(grids), "rounds": int(rounds), "joint": list(joint), "chosen": chosen.to_dict(),
               "chosen_all_snippets": chosen_grid, "chosen_setting": chosen_setting, "default": base.to_dict(),
+              "objective": objective, "objective_protocols": list(covered), "compiles": compiles,
+              "tuning": {"paper_default": floor, "tuned": tuning_row},
               "test": {"paper_default": test_rows["paper default"], "tuned": test_rows[label]},
               "history": history}
     atomic_write_json(work.file("tune.json"), report)

@@ -32,7 +32,8 @@ def write_tiny_dataset(out_dir: str) -> None:
                 duration=length * 0.64, fps=25.0, stride_frames=16))
     write_dataset_info(out_dir, DatasetInfo(
         name="tiny", classes=CLASSES, feature_dim=DIM, fps=25.0, stride_frames=16,
-        splits={"train": SplitInfo(12, 0, [os.path.basename(p) for p in writer.shards])}))
+        splits={"train": SplitInfo(12, 0, [os.path.basename(p) for p in writer.shards],
+                                   shard_records=writer.shard_records)}))
 
 
 def read_backup_epoch(backup_dir: str) -> int | None:

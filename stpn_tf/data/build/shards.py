@@ -38,6 +38,7 @@ class Written:
       shards_per_split: Shard count per split.
       storage: The shards' storage (stpn_tf.artifacts.shards.STORAGES).
       shard_files: {split: the shard file names, in `list_shards` order}.
+      shard_records: {split: {shard file name: records it holds}}.
     """
 
     records: list[ann.VideoRecord]
@@ -48,6 +49,7 @@ class Written:
     shards_per_split: dict[str, int]
     storage: str = DEFAULT_STORAGE
     shard_files: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    shard_records: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
 
     @property
     def video_ids(self) -> list[str]:
@@ -143,6 +145,7 @@ def write_shards(selection: Selection, source: feat.FeatureSource, *, out: str, 
     for w in entered:
         w.__exit__(None, None, None)
     written.shard_files = {s: [os.path.basename(p) for p in w.shards] for s, w in writers.items()}
+    written.shard_records = {s: w.shard_records for s, w in writers.items()}
     # Splits of an earlier build that this one does not have would otherwise linger (either storage).
     for name in os.listdir(out):
         split = shard_split(name)

@@ -25,7 +25,8 @@ def dataset_info(*, name: str, layout: str, selection: Selection, written: Writt
     (main_fps, main_stride), _ = written.timings.most_common(1)[0]
     splits = {s: SplitInfo(num_videos=written.per_split[s], num_snippets=written.snippets[s],
                            shards=list(written.shard_files.get(s) or shard_names(
-                               s, written.shards_per_split[s], written.storage)))
+                               s, written.shards_per_split[s], written.storage)),
+                           shard_records=dict(written.shard_records.get(s, {})))
               for s in selection.split_names}
     return DatasetInfo(
         name=name, layout=layout, classes=selection.class_names, feature_dim=written.feature_dim, fps=main_fps,

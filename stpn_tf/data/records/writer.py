@@ -21,6 +21,7 @@ class ShardedWriter:
         for example in examples:
           writer.write(example)
       writer.shards   # final paths, writer.counts: records (videos) per shard
+      writer.shard_records   # {file name: records}, what dataset.json records (SplitInfo.shard_records)
 
     `storage` is "combined" (one file per shard, `write(make_example(...))`) or "by_stream" (one file per
     shard and stream; `write(make_stream_examples(...))`, or a combined example, which is split); the
@@ -50,6 +51,12 @@ class ShardedWriter:
     @property
     def num_written(self) -> int:
         return sum(self.counts)
+
+    @property
+    def shard_records(self) -> dict[str, int]:
+        """{shard file name: records written to it}, every file of the split (by_stream: one record per
+        video in each stream's file)."""
+        return {name: self.counts[k % self.num_shards] for k, name in enumerate(self._names)}
 
     def __enter__(self) -> "ShardedWriter":
         tf.io.gfile.makedirs(self.out_dir)
