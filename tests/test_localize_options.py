@@ -7,7 +7,7 @@ import pytest
 
 from stpn_tf.core.errors import StpnError
 from stpn_tf.localize import Localizer, LocalizerConfig, localize
-from tests.test_localize import KEYS, check, random_streams, streams
+from tests.helpers.localize import KEYS, check, random_streams, streams
 
 # One video, T = 8, k = 1, 8 snippets of 1 s (grid position g = g seconds), alpha = .5.
 # RGB attention below, a_rgb = 0 for class 0: psi = lambda / 2 = [.03, .1, .4, .4, .4, .4, .1, .02].
