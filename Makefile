@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(BIN)/stpn demo --workdir=$(WORKDIR)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadfile tests  # two processes, one test file per process at a time
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder tests  # two processes, one test file each at a time, slowest files first (tests/conftest.py)
 
 bench: $(STAMP)
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done

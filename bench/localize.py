@@ -1,4 +1,5 @@
-"""Localization speed at the shipped bounds: numpy reference vs the configured graph vs the Localizer.
+"""Localization speed at the shipped bounds: numpy reference vs the configured graph vs the Localizer vs the
+SavedModel.
 
 The bounds are the shipped config's (configs/thumos14.py, config.localize.*, equal to
 LocalizerConfig's defaults): every passing class, 200 components per stream and class, 1000 detections
@@ -8,12 +9,24 @@ snippets, outputs on the 400-position grid, 20 classes, x24 interpolation. Model
 smooth (a few long components per class, as a trained model gives); each video has two confident classes
 and 18 with probabilities in [0, 0.12] (about 3.6 of which pass the 0.1 class threshold per stream).
 
-Rows: the configured graph (`localize` at those bounds; what an export and so Beam run) under tf.function
-and XLA, then `Localizer`, which is what `stpn localize` from a work directory, `--raw`, the sweep and tune
+Rows: the configured graph (`localize` at those bounds; what an export and Beam ran before issue 20, and
+the fallback when a derived bound does not hold) under tf.function and XLA, then `Localizer`, which is what `stpn localize` from a work directory, `--raw`, the sweep and tune
 call: eagerly it derives the bounds from the data (one row per
 passing (video, class) pair, component slots from a first pass) with output identical to the configured
 bounds (checked below), in batches of 16 (config.localize.batch_size) and of the whole split. The
-RESULT line is the Localizer on the whole split in one call against the reference, after compile.
+first RESULT line is the Localizer on the whole split in one call against the reference, after compile.
+
+Then the SavedModel path (what TF Serving, any TensorFlow client and Beam run): an export written by
+`stpn_tf.inference.export.save_module` into a temporary directory, from stream "models" that pass the
+outputs above through (each snippet's features are [attention, T-CAM, video logits], so the export
+localizes the same outputs as the rows above on its 400-position grid), loaded bare with
+`tf.saved_model.load` and called through `serving_default` on the whole split. Its detections are
+compared with the eager Localizer on the export's own raw outputs (byte for byte) and with the numpy
+reference, which is timed on those outputs: RESULT savedmodel_speedup_vs_reference (target >= 30).
+
+Last, the serving input checks on random THUMOS14-size inputs (batch 16 x 1024 snippets x D = 1024,
+random-weight STPN models): the serving graph with the checks (`serving_default`) and without them,
+interleaved calls, best of each: RESULT serving_check_overhead = with / without - 1 (target <= 0.05).
 
 Run: .venv/bin/python bench/localize.py
 """
@@ -148,13 +161,82 @@ def main() -> None:
           f"{SETTINGS.max_detections}); the Localizer agrees with the reference on {agree}/{b} videos and is "
           f"{'identical' if identical else 'NOT identical'} to the configured graph; fallbacks to the configured "
           f"bounds: {localizer.fallbacks}; functions compiled: {localizer.tracing_count()}")
-    serving_checks()
     print(f"RESULT xla_speedup_vs_reference={t_reference / t_localizer:.1f}")
+    speedup = savedmodel(rgb, flow, durations)
+    print(f"RESULT savedmodel_speedup_vs_reference={speedup:.1f}")
+    overhead = serving_checks()
+    print(f"RESULT serving_check_overhead={overhead:.3f}")
 
 
-def serving_checks(batch: int = 16, time_steps: int = 1024, dim: int = 1024) -> None:
-    """What the export's input checks (NaN / size / count assertions before the compiled part) cost: the
-    whole serving graph with and without them, on random THUMOS14-size inputs and random-weight models."""
+class PassThrough(tf.Module):
+    """A stream "model" whose features carry its outputs: [attention, T-CAM (C), video logits (C)] per
+    snippet (the logits are read at the first position)."""
+
+    num_classes = C
+
+    def __call__(self, inputs, training=False):
+        x = inputs["features"]
+        return {"attention": x[:, :, 0], "tcam": x[:, :, 1:1 + C], "video_logits": x[:, 0, 1 + C:]}
+
+
+def savedmodel(rgb, flow, durations) -> float:
+    """The export's serving_default on the whole split (see the module docstring); returns the speedup."""
+    import tempfile
+
+    from stpn_tf.data.grid import GridConfig
+    from stpn_tf.inference.export import save_module
+    from stpn_tf.inference.module import InferenceModule
+
+    b = len(durations)
+
+    def features(stream):
+        p = stream["probabilities"].astype(np.float64)
+        logits = np.broadcast_to((np.log(p) - np.log1p(-p))[:, np.newaxis, :], (b, T, C))
+        return np.concatenate([stream["attention"][..., np.newaxis], stream["tcam"], logits], -1).astype(np.float32)
+
+    module = InferenceModule({"rgb": PassThrough(), "flow": PassThrough()}, [f"c{i}" for i in range(C)],
+                             grid=GridConfig(length=T), localizer=Localizer(SETTINGS), feature_dim=1 + 2 * C)
+    inputs = dict(rgb=tf.constant(features(rgb)), flow=tf.constant(features(flow)),
+                  num_snippets=tf.constant(np.full(b, T, np.int32)),
+                  seconds_per_snippet=tf.constant((durations / T).astype(np.float32)))
+    with tempfile.TemporaryDirectory() as scratch:
+        start = time.perf_counter()
+        save_module(module, os.path.join(scratch, "export"))
+        t_export = time.perf_counter() - start
+        start = time.perf_counter()
+        serve = tf.saved_model.load(os.path.join(scratch, "export")).signatures["serving_default"]
+        out = {key: value.numpy() for key, value in serve(**inputs).items()}
+        t_first = time.perf_counter() - start
+        t_saved = best_of(lambda: serve(**inputs)["num_detections"].numpy(), 5)
+    print(f"SavedModel serving_default, batch {b}: {b / t_saved:9.1f} videos/s ({t_saved:.3f} s for the split; "
+          f"export {t_export:.1f} s, load + first call {t_first:.1f} s)")
+
+    def stream(s):
+        return {"attention": out["attention"][:, s], "tcam": out["tcam"][:, s],
+                "probabilities": out["video_probabilities"][:, s]}
+
+    sps = inputs["seconds_per_snippet"].numpy()
+    eager = Localizer(SETTINGS)(stream(0), stream(1), lengths=out["grid_length"], num_snippets=out["num_snippets"],
+                                seconds_per_snippet=sps)
+    identical = all(np.array_equal(out[key], eager[key]) for key in eager)
+    start = time.perf_counter()
+    reference = [localize_video({k: v[i] for k, v in stream(0).items()}, {k: v[i] for k, v in stream(1).items()},
+                                length=T, num_snippets=T, seconds_per_snippet=float(sps[i]), config=SETTINGS)
+                 for i in range(b)]
+    t_reference = time.perf_counter() - start
+    got = out["num_detections"]
+    agree = sum(got[i] == len(reference[i]) and np.allclose(out["detection_scores"][i, :got[i]],
+                                                             [d.score for d in reference[i]], atol=1e-5)
+                for i in range(b))
+    print(f"numpy reference on the export's outputs: {t_reference:.2f} s; the SavedModel agrees with it on "
+          f"{agree}/{b} videos and is {'identical' if identical else 'NOT identical'} to the eager Localizer")
+    return t_reference / t_saved
+
+
+def serving_checks(batch: int = 16, time_steps: int = 1024, dim: int = 1024) -> float:
+    """What the export's input checks (NaN / size / count assertions outside the compiled part) cost: the
+    whole serving graph with and without them, on random THUMOS14-size inputs and random-weight models.
+    Returns with / without - 1."""
     from stpn_tf.data.grid import GridConfig
     from stpn_tf.model.stpn import STPN
     from stpn_tf.localize.localizer import Localizer
@@ -173,12 +255,20 @@ def serving_checks(batch: int = 16, time_steps: int = 1024, dim: int = 1024) -> 
                   seconds_per_snippet=tf.constant(np.full(batch, .64, np.float32)))
     unchecked = tf.function(lambda rgb, flow, num_snippets, seconds_per_snippet: module.run(
         rgb, flow, num_snippets, seconds_per_snippet))
-    timings = {}
-    for name, fn in (("with the input checks (serving_default)", module.serve), ("without them", unchecked)):
+    functions = {"with the input checks (serving_default)": module.serve, "without them": unchecked}
+    times = {name: [] for name in functions}
+    for fn in functions.values():
         fn(**inputs)["num_detections"].numpy()
-        timings[name] = best_of(lambda: [fn(**inputs)["num_detections"].numpy() for _ in range(5)], 3) / 5
+    for _ in range(15):  # interleaved, so that a burst of other load hits both alike
+        for name, fn in functions.items():
+            start = time.perf_counter()
+            fn(**inputs)["num_detections"].numpy()
+            times[name].append(time.perf_counter() - start)
+    timings = {name: min(t) for name, t in times.items()}
     print("serving graph, batch {} x {} snippets x D={}: {}".format(batch, time_steps, dim, "; ".join(
         f"{name} {1000 * t:.1f} ms per call" for name, t in timings.items())))
+    with_checks, without = timings.values()
+    return with_checks / without - 1.0
 
 
 if __name__ == "__main__":

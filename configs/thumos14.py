@@ -35,6 +35,10 @@ LOCALIZE = dict(
     oic_gamma=0.2,
     nms="hard",  # "hard" or "soft" (Gaussian soft-NMS)
     soft_nms_sigma=0.3,
+    # Beyond the paper: drop detections scoring below min_score after NMS (-inf: none), and keep only the
+    # detections_per_video best of a video (0: all, up to max_detections)
+    min_score=float("-inf"),
+    detections_per_video=0,
     # Static bounds that let the localization graph compile with XLA (stpn_tf.localize): detections kept
     # per video, components kept per video, stream and class (highest-scoring first), and classes localized
     # per video (those passing class_threshold, highest probability first; 0 = all classes). The spec keeps
@@ -84,7 +88,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.localize.num_snippets = 400  # the sampling grid at test time
     config.localize.all_snippets = False  # True: run on every real snippet instead of the grid
     config.localize.update(LOCALIZE)  # the Localizer's settings (above)
-    config.localize.batch_size = 16
+    # Videos per call of `stpn localize` (the models and the Localizer); 0: from the data, within a bound
+    # (stpn_tf.inference.predict: POSITIONS_PER_CALL, FEATURE_BYTES_PER_CALL). Output never depends on it.
+    config.localize.batch_size = 0
 
     config.evaluate = ml_collections.ConfigDict()
     # The exact floats of numpy.linspace(0.1, 0.9, 9) (e.g. 0.30000000000000004), as the official evaluator.
@@ -126,7 +132,9 @@ def get_config() -> ml_collections.ConfigDict:
     # `stpn report` rank by the same objective.
     config.tune.objective = ""
     config.tune.rounds = 3
-    config.tune.batch_size = 256  # videos per Localizer call while tuning (large is fast on a CPU)
+    # Videos per Localizer call while tuning; 0: from the data (stpn_tf.tuning.sweep.sweep_batch_size: a
+    # whole THUMOS14 split). Large is fast on a CPU; the scores never depend on it.
+    config.tune.batch_size = 0
     # Keys searched together (all their combinations, one coordinate): options that only help combined.
     config.tune.joint = ("proposals", "scoring", "nms")
     config.tune.space = ml_collections.ConfigDict()
@@ -143,6 +151,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.tune.space.oic_gamma = (0.0, 0.2)
     config.tune.space.nms_threshold = (0.3, 0.5, 0.7)
     config.tune.space.soft_nms_sigma = (0.3, 0.5)
+    config.tune.space.oic_margin = (0.1, 0.25, 0.5)
+    # Against the toolkit's largest-overlap matching: drop the low scores soft-NMS leaves, keep a video's
+    # best N (-inf and 0: off, the paper)
+    config.tune.space.min_score = (float("-inf"), 0.0, 0.05, 0.1)
+    config.tune.space.detections_per_video = (0, 20, 50, 100)
 
     # Only used by `stpn demo` (the embedded synthetic dataset); kept here so the same keys exist.
     config.synthetic = ml_collections.ConfigDict()

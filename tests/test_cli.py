@@ -1,6 +1,7 @@
 """The `stpn` command line end to end: commands run in this process through the same entry point
 (`stpn_tf.cli.main`), and in processes of their own where only a real process shows the behaviour (exit
-codes and the whole of stderr, TensorFlow's native start-up lines, a closed pipe)."""
+codes and the whole of stderr, TensorFlow's native start-up lines, a closed pipe). The commands on the demo's
+work directory are tested in tests/test_demo.py (one demo run for both)."""
 
 import json
 import os
@@ -15,90 +16,6 @@ from stpn_tf.extract.standin import build_standin_i3d
 from tests.helpers.cli import SMALL, cli, one_error_line, stpn
 from tests.helpers.releases import write_activitynet_release, write_basnet_release
 from tests.helpers.video import write_video
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    """`stpn demo` with the README's kind of override: 9 steps, while an epoch is 1000 (a shorter epoch), run
-    from another directory."""
-    workdir = tmp_path_factory.mktemp("demo") / "work"
-    proc = cli("demo", f"--workdir={workdir}", "--config.train.steps=9", "--config.model.attention_units=8",
-                "--config.train.num_snippets=16", "--config.localize.num_snippets=16",
-                "--config.localize.interpolation=4", "--config.localize.max_detections=64",
-                "--config.localize.max_components_per_class=16", "--config.synthetic.feature_dim=8",
-                "--config.synthetic.max_snippets=40", cwd=str(tmp_path_factory.mktemp("elsewhere")))
-    return workdir, proc
-
-
-def test_demo_prints_and_saves_both_tables(demo):
-    workdir, proc = demo
-    out = proc.stdout
-    assert "mAP (%) ActivityNet protocol" in out and "mAP (%) THUMOS14 toolkit" in out
-    for row in ("RGB", "flow", "two-stream"):
-        assert sum(line.startswith(row + " ") for line in out.splitlines()) == 2, row
-    # Everything the demo writes stays in the work directory, the tables too.
-    for name in ("dataset/dataset.json", "rgb/model.keras", "flow/model.keras", "raw_test.npz",
-                 "detections_rgb_flow.json", "config.demo.json", "workdir.json", "results.txt", "results.json"):
-        assert os.path.exists(workdir / name), name
-    assert (workdir / "results.txt").read_text().strip() in out
-    tables = json.loads((workdir / "results.json").read_text())
-    assert set(tables) == {"activitynet", "th14kit"} and set(tables["activitynet"]) == {"RGB", "flow", "two-stream"}
-    # 9 steps with epochs of 1000: one short epoch, no refusal.
-    assert "Epoch 1/1 - 9 steps - " in out
-
-
-def test_workdir_needs_no_other_flag(demo, tmp_path):
-    """The demo's work directory knows its dataset and config: localize and export need nothing else, the
-    export records the demo's settings, and every path gives the demo's own two-stream detections."""
-    workdir, _ = demo
-    demo_detections = json.loads((workdir / "detections_rgb_flow.json").read_text())
-    (workdir / "detections.json").unlink(missing_ok=True)
-    proc = stpn("localize", f"--workdir={workdir}", cwd=str(tmp_path))  # a process of its own, elsewhere
-    # No TensorFlow start-up lines (native ones: only a process of its own shows them).
-    assert "cudart" not in proc.stderr and "cuInit" not in proc.stderr
-    assert json.loads((workdir / "detections.json").read_text()) == demo_detections
-
-    export = tmp_path / "export"
-    cli("export", f"--workdir={workdir}", f"--out={export}")
-    recorded = json.loads((workdir / "config.export.json").read_text())
-    assert recorded["synthetic"]["feature_dim"] == 8 and recorded["model"]["attention_units"] == 8
-    assert recorded["localize"]["interpolation"] == 4 and recorded["train"]["steps"] == 9
-    info = json.loads((export / "assets" / "stpn_export.json").read_text())
-    assert info["feature_dim"] == 8 and info["grid_length"] == 16 and info["localize"]["interpolation"] == 4
-
-    # An export gets no outputs written into it: --out is required, and a refusal writes nothing.
-    before = sorted(os.listdir(export))
-    proc = cli("localize", f"--workdir={export}", expect=2)
-    one_error_line(proc, "pass --out=FILE")
-    proc = cli("localize", f"--workdir={export}", f"--out={export}/assets/d.json", expect=2)
-    one_error_line(proc, "outputs never go into an export")
-    assert sorted(os.listdir(export)) == before
-    # An export's localization settings are part of its graph: a different one is refused, naming the setting
-    # and the re-export (features and videos alike); the recorded value, or a batch size, is accepted.
-    for video in ([], [str(tmp_path / "clip.mp4")]):
-        proc = cli("localize", *video, f"--workdir={export}", f"--out={tmp_path}/x",
-                   "--config.localize.class_threshold=0.5", expect=2)
-        one_error_line(proc, "--config.localize.class_threshold=0.5", "re-export with `stpn export", str(workdir))
-    assert not (tmp_path / "x").exists()
-    out = tmp_path / "from_export.json"
-    cli("localize", f"--workdir={export}", f"--out={out}", "--config.localize.interpolation=4",
-        "--config.localize.batch_size=5")
-    assert json.loads(out.read_text()) == demo_detections
-
-
-def test_raw_outputs_know_their_split_and_keep_detections(demo, tmp_path):
-    """`--raw --sweep` defaults to the split and ground truth the raw file records; `--raw` without --out
-    writes beside the raw file, never over the work directory's detections.json."""
-    workdir, _ = demo
-    (workdir / "detections.json").write_text("models' own detections")
-    small = [a for a in SMALL if a.startswith("--config.localize.")]
-    proc = cli("localize", f"--raw={workdir}/raw_test.npz", "--sweep", *small,
-               "--config.sweep.class_thresholds=(0.1,)", "--config.sweep.tcam_thresholds=(0.05,)")
-    assert "the ground truth is 212 videos" in proc.stdout and "best:" in proc.stdout
-    proc = cli("localize", f"--raw={workdir}/raw_test.npz", *small, "--config.localize.class_threshold=0.5")
-    assert (workdir / "detections.json").read_text() == "models' own detections"
-    again = json.loads((workdir / "raw_test.detections.json").read_text())
-    assert str(workdir / "raw_test.detections.json") in proc.stdout and len(again["results"]) == 212
 
 
 @pytest.mark.parametrize("release", ["thumos14_npy", "activitynet_h5"])
@@ -168,22 +85,28 @@ def _tune_and_export_options(tmp_path, work, common):
                    "--config.tune.space.tcam_threshold=(0.05,)", "--config.tune.space.alpha=(0.5,)",
                    "--config.tune.space.oic_gamma=(0.2,)", "--config.tune.space.nms_threshold=(0.5,)",
                    "--config.tune.space.soft_nms_sigma=(0.3,)", "--config.tune.space.proposal_streams=('both','flow')",
-                   "--config.tune.space.all_snippets=(False,True)", "--config.tune.rounds=1", "--unknown_labels_as_fp"]
+                   "--config.tune.space.all_snippets=(False,True)", "--config.tune.rounds=1", "--unknown_labels_as_fp",
+                   "--config.tune.space.oic_margin=(0.25,)", "--config.tune.space.min_score=(0.05,)",
+                   "--config.tune.space.detections_per_video=(0,)"]
     proc = cli("tune", f"--workdir={work}", *small_space)
     assert "temporal annotations" in proc.stdout and "paper default" in proc.stdout
     report = json.loads((work / "tune.json").read_text())
     assert report["tuned_on"] == "train" and not report["tuned_on_test_split"]
-    # Per grid choice: start, 4 joint combinations but the start's, 1 more stream, 1 more class threshold.
-    assert report["all_snippets"] == [False, True] and len(report["history"]) == 2 * (1 + 4 - 1 + 1 + 1)
+    # Per grid choice: start, 4 joint combinations but the start's, 1 more stream, 1 more class threshold,
+    # 1 min_score (the margin and detections_per_video listed are the current values).
+    assert report["all_snippets"] == [False, True] and len(report["history"]) == 2 * (1 + 4 - 1 + 1 + 1 + 1)
     assert {row["all_snippets"] for row in report["history"]} == {False, True}
     assert isinstance(report["chosen_all_snippets"], bool)
     tuned = work / "tuned_config.py"
     assert "config.localize.scoring" in tuned.read_text() and "config.localize.all_snippets" in tuned.read_text()
+    # min_score's -inf (off) or the chosen 0.05, written so that Python reads it back.
+    assert "config.localize.min_score = float('-inf')" in tuned.read_text() or \
+        "config.localize.min_score = 0.05" in tuned.read_text()
     # The tuned file keeps the run's other values (its small grid) and localizes.
     cli("localize", f"--workdir={work}", f"--config={tuned}", f"--out={tmp_path}/tuned.json")
     # On the test split only by name, and labelled.
     proc = cli("tune", f"--workdir={work}", "--split=test", "--allow_tuning_on_test", f"--out={tmp_path}/t.py",
-               *small_space, "--config.tune.space.proposals=('paper',)")
+               *small_space, "--config.tune.space.proposals=('paper',)", "--config.tune.space.all_snippets=(False,)")
     assert "TUNED ON THE TEST SPLIT" in proc.stdout and "THE TEST SPLIT" in (tmp_path / "t.py").read_text()
     assert json.loads((work / "tune.json").read_text())["tuned_on_test_split"]
     # An export carries non-default options: the SavedModel reproduces `stpn localize` with them exactly.

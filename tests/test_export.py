@@ -89,6 +89,22 @@ def test_export_round_trip_is_exact(workdir, tmp_path, all_snippets):
         np.testing.assert_array_equal(got[key], as_np(value), err_msg=key)
     for key, value in expected_examples.items():
         np.testing.assert_array_equal(got["examples/" + key], as_np(value), err_msg=key)
+    # The export derives its bounds in-graph: byte-identical to the eager Localizer (`stpn localize`) on
+    # its own raw outputs.
+    raw = {key: got[key] for key in ("attention", "tcam", "video_probabilities", "grid_length", "num_snippets")}
+    eager = module.localize_stacked(raw, data["seconds_per_snippet"])
+    for key, value in eager.items():
+        np.testing.assert_array_equal(got[key], value, err_msg=key)
+    # No host callbacks in the saved graph (a bare TensorFlow client, TF Serving, must run it).
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    with open(os.path.join(out, "saved_model.pb"), "rb") as f:
+        saved.ParseFromString(f.read())
+    graph = saved.meta_graphs[0].graph_def
+    ops = {node.op for node in graph.node} | {node.op for fn in graph.library.function for node in fn.node_def}
+    assert not ops & {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
+    assert any("_XlaMustCompile" in fn.attr and fn.attr["_XlaMustCompile"].b for fn in graph.library.function)
 
     # Shapes and contents a client relies on.
     assert list(got["class_names"]) == CLASSES
@@ -155,3 +171,23 @@ def test_export_errors(workdir, tmp_path):
     with pytest.raises(StpnError, match="classes.json"):
         run_export(workdir=str(tmp_path / "empty"), out=str(tmp_path / "x"))
     assert not (tmp_path / "x").exists()
+
+
+def test_value_checks_are_exact(workdir):
+    # The NaN / infinity checks sum the features first: finite values whose sum overflows pass (every
+    # element is then tested), and a NaN or infinity anywhere, padding rows included, is refused.
+    module = build_module(workdir, grid=GridConfig(length=16), localizer_config=SETTINGS, jit_compile=False)
+    data = inputs()
+
+    def serve(rgb=data["rgb"], flow=data["flow"]):
+        return module.serve(tf.constant(rgb), tf.constant(flow), tf.constant(data["num_snippets"]),
+                            tf.constant(data["seconds_per_snippet"]))
+
+    huge = np.full_like(data["rgb"], 3e38)
+    assert not np.isfinite(huge.sum(dtype=np.float32))
+    serve(rgb=huge)  # finite: accepted
+    for value, where, name in ((np.nan, (1, 9, 2), "rgb"), (-np.inf, (0, 0, 0), "flow"), (np.inf, (2, 10, 5), "rgb")):
+        bad = {"rgb": data["rgb"].copy(), "flow": data["flow"].copy()}
+        bad[name][where] = value  # (1, 9) and (2, 10) lie past num_snippets: padding rows
+        with pytest.raises(tf.errors.InvalidArgumentError, match=f"serving_default: {name} holds NaN or infinite"):
+            serve(**bad)

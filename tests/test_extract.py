@@ -395,10 +395,16 @@ def test_localize_videos_with_export_or_workdir(models, tiny_video, tmp_path):
     with open(os.path.join(out, "detections.json")) as handle:
         assert json.load(handle)["results"]["tiny_clip"] == detections
 
-    # The same through the training work directory (the graph built in memory with the same settings).
+    # The same through the training work directory (the graph built in memory with the same settings). The
+    # features extracted above are copied in and reused (the run above showed the reuse), so the clip's TV-L1
+    # flow is not computed again: what differs here is only the model path.
     out_workdir = str(tmp_path / "from_workdir")
+    shutil.copytree(os.path.join(out, "features"), os.path.join(out_workdir, "features"))
+    copied = os.path.join(out_workdir, "features", "videos", "rgb", "tiny_clip.npy")
+    stamp = os.stat(copied).st_mtime_ns
     assert lv.localize_videos(videos=[tiny_video], model_path=workdir, out_dir=out_workdir, grid=GridConfig(length=16),
                               localizer_config=settings, jit_compile=False, figures=False, **extract) == 0
+    assert os.stat(copied).st_mtime_ns == stamp  # reused
     with open(os.path.join(out_workdir, "detections.json")) as handle:
         from_workdir = json.load(handle)["results"]["tiny_clip"]
     assert [d["label"] for d in from_workdir] == [d["label"] for d in detections]

@@ -7,6 +7,7 @@ the two concurrent trainings, are processes of their own; the runs that only set
 """
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -117,14 +118,23 @@ def workdir(tmp_path_factory):
     return write_random_workdir(str(tmp_path_factory.mktemp("random_work")), CLASSES, D)
 
 
-def test_export_on_a_full_disk_writes_no_export_and_keeps_an_old_one(workdir, tmp_path):
+@pytest.fixture(scope="module")
+def export(workdir, tmp_path_factory):
+    """One export of `workdir` (read-only) for the tests that need any export: each export costs seconds."""
+    out = str(tmp_path_factory.mktemp("serving") / "export")
+    run_export(workdir=workdir, out=out, grid=GridConfig(length=8), jit_compile=True,
+               localizer_config=LocalizerConfig(interpolation=2, max_detections=8, max_components_per_class=4))
+    return out
+
+
+def test_export_on_a_full_disk_writes_no_export_and_keeps_an_old_one(workdir, export, tmp_path):
     out = tmp_path / "export"
     settings = ["--config.localize.num_snippets=8", "--config.localize.max_detections=8",
                 "--config.localize.max_components_per_class=4"]
     proc = stpn("export", f"--workdir={workdir}", f"--out={out}", *settings, file_limit=64 * 1024)
     assert_one_line(proc, "export: cannot write it (File too large")
     assert os.listdir(tmp_path) == []  # no export and no temporary directory
-    cli("export", f"--workdir={workdir}", f"--out={out}", *settings)
+    shutil.copytree(export, out)  # an earlier export of the same work directory
     before = snapshot(out)
     proc = stpn("export", f"--workdir={workdir}", f"--out={out}", "--overwrite", *settings, file_limit=64 * 1024)
     assert_one_line(proc, "cannot write it (File too large")
@@ -139,17 +149,12 @@ def _truncate(path):
         handle.truncate(size // 2)
 
 
-def test_truncated_model_and_saved_model_give_one_line_errors(workdir, tmp_path):
-    import shutil
-
+def test_truncated_model_and_saved_model_give_one_line_errors(workdir, export, tmp_path):
     damaged = tmp_path / "work"
     shutil.copytree(workdir, damaged)
     _truncate(damaged / "rgb" / "model.keras")
     with pytest.raises(StpnError, match="rgb/model.keras: cannot load the trained model .* damaged"):
         load_stream_model(WorkDir(str(damaged)), "rgb")
-    export = tmp_path / "export"
-    run_export(workdir=workdir, out=str(export), grid=GridConfig(length=8), jit_compile=False,
-               localizer_config=LocalizerConfig(max_detections=8, max_components_per_class=4))
     for victim in ("saved_model.pb", "variables/variables.index", "variables/variables.data-00000-of-00001"):
         copy = tmp_path / victim.replace("/", "_")
         shutil.copytree(export, copy)
@@ -215,11 +220,8 @@ def test_a_second_train_run_on_the_same_stream_is_refused_until_the_first_ends(d
 # ---------------------------------------------------------------------------------------- serving inputs
 
 @pytest.fixture(scope="module")
-def serving(workdir, tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("serving") / "export")
-    run_export(workdir=workdir, out=out, grid=GridConfig(length=8), jit_compile=True,
-               localizer_config=LocalizerConfig(interpolation=2, max_detections=8, max_components_per_class=4))
-    return tf.saved_model.load(out).signatures["serving_default"]
+def serving(export):
+    return tf.saved_model.load(export).signatures["serving_default"]
 
 
 def _inputs(**changes):

@@ -63,6 +63,22 @@ def test_soft_nms_by_hand():
                nms="soft", soft_nms_sigma=1.)
 
 
+def test_min_score_and_detections_per_video_by_hand():
+    # As above: soft-NMS keeps .8 and .6 decayed to .6 * exp(-(4/6)^2 / .3) = .137; min_score .2 drops the
+    # decayed near-duplicate, a score equal to min_score stays.
+    decayed = .6 * math.exp(-(4 / 6) ** 2 / .3)
+    soft = dict(proposal_thresholds=(.05, .3), nms="soft")
+    hand_check([(0, .8, 2., 6.)], min_score=.2, **soft)
+    hand_check([(0, .8, 2., 6.), (0, decayed, 1., 7.)], min_score=decayed, **soft)
+    # Hard NMS at .7 keeps both (.8 and .6): min_score .7 keeps one; detections_per_video 1 keeps the best.
+    hard = dict(proposal_thresholds=(.05, .3), nms_threshold=.7)
+    hand_check([(0, .8, 2., 6.)], min_score=.7, **hard)
+    hand_check([(0, .8, 2., 6.)], detections_per_video=1, **hard)
+    hand_check([(0, .8, 2., 6.), (0, .6, 1., 7.)], detections_per_video=2, **hard)
+    # Both options at their defaults (-inf, 0) are the paper.
+    hand_check([(0, .6, 1., 7.)], min_score=-math.inf, detections_per_video=0)
+
+
 def test_attention_proposals_by_hand():
     # Class 1: a_rgb = -4, a_flow = 5 -> score sequence lambda * (.5 * -4 + .5 * 5) = .5 lambda. Its psi is
     # lambda * sigmoid(-4) < .015, so with psi nothing of class 1 passes .3; class 0's psi .4 passes on [2, 5].
@@ -104,6 +120,8 @@ OPTION_SETS = [
     dict(proposal_signal="attention", normalize=True, proposal_thresholds=(.3, .6), max_classes_per_video=2),
     dict(proposal_streams="flow"),
     dict(proposal_streams="rgb", proposal_thresholds=(.05, .2), max_classes_per_video=2, nms="soft"),
+    dict(nms="soft", proposal_thresholds=(.05, .15, .3), min_score=.05, detections_per_video=4),
+    dict(scoring="oic", min_score=0., detections_per_video=2),
 ]
 
 
@@ -138,7 +156,9 @@ def test_runtime_settings_need_no_new_compile():
     localizer = Localizer(LocalizerConfig(**bounds))
     variants = [dict(), dict(class_threshold=.2, alpha=.3), dict(proposal_thresholds=(.2, .3), nms_threshold=.3),
                 dict(scoring="oic", oic_margin=.4, oic_gamma=.1), dict(proposal_signal="attention", normalize=True),
-                dict(proposal_streams="flow", class_threshold=.3), dict(proposal_streams="rgb")]
+                dict(proposal_streams="flow", class_threshold=.3), dict(proposal_streams="rgb"),
+                dict(nms="soft", soft_nms_sigma=.5), dict(nms="soft", min_score=.1, detections_per_video=3),
+                dict(detections_per_video=2)]
     for variant in variants:
         settings = LocalizerConfig(**bounds).replace(**variant)
         got = localizer(rgb, flow, settings=settings, **common)
@@ -154,7 +174,7 @@ def test_runtime_settings_need_no_new_compile():
     with pytest.raises(StpnError, match="structure"):
         localizer(rgb, flow, settings=LocalizerConfig(**bounds).replace(proposal_thresholds=(.1,)), **common)
     with pytest.raises(StpnError, match="structure"):
-        localizer(rgb, flow, settings=LocalizerConfig(**bounds).replace(nms="soft"), **common)
+        localizer(rgb, flow, settings=LocalizerConfig(**bounds).replace(max_detections=30), **common)
 
 
 def test_one_listed_threshold_is_the_paper():
@@ -197,3 +217,33 @@ def test_rows_in_bounded_calls_give_the_same_output():
     for key in KEYS:
         np.testing.assert_array_equal(got[key], expected[key].numpy(), err_msg=key)
     assert localizer.fallbacks == 0 and localizer.tracing_count() == 1
+
+
+@pytest.mark.parametrize("options", [
+    dict(),
+    dict(nms="soft", proposal_thresholds=(.05, .15, .3), min_score=.05, detections_per_video=5),
+    dict(scoring="oic", proposal_thresholds=(.02, .1), detections_per_video=3, max_detections=7),
+], ids=["paper", "soft-min_score-cap", "oic-cap-K"])
+def test_localizer_rows_with_and_without_xla(options):
+    # Videos of very different lengths padded to the longest (all-snippet outputs): the eager Localizer
+    # under XLA (every row at the full length) and without XLA (rows grouped by the power of two that
+    # holds their length, sorted by component count) give the configured graph's output exactly.
+    rng = np.random.default_rng(11)
+    b, t, c = 6, 300, 3
+    rgb, flow = random_streams(rng, b, t, c, smooth=True)
+    for s in (rgb, flow):
+        s["probabilities"][:] = np.maximum(s["probabilities"], .2)
+    common = dict(lengths=[300, 40, 7, 130, 65, 1], num_snippets=[300, 40, 7, 130, 65, 1],
+                  seconds_per_snippet=[.64] * b)
+    config = LocalizerConfig.from_dict({"interpolation": 2, "max_detections": 40, "max_components_per_class": 16,
+                                        **options})
+    expected = localize(rgb, flow, config=config, **common)
+    assert int(np.max(expected["num_detections"])) > 1
+    for jit in (True, False):
+        localizer = Localizer(config, jit_compile=jit)
+        got = localizer(rgb, flow, **common)
+        for key in KEYS:
+            np.testing.assert_array_equal(got[key], expected[key].numpy(), err_msg=f"{key} jit={jit}")
+        assert localizer.fallbacks == 0
+    if options.get("detections_per_video"):
+        assert int(np.max(expected["num_detections"])) == options["detections_per_video"]

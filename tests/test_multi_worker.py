@@ -25,7 +25,8 @@ from stpn_tf.model.stpn import load_stream_model
 from tests.helpers.tiny_dataset import GRID, UNITS, read_backup_epoch, write_tiny_dataset
 
 STEPS_PER_EPOCH = 25
-EPOCHS = 12
+# Enough epochs that the kill (at a backup of epoch 2 or more) lands mid-run, few enough to stay fast.
+EPOCHS = 6
 TIMEOUT = 240
 
 

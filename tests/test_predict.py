@@ -12,7 +12,7 @@ from stpn_tf.localize import Localizer, LocalizerConfig
 from stpn_tf.localize.reference import localize_video
 from stpn_tf.inference.runner import load_serving_model
 from tests.helpers.raw import random_raw
-from tests.helpers.workdir import write_random_workdir
+from tests.helpers.workdir import write_random_split
 
 CLASSES = ["Jump", "Run", "Swim"]
 D = 5
@@ -81,15 +81,7 @@ def test_localize_raw_errors():
 @pytest.fixture(scope="module")
 def split(tmp_path_factory):
     """A workdir of random models and one split of 7 videos in 3 shards (so the records interleave)."""
-    root = tmp_path_factory.mktemp("predict")
-    workdir = write_random_workdir(str(root / "work"), CLASSES, D)
-    rng = np.random.default_rng(3)
-    with ShardedWriter(str(root / "data"), "test", 3) as writer:
-        for i, length in enumerate([4, 9, 1, 17, 6, 12, 3]):
-            writer.write(make_example(
-                video_id=f"v{i}", subset="test", rgb=rng.normal(0, 1, (length, D)), flow=rng.normal(0, 1, (length, D)),
-                labels=[i % 3], duration=length * 0.64 - 0.2, fps=25.0, stride_frames=16))
-    return workdir, writer.shards
+    return write_random_split(tmp_path_factory.mktemp("split"), CLASSES, D, shards=3, seed=3)
 
 
 @pytest.mark.parametrize("all_snippets", [False, True])
@@ -110,6 +102,11 @@ def test_composed_graph_equals_localizer_on_its_raw_outputs(split, all_snippets)
     assert again == results
     # Without the raw outputs (stpn localize without --save_raw: memory flat in the split size), the same detections.
     assert predict.predict_records(model, shards, batch_size=3, keep_raw=False) == (results, None)
+    # Raw outputs only (stpn tune): the same arrays, without running the Localizer.
+    none, raw_only = predict.predict_records(model, shards, batch_size=3, detections=False)
+    assert none is None and raw_only.keys() == raw.keys()
+    for key in raw:
+        np.testing.assert_array_equal(raw_only[key], raw[key], err_msg=key)
     if all_snippets:  # batches of 3 padded to 32, 16, 4 positions: the later ones are zero past their own padding
         assert raw["rgb/attention"].shape == (7, 32) and not raw["rgb/attention"][6, 4:].any()
     assert sum(len(d) for d in results["results"].values()) > 0

@@ -9,8 +9,8 @@ from stpn_tf.inference import predict
 from stpn_tf.core.errors import StpnError
 from stpn_tf.evaluation.evaluate import evaluate_detections
 from stpn_tf.evaluation.matching import build_eval_data
-from stpn_tf.tuning.sweep import (BOTH, PROPOSALS, Sweeper, describe, objective_for, objective_value, sweep_thresholds,
-                                  tune, with_setting)
+from stpn_tf.tuning.sweep import (BOTH, PROPOSALS, SWEEP_ELEMENTS, Sweeper, describe, objective_for, objective_value,
+                                  sweep_batch_size, sweep_thresholds, tune, with_setting)
 from stpn_tf.localize import Localizer, LocalizerConfig, localize
 from tests.helpers.raw import SWEEP_BOUNDS as BOUNDS
 from tests.helpers.raw import sweep_ground_truth as _ground_truth, sweep_raw as _raw
@@ -81,6 +81,20 @@ def test_tune_is_a_coordinate_search_that_keeps_ties():
         with_setting(base, "proposals", "fancy")
     with pytest.raises(StpnError, match="unknown localize setting"):
         with_setting(base, "thresh", 1)
+
+
+def test_sweep_batch_size_and_description():
+    # From the data: 2^25 elements / (T 400 x C 20) = 4194 videos per call; T 2614 (every snippet): 641.
+    # With a number: that many at the 400-position grid, fewer for longer outputs (predict.batch_size_for).
+    grid = {"rgb/tcam": np.zeros((1, 400, 20), np.float32), "rgb/attention": np.zeros((1, 400), np.float32)}
+    snippets = {"rgb/tcam": np.zeros((1, 2614, 20), np.float32), "rgb/attention": np.zeros((1, 2614), np.float32)}
+    assert SWEEP_ELEMENTS == 2 ** 25
+    assert sweep_batch_size(grid) == 4194 and sweep_batch_size(snippets) == 641
+    assert sweep_batch_size(grid, 256) == 256 and sweep_batch_size(snippets, 256) == 39
+    # The options beyond the paper show in a setting's description only when on.
+    assert "min_score" not in describe(LocalizerConfig()) and "per_video" not in describe(LocalizerConfig())
+    text = describe(LocalizerConfig(scoring="oic", oic_margin=.5, min_score=.05, detections_per_video=50))
+    assert "margin=0.5" in text and "min_score=0.05" in text and "per_video=50" in text
 
 
 def test_sweep_thresholds_rows():

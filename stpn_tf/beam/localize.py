@@ -8,6 +8,9 @@
       -> WritePartsDoFn: each video's detections to <output>.parts/<video>.json (atomic)
       -> ToDict -> detections JSON (ActivityNet format, written atomically); then the parts are removed.
 
+The export's graph localizes with bounds derived from the data as graph ops (stpn_tf.localize.serving), so a
+batch costs what `stpn localize` costs and its detections are byte-identical to it.
+
 The driver, not the runner's bundling, decides which videos share a padded call, so the detections are
 byte-identical on every runner and worker count (the DirectRunner's `--direct_num_workers=2
 --direct_running_mode=multi_processing` included). A rerun after a killed pipeline reuses every batch

@@ -173,6 +173,21 @@ def recorded_config(argv: Sequence[str]) -> ml_collections.ConfigDict | None:
     return configs.restore_config(record.config, record.config_name)
 
 
+# Parsed.config_name when the config is the one `--workdir` recorded (no --config given).
+RECORDED_CONFIG = "the work directory's recorded config"
+
+
+def batch_size(p: "Parsed", key: str) -> int:
+    """Videos per call, config value `key` ("localize.batch_size", "tune.batch_size"), except a work
+    directory's recorded value (it batched the runs of its time: 16 and 256 before batches came from the
+    data), which gives way to 0, the data's own batches, unless --config.<key> is given. Only speed and
+    memory depend on it, never the output."""
+    if p.config_name == RECORDED_CONFIG and key not in p.overrides:
+        return 0
+    section, name = key.split(".")
+    return int(p.config[section][name])
+
+
 @dataclasses.dataclass
 class Parsed:
     """A parsed command line: the command's flags, positional arguments, the config and where it came from.
@@ -213,7 +228,7 @@ def parse(command: Command, argv: Sequence[str]) -> Parsed:
         else:
             config = recorded_config(argv)
             if config is not None:
-                config_name = "the work directory's recorded config"
+                config_name = RECORDED_CONFIG
             else:
                 config, config_name = configs.load_config(command.default_config), command.default_config
         check_overrides(config, argv)

@@ -12,7 +12,7 @@ import sys
 from absl import flags, logging
 
 from stpn_tf.core import resources
-from stpn_tf.cli.common import Command, Parsed, check_dataset_dir, define_workdir, require
+from stpn_tf.cli.common import Command, Parsed, batch_size, check_dataset_dir, define_workdir, require
 from stpn_tf.core.errors import StpnError
 
 
@@ -51,6 +51,9 @@ def check(p: Parsed) -> None:
     """Flags, files and settings, before TensorFlow loads."""
     from stpn_tf.artifacts.export_dir import is_export_dir
 
+    if int(p.config.localize.batch_size) < 0:
+        raise StpnError(f"--config.localize.batch_size={p.config.localize.batch_size}: videos per call must be >= 0 "
+                        "(0: from the data)")
     if p.args:
         require(p.flags, "workdir", "out")
         if is_export_dir(p.workdir):
@@ -141,6 +144,11 @@ def _check_output(path: str) -> None:
         parent = os.path.dirname(parent)
 
 
+def _batch_size(p: Parsed) -> int:
+    """Videos per call (common.batch_size: a work directory's recorded value gives way to the data's)."""
+    return batch_size(p, "localize.batch_size")
+
+
 def _dataset_dir(p: Parsed) -> str:
     return p.config.dataset.dir
 
@@ -200,7 +208,7 @@ def _from_export(p: Parsed) -> int:
     model = load_export(p.workdir)
     split = _dataset(p, model.classes, model.feature_dim, p.workdir)
     _streamed(p, p.out, lambda sink: predict.predict_records(
-        model, split.shards, batch_size=int(p.config.localize.batch_size), progress=_progress(split.num_videos),
+        model, split.shards, batch_size=_batch_size(p), progress=_progress(split.num_videos),
         keep_raw=False, sink=sink))
     return 0
 
@@ -228,7 +236,7 @@ def _from_workdir(p: Parsed) -> int:
     # The raw outputs only when they are saved or swept: they grow with the split. The detections are
     # written as they come (a sweep writes none).
     def predict_into(sink):
-        return predict.predict_records(model, split.shards, batch_size=int(cfg.localize.batch_size),
+        return predict.predict_records(model, split.shards, batch_size=_batch_size(p),
                                        progress=_progress(split.num_videos), keep_raw=bool(p.save_raw or p.sweep),
                                        sink=sink)
 
@@ -261,7 +269,7 @@ def _from_raw(p: Parsed) -> int:
     out = p.out or raw_detections_path(p.path("raw"))
     _check_output(out)
     results = predict.localize_raw(raw, Localizer(settings.localizer_config(p.config)), streams=p.streams,
-                                   batch_size=int(p.config.localize.batch_size))
+                                   batch_size=_batch_size(p))
     _write(p, results, out)
     return 0
 
@@ -287,7 +295,7 @@ def _sweep(p: Parsed, raw, ground_truth, out_dir: str) -> int:
     rows = sweep_thresholds(raw, ground_truth, base=settings.localizer_config(cfg),
                             class_thresholds=cfg.sweep.class_thresholds, tcam_thresholds=cfg.sweep.tcam_thresholds,
                             streams=p.streams, protocol=protocol, tiou_thresholds=thresholds,
-                            unknown_labels_as_fp=p.unknown_labels_as_fp, batch_size=int(cfg.localize.batch_size),
+                            unknown_labels_as_fp=p.unknown_labels_as_fp, batch_size=_batch_size(p),
                             out=sys.stdout)
     best = best_setting(rows)
     print(f"best: class_threshold={best['class_threshold']:g} tcam_threshold={best['tcam_threshold']:g} "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from absl import flags
 
-from stpn_tf.cli.common import Command, Parsed, define_workdir, require
+from stpn_tf.cli.common import Command, Parsed, batch_size, define_workdir, require
 from stpn_tf.core.errors import StpnError
 
 
@@ -43,7 +43,7 @@ def run(p: Parsed) -> int:
     study.run_study(study_dir=p.workdir, dataset_dir=cfg.dataset.dir, seeds=seeds, model=settings.model_config(cfg),
                     train=settings.train_config(cfg), grid=settings.grid_config(cfg), settings=named,
                     train_split=cfg.dataset.train_split, test_split=cfg.dataset.test_split,
-                    tiou_thresholds=settings.evaluation_thresholds(cfg), batch_size=int(cfg.localize.batch_size),
+                    tiou_thresholds=settings.evaluation_thresholds(cfg), batch_size=batch_size(p, "localize.batch_size"),
                     config_record=settings.as_json(cfg), config_name=p.config_name,
                     unknown_labels_as_fp=p.unknown_labels_as_fp, grids=grids, objective=settings.tuning_objective(cfg))
     return 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from absl import flags
 
-from stpn_tf.cli.common import Command, Parsed, define_workdir, require
+from stpn_tf.cli.common import Command, Parsed, batch_size, define_workdir, require
 from stpn_tf.core.errors import StpnError
 
 
@@ -44,7 +44,7 @@ def run(p: Parsed) -> int:
         allow_tuning_on_test=p.allow_tuning_on_test, base=settings.localizer_config(cfg),
         grid=settings.grid_config(cfg), space=space, grids=grids, rounds=int(cfg.tune.rounds),
         joint=tuple(cfg.tune.joint), tiou_thresholds=settings.evaluation_thresholds(cfg),
-        tune_batch_size=int(cfg.tune.batch_size), batch_size=int(cfg.localize.batch_size),
+        tune_batch_size=batch_size(p, "tune.batch_size"), batch_size=batch_size(p, "localize.batch_size"),
         unknown_labels_as_fp=p.unknown_labels_as_fp, out=p.out, objective=settings.tuning_objective(cfg),
         shipped_configs={name: configs.flat_keys(configs.load_config(name)) for name in configs.NAMES},
         config_values=configs.flat_keys(cfg))

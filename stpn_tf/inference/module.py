@@ -24,7 +24,12 @@ Inputs that do not fit are refused inside the graph, so every TensorFlow client 
 call of `serving_default` with features of another size than D, NaN or infinite features, rgb and flow of
 different shapes, `num_snippets` below 1 or beyond the time axis, or a `seconds_per_snippet` that is not a
 positive number raises `tf.errors.InvalidArgumentError` whose message starts with `serving_default: <input>`
-(the checks run before the XLA-compiled localization, which would drop them).
+(the checks are graph ops outside the XLA-compiled localization, which would drop them; the size and timing
+checks gate the models; the NaN / infinity checks, one sum per feature input, gate the outputs and run
+beside the localization; `bench/localize.py` measures what they cost).
+
+Inside the graph the Localizer derives its bounds from the data as graph ops (stpn_tf.localize.serving),
+as `stpn localize` does eagerly: the same detections, byte for byte, at that speed.
 
 Streams: ("rgb", "flow") is the paper's two-stream model; one of ("rgb",), ("flow",), ("joint",) localizes
 that stream alone (it then plays both roles of eq. 7, the single-stream score). Both feature inputs are
@@ -82,15 +87,34 @@ def _bucket(length: tf.Tensor) -> tf.Tensor:
     return tf.maximum(tf.gather(table, index), length)
 
 
+def all_finite(x: tf.Tensor) -> tf.Tensor:
+    """bool scalar: no NaN or infinity in `x`, at the cost of one sum in the common case.
+
+    A NaN or an infinity makes the sum NaN or infinite, so a finite sum proves every element finite with
+    one multi-threaded reduction (CheckNumerics, the op of `assert_all_finite`, is single-threaded and cost
+    most of a serving call's checks). Only when the sum is not finite (a bad input, or finite values
+    whose sum overflows) is every element tested.
+    """
+    return tf.cond(tf.math.is_finite(tf.reduce_sum(x)), lambda: tf.constant(True),
+                   lambda: tf.reduce_all(tf.math.is_finite(x)))
+
+
 def check_serving_inputs(rgb, flow, num_snippets, seconds_per_snippet, *, feature_dim: int,
                          name: str = "serving_default"):
-    """The inputs, once they are checked (graph assertions; see the module docstring).
+    """The inputs, once their sizes and timing are checked, and the check of their values (graph assertions;
+    see the module docstring).
 
     The checks run one after the other in a fixed order, so an input with several faults always gets the
-    message of the first.
+    message of the first. The size and timing checks (on shapes and [batch] vectors) gate the returned
+    inputs. The NaN / infinity checks, which read every feature, come after them: `check_values(after)`
+    makes them once the tensors `after` exist and returns the op the caller makes its outputs depend on
+    (`guarded`). Started after the stream models (whose matrix products use every core), they run beside
+    the localization, which leaves a core idle, instead of before everything; a bad value still fails the
+    call before any output leaves it.
 
     Returns:
-      (rgb, flow) with the static shape [batch, time, feature_dim], num_snippets, seconds_per_snippet.
+      (rgb, flow) with the static shape [batch, time, feature_dim], num_snippets, seconds_per_snippet,
+      check_values.
     """
     d = int(feature_dim)
     batch = tf.shape(rgb)[0]
@@ -113,8 +137,6 @@ def check_serving_inputs(rgb, flow, num_snippets, seconds_per_snippet, *, featur
             tf.reduce_all(tf.math.is_finite(seconds_per_snippet) & (seconds_per_snippet > 0)),
             [f"{name}: seconds_per_snippet must be positive and finite (stride_frames / fps); got",
              seconds_per_snippet], summarize=8),
-        lambda: tf.debugging.assert_all_finite(rgb, f"{name}: rgb holds NaN or infinite values"),
-        lambda: tf.debugging.assert_all_finite(flow, f"{name}: flow holds NaN or infinite values"),
     ]
     previous = []
     for check in checks:
@@ -123,8 +145,24 @@ def check_serving_inputs(rgb, flow, num_snippets, seconds_per_snippet, *, featur
     with tf.control_dependencies(previous):
         rgb, flow = tf.identity(rgb), tf.identity(flow)
         num_snippets, seconds_per_snippet = tf.identity(num_snippets), tf.identity(seconds_per_snippet)
+
+    def check_values(after=()):
+        with tf.control_dependencies(list(after)):
+            # Both sums at once; only the assertions are ordered (rgb's message first).
+            finite = {"rgb": all_finite(rgb), "flow": all_finite(flow)}
+        first = tf.debugging.assert_equal(finite["rgb"], True, message=f"{name}: rgb holds NaN or infinite values")
+        with tf.control_dependencies([first]):
+            return tf.debugging.assert_equal(finite["flow"], True,
+                                             message=f"{name}: flow holds NaN or infinite values")
+
     return (tf.ensure_shape(rgb, [None, None, d]), tf.ensure_shape(flow, [None, None, d]), num_snippets,
-            seconds_per_snippet)
+            seconds_per_snippet, check_values)
+
+
+def guarded(outputs: Mapping[str, tf.Tensor], check) -> dict[str, tf.Tensor]:
+    """`outputs`, each available only once `check` (an op) has passed."""
+    with tf.control_dependencies([check]):
+        return {key: tf.identity(value) for key, value in outputs.items()}
 
 
 class InferenceModule(tf.Module):
@@ -187,7 +225,8 @@ class InferenceModule(tf.Module):
         derives its bounds from the data: the same detections as the composed graph, several times faster
         at the shipped bounds. `serving_default` is the composed graph itself.
         """
-        return {"serving_default": self.serve, "serve_examples": self._serve_examples_in_process}
+        return {"serving_default": self.serve, "serve_examples": self._serve_examples_in_process,
+                "streams_examples": self.streams_examples}
 
     def _serve_examples_in_process(self, examples: tf.Tensor) -> dict[str, Any]:
         out = dict(self.streams_examples(examples))
@@ -250,9 +289,10 @@ class InferenceModule(tf.Module):
         return {**detections, **self.stacked(outputs, lengths, num_snippets)}
 
     def _serve(self, rgb, flow, num_snippets, seconds_per_snippet):
-        rgb, flow, num_snippets, seconds_per_snippet = check_serving_inputs(
+        rgb, flow, num_snippets, seconds_per_snippet, check_values = check_serving_inputs(
             rgb, flow, num_snippets, seconds_per_snippet, feature_dim=self.feature_dim)
-        return self.run(rgb, flow, num_snippets, seconds_per_snippet)
+        finite = check_values()
+        return guarded(self.run(rgb, flow, num_snippets, seconds_per_snippet), finite)
 
     def _parse_examples(self, examples):
         from stpn_tf.data.records.decoder import parse_example  # traced once, at export time
@@ -275,18 +315,20 @@ class InferenceModule(tf.Module):
             target = _bucket(tf.reduce_max(tf.concat([num_snippets, [1]], axis=0)))
             pad = [[0, 0], [0, target - tf.shape(rgb)[1]], [0, 0]]
             rgb, flow = tf.pad(rgb, pad), tf.pad(flow, pad)
-        rgb, flow, num_snippets, sps = check_serving_inputs(rgb, flow, num_snippets, sps,
-                                                            feature_dim=self.feature_dim, name="serve_examples")
-        return rgb, flow, num_snippets, sps, durations, video_ids
+        rgb, flow, num_snippets, sps, check_values = check_serving_inputs(rgb, flow, num_snippets, sps,
+                                                                          feature_dim=self.feature_dim,
+                                                                          name="serve_examples")
+        return rgb, flow, num_snippets, sps, durations, video_ids, check_values
 
     def _serve_examples(self, examples):
-        rgb, flow, num_snippets, sps, durations, video_ids = self._parse_examples(examples)
+        rgb, flow, num_snippets, sps, durations, video_ids, check_values = self._parse_examples(examples)
+        finite = check_values()
         outputs = self.run(rgb, flow, num_snippets, sps, durations)
         outputs.update({"video_id": video_ids, "seconds_per_snippet": sps, "duration": durations})
-        return outputs
+        return guarded(outputs, finite)
 
     def _streams_examples(self, examples):
-        rgb, flow, num_snippets, sps, durations, video_ids = self._parse_examples(examples)
+        rgb, flow, num_snippets, sps, durations, video_ids, check_values = self._parse_examples(examples)
         outputs = self.stacked(*self.run_streams(rgb, flow, num_snippets))
         outputs.update({"video_id": video_ids, "seconds_per_snippet": sps, "duration": durations})
-        return outputs
+        return guarded(outputs, check_values())

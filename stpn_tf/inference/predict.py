@@ -5,6 +5,12 @@ training work directory) and returns the detections together with the raw output
 video probabilities of each stream on the localized grid. Saved with `save_raw`, the raw outputs let
 `localize_raw` run the Localizer again with other settings (`stpn localize --raw`, `--sweep`) without
 rerunning the models; on the same settings it reproduces the graph's detections exactly.
+
+Videos per call come from the data unless a batch size is given (`batch_size=0`, config.localize.batch_size
+0): the models get as many records as fit `FEATURE_BYTES_PER_CALL` bytes of padded features and
+`POSITIONS_PER_CALL` grid positions (`record_batches`); re-localizing raw outputs calls the Localizer on the
+videos where a class passes the class threshold only (the others have no detections), `POSITIONS_PER_CALL`
+positions at a time (`localize_batch_size`). Only speed and memory depend on the batching, never the output.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from stpn_tf.data.grid import DEFAULT_GRID_LENGTH
 from stpn_tf.data.records import reader
 from stpn_tf.core.errors import StpnError
 from stpn_tf.core.atomic import atomic_write_bytes
@@ -27,22 +34,74 @@ from stpn_tf.inference.module import stream_roles
 
 RAW_STREAM_KEYS = ("attention", "tcam", "probabilities")
 
+# Videos per call at the paper's 400-position grid: the unit of the batch rules below.
+VIDEOS_PER_CALL = 256
+# Grid positions per call (256 videos x 400): the raw inputs of a Localizer call are then at most
+# 2 streams x 102,400 x (C + 1) float32, 164 MB at ActivityNet's C = 200, and the models' outputs the same.
+POSITIONS_PER_CALL = VIDEOS_PER_CALL * DEFAULT_GRID_LENGTH
+# Serialized records per model call, padded to the longest of the call (features dominate a record: 8 D
+# bytes per snippet). 256 MB: 32 two-hour videos of D = 128, or 16 of THUMOS14's longest (~4,000 snippets)
+# at I3D's D = 1024.
+FEATURE_BYTES_PER_CALL = 2 ** 28
 
-def predict_records(model: ServingModel, shards: Sequence[str], *, batch_size: int = 16, progress=None,
+
+def batch_size_for(raw: Mapping[str, np.ndarray], videos: int = VIDEOS_PER_CALL) -> int:
+    """Videos per Localizer call for `raw`: `videos` at the paper's 400-position grid, fewer when the raw
+    outputs are longer (all-snippet outputs are padded to the longest video), so a call holds about as
+    many positions either way. Only speed and memory depend on it, never the scores."""
+    positions = int(np.asarray(raw["rgb/attention"] if "rgb/attention" in raw else raw["joint/attention"]).shape[1])
+    return max(1, videos * DEFAULT_GRID_LENGTH // max(positions, DEFAULT_GRID_LENGTH))
+
+
+def localize_batch_size(raw: Mapping[str, np.ndarray], positions_per_call: int = POSITIONS_PER_CALL) -> int:
+    """Videos per Localizer call when re-localizing `raw` (`localize_raw` with batch_size=0): as many as
+    hold `positions_per_call` grid positions (1,024 videos of ActivityNet's 100 positions, 256 at 400), so
+    the (video, class) rows of a call fill the Localizer's fixed row chunks (one compile) while a call's
+    inputs stay bounded (see POSITIONS_PER_CALL)."""
+    positions = int(np.asarray(raw[f"{raw_streams(raw)[0]}/attention"]).shape[1])
+    return max(1, positions_per_call // max(1, positions))
+
+
+def record_batches(records: Iterator[bytes], *, max_videos: int, max_bytes: int = FEATURE_BYTES_PER_CALL,
+                   ) -> Iterator[list[bytes]]:
+    """Consecutive serialized records grouped in order into calls of the models (`predict_records` with
+    batch_size=0).
+
+    A call takes records while it holds at most `max_videos` of them and (records) x (the longest one's
+    size) <= `max_bytes`, the size of its padded feature batch; a single record larger than that is a call
+    of its own.
+    """
+    batch: list[bytes] = []
+    longest = 0
+    for record in records:
+        size = max(longest, len(record))
+        if batch and (len(batch) >= max_videos or (len(batch) + 1) * size > max_bytes):
+            yield batch
+            batch, size = [], len(record)
+        batch.append(record)
+        longest = size
+    if batch:
+        yield batch
+
+
+def predict_records(model: ServingModel, shards: Sequence[str], *, batch_size: int = 0, progress=None,
                     keep_raw: bool = True, sink: Callable[[dict[str, list[dict[str, Any]]]], None] | None = None,
-                    ) -> tuple[dict[str, Any] | None, dict[str, np.ndarray] | None]:
+                    detections: bool = True) -> tuple[dict[str, Any] | None, dict[str, np.ndarray] | None]:
     """Runs every video of `shards` through the model's `serve_examples` signature.
 
     Args:
       model: The composed graph (stpn_tf.inference.runner.load_serving_model).
       shards: TFRecord files of the project's schema.
-      batch_size: Videos per call.
+      batch_size: Videos per call; 0: from the data (`record_batches`: at most `FEATURE_BYTES_PER_CALL` bytes
+        of padded records and `POSITIONS_PER_CALL` grid positions per call).
       progress: Optional callable(videos done) for progress output.
       keep_raw: Also collect the raw outputs (they grow with the split: about 2 T C floats per video, 3 GB for
         ActivityNet's 4,926 validation videos at T = 400, C = 200); False returns None for them.
       sink: Called with each batch's {video_id: detections} as they come (e.g.
         stpn_tf.artifacts.results.ResultsWriter.add), instead of collecting them; with keep_raw=False
         memory then stays flat in the number of videos.
+      detections: False: the raw outputs only (results None; in process the Localizer does not run), for
+        callers that localize the raw outputs themselves (`stpn tune`).
 
     Returns:
       (results object in the ActivityNet layout, or None with a `sink`; raw outputs). Raw outputs are
@@ -57,14 +116,15 @@ def predict_records(model: ServingModel, shards: Sequence[str], *, batch_size: i
 
     def run(batch: tf.Tensor):
         nonlocal done
-        out = model.call_examples(batch)
+        out = model.call_examples(batch) if detections else model.call_streams(batch)
         video_ids = [v.decode() for v in out["video_id"]]
-        detections = results_from_padded(video_ids, model.classes, out)
-        if sink is None:
-            results.update(detections)
+        if not detections:
+            done += len(video_ids)
+        elif sink is None:
+            results.update(results_from_padded(video_ids, model.classes, out))
             done = len(results)
         else:
-            sink(detections)
+            sink(results_from_padded(video_ids, model.classes, out))
             done += len(video_ids)
         if progress is not None:
             progress(done)
@@ -87,15 +147,25 @@ def predict_records(model: ServingModel, shards: Sequence[str], *, batch_size: i
         # The shards interleaved one record at a time, in a fixed order (the order of the results), and
         # batched as string tensors that go to the model as they are.
         with reader.corrupt_record_errors(shards):
-            for batch in reader.tfrecord_dataset(shards).batch(batch_size):
-                run(batch)
+            if batch_size:
+                for batch in reader.tfrecord_dataset(shards).batch(batch_size):
+                    run(batch)
+            else:
+                # On the paper's grid a video is 400 positions; on every snippet about its record's size
+                # in snippets at most (8 D bytes each), which `max_bytes` bounds as well.
+                videos = POSITIONS_PER_CALL // (model.grid_length or DEFAULT_GRID_LENGTH)
+                for batch in record_batches(reader.tfrecord_dataset(shards).as_numpy_iterator(),
+                                            max_videos=max(1, videos),
+                                            max_bytes=min(FEATURE_BYTES_PER_CALL,
+                                                          POSITIONS_PER_CALL * 8 * model.feature_dim)):
+                    run(tf.constant(batch, tf.string))
     except tf.errors.InvalidArgumentError as error:  # the parser's checks (stpn_tf.data.records.decoder)
         raise StpnError(f"{shards[0] if len(shards) == 1 else ', '.join(shards)}: a record does not fit the "
                         f"model ({reader.one_line(error.message)})") from None
     if not done:
         raise StpnError(f"no videos in {', '.join(shards)}")
     raw = _concatenate(parts, model.classes) if keep_raw else None
-    return (results_envelope(results) if sink is None else None), raw
+    return (results_envelope(results) if sink is None and detections else None), raw
 
 
 def _concatenate(parts: dict[str, list[np.ndarray]], classes: Sequence[str]) -> dict[str, np.ndarray]:
@@ -171,56 +241,95 @@ def load_raw(path: str) -> dict[str, np.ndarray]:
 
 
 def raw_batches(raw: Mapping[str, np.ndarray], *, streams: Sequence[str] = ("rgb", "flow"),
-                batch_size: int = 16) -> list[tuple[list[str], dict[str, Any]]]:
+                batch_size: int = 16, videos: np.ndarray | None = None,
+                ) -> list[tuple[list[str], dict[str, Any]]]:
     """Saved raw outputs as Localizer inputs: [(video ids, keyword arguments of one Localizer call)].
 
     The last batch is padded to `batch_size` videos so every call has one shape (one compile).
+
+    Args:
+      raw, streams: As in `localize_raw`.
+      batch_size: Videos per call; 0: `localize_batch_size(raw)`, or as many as there are if fewer.
+      videos: Indices of the videos to take, in this order (default all).
     """
+    return list(_iter_raw_batches(raw, streams=streams, batch_size=batch_size, videos=videos))
+
+
+def _iter_raw_batches(raw: Mapping[str, np.ndarray], *, streams: Sequence[str], batch_size: int,
+                      videos: np.ndarray | None) -> Iterator[tuple[list[str], dict[str, Any]]]:
+    """`raw_batches` one batch at a time (a batch's copies are freed once it is localized)."""
+    _check_streams(raw, streams)
     first, second = stream_roles(streams)
-    for stream in {first, second}:
-        if f"{stream}/attention" not in raw:
-            raise StpnError(f"the raw outputs hold no {stream} stream (they have {', '.join(raw_streams(raw))})")
-    batches = []
-    n = len(raw["video_id"])
-    for lo in range(0, n, batch_size):
-        sl = slice(lo, min(n, lo + batch_size))
-        pad = batch_size - (sl.stop - sl.start)
+    videos = np.arange(len(raw["video_id"])) if videos is None else np.asarray(videos, np.int64)
+    # From the data: no more than the videos there are (a split that fits one call is not padded).
+    batch_size = batch_size or min(localize_batch_size(raw), max(1, len(videos)))
+    for lo in range(0, len(videos), batch_size):
+        index = videos[lo:lo + batch_size]
 
         def take(key, dtype):  # numpy: the eager Localizer takes and returns arrays
-            value = raw[key][sl]
-            return np.pad(value, [(0, pad)] + [(0, 0)] * (value.ndim - 1)).astype(dtype)
+            value = np.asarray(raw[key])
+            out = np.zeros((batch_size, *value.shape[1:]), dtype)  # zero videos pass no class: no work
+            out[:len(index)] = value[index]
+            return out
 
         def stream(s):
             return {k: take(f"{s}/{k}", np.float32) for k in RAW_STREAM_KEYS}
 
-        batches.append(([str(v) for v in raw["video_id"][sl]], dict(
+        yield ([str(v) for v in raw["video_id"][index]], dict(
             rgb=stream(first), flow=stream(second), lengths=take("length", np.int32),
             num_snippets=take("num_snippets", np.int32), seconds_per_snippet=take("seconds_per_snippet", np.float32),
-            durations=take("duration", np.float32))))
-    return batches
+            durations=take("duration", np.float32)))
+
+
+def _check_streams(raw: Mapping[str, np.ndarray], streams: Sequence[str]) -> None:
+    for stream in set(stream_roles(streams)):
+        if f"{stream}/attention" not in raw:
+            raise StpnError(f"the raw outputs hold no {stream} stream (they have {', '.join(raw_streams(raw))})")
+
+
+def passing_videos(raw: Mapping[str, np.ndarray], *, streams: Sequence[str] = ("rgb", "flow"),
+                   class_threshold: float) -> np.ndarray:
+    """Indices of the videos of `raw` where some class passes `class_threshold` in a stream of `streams`
+    (compared in float64 as the Localizer compares): the only videos that can have detections."""
+    passing = np.zeros(np.shape(raw["video_id"]) + np.shape(raw["classes"]), bool)
+    for stream in set(stream_roles(streams)):
+        passing |= np.asarray(raw[f"{stream}/probabilities"], np.float32).astype(np.float64) >= class_threshold
+    return np.flatnonzero(passing.any(axis=1))
 
 
 def localize_raw(raw: Mapping[str, np.ndarray], localizer: Localizer, *, streams: Sequence[str] = ("rgb", "flow"),
-                 batch_size: int = 16, settings: LocalizerConfig | None = None,
+                 batch_size: int = 0, settings: LocalizerConfig | None = None,
                  batches: Sequence[tuple[list[str], dict[str, Any]]] | None = None) -> dict[str, Any]:
     """Localizes every video of saved raw outputs with `localizer`; ActivityNet results object.
+
+    Work scales with the (video, class) pairs that pass the class threshold: videos where no class passes
+    have no detections and are not localized (unless `batches` are given), and the Localizer turns the
+    pairs into rows (stpn_tf.localize.localizer).
 
     Args:
       raw: Raw outputs (see `predict_records`).
       localizer: The postprocessor and its settings.
       streams: ("rgb", "flow") for two-stream localization, or one stream alone ("rgb", "flow" or "joint";
         it then plays both roles of eq. 7, which is the single-stream score).
-      batch_size: Videos per call; the last batch is padded so every call has one shape (one compile).
+      batch_size: Videos per call; 0: `localize_batch_size(raw)`. The last batch is padded so every call
+        has one shape (one compile).
       settings: Runtime settings for this call (Localizer.__call__); None: the localizer's own.
       batches: `raw_batches(raw, streams=streams, ...)` already built (a sweep builds them once).
+
+    Returns:
+      The results object, its videos in the order of `raw`.
     """
     first, second = stream_roles(streams)
-    nms_threshold = (settings or localizer.config).nms_threshold
-    if first == second and nms_threshold >= 1.0 and (settings or localizer.config).nms == "hard":
+    config = settings or localizer.config
+    if first == second and config.nms_threshold >= 1.0 and config.nms == "hard":
         # One stream plays both roles of eq. 7; NMS (tIoU 1 > threshold) is what removes its duplicates.
         raise StpnError("single-stream localization needs nms_threshold < 1")
     classes = [str(c) for c in raw["classes"]]
-    results: dict[str, list[dict[str, Any]]] = {}
+    results: dict[str, list[dict[str, Any]]] = {str(v): [] for v in raw["video_id"]}  # the order of `raw`
+    if batches is None:
+        _check_streams(raw, streams)
+        videos = passing_videos(raw, streams=streams, class_threshold=config.class_threshold)
+        batches = _iter_raw_batches(raw, streams=streams, batch_size=batch_size, videos=videos)
     for video_ids, out in localized_batches(raw, localizer, streams=streams, batch_size=batch_size,
                                             settings=settings, batches=batches):
         results.update(results_from_padded(video_ids, classes, out))
@@ -228,7 +337,7 @@ def localize_raw(raw: Mapping[str, np.ndarray], localizer: Localizer, *, streams
 
 
 def localized_batches(raw: Mapping[str, np.ndarray], localizer: Localizer, *,
-                      streams: Sequence[str] = ("rgb", "flow"), batch_size: int = 16,
+                      streams: Sequence[str] = ("rgb", "flow"), batch_size: int = 0,
                       settings: LocalizerConfig | None = None,
                       batches: Sequence[tuple[list[str], dict[str, Any]]] | None = None,
                       ) -> Iterator[tuple[list[str], dict[str, np.ndarray]]]:
@@ -243,6 +352,6 @@ def localized_batches(raw: Mapping[str, np.ndarray], localizer: Localizer, *,
       "detection_classes" [B, K], "detection_scores" [B, K], "detection_segments" [B, K, 2],
       "num_detections" [B]).
     """
-    for video_ids, inputs in (batches if batches is not None else raw_batches(raw, streams=streams,
-                                                                               batch_size=batch_size)):
+    for video_ids, inputs in (batches if batches is not None else _iter_raw_batches(
+            raw, streams=streams, batch_size=batch_size, videos=None)):
         yield video_ids, localizer(**inputs, settings=settings)

@@ -32,7 +32,8 @@ class ServingModel:
 
     Args:
       functions: {"serving_default", "serve_examples"}: callables with the signatures' keyword inputs
-        and outputs (an export's signatures, or `InferenceModule.serving_functions`).
+        and outputs (an export's signatures, or `InferenceModule.serving_functions`), and optionally
+        "streams_examples": `serve_examples` without the localization (in process only).
       owner: What must outlive the functions (the loaded SavedModel, or the module): they reference its
         variables.
 
@@ -50,6 +51,7 @@ class ServingModel:
                  localizer_config: LocalizerConfig, source: str, owner: Any = None):
         self._serving_default = functions["serving_default"]
         self._serve_examples = functions["serve_examples"]
+        self._streams_examples = functions.get("streams_examples")
         self._owner = owner
         self.classes = [str(c) for c in classes]
         self.feature_dim = int(feature_dim)
@@ -65,6 +67,14 @@ class ServingModel:
             rgb=tf.constant(rgb, tf.float32), flow=tf.constant(flow, tf.float32),
             num_snippets=tf.constant(num_snippets, tf.int32),
             seconds_per_snippet=tf.constant(seconds_per_snippet, tf.float32))
+        return {key: np.asarray(value) for key, value in out.items()}
+
+    def call_streams(self, examples: tf.Tensor) -> dict[str, np.ndarray]:
+        """The raw outputs of `serve_examples` (no detections): without localizing when the model runs in
+        process, else the whole signature."""
+        if self._streams_examples is None:
+            return self.call_examples(examples)
+        out = self._streams_examples(examples)
         return {key: np.asarray(value) for key, value in out.items()}
 
     def call_examples(self, examples: tf.Tensor) -> dict[str, np.ndarray]:

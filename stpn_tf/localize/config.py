@@ -19,9 +19,10 @@ PROPOSAL_STREAMS = ("both", "rgb", "flow")
 SCORINGS = ("mean", "oic")
 NMS_KINDS = ("hard", "soft")
 # Settings that are inputs of the compiled graph (a new value needs no new compile); every other field
-# is structure (interpolation, the number of proposal thresholds, the NMS kind and the bounds).
-RUNTIME_FIELDS = ("class_threshold", "tcam_threshold", "proposal_thresholds", "alpha", "nms_threshold",
-                  "proposal_streams", "proposal_signal", "normalize", "scoring", "oic_margin", "oic_gamma", "soft_nms_sigma")
+# is structure (interpolation, the number of proposal thresholds and the bounds).
+RUNTIME_FIELDS = ("class_threshold", "tcam_threshold", "proposal_thresholds", "alpha", "nms_threshold", "nms",
+                  "proposal_streams", "proposal_signal", "normalize", "scoring", "oic_margin", "oic_gamma", "soft_nms_sigma",
+                  "min_score", "detections_per_video")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +57,12 @@ class LocalizerConfig:
       oic_gamma: Weight of the video probability in OIC (0.2).
       nms: "hard" (the paper) or "soft": Gaussian soft-NMS, scores decayed by exp(-tIoU^2 / sigma).
       soft_nms_sigma: sigma of soft-NMS (0.3, DELU).
+      min_score: Detections scoring below this after NMS (soft-NMS: the decayed score) are dropped (-inf:
+        none). Under the THUMOS14 toolkit's matching (largest overlap, whatever the confidence) the
+        decayed near-duplicates that soft-NMS keeps take matches from the confident detections; this
+        drops them.
+      detections_per_video: Keep only this many detections per video, the best in the final order (0:
+        all, up to max_detections). Fewer low-ranked detections, fewer stolen toolkit matches.
       max_detections: K, detections kept per video (output slots).
       max_components_per_class: M, proposals per video, stream and class entering NMS (over all thresholds).
       max_classes_per_video: Q, classes localized per video (the most probable), None for all.
@@ -75,6 +82,8 @@ class LocalizerConfig:
     oic_gamma: float = PAPER["oic_gamma"]
     nms: str = PAPER["nms"]
     soft_nms_sigma: float = PAPER["soft_nms_sigma"]
+    min_score: float = PAPER["min_score"]
+    detections_per_video: int = PAPER["detections_per_video"]
     max_detections: int = PAPER["max_detections"]
     max_components_per_class: int = PAPER["max_components_per_class"]
     max_classes_per_video: int | None = PAPER["max_classes_per_video"] or None  # the config's 0: all classes
@@ -93,6 +102,11 @@ class LocalizerConfig:
                      "soft_nms_sigma"):
             if not math.isfinite(float(getattr(self, name))):
                 raise StpnError(f"localize: {name} must be a finite number, got {getattr(self, name)}")
+        if math.isnan(float(self.min_score)) or float(self.min_score) == math.inf:
+            raise StpnError(f"localize: min_score must be a number or -inf, got {self.min_score}")
+        if int(self.detections_per_video) != self.detections_per_video or self.detections_per_video < 0:
+            raise StpnError("localize: detections_per_video must be an integer >= 0 (0: all), got "
+                            f"{self.detections_per_video}")
         if not all(math.isfinite(t) for t in self.proposal_thresholds):
             raise StpnError(f"localize: proposal_thresholds must be finite numbers, got {self.proposal_thresholds}")
         for name, allowed in (("proposal_streams", PROPOSAL_STREAMS), ("proposal_signal", PROPOSAL_SIGNALS),
@@ -111,7 +125,7 @@ class LocalizerConfig:
 
     def structure(self) -> tuple:
         """What the compiled graph depends on; configs with equal structure share one compile."""
-        return (int(self.interpolation), len(self.thresholds), self.nms, self.max_detections,
+        return (int(self.interpolation), len(self.thresholds), self.max_detections,
                 self.max_components_per_class, self.max_classes_per_video)
 
     @classmethod
@@ -125,11 +139,11 @@ class LocalizerConfig:
         if kwargs.get("max_classes_per_video") == 0:
             kwargs["max_classes_per_video"] = None
         try:
-            for name in ("interpolation", "max_detections", "max_components_per_class"):
+            for name in ("interpolation", "max_detections", "max_components_per_class", "detections_per_video"):
                 if name in kwargs:
                     kwargs[name] = int(kwargs[name])
             for name in ("class_threshold", "tcam_threshold", "alpha", "nms_threshold", "oic_margin", "oic_gamma",
-                         "soft_nms_sigma"):
+                         "soft_nms_sigma", "min_score"):
                 if name in kwargs:
                     kwargs[name] = float(kwargs[name])
             if "proposal_thresholds" in kwargs:

@@ -52,7 +52,10 @@ def runtime_tensors(config: LocalizerConfig) -> dict[str, tf.Tensor]:
         "oic": tf.constant(config.scoring == "oic"),
         "oic_margin": f64(config.oic_margin),
         "oic_gamma": f64(config.oic_gamma),
+        "soft_nms": tf.constant(config.nms == "soft"),
         "soft_nms_sigma": f64(config.soft_nms_sigma),
+        "min_score": f64(config.min_score),
+        "detections_per_video": tf.constant(int(config.detections_per_video), tf.int32),
     }
 
 
@@ -213,10 +216,11 @@ def localize_with_bounds(rgb, flow, *, lengths, num_snippets, seconds_per_snippe
                             2.0 * span * p + tf.cast(tf.range(num_slots), F64))
         order = exact_order(score, tiebreak)
     score, first, last, valid = (tf.gather(x, order, batch_dims=2, axis=2) for x in (score, first, last, valid))
-    if config.nms == "soft":
-        keep, score = soft_nms(score, first, last, valid, sigma=value("soft_nms_sigma"))
-    else:
-        keep = greedy_nms(score, first, last, valid, nms_threshold=nms_threshold)
+    # The NMS kind is a runtime setting: both loops are in the graph, one runs.
+    keep, score = tf.cond(settings["soft_nms"],
+                          lambda: soft_nms(score, first, last, valid, sigma=value("soft_nms_sigma")),
+                          lambda: (greedy_nms(score, first, last, valid, nms_threshold=nms_threshold), score))
+    keep = keep & (score >= value("min_score"))  # -inf (the default) keeps every one
 
     # Final ranking over all classes of a video: score descending, then class, then the NMS order,
     # which is the order of the class-major flattening (class_ids is ascending).
@@ -247,9 +251,10 @@ def localize_with_bounds(rgb, flow, *, lengths, num_snippets, seconds_per_snippe
         index = compact_positions(flat_keep[:, tf.newaxis, :], detection_slots)[:, 0, :]   # [B, D]
         filled = tf.range(detection_slots)[tf.newaxis, :] < kept_count[:, tf.newaxis]
         top_score = tf.where(filled, tf.gather(flat_score, index, batch_dims=1), tf.constant(-math.inf, F64))
-        if num_classes > 1 or config.nms == "soft":  # one class, hard NMS: the NMS order is the final one
-            _, order = tf.math.top_k(top_score, k=detection_slots, sorted=True)
-            index, top_score = tf.gather(index, order, batch_dims=1), tf.gather(top_score, order, batch_dims=1)
+        # A stable sort (top_k keeps the lower index first among equal scores); with one class and hard NMS
+        # the NMS order already is the final one, and sorting it again leaves it as it is.
+        _, order = tf.math.top_k(top_score, k=detection_slots, sorted=True)
+        index, top_score = tf.gather(index, order, batch_dims=1), tf.gather(top_score, order, batch_dims=1)
         return (top_score, tf.gather(flat_first, index, batch_dims=1), tf.gather(flat_last, index, batch_dims=1),
                 index)
 
@@ -267,7 +272,9 @@ def localize_with_bounds(rgb, flow, *, lengths, num_snippets, seconds_per_snippe
         top_score, start, end, top_index = tf.cond(tf.reduce_max(kept_count) <= max_detections,
                                                    compact_detections, select_top_detections)
         width = max_detections
-    num_detections = tf.minimum(kept_count, max_detections)
+    # detections_per_video N > 0 keeps the N best (a prefix of the final order); 0 keeps up to K.
+    cap = tf.convert_to_tensor(settings["detections_per_video"], tf.int32)
+    num_detections = tf.minimum(kept_count, tf.where(cap > 0, tf.minimum(cap, max_detections), max_detections))
     slot_valid = tf.range(width)[tf.newaxis, :] < num_detections[:, tf.newaxis]          # [B, width]
 
     # Padding slots (when K exceeds the candidates) point past the classes; clamp before the lookup.

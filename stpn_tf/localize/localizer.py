@@ -1,7 +1,8 @@
 """The Localizer: the one postprocessor module, its buckets and its eager path over (video, class) rows.
 
-Called inside a graph (the export's SavedModel) it runs the configured graph (`graph.localize`) on
-tensors. Called eagerly (`stpn localize`, the sweep, Beam, the demo) it takes numpy arrays and returns
+Called inside a graph (the export's SavedModel, Beam) it runs the same derived-bounds scheme as graph ops
+(`serving.py`: the passing rows gathered outside XLA, compiled row functions picked by `tf.switch_case`,
+the configured graph `graph.localize` under `tf.cond` when a derived bound does not hold). Called eagerly (`stpn localize`, the sweep, Beam, the demo) it takes numpy arrays and returns
 numpy arrays: a numpy first pass (`bounds.py`) derives bounds from the data, the (video, class) pairs
 that pass run as rows of one compiled call, and the rows' detections are merged in numpy, with output
 identical to the configured graph.
@@ -20,6 +21,7 @@ from stpn_tf.localize.bounds import component_count_bound, passing_class_bound
 from stpn_tf.localize.checks import STREAM_KEYS, check_keys, check_lengths, check_shapes
 from stpn_tf.localize.config import LocalizerConfig
 from stpn_tf.localize.graph import as_stream, localize, localize_with_bounds, runtime_tensors
+from stpn_tf.localize.serving import localize_in_graph
 
 
 def _as_array(value, dtype=None) -> np.ndarray:
@@ -36,15 +38,25 @@ def _as_array(value, dtype=None) -> np.ndarray:
 ROW_ELEMENTS = 2 ** 22
 
 
+class _Functions:
+    """The Localizer's compiled functions by bucket, kept out of tf.Module's tracking (which would wrap the
+    dicts and refuse to save their int keys): the SavedModel keeps the ones its signatures call anyway."""
+
+    def __init__(self):
+        self.rows: dict[int | None, tf.types.experimental.PolymorphicFunction] = {}
+        self.bucketed: dict[int, tf.types.experimental.PolymorphicFunction] = {}
+
+
 class Localizer(tf.Module):
     """The one postprocessor: stream outputs -> padded detections, as one (XLA-compiled) function.
 
     Holds a LocalizerConfig; `get_config()` / `from_config()` round-trip it. The export, `stpn localize`,
     the sweep and Beam all localize through this module (inside a SavedModel too: stpn_tf.inference).
 
-    Eager calls (`stpn localize`, the sweep, Beam) derive the bounds from the data, with output identical
-    to the configured bounds (see `_localize_rows`); inside a graph (the export's SavedModel, which has
-    no eager step) the configured bounds run as they are.
+    Eager calls (`stpn localize`, the sweep) derive the bounds from the data, with output identical
+    to the configured bounds (see `_localize_rows`); inside a graph (the export's SavedModel, Beam, which
+    have no eager step) the same derivation runs as graph ops (stpn_tf.localize.serving), byte-identical
+    to the eager call.
 
     Args:
       config: The localization settings.
@@ -52,23 +64,40 @@ class Localizer(tf.Module):
       row_elements: Eager calls: (video, class) rows x interpolated positions x thresholds per compiled
         call; more rows run in several calls of one shape (memory and compiles stay bounded; the output
         does not depend on it).
+      derive_slots: Eager calls: size the component slots from the data (a function per slot bucket), or
+        always use M (one function per row shape: fewer compiles, somewhat slower calls; the sweep, which
+        tries hundreds of settings, does). The output is the same either way.
+      derive_in_graph: Inside a graph, derive the bounds from the data (True) or run the configured
+        bounds as they are (False: the reference the tests and bench/localize.py compare with).
     """
 
     def __init__(self, config: LocalizerConfig = LocalizerConfig(), *, jit_compile: bool = True,
-                 name: str | None = None, row_elements: int = ROW_ELEMENTS):
+                 name: str | None = None, row_elements: int = ROW_ELEMENTS, derive_in_graph: bool = True,
+                 derive_slots: bool = True):
         super().__init__(name=name)
+        self.derive_in_graph = bool(derive_in_graph)
         if not isinstance(config, LocalizerConfig):
             raise StpnError(f"Localizer: config must be a LocalizerConfig, got {type(config).__name__}")
         self.config = config
         self.jit_compile = bool(jit_compile)
         self.row_elements = int(row_elements)
+        self.derive_slots = bool(derive_slots)
         self._compiled = tf.function(self._run, jit_compile=self.jit_compile)
-        # Eager calls: one function per component-slot bucket over (video, class) rows, and the
-        # configured bounds with a class bucket Q' for the batches where a derived bound does not hold.
-        self._rows: dict[int | None, tf.types.experimental.PolymorphicFunction] = {}
-        self._bucketed: dict[int, tf.types.experimental.PolymorphicFunction] = {}
+        # One function per component-slot bucket over (video, class) rows (eager and graph calls), and the
+        # configured bounds with a class bucket Q' for eager batches where a derived bound does not hold.
+        self._functions = _Functions()
         self.fallbacks = 0  # eager batches that ran the configured bounds (a derived one did not hold)
         self._runtime: dict[LocalizerConfig, dict[str, tf.Tensor]] = {}
+
+    @property
+    def _rows(self) -> dict:
+        """Eager and graph calls: one function over (video, class) rows per component-slot bucket."""
+        return self._functions.rows
+
+    @property
+    def _bucketed(self) -> dict:
+        """Eager calls: the configured bounds with a class bucket Q' (the fallback of `_localize_rows`)."""
+        return self._functions.bucketed
 
     def _runtime_tensors(self, settings: LocalizerConfig) -> dict[str, tf.Tensor]:
         """`runtime_tensors(settings)`, made once per settings (eager calls)."""
@@ -99,7 +128,8 @@ class Localizer(tf.Module):
 
     def _rows_function(self, slots: int | None):
         """The compiled function over (video, class) rows with `slots` component slots (None: M)."""
-        if slots not in self._rows:
+        key = slots
+        if key not in self._rows:
             config = self.config.replace(max_classes_per_video=None)
             m = config.max_components_per_class if slots is None else slots
             detections = min(config.max_detections, 2 * m)
@@ -110,8 +140,12 @@ class Localizer(tf.Module):
                                             config=config, settings=runtime, component_slots=slots,
                                             detection_slots=detections, pad_outputs=False)
 
-            self._rows[slots] = tf.function(run, jit_compile=self.jit_compile)
-        return self._rows[slots]
+            # Without XLA one trace serves every row count and length (reduce_retracing: None dims).
+            # autograph off: graph.py writes its control flow as tf.cond / tf.while_loop, and converting
+            # it anyway cost about 3 s of CPU per process (half of a `stpn localize --raw` on the demo).
+            self._rows[key] = tf.function(run, jit_compile=self.jit_compile,
+                                          reduce_retracing=not self.jit_compile, autograph=False)
+        return self._rows[key]
 
     def _class_bucket(self, rgb, flow, settings: LocalizerConfig):
         """The configured bounds with a class bound Q' from the data (the fallback of `_localize_rows`).
@@ -124,7 +158,8 @@ class Localizer(tf.Module):
         classes = bucket(passing_class_bound(rgb, flow, settings.class_threshold), 4)
         if classes >= bound:
             return self._compiled
-        if classes not in self._bucketed:
+        key = classes
+        if key not in self._bucketed:
             config = self.config.replace(max_classes_per_video=classes)
 
             def run(rgb, flow, lengths, num_snippets, seconds_per_snippet, durations, runtime):
@@ -132,8 +167,88 @@ class Localizer(tf.Module):
                                 seconds_per_snippet=seconds_per_snippet, durations=durations, config=config,
                                 settings=runtime)
 
-            self._bucketed[classes] = tf.function(run, jit_compile=self.jit_compile)
-        return self._bucketed[classes]
+            self._bucketed[key] = tf.function(run, jit_compile=self.jit_compile, autograph=False)
+        return self._bucketed[key]
+
+    def _row_groups(self, row_lengths: np.ndarray, num_positions: int) -> list[tuple[int, np.ndarray]]:
+        """[(positions T', the rows run at T')]: each row runs at the first width of a ladder that holds its
+        length, so the short videos of all-snippet outputs (padded to the longest video) do not pay for the
+        longest one. Under XLA, where each new shape is a compile of seconds, the ladder is coarse and fixed
+        by T alone (128, 512, 2048, ... below T / 2, then T); without XLA, where a new shape costs no
+        compile, it is every power of two from 64."""
+        if self.jit_compile:
+            ladder = [w for w in (128 * 4 ** i for i in range(12)) if w <= num_positions // 2]
+        else:
+            ladder = [w for w in (64 * 2 ** i for i in range(20)) if w < num_positions]
+        ladder = np.array([*ladder, num_positions])
+        width = ladder[np.searchsorted(ladder, np.minimum(row_lengths, num_positions))]
+        return [(int(t), np.flatnonzero(width == t)) for t in np.unique(width)]
+
+    def _run_rows(self, streams, video, klass, lengths, num_snippets, seconds_per_snippet, durations,
+                  settings: LocalizerConfig):
+        """The (video, class) rows through the rows function: (count [N], scores32 [N, D], segments [N, D, 2],
+        score64 [N, D]) in row order, or four Nones when a derived bound did not hold (see `_localize_rows`).
+
+        Rows run in groups of one length (`_row_groups`) and in chunks of at most `chunk` rows, so a call's
+        buffers (rows x positions x thresholds) stay under `row_elements` whatever the split's size; under
+        XLA large splits see one row shape (a chunk) instead of one per row count.
+        """
+        num_rows, num_positions = len(video), streams[0]["tcam"].shape[1]
+        per_position = self.config.interpolation * len(self.config.thresholds)
+        plans, needed = [], 0
+        for width, members in self._row_groups(lengths[video], num_positions):
+            row_video, row_class = video[members], klass[members]
+            row_length = lengths[row_video].astype(np.int32)
+            rows = [{"attention": s["attention"][row_video, :width],
+                     "tcam": s["tcam"][row_video, :width, row_class][:, :, np.newaxis],
+                     "probabilities": s["probabilities"][row_video, row_class][:, np.newaxis]} for s in streams]
+            per_row = component_count_bound(*rows, row_length, settings).reshape(len(members), -1)
+            needed = max(needed, int(per_row.max(initial=0)))
+            # Rows with few components first: the NMS loop of a call stops after its largest valid count,
+            # so a chunk of sparse rows does not pay for the busiest row of the split.
+            order = np.argsort(per_row.sum(axis=1), kind="stable")
+            members, row_video, row_length = members[order], row_video[order], row_length[order]
+            rows = [{k: v[order] for k, v in r.items()} for r in rows]
+            n = len(members)
+            chunk = max(1, 2 ** int(np.floor(np.log2(max(1, self.row_elements // max(1, width * per_position))))))
+            if not self.jit_compile:  # any row count is the same function: no padding
+                padded, chunk = n, min(chunk, n)
+            else:  # few row shapes: whole chunks (from a quarter chunk up), powers of two below
+                padded = bucket(n, 16) if n <= chunk // 4 else chunk
+                if padded > chunk or n > chunk:
+                    padded = -(-n // chunk) * chunk
+                else:
+                    chunk = padded
+            if padded > n:  # empty rows (length 0: no components) up to the call shape
+                pad = lambda x: np.concatenate([x, np.zeros((padded - n, *x.shape[1:]), x.dtype)])  # noqa: E731
+                row_video, row_length = pad(row_video), pad(row_length)
+                rows = [{k: pad(v) for k, v in r.items()} for r in rows]
+            plans.append((members, row_video, row_length, rows, padded, chunk))
+        slots = bucket(needed, 8) if self.derive_slots else self.config.max_components_per_class
+        slots = slots if slots < self.config.max_components_per_class else None
+        function, runtime = self._rows_function(slots), self._runtime_tensors(settings)
+        count = np.zeros(num_rows, np.int32)
+        scores32 = segments = score64 = None
+        for members, row_video, row_length, rows, padded, chunk in plans:
+            for lo in range(0, padded, chunk):
+                part = slice(lo, lo + chunk)
+                pick = lambda x: tf.constant(x[row_video[part]])  # noqa: E731
+                found, overflow, found64 = function(
+                    *({k: v[part] for k, v in r.items()} for r in rows), tf.constant(row_length[part]),
+                    pick(num_snippets), pick(seconds_per_snippet), None if durations is None else pick(durations),
+                    runtime)
+                if bool(overflow):
+                    return None, None, None, None
+                real = members[lo:lo + chunk]  # the chunk's rows that are not padding
+                if score64 is None:
+                    width = found64.shape[1]
+                    scores32, score64 = np.zeros((num_rows, width), np.float32), np.zeros((num_rows, width))
+                    segments = np.zeros((num_rows, width, 2), np.float32)
+                count[real] = found["num_detections"].numpy()[:len(real)]
+                scores32[real] = found["detection_scores"].numpy()[:len(real)]
+                segments[real] = found["detection_segments"].numpy()[:len(real)]
+                score64[real] = found64.numpy()[:len(real)]
+        return count, scores32, segments, score64
 
     def _localize_rows(self, rgb, flow, lengths, num_snippets, seconds_per_snippet, durations,
                        settings: LocalizerConfig):
@@ -169,40 +284,10 @@ class Localizer(tf.Module):
                    "detection_segments": np.zeros((batch, max_detections, 2), np.float32),
                    "num_detections": np.zeros(batch, np.int32)}
         if num_rows:
-            # Rows run in chunks of at most `chunk` rows, so a call's buffers (rows x positions x thresholds)
-            # stay under `row_elements` whatever the split's size, and large splits see one row shape (a
-            # chunk) instead of one per row count.
-            positions = rgb["tcam"].shape[1] * self.config.interpolation * len(self.config.thresholds)
-            chunk = max(1, 2 ** int(np.floor(np.log2(max(1, self.row_elements // max(1, positions))))))
-            padded = bucket(num_rows, 16, steps=4)
-            if padded > chunk:
-                padded = -(-num_rows // chunk) * chunk
-            else:
-                chunk = padded
-            row_video = np.concatenate([video, np.zeros(padded - num_rows, video.dtype)])
-            row_class = np.concatenate([klass, np.zeros(padded - num_rows, klass.dtype)])
-            row_length = np.where(np.arange(padded) < num_rows, lengths[row_video], 0).astype(np.int32)
-            rows = [{"attention": s["attention"][row_video],
-                     "tcam": s["tcam"][row_video, :, row_class][:, :, np.newaxis],
-                     "probabilities": s["probabilities"][row_video, row_class][:, np.newaxis]} for s in streams]
-            needed = int(component_count_bound(*rows, row_length, settings).max(initial=0))
-            slots = bucket(needed, 8)
-            slots = slots if slots < self.config.max_components_per_class else None
-            function, runtime = self._rows_function(slots), self._runtime_tensors(settings)
-            parts = []
-            for lo in range(0, padded, chunk):
-                part = slice(lo, lo + chunk)
-                pick = lambda x: tf.constant(x[row_video[part]])  # noqa: E731
-                found, overflow, score64 = function(
-                    *({k: v[part] for k, v in r.items()} for r in rows), tf.constant(row_length[part]),
-                    pick(num_snippets), pick(seconds_per_snippet), None if durations is None else pick(durations),
-                    runtime)
-                if bool(overflow):
-                    return None
-                parts.append((found["num_detections"].numpy(), found["detection_scores"].numpy(),
-                              found["detection_segments"].numpy(), score64.numpy()))
-            count, scores32, segments, score64 = (np.concatenate(x) for x in zip(*parts))
-            count = count[:num_rows]
+            count, scores32, segments, score64 = self._run_rows(
+                streams, video, klass, lengths, num_snippets, seconds_per_snippet, durations, settings)
+            if count is None:
+                return None
             per_video = np.bincount(video, weights=count, minlength=batch).astype(np.int64)
             row, slot = np.nonzero(np.arange(score64.shape[1])[np.newaxis, :] < count[:, np.newaxis])
             score = score64[row, slot]
@@ -225,6 +310,10 @@ class Localizer(tf.Module):
             row, slot = row[order], slot[order]
             owner = video[row]
             position = np.arange(len(row)) - (np.cumsum(per_video) - per_video)[owner]
+            if settings.detections_per_video:  # the N best of each video (rows were cut to N already)
+                inside = position < settings.detections_per_video
+                row, slot, owner, position = row[inside], slot[inside], owner[inside], position[inside]
+                per_video = np.minimum(per_video, settings.detections_per_video)
             outputs["detection_classes"][owner, position] = klass[row]
             outputs["detection_scores"][owner, position] = scores32[row, slot]
             outputs["detection_segments"][owner, position] = segments[row, slot]
@@ -246,15 +335,23 @@ class Localizer(tf.Module):
             settings = self.config
         elif settings.structure() != self.config.structure():
             raise StpnError(f"Localizer: settings of structure {settings.structure()} given to a Localizer of "
-                            f"structure {self.config.structure()} (interpolation, number of thresholds, NMS kind, "
+                            f"structure {self.config.structure()} (interpolation, number of thresholds, "
                             "bounds); build a Localizer for them")
-        if not tf.executing_eagerly():  # inside a graph (the export): the configured bounds
+        if not tf.executing_eagerly():  # inside a graph (the export): the derived bounds as graph ops
             rgb, flow = as_stream("rgb", rgb), as_stream("flow", flow)
-            return self._compiled(rgb, flow, tf.convert_to_tensor(lengths, tf.int32),
-                                  tf.convert_to_tensor(num_snippets, tf.int32),
-                                  tf.convert_to_tensor(seconds_per_snippet, tf.float32),
-                                  None if durations is None else tf.convert_to_tensor(durations, tf.float32),
-                                  runtime_tensors(settings))
+            check_shapes(rgb, flow)
+            args = (tf.convert_to_tensor(lengths, tf.int32), tf.convert_to_tensor(num_snippets, tf.int32),
+                    tf.convert_to_tensor(seconds_per_snippet, tf.float32),
+                    None if durations is None else tf.convert_to_tensor(durations, tf.float32))
+            runtime = runtime_tensors(settings)
+            if not self.derive_in_graph:
+                return self._compiled(rgb, flow, *args, runtime)
+            lengths, num_snippets, seconds_per_snippet, durations = args
+            return localize_in_graph(rgb, flow, lengths=lengths, num_snippets=num_snippets,
+                                     seconds_per_snippet=seconds_per_snippet, durations=durations,
+                                     config=self.config, settings=settings, runtime=runtime,
+                                     rows_function=self._rows_function, configured=self._compiled,
+                                     row_elements=self.row_elements)
         return self._call_eagerly(rgb, flow, lengths=lengths, num_snippets=num_snippets,
                                   seconds_per_snippet=seconds_per_snippet, durations=durations, settings=settings)
 

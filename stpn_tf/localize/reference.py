@@ -28,7 +28,9 @@ Conventions shared with `stpn_tf.localize.graph` (both document them; the tests 
 The options beyond the paper (LocalizerConfig): the proposing stream(s), the proposal signal (psi or the attention), its min-max
 normalisation per class over the `length` samples (before interpolation), several thresholds whose
 components are pooled (a component is identified by stream, start, threshold index: the last breaks ties
-after the start), OIC scoring and Gaussian soft-NMS (final ties after soft-NMS: the NMS order).
+after the start), OIC scoring and Gaussian soft-NMS (final ties after soft-NMS: the NMS order), a
+minimum score after NMS (`min_score`, kept when score >= it) and a cut of each video's final list to its
+`detections_per_video` best (after the `max_detections` cut; 0: none).
 """
 
 from __future__ import annotations
@@ -247,8 +249,11 @@ def localize_video(rgb: Mapping[str, np.ndarray], flow: Mapping[str, np.ndarray]
                     kept.append((rank, proposal))
             kept = [(proposal[0], rank, proposal) for rank, proposal in kept]
         kept_all.extend((score, c, rank, proposal[2], proposal[3]) for score, rank, proposal in kept)
+    kept_all = [d for d in kept_all if d[0] >= config.min_score]  # after NMS; -inf keeps all
     kept_all.sort(key=lambda d: (-d[0], d[1], d[2]))
     kept_all = kept_all[:max_detections]
+    if config.detections_per_video:
+        kept_all = kept_all[:config.detections_per_video]
 
     detections = []
     for score, c, _, start, end in kept_all:

@@ -2,7 +2,7 @@
 
 A `Sweeper` holds one split's raw outputs as Localizer batches and its ground truth, and scores any
 LocalizerConfig on them. Settings are graph inputs (stpn_tf.localize.config.RUNTIME_FIELDS), so
-a sweep compiles once per structure (interpolation, number of proposal thresholds, NMS kind, bounds)
+a sweep compiles once per structure (interpolation, number of proposal thresholds, bounds)
 and then only runs. `tune` is a coordinate search over a space of settings; which split it may be run
 on is the caller's business (`stpn tune` refuses the test split unless asked for by name).
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import gc
 import itertools
+import math
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
@@ -23,10 +24,9 @@ from stpn_tf.core import tables
 from stpn_tf.core.errors import StpnError
 from stpn_tf.evaluation.evaluate import AP_FUNCTIONS
 from stpn_tf.evaluation.matching import EvalData, ground_truth_data, join_predictions
-from stpn_tf.data.grid import DEFAULT_GRID_LENGTH
 from stpn_tf.evaluation.thresholds import check_thresholds, default_tiou_thresholds
 from stpn_tf.localize import Localizer, LocalizerConfig
-from stpn_tf.inference.predict import localize_raw, localized_batches, raw_batches
+from stpn_tf.inference.predict import batch_size_for, localize_raw, localized_batches, raw_batches, raw_streams
 
 # Proposal generation presets (README "Beyond the paper" gives their sources).
 PROPOSALS: dict[str, dict[str, Any]] = {
@@ -50,7 +50,7 @@ OBJECTIVES = ("activitynet", "th14kit", "min")
 BOTH = ("activitynet", "th14kit")
 # The order a round of `tune` visits the keys of a space (ConfigDict keys come back sorted by name).
 KEY_ORDER = ("proposals", "scoring", "nms", "proposal_streams", "class_threshold", "tcam_threshold", "alpha",
-             "oic_margin", "oic_gamma", "nms_threshold", "soft_nms_sigma")
+             "oic_margin", "oic_gamma", "nms_threshold", "soft_nms_sigma", "min_score", "detections_per_video")
 
 
 def ordered_keys(keys: Sequence[str]) -> list[str]:
@@ -85,12 +85,19 @@ def protocols_text(row: Mapping[str, Any]) -> str:
                      (("activitynet", "ActivityNet"), ("th14kit", "toolkit")) if p in r)
 
 
-def batch_size_for(raw: Mapping[str, np.ndarray], videos: int = 256) -> int:
-    """Videos per Localizer call for `raw`: `videos` at the paper's 400-position grid, fewer when the raw
-    outputs are longer (all-snippet outputs are padded to the longest video), so a call holds about as
-    many positions either way. Only speed and memory depend on it, never the scores."""
-    positions = int(np.asarray(raw["rgb/attention"] if "rgb/attention" in raw else raw["joint/attention"]).shape[1])
-    return max(1, videos * DEFAULT_GRID_LENGTH // max(positions, DEFAULT_GRID_LENGTH))
+# Sweeper batches: stream-output elements (videos x T x C) per Localizer call. The eager Localizer bounds a
+# compiled call's memory itself (row chunks of one length each), so a batch only has to hold its inputs:
+# 2^25 float32 (128 MB per array) is a whole THUMOS14 split even on every snippet.
+SWEEP_ELEMENTS = 2 ** 25
+
+
+def sweep_batch_size(raw: Mapping[str, np.ndarray], videos: int = 0) -> int:
+    """Videos per Localizer call of a sweep over `raw`: `videos` > 0 as `batch_size_for` gives it (that many
+    at the paper's grid), or 0 (the default): as many as hold SWEEP_ELEMENTS stream-output elements."""
+    if videos > 0:
+        return batch_size_for(raw, videos)
+    tcam = np.asarray(raw[f"{raw_streams(raw)[0]}/tcam"])
+    return max(1, SWEEP_ELEMENTS // max(1, tcam.shape[1] * tcam.shape[2]))
 
 
 def with_setting(config: LocalizerConfig, key: str, value: Any) -> LocalizerConfig:
@@ -120,10 +127,48 @@ def describe(config: LocalizerConfig) -> str:
         parts.append(f"tcam_thr={config.tcam_threshold:g}")
     parts += [f"class_thr={config.class_threshold:g}", f"alpha={config.alpha:g}", f"score={config.scoring}"]
     if config.scoring == "oic":
-        parts.append(f"gamma={config.oic_gamma:g}")
+        parts.append(f"gamma={config.oic_gamma:g} margin={config.oic_margin:g}")
     parts.append(f"nms={config.nms}" + (f"(sigma={config.soft_nms_sigma:g})" if config.nms == "soft"
                                         else f"({config.nms_threshold:g})"))
+    if config.min_score > -math.inf:
+        parts.append(f"min_score={config.min_score:g}")
+    if config.detections_per_video:
+        parts.append(f"per_video={config.detections_per_video}")
     return " ".join(parts)
+
+
+class LocalizerCache:
+    """Localizers by structure with their compiled functions, the `size` most recently used kept.
+
+    A Localizer holds one compiled function per row shape (`Localizer(derive_slots=False)`: no slot buckets,
+    one compile per structure and row width instead of one per slot bucket as well; settings such as the
+    T-CAM threshold would move the bucket, and a compile costs seconds). Under XLA, as `stpn localize`
+    runs it, so the scores are bit for bit the ones the chosen settings give there. A search tries hundreds
+    of settings over a few structures (the shipped space has 4: one per proposal preset); beyond `size` the
+    least recently used is dropped (compiled again if asked for again).
+    """
+
+    def __init__(self, size: int = 6):
+        self.size = max(1, int(size))
+        self._localizers: collections.OrderedDict[tuple, Localizer] = collections.OrderedDict()
+        self._released = 0
+
+    def get(self, config: LocalizerConfig) -> Localizer:
+        key = config.structure()
+        if key in self._localizers:
+            self._localizers.move_to_end(key)
+            return self._localizers[key]
+        while len(self._localizers) >= self.size:
+            _, dropped = self._localizers.popitem(last=False)
+            self._released += dropped.tracing_count()
+            del dropped
+            gc.collect()  # the functions sit in reference cycles; free their graphs now, not at some later gc
+        self._localizers[key] = Localizer(config, derive_slots=False)
+        return self._localizers[key]
+
+    def compiles(self) -> int:
+        """Functions compiled so far (one XLA compile each), dropped Localizers included."""
+        return self._released + sum(loc.tracing_count() for loc in self._localizers.values())
 
 
 class Sweeper:
@@ -141,8 +186,8 @@ class Sweeper:
         thresholds x T.
       objective: What `score` rows carry as "objective" and `tune` maximises (OBJECTIVES; default the
         first protocol); its protocols must be among `protocols`.
-      localizers: Localizers (structures) kept with their compiled functions; the least recently used
-        one beyond this is dropped (compiled again if asked for again).
+      localizers: A LocalizerCache to share with other sweepers (the tuning and the test split's: the same
+        compiled functions serve both), or the number of Localizers a new one keeps.
       kept_data: Evaluation data (`eval_data`) kept for the most recently scored settings.
 
     Scoring evaluates the padded detections directly (`eval_data`), which gives the same numbers as
@@ -152,7 +197,8 @@ class Sweeper:
     def __init__(self, raw: Mapping[str, np.ndarray], ground_truth: Sequence[VideoRecord], *,
                  streams: Sequence[str] = ("rgb", "flow"), protocols: Sequence[str] = ("activitynet",),
                  tiou_thresholds: Sequence[float] | None = None, unknown_labels_as_fp: bool = False,
-                 batch_size: int = 256, objective: str | None = None, localizers: int = 2, kept_data: int = 2):
+                 batch_size: int = 256, objective: str | None = None,
+                 localizers: "int | LocalizerCache" = 6, kept_data: int = 2):
         self.raw, self.ground_truth, self.streams = raw, list(ground_truth), tuple(streams)
         self.protocols, self.tiou_thresholds = tuple(protocols), tiou_thresholds
         self.objective = objective or self.protocols[0]
@@ -163,9 +209,8 @@ class Sweeper:
         self.batches = raw_batches(raw, streams=streams, batch_size=batch_size)
         # Bounded caches: every Localizer holds its compiled functions, every EvalData a split's detections;
         # a search tries hundreds of settings over several structures, so only the last few are kept.
-        self._localizers: collections.OrderedDict[tuple, Localizer] = collections.OrderedDict()
-        self._max_localizers, self._max_data = max(1, localizers), max(0, kept_data)
-        self._released_compiles = 0
+        self.localizers = localizers if isinstance(localizers, LocalizerCache) else LocalizerCache(localizers)
+        self._max_data = max(0, kept_data)
         self._scores: dict[LocalizerConfig, dict[str, Any]] = {}
         self._data: collections.OrderedDict[LocalizerConfig, EvalData] = collections.OrderedDict()
         self._truth = ground_truth_data(self.ground_truth)
@@ -183,21 +228,11 @@ class Sweeper:
 
     def localizer(self, config: LocalizerConfig) -> Localizer:
         """The (compiled) Localizer of `config`'s structure, built once."""
-        key = config.structure()
-        if key in self._localizers:
-            self._localizers.move_to_end(key)
-            return self._localizers[key]
-        while len(self._localizers) >= self._max_localizers:
-            _, dropped = self._localizers.popitem(last=False)
-            self._released_compiles += dropped.tracing_count()
-            del dropped
-            gc.collect()  # the functions sit in reference cycles; free their graphs now, not at some later gc
-        self._localizers[key] = Localizer(config)
-        return self._localizers[key]
+        return self.localizers.get(config)
 
     def compiles(self) -> int:
         """Functions compiled so far (one XLA compile each), dropped Localizers included."""
-        return self._released_compiles + sum(loc.tracing_count() for loc in self._localizers.values())
+        return self.localizers.compiles()
 
     def results(self, config: LocalizerConfig) -> dict[str, Any]:
         """The detections of `config` (ActivityNet results object)."""
@@ -364,7 +399,7 @@ def tune(sweeper: Sweeper, base: LocalizerConfig, space: Mapping[str, Sequence[A
 def search_raw(raw_tune: Mapping[str, np.ndarray], tune_truth: Sequence[VideoRecord],
                raw_test: Mapping[str, np.ndarray], test_truth: Sequence[VideoRecord], *, base: LocalizerConfig,
                space: Mapping[str, Sequence[Any]], rounds: int, joint: Sequence[str], objective: str,
-               tiou_thresholds: Sequence[float] | None = None, batch_size: int = 256,
+               tiou_thresholds: Sequence[float] | None = None, batch_size: int = 0,
                unknown_labels_as_fp: bool = False, on_test: bool = False,
                out: TextIO | None = None) -> dict[str, Any]:
     """One grid choice of `stpn tune` on raw outputs: the search on the tuning split (none when `space` is
@@ -374,7 +409,7 @@ def search_raw(raw_tune: Mapping[str, np.ndarray], tune_truth: Sequence[VideoRec
       raw_tune, tune_truth: The tuning split's raw outputs and ground truth.
       raw_test, test_truth: The test split's.
       on_test: The tuning split is the test split (`raw_tune` is ignored; one sweeper serves both).
-      batch_size: Videos per Localizer call at the paper's grid (`batch_size_for`).
+      batch_size: Videos per Localizer call (`sweep_batch_size`; 0: from the data).
       Others as in `tune` and `Sweeper`.
 
     Returns:
@@ -382,23 +417,20 @@ def search_raw(raw_tune: Mapping[str, np.ndarray], tune_truth: Sequence[VideoRec
       a space, "chosen" (config dict), "history", "tuning" (the chosen setting's row on the tuning split),
       "test_chosen".
     """
-    options = dict(protocols=BOTH, tiou_thresholds=tiou_thresholds, objective=objective,
-                   batch_size=batch_size_for(raw_test, batch_size), unknown_labels_as_fp=unknown_labels_as_fp)
+    options = dict(protocols=BOTH, tiou_thresholds=tiou_thresholds, objective=objective, localizers=LocalizerCache(),
+                   batch_size=sweep_batch_size(raw_test, batch_size), unknown_labels_as_fp=unknown_labels_as_fp)
     tester = Sweeper(raw_test, test_truth, **options)
     result: dict[str, Any] = {"test_default": tester.score(base)}
-    compiles = 0
     if on_test:
         sweeper = tester
     else:
-        sweeper = Sweeper(raw_tune, tune_truth, **dict(options, batch_size=batch_size_for(raw_tune, batch_size)))
+        sweeper = Sweeper(raw_tune, tune_truth, **dict(options, batch_size=sweep_batch_size(raw_tune, batch_size)))
     result["tuning_default"] = sweeper.score(base)
     if space:
         chosen, history = tune(sweeper, base, space, rounds=rounds, joint=joint, out=out)
         result.update(chosen=chosen.to_dict(), history=history, tuning=sweeper.score(chosen))
         result["test_chosen"] = tester.score(chosen)
-    if sweeper is not tester:
-        compiles += sweeper.compiles()
-        del sweeper
-        gc.collect()
-    result["compiles"] = compiles + tester.compiles()
+    result["compiles"] = tester.compiles()  # the two sweepers share their Localizers
+    del sweeper, tester, options
+    gc.collect()
     return result

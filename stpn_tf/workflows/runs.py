@@ -95,10 +95,12 @@ def dataset_split(dataset_dir: str, split: str, *, classes: Sequence[str], featu
 
 
 def run_models(model: ServingModel, dataset_dir: str, split: str, *, batch_size: int, keep_raw: bool = True,
-               progress: Callable[[int], None] | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray] | None]:
-    """The composed graph over every video of a split: (detections, raw outputs) as predict_records."""
+               progress: Callable[[int], None] | None = None, detections: bool = True,
+               ) -> tuple[dict[str, Any] | None, dict[str, np.ndarray] | None]:
+    """The composed graph over every video of a split: (detections, raw outputs) as predict_records
+    (detections False: raw outputs only, the detections None)."""
     return predict.predict_records(model, list_shards(dataset_dir, split), batch_size=batch_size,
-                                   progress=progress, keep_raw=keep_raw)
+                                   progress=progress, keep_raw=keep_raw, detections=detections)
 
 
 def raw_file(workdir: str, split: str, grid: GridConfig, *, default_grid: GridConfig, tag: str = "") -> str:

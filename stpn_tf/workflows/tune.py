@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import math
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -48,7 +49,9 @@ def search(job: dict) -> dict:
     raw = {}
     for split in dict.fromkeys((job["split"], job["test_split"])):
         print(f"running the models on the {split} split ({where}) ...", flush=True)
-        _, raw[split] = runs.run_models(model, job["dataset_dir"], split, batch_size=job["predict_batch"])
+        # Raw outputs only: the search localizes them itself.
+        _, raw[split] = runs.run_models(model, job["dataset_dir"], split, batch_size=job["predict_batch"],
+                                        detections=False)
     del model
     result = sweep.search_raw(raw[job["split"]], job["tune_truth"], raw[job["test_split"]], job["test_truth"],
                               base=base, space=job["space"], rounds=job["rounds"], joint=job["joint"],
@@ -58,6 +61,13 @@ def search(job: dict) -> dict:
     raw.clear()
     gc.collect()
     return result
+
+
+def _literal(value: Any) -> str:
+    """Python source for a config value; infinite floats (min_score's -inf) as float('-inf')."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"float('{value}')"
+    return repr(value)
 
 
 def config_file(*, module: str, shipped: Mapping[str, Any], current: Mapping[str, Any], chosen: LocalizerConfig,
@@ -91,12 +101,31 @@ def config_file(*, module: str, shipped: Mapping[str, Any], current: Mapping[str
               "    # Values of the tuned run's config that differ from the shipped one:"]
     for key, value in current.items():
         if key not in localize and shipped.get(key) != value:
-            lines.append(f"    config.{key} = {value!r}")
+            lines.append(f"    config.{key} = {_literal(value)}")
     lines.append("    # The chosen localization settings:")
     for key, value in localize.items():
-        lines.append(f"    config.{key} = {value!r}")
+        lines.append(f"    config.{key} = {_literal(value)}")
     lines += ["    return config", ""]
     return "\n".join(lines)
+
+
+def choose_grid(found: Mapping[bool, Mapping[str, Any]], default_grid: bool, objective: str) -> bool:
+    """The grid choice (all_snippets value) whose search wins: the best objective on the tuning split among
+    the eligible ones, ties to the earlier in `found`. Eligible: the chosen row scores at least the paper
+    default on the default grid ("tuning_default") under every protocol the objective covers (the default
+    grid's own search never falls below its start, so it always is).
+
+    Args:
+      found: {all_snippets: `sweep.search_raw` result with "tuning" (the chosen row) and "tuning_default"}.
+      default_grid: The config's all_snippets.
+      objective: stpn_tf.tuning.sweep.OBJECTIVES.
+    """
+    floor = found[default_grid]["tuning_default"]["protocols"]
+    covered = sweep.objective_protocols(objective)
+    eligible = [g for g in found if all(found[g]["tuning"]["protocols"][p]["average_mAP"] >= floor[p]["average_mAP"]
+                                        for p in covered)]
+    order = list(found)
+    return max(eligible, key=lambda g: (found[g]["tuning"]["objective"], -order.index(g)))
 
 
 def _tuning_truth(truth_path: str, split: str, train_split: str) -> list[VideoRecord]:
@@ -136,7 +165,7 @@ def run_tune(*, workdir: str, dataset_dir: str, split: str, split_named: bool, t
       objective: What the search maximises (stpn_tf.tuning.sweep.OBJECTIVES).
       rounds, joint: As in stpn_tf.tuning.sweep.tune.
       tiou_thresholds: Evaluation thresholds.
-      tune_batch_size: Videos per Localizer call of the search at the paper's grid (sweep.batch_size_for).
+      tune_batch_size: Videos per Localizer call of the search (sweep.sweep_batch_size; 0: from the data).
       batch_size: Videos per call of the models.
       unknown_labels_as_fp: As in evaluate_detections.
       out: The config file to write (default <workdir>/tuned_config.py).
@@ -185,14 +214,7 @@ def run_tune(*, workdir: str, dataset_dir: str, split: str, split_named: bool, t
                                    test_chosen=found[default_grid]["test_default"])
     floor = found[default_grid]["tuning_default"]
     covered = sweep.objective_protocols(objective)
-
-    def eligible(g: bool) -> bool:
-        return all(found[g]["tuning"]["protocols"][p]["average_mAP"] >= floor["protocols"][p]["average_mAP"]
-                   for p in covered)
-
-    candidates = [g for g in found if eligible(g)]  # the default grid's is: its search never falls below its start
-    order = list(found)
-    chosen_grid = max(candidates, key=lambda g: (found[g]["tuning"]["objective"], -order.index(g)))
+    chosen_grid = choose_grid(found, default_grid, objective)
     chosen = LocalizerConfig.from_dict(found[chosen_grid]["chosen"])
     compiles = sum(found[g]["compiles"] for g in found)
     test_rows = {"paper default": found[default_grid]["test_default"], label: found[chosen_grid]["test_chosen"]}

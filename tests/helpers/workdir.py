@@ -32,3 +32,22 @@ def write_random_workdir(path: str, classes: list[str], feature_dim: int) -> str
         model.save(work.model_path(stream))
     work.write_classes(classes)
     return path
+
+
+def write_random_split(root, classes: list[str], feature_dim: int, *, shards: int, seed: int):
+    """A work directory of random models (root/work) and a test split of 7 videos of lengths 1 to 17 in
+    `shards` shards (root/data); returns (workdir, shard paths)."""
+    import numpy as np
+
+    from stpn_tf.data.records.schema import make_example
+    from stpn_tf.data.records.writer import ShardedWriter
+
+    workdir = write_random_workdir(str(root / "work"), classes, feature_dim)
+    rng = np.random.default_rng(seed)
+    with ShardedWriter(str(root / "data"), "test", shards) as writer:
+        for i, length in enumerate([4, 9, 1, 17, 6, 12, 3]):
+            writer.write(make_example(
+                video_id=f"v{i}", subset="test", rgb=rng.normal(0, 1, (length, feature_dim)),
+                flow=rng.normal(0, 1, (length, feature_dim)), labels=[i % 3], duration=length * 0.64 - 0.2,
+                fps=25.0, stride_frames=16))
+    return workdir, writer.shards
