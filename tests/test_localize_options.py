@@ -115,12 +115,11 @@ OPTION_SETS = [
     dict(scoring="oic"),
     dict(proposal_signal="attention", proposal_thresholds=(.2, .4, .6)),
     dict(normalize=True, proposal_thresholds=(0., .1, .25), scoring="oic", nms_threshold=.3),
-    dict(nms="soft", soft_nms_sigma=.5),
+    dict(nms="soft", soft_nms_sigma=.5, min_score=.05, detections_per_video=4),
     dict(nms="soft", proposal_thresholds=(.05, .15), scoring="oic", oic_margin=.1, oic_gamma=.5),
     dict(proposal_signal="attention", normalize=True, proposal_thresholds=(.3, .6), max_classes_per_video=2),
     dict(proposal_streams="flow"),
     dict(proposal_streams="rgb", proposal_thresholds=(.05, .2), max_classes_per_video=2, nms="soft"),
-    dict(nms="soft", proposal_thresholds=(.05, .15, .3), min_score=.05, detections_per_video=4),
     dict(scoring="oic", min_score=0., detections_per_video=2),
 ]
 
@@ -219,12 +218,7 @@ def test_rows_in_bounded_calls_give_the_same_output():
     assert localizer.fallbacks == 0 and localizer.tracing_count() == 1
 
 
-@pytest.mark.parametrize("options", [
-    dict(),
-    dict(nms="soft", proposal_thresholds=(.05, .15, .3), min_score=.05, detections_per_video=5),
-    dict(scoring="oic", proposal_thresholds=(.02, .1), detections_per_video=3, max_detections=7),
-], ids=["paper", "soft-min_score-cap", "oic-cap-K"])
-def test_localizer_rows_with_and_without_xla(options):
+def test_localizer_rows_with_and_without_xla():
     # Videos of very different lengths padded to the longest (all-snippet outputs): the eager Localizer
     # under XLA (every row at the full length) and without XLA (rows grouped by the power of two that
     # holds their length, sorted by component count) give the configured graph's output exactly.
@@ -235,7 +229,9 @@ def test_localizer_rows_with_and_without_xla(options):
         s["probabilities"][:] = np.maximum(s["probabilities"], .2)
     common = dict(lengths=[300, 40, 7, 130, 65, 1], num_snippets=[300, 40, 7, 130, 65, 1],
                   seconds_per_snippet=[.64] * b)
-    config = LocalizerConfig.from_dict({"interpolation": 2, "max_detections": 40, "max_components_per_class": 16,
+    options = dict(nms="soft", scoring="oic", proposal_thresholds=(.05, .15, .3), min_score=.05,
+                   detections_per_video=5)
+    config = LocalizerConfig.from_dict({"interpolation": 2, "max_detections": 7, "max_components_per_class": 16,
                                         **options})
     expected = localize(rgb, flow, config=config, **common)
     assert int(np.max(expected["num_detections"])) > 1
@@ -245,5 +241,4 @@ def test_localizer_rows_with_and_without_xla(options):
         for key in KEYS:
             np.testing.assert_array_equal(got[key], expected[key].numpy(), err_msg=f"{key} jit={jit}")
         assert localizer.fallbacks == 0
-    if options.get("detections_per_video"):
-        assert int(np.max(expected["num_detections"])) == options["detections_per_video"]
+    assert int(np.max(expected["num_detections"])) == options["detections_per_video"]

@@ -185,7 +185,7 @@ def batch_size(p: "Parsed", key: str) -> int:
     if p.config_name == RECORDED_CONFIG and key not in p.overrides:
         return 0
     section, name = key.split(".")
-    return int(p.config[section][name])
+    return int(getattr(getattr(p.config, section), name))
 
 
 @dataclasses.dataclass
