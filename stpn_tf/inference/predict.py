@@ -48,9 +48,9 @@ FEATURE_BYTES_PER_CALL = 2 ** 28
 def batch_size_for(raw: Mapping[str, np.ndarray], videos: int = VIDEOS_PER_CALL) -> int:
     """Videos per Localizer call for `raw`: `videos` at the paper's 400-position grid, fewer when the raw
     outputs are longer (all-snippet outputs are padded to the longest video), so a call holds about as
-    many positions either way. Only speed and memory depend on it, never the scores."""
-    positions = int(np.asarray(raw["rgb/attention"] if "rgb/attention" in raw else raw["joint/attention"]).shape[1])
-    return max(1, videos * DEFAULT_GRID_LENGTH // max(positions, DEFAULT_GRID_LENGTH))
+    many positions either way (`localize_batch_size` of that many positions, at most `videos`). Only speed
+    and memory depend on it, never the scores."""
+    return min(videos, localize_batch_size(raw, videos * DEFAULT_GRID_LENGTH))
 
 
 def localize_batch_size(raw: Mapping[str, np.ndarray], positions_per_call: int = POSITIONS_PER_CALL) -> int:

@@ -2,8 +2,8 @@
 
 Called inside a graph (the export's SavedModel, Beam) it runs the same derived-bounds scheme as graph ops
 (`serving.py`: the passing rows gathered outside XLA, compiled row functions picked by `tf.switch_case`,
-the configured graph `graph.localize` under `tf.cond` when a derived bound does not hold). Called eagerly (`stpn localize`, the sweep, Beam, the demo) it takes numpy arrays and returns
-numpy arrays: a numpy first pass (`bounds.py`) derives bounds from the data, the (video, class) pairs
+the configured graph `graph.localize` under `tf.cond` when a derived bound does not hold). Called eagerly
+(`stpn localize`, the sweep, the demo) it takes numpy arrays and returns numpy arrays: a numpy first pass (`bounds.py`) derives bounds from the data, the (video, class) pairs
 that pass run as rows of one compiled call, and the rows' detections are merged in numpy, with output
 identical to the configured graph.
 """
@@ -75,13 +75,13 @@ class Localizer(tf.Module):
                  name: str | None = None, row_elements: int = ROW_ELEMENTS, derive_in_graph: bool = True,
                  derive_slots: bool = True):
         super().__init__(name=name)
-        self.derive_in_graph = bool(derive_in_graph)
         if not isinstance(config, LocalizerConfig):
             raise StpnError(f"Localizer: config must be a LocalizerConfig, got {type(config).__name__}")
         self.config = config
         self.jit_compile = bool(jit_compile)
         self.row_elements = int(row_elements)
         self.derive_slots = bool(derive_slots)
+        self.derive_in_graph = bool(derive_in_graph)
         self._compiled = tf.function(self._run, jit_compile=self.jit_compile)
         # One function per component-slot bucket over (video, class) rows (eager and graph calls), and the
         # configured bounds with a class bucket Q' for eager batches where a derived bound does not hold.
@@ -128,8 +128,7 @@ class Localizer(tf.Module):
 
     def _rows_function(self, slots: int | None):
         """The compiled function over (video, class) rows with `slots` component slots (None: M)."""
-        key = slots
-        if key not in self._rows:
+        if slots not in self._rows:
             config = self.config.replace(max_classes_per_video=None)
             m = config.max_components_per_class if slots is None else slots
             detections = min(config.max_detections, 2 * m)
@@ -143,9 +142,9 @@ class Localizer(tf.Module):
             # Without XLA one trace serves every row count and length (reduce_retracing: None dims).
             # autograph off: graph.py writes its control flow as tf.cond / tf.while_loop, and converting
             # it anyway cost about 3 s of CPU per process (half of a `stpn localize --raw` on the demo).
-            self._rows[key] = tf.function(run, jit_compile=self.jit_compile,
-                                          reduce_retracing=not self.jit_compile, autograph=False)
-        return self._rows[key]
+            self._rows[slots] = tf.function(run, jit_compile=self.jit_compile,
+                                            reduce_retracing=not self.jit_compile, autograph=False)
+        return self._rows[slots]
 
     def _class_bucket(self, rgb, flow, settings: LocalizerConfig):
         """The configured bounds with a class bound Q' from the data (the fallback of `_localize_rows`).
@@ -158,8 +157,7 @@ class Localizer(tf.Module):
         classes = bucket(passing_class_bound(rgb, flow, settings.class_threshold), 4)
         if classes >= bound:
             return self._compiled
-        key = classes
-        if key not in self._bucketed:
+        if classes not in self._bucketed:
             config = self.config.replace(max_classes_per_video=classes)
 
             def run(rgb, flow, lengths, num_snippets, seconds_per_snippet, durations, runtime):
@@ -167,8 +165,8 @@ class Localizer(tf.Module):
                                 seconds_per_snippet=seconds_per_snippet, durations=durations, config=config,
                                 settings=runtime)
 
-            self._bucketed[key] = tf.function(run, jit_compile=self.jit_compile, autograph=False)
-        return self._bucketed[key]
+            self._bucketed[classes] = tf.function(run, jit_compile=self.jit_compile, autograph=False)
+        return self._bucketed[classes]
 
     def _row_groups(self, row_lengths: np.ndarray, num_positions: int) -> list[tuple[int, np.ndarray]]:
         """[(positions T', the rows run at T')]: each row runs at the first width of a ladder that holds its
@@ -213,12 +211,10 @@ class Localizer(tf.Module):
             chunk = max(1, 2 ** int(np.floor(np.log2(max(1, self.row_elements // max(1, width * per_position))))))
             if not self.jit_compile:  # any row count is the same function: no padding
                 padded, chunk = n, min(chunk, n)
-            else:  # few row shapes: whole chunks (from a quarter chunk up), powers of two below
-                padded = bucket(n, 16) if n <= chunk // 4 else chunk
-                if padded > chunk or n > chunk:
-                    padded = -(-n // chunk) * chunk
-                else:
-                    chunk = padded
+            elif n > chunk:  # few row shapes under XLA: whole chunks, ...
+                padded = -(-n // chunk) * chunk
+            else:  # ... one chunk from a quarter chunk up, a power of two (>= 16) below
+                padded = chunk = chunk if n > chunk // 4 else min(chunk, bucket(n, 16))
             if padded > n:  # empty rows (length 0: no components) up to the call shape
                 pad = lambda x: np.concatenate([x, np.zeros((padded - n, *x.shape[1:]), x.dtype)])  # noqa: E731
                 row_video, row_length = pad(row_video), pad(row_length)

@@ -20,8 +20,8 @@ import tensorflow as tf
 
 from stpn_tf.core.buckets import buckets_up_to
 from stpn_tf.localize.config import LocalizerConfig
+from stpn_tf.localize.ops import F64, min_max_normalized
 
-F64 = tf.float64
 _LARGEST = 2 ** 30  # no row count or chunk in a graph call comes near it
 
 
@@ -85,13 +85,7 @@ def row_component_bound(rows: Sequence[Mapping[str, tf.Tensor]], row_length: tf.
         t = tf.shape(signal)[1]
         inside = tf.range(t)[tf.newaxis, :] < length[:, tf.newaxis]
         if config.normalize:
-            x = tf.cast(tf.cast(signal, tf.float32), F64)
-            inf = tf.constant(float("inf"), F64)
-            lo = tf.maximum(tf.reduce_min(tf.where(inside, x, inf), axis=1, keepdims=True), 0.0)
-            hi = tf.maximum(tf.reduce_max(tf.where(inside, x, -inf), axis=1, keepdims=True), 0.0)
-            lo = tf.where(tf.math.is_finite(lo), lo, 0.0)
-            hi = tf.where(tf.math.is_finite(hi), hi, 0.0)
-            signal = (x - lo) / tf.where(hi - lo > 0, hi - lo, 1.0)
+            signal = min_max_normalized(signal, inside)
         last = tf.gather(signal, tf.maximum(length - 1, 0), batch_dims=1)                     # [R]
         before = tf.gather(signal, tf.maximum(length - 2, 0), batch_dims=1)
         slope = tf.where(length >= 2, last - before, 0.0)
