@@ -80,14 +80,17 @@ def _tune_and_export_options(tmp_path, work, common):
     proc = cli("tune", f"--workdir={work}", "--split=test", expect=2)
     one_error_line(proc, "refusing to tune on the test split", "--allow_tuning_on_test")
     assert not (work / "tuned_config.py").exists()
-    small_space = ["--config.tune.space.proposals=('paper','multi')", "--config.tune.space.scoring=('mean','oic')",
-                   "--config.tune.space.nms=('hard',)", "--config.tune.space.class_threshold=(0.1,0.3)",
-                   "--config.tune.space.tcam_threshold=(0.05,)", "--config.tune.space.alpha=(0.5,)",
-                   "--config.tune.space.oic_gamma=(0.2,)", "--config.tune.space.nms_threshold=(0.5,)",
-                   "--config.tune.space.soft_nms_sigma=(0.3,)", "--config.tune.space.proposal_streams=('both','flow')",
-                   "--config.tune.space.all_snippets=(False,True)", "--config.tune.rounds=1", "--unknown_labels_as_fp",
-                   "--config.tune.space.oic_margin=(0.25,)", "--config.tune.space.min_score=(0.05,)",
-                   "--config.tune.space.detections_per_video=(0,)"]
+    space = {"proposals": "('paper','multi')", "scoring": "('mean','oic')", "nms": "('hard',)",
+             "class_threshold": "(0.1,0.3)", "tcam_threshold": "(0.05,)", "alpha": "(0.5,)", "oic_gamma": "(0.2,)",
+             "nms_threshold": "(0.5,)", "soft_nms_sigma": "(0.3,)", "proposal_streams": "('both','flow')",
+             "all_snippets": "(False,True)", "oic_margin": "(0.25,)", "min_score": "(0.05,)",
+             "detections_per_video": "(0,)"}
+
+    def tune_flags(**changes):  # each flag once: of a repeated --config flag only the first counts
+        return [f"--config.tune.space.{key}={value}" for key, value in {**space, **changes}.items()] + [
+            "--config.tune.rounds=1", "--unknown_labels_as_fp"]
+
+    small_space = tune_flags()
     proc = cli("tune", f"--workdir={work}", *small_space)
     assert "temporal annotations" in proc.stdout and "paper default" in proc.stdout
     report = json.loads((work / "tune.json").read_text())
@@ -106,7 +109,7 @@ def _tune_and_export_options(tmp_path, work, common):
     cli("localize", f"--workdir={work}", f"--config={tuned}", f"--out={tmp_path}/tuned.json")
     # On the test split only by name, and labelled.
     proc = cli("tune", f"--workdir={work}", "--split=test", "--allow_tuning_on_test", f"--out={tmp_path}/t.py",
-               *small_space, "--config.tune.space.proposals=('paper',)", "--config.tune.space.all_snippets=(False,)")
+               *tune_flags(proposals="('paper',)", all_snippets="(False,)"))
     assert "TUNED ON THE TEST SPLIT" in proc.stdout and "THE TEST SPLIT" in (tmp_path / "t.py").read_text()
     assert json.loads((work / "tune.json").read_text())["tuned_on_test_split"]
     # An export carries non-default options: the SavedModel reproduces `stpn localize` with them exactly.
@@ -135,6 +138,10 @@ def test_errors_are_one_line_with_exit_2(tmp_path):
     # A typo in a config key names it and the key meant.
     proc = cli("train", f"--workdir={tmp_path}/w", "--stream=rgb", "--config.train.step=3", expect=2)
     one_error_line(proc, "unknown config key --config.train.step", "did you mean --config.train.steps?")
+    # A key given twice (ml_collections would join two tuples into one) is refused.
+    proc = cli("localize", f"--workdir={tmp_path}/w", "--config.tune.space.alpha=(0.5,)",
+               "--config.tune.space.alpha=(0.7,)", expect=2)
+    one_error_line(proc, "--config.tune.space.alpha is given twice")
     proc = cli("train", f"--workdir={tmp_path}/w", "--stream=rgb", f"--config={tmp_path}/none.py", expect=2)
     one_error_line(proc, "none.py: config file not found")
     # A flag of another command is an unknown flag here.

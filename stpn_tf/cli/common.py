@@ -126,14 +126,20 @@ def split_config_flag(argv: Sequence[str]) -> tuple[str | None, list[str]]:
 
 
 def check_overrides(config: ml_collections.ConfigDict, argv: Sequence[str]) -> None:
-    """A `--config.a.b=v` naming no key of the config is a one-line error with the nearest keys."""
+    """A `--config.a.b=v` naming no key of the config is a one-line error with the nearest keys; so is a key
+    given twice (ml_collections would join two tuples, `(a,)` then `(b,)` giving `(a, b)`, and keep the last
+    of two other values: neither is what a second flag usually means)."""
     known = configs.flat_keys(config)
     sections = {k.split(".")[0] for k in known}
+    seen = set()
     for arg in argv:
         m = _CONFIG_OVERRIDE.match(arg)
         if not m:
             continue
         key = m.group("key")
+        if key in seen:
+            raise StpnError(f"--config.{key} is given twice; give each config key once")
+        seen.add(key)
         if key in known:
             continue
         if key in sections:

@@ -26,7 +26,7 @@ different shapes, `num_snippets` below 1 or beyond the time axis, or a `seconds_
 positive number raises `tf.errors.InvalidArgumentError` whose message starts with `serving_default: <input>`
 (the checks are graph ops outside the XLA-compiled localization, which would drop them; the size and timing
 checks gate the models; the NaN / infinity checks, one sum per feature input, gate the outputs and run
-beside the localization; `bench/localize.py` measures what they cost).
+beside the models and the localization; `bench/localize.py` measures what they cost).
 
 Inside the graph the Localizer derives its bounds from the data as graph ops (stpn_tf.localize.serving),
 as `stpn localize` does eagerly: the same detections, byte for byte, at that speed.
@@ -196,16 +196,18 @@ class InferenceModule(tf.Module):
         d = self.feature_dim
         # The feature size is checked in the graph (a one-line InvalidArgumentError naming the input) rather
         # than by the signature (a shape mismatch error of the caller's TensorFlow version).
-        self.serve = tf.function(self._serve, input_signature=[
+        # autograph off: the graph's control flow is explicit (tf.cond, tf.switch_case, map_fn), and converting
+        # the whole call tree anyway cost seconds per signature traced.
+        self.serve = tf.function(self._serve, autograph=False, input_signature=[
             tf.TensorSpec([None, None, None], tf.float32, name="rgb"),
             tf.TensorSpec([None, None, None], tf.float32, name="flow"),
             tf.TensorSpec([None], tf.int32, name="num_snippets"),
             tf.TensorSpec([None], tf.float32, name="seconds_per_snippet"),
         ])
-        self.serve_examples = tf.function(self._serve_examples, input_signature=[
+        self.serve_examples = tf.function(self._serve_examples, autograph=False, input_signature=[
             tf.TensorSpec([None], tf.string, name="examples")])
         # serve_examples without the Localizer, for in-process callers that localize eagerly (not exported).
-        self.streams_examples = tf.function(self._streams_examples, input_signature=[
+        self.streams_examples = tf.function(self._streams_examples, autograph=False, input_signature=[
             tf.TensorSpec([None], tf.string, name="examples")])
 
     def _feature_dim(self) -> int:

@@ -10,6 +10,7 @@ identical to the configured graph.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Mapping
 
 import numpy as np
@@ -39,12 +40,57 @@ ROW_ELEMENTS = 2 ** 22
 
 
 class _Functions:
-    """The Localizer's compiled functions by bucket, kept out of tf.Module's tracking (which would wrap the
-    dicts and refuse to save their int keys): the SavedModel keeps the ones its signatures call anyway."""
+    """The compiled functions of one (structure, jit_compile), shared by every Localizer of it in the process.
 
-    def __init__(self):
+    They read only the structure of the config they are made with (the runtime settings are inputs), so
+    Localizers of equal structure, however their settings differ, trace and compile each row shape once per
+    process instead of once each (a work directory localized, swept, tuned and exported in one process, and
+    the tests). Kept out of tf.Module's tracking (which would wrap the dicts and refuse to save their int
+    keys): the SavedModel keeps the ones its signatures call anyway.
+    """
+
+    def __init__(self, config: LocalizerConfig, jit_compile: bool):
+        self.config = config
+        self.jit_compile = jit_compile
+
+        def run(rgb, flow, lengths, num_snippets, seconds_per_snippet, durations, settings):
+            return localize(rgb, flow, lengths=lengths, num_snippets=num_snippets,
+                            seconds_per_snippet=seconds_per_snippet, durations=durations, config=config,
+                            settings=settings)
+
+        self.configured = tf.function(run, jit_compile=jit_compile, autograph=False)  # explicit control flow
         self.rows: dict[int | None, tf.types.experimental.PolymorphicFunction] = {}
         self.bucketed: dict[int, tf.types.experimental.PolymorphicFunction] = {}
+        self.concrete: dict[tuple, tf.types.experimental.ConcreteFunction] = {}  # see Localizer._concrete
+        self.row_shapes: set[tuple] = set()  # (slots, input shapes) of eager rows calls under XLA
+
+    def tracing_count(self) -> int:
+        """Compiles: traces of the configured functions, and of the rows functions either each row shape
+        called eagerly (XLA compiles once per shape of a function traced with unknown sizes) or, without
+        XLA, their traces."""
+        rows = len(self.row_shapes) if self.jit_compile else sum(
+            f.experimental_get_tracing_count() for f in self.rows.values())
+        return self.configured.experimental_get_tracing_count() + rows + sum(
+            f.experimental_get_tracing_count() for f in self.bucketed.values())
+
+
+# The functions of the `_SHARED_SIZE` most recently made structures (a bounded cache: a structure dropped
+# here stays alive only as long as a Localizer holds it).
+_SHARED: collections.OrderedDict[tuple, _Functions] = collections.OrderedDict()
+_SHARED_SIZE = 8
+
+
+def _functions_for(config: LocalizerConfig, jit_compile: bool, share: bool) -> _Functions:
+    if not share:
+        return _Functions(config, jit_compile)
+    key = (config.structure(), jit_compile)
+    if key in _SHARED:
+        _SHARED.move_to_end(key)
+    else:
+        while len(_SHARED) >= _SHARED_SIZE:
+            _SHARED.popitem(last=False)
+        _SHARED[key] = _Functions(config, jit_compile)
+    return _SHARED[key]
 
 
 class Localizer(tf.Module):
@@ -69,11 +115,13 @@ class Localizer(tf.Module):
         tries hundreds of settings, does). The output is the same either way.
       derive_in_graph: Inside a graph, derive the bounds from the data (True) or run the configured
         bounds as they are (False: the reference the tests and bench/localize.py compare with).
+      share_functions: Use the compiled functions of this structure that other Localizers in the process
+        made (`_Functions`), or functions of its own (for counting its compiles from zero).
     """
 
     def __init__(self, config: LocalizerConfig = LocalizerConfig(), *, jit_compile: bool = True,
                  name: str | None = None, row_elements: int = ROW_ELEMENTS, derive_in_graph: bool = True,
-                 derive_slots: bool = True):
+                 derive_slots: bool = True, share_functions: bool = True):
         super().__init__(name=name)
         if not isinstance(config, LocalizerConfig):
             raise StpnError(f"Localizer: config must be a LocalizerConfig, got {type(config).__name__}")
@@ -82,12 +130,18 @@ class Localizer(tf.Module):
         self.row_elements = int(row_elements)
         self.derive_slots = bool(derive_slots)
         self.derive_in_graph = bool(derive_in_graph)
-        self._compiled = tf.function(self._run, jit_compile=self.jit_compile)
-        # One function per component-slot bucket over (video, class) rows (eager and graph calls), and the
-        # configured bounds with a class bucket Q' for eager batches where a derived bound does not hold.
-        self._functions = _Functions()
+        # The configured graph, one function per component-slot bucket over (video, class) rows (eager and
+        # graph calls), and the configured bounds with a class bucket Q' for eager batches where a derived
+        # bound does not hold.
+        self._functions = _functions_for(config, self.jit_compile, share_functions)
+        self._traced_before = self._functions.tracing_count()
         self.fallbacks = 0  # eager batches that ran the configured bounds (a derived one did not hold)
         self._runtime: dict[LocalizerConfig, dict[str, tf.Tensor]] = {}
+
+    @property
+    def _compiled(self):
+        """The configured graph (graph calls with derive_in_graph False; the eager fallback)."""
+        return self._functions.configured
 
     @property
     def _rows(self) -> dict:
@@ -116,20 +170,15 @@ class Localizer(tf.Module):
         jit_compile = settings.pop("jit_compile", True)
         return cls(LocalizerConfig.from_dict(settings), jit_compile=jit_compile)
 
-    def _run(self, rgb, flow, lengths, num_snippets, seconds_per_snippet, durations, settings):
-        return localize(rgb, flow, lengths=lengths, num_snippets=num_snippets,
-                        seconds_per_snippet=seconds_per_snippet, durations=durations, config=self.config,
-                        settings=settings)
-
     def tracing_count(self) -> int:
-        """How many times the functions were traced (compiled): one per structure, input shape and bucket."""
-        return self._compiled.experimental_get_tracing_count() + sum(
-            f.experimental_get_tracing_count() for f in (*self._rows.values(), *self._bucketed.values()))
+        """How many times its functions were compiled since this Localizer was made: one per input shape
+        and bucket (with shared functions, compiles for other Localizers of the structure count too)."""
+        return self._functions.tracing_count() - self._traced_before
 
     def _rows_function(self, slots: int | None):
         """The compiled function over (video, class) rows with `slots` component slots (None: M)."""
         if slots not in self._rows:
-            config = self.config.replace(max_classes_per_video=None)
+            config = self._functions.config.replace(max_classes_per_video=None)
             m = config.max_components_per_class if slots is None else slots
             detections = min(config.max_detections, 2 * m)
 
@@ -146,6 +195,34 @@ class Localizer(tf.Module):
                                             reduce_retracing=not self.jit_compile, autograph=False)
         return self._rows[slots]
 
+    def _concrete(self, name: str, function, relax: bool = False):
+        """`function` as a concrete function for the call's input specs, traced once per process and
+        structure and then called as it is (a function op inside a graph).
+
+        Inside a graph (relax False; the graph's shapes are mostly unknown already) this spares a trace per
+        call site: each export signature, each slot branch of the serving graph, each module built in memory.
+        Eager rows calls under XLA (relax True) trace once with the row count and length unknown, and XLA
+        compiles the one trace for each row shape: the same compiled program a trace per shape gave (the
+        export's in-graph rows, traced this way, are byte-identical to the eager Localizer), without a
+        Python trace of seconds per row width.
+        """
+        def spec(t, relaxed):
+            shape = [None if relaxed and i < 2 else d for i, d in enumerate(t.shape)]
+            return tf.TensorSpec(shape, t.dtype)
+
+        def call(*args):
+            if relax:  # the last argument (the runtime settings) keeps its shapes: thresholds must be static
+                args = [None if a is None else tf.nest.map_structure(tf.convert_to_tensor, a) for a in args]
+                self._functions.row_shapes.add((name, tuple(tuple(t.shape) for t in tf.nest.flatten(args[:-1]) if t is not None)))
+            specs = [None if a is None else tf.nest.map_structure(
+                lambda t, r=relax and i < len(args) - 1: spec(t, r), a) for i, a in enumerate(args)]
+            key = (name, relax, str(specs))
+            if key not in self._functions.concrete:
+                self._functions.concrete[key] = function.get_concrete_function(*specs)
+            return self._functions.concrete[key](*args)
+
+        return call
+
     def _class_bucket(self, rgb, flow, settings: LocalizerConfig):
         """The configured bounds with a class bound Q' from the data (the fallback of `_localize_rows`).
 
@@ -158,7 +235,7 @@ class Localizer(tf.Module):
         if classes >= bound:
             return self._compiled
         if classes not in self._bucketed:
-            config = self.config.replace(max_classes_per_video=classes)
+            config = self._functions.config.replace(max_classes_per_video=classes)
 
             def run(rgb, flow, lengths, num_snippets, seconds_per_snippet, durations, runtime):
                 return localize(rgb, flow, lengths=lengths, num_snippets=num_snippets,
@@ -223,6 +300,8 @@ class Localizer(tf.Module):
         slots = bucket(needed, 8) if self.derive_slots else self.config.max_components_per_class
         slots = slots if slots < self.config.max_components_per_class else None
         function, runtime = self._rows_function(slots), self._runtime_tensors(settings)
+        if self.jit_compile:
+            function = self._concrete(f"rows{slots}", function, relax=True)
         count = np.zeros(num_rows, np.int32)
         scores32 = segments = score64 = None
         for members, row_video, row_length, rows, padded, chunk in plans:
@@ -346,7 +425,8 @@ class Localizer(tf.Module):
             return localize_in_graph(rgb, flow, lengths=lengths, num_snippets=num_snippets,
                                      seconds_per_snippet=seconds_per_snippet, durations=durations,
                                      config=self.config, settings=settings, runtime=runtime,
-                                     rows_function=self._rows_function, configured=self._compiled,
+                                     rows_function=lambda slots: self._concrete(f"rows{slots}", self._rows_function(slots)),
+                                     configured=self._concrete("configured", self._compiled),
                                      row_elements=self.row_elements)
         return self._call_eagerly(rgb, flow, lengths=lengths, num_snippets=num_snippets,
                                   seconds_per_snippet=seconds_per_snippet, durations=durations, settings=settings)
