@@ -353,7 +353,8 @@ def test_localize_videos_with_export_or_workdir(models, tiny_video, tmp_path):
 
     workdir, export = str(tmp_path / "workdir"), str(tmp_path / "export")
     write_random_workdir(workdir, ["Diving", "HighJump", "PoleVault"], feature_dim=1024)
-    settings = LocalizerConfig(interpolation=4, max_detections=8)
+    # Small bounds (one slot branch below M in the serving graph): a smaller export, quicker to save and load.
+    settings = LocalizerConfig(interpolation=4, max_detections=8, max_components_per_class=16)
     assert run_export(workdir=workdir, out=export, grid=GridConfig(length=16), localizer_config=settings,
                       jit_compile=False) == 0
     (tmp_path / "bad.mp4").write_bytes(b"")
