@@ -20,10 +20,10 @@ DATA = resources.resource_path(resources.THUMOS14)
 # runs `pytest -n 2 --dist loadfile --no-loadscope-reorder`: the two processes take whole files in collection
 # order, so running these first (longest processing time first) keeps one slow file from starting last and
 # bounding the wall time while the other process idles. Files not listed follow in their usual order.
-SLOWEST_FIRST = ("test_demo.py", "test_sweep.py", "test_localize.py", "test_cli.py", "test_faults.py",
-                 "test_study.py", "test_multi_worker.py", "test_localize_options.py", "test_export.py",
-                 "test_i3d.py", "test_beam_multiprocess.py", "test_extract.py", "test_report.py", "test_beam.py",
-                 "test_predict.py", "test_train.py", "test_api.py")
+SLOWEST_FIRST = ("test_cli.py", "test_localize.py", "test_export.py", "test_beam_multiprocess.py", "test_faults.py",
+                 "test_beam.py", "test_demo.py", "test_localize_options.py", "test_extract.py", "test_i3d.py",
+                 "test_multi_worker.py", "test_serving_bounds.py", "test_study.py", "test_build_dataset.py",
+                 "test_train.py", "test_sweep.py", "test_api.py", "test_predict.py", "test_tfrecord.py")
 
 
 def pytest_collection_modifyitems(items):
