@@ -242,3 +242,24 @@ def test_localizer_rows_with_and_without_xla():
             np.testing.assert_array_equal(got[key], expected[key].numpy(), err_msg=f"{key} jit={jit}")
         assert localizer.fallbacks == 0
     assert int(np.max(expected["num_detections"])) == options["detections_per_video"]
+
+
+def test_localizers_of_one_structure_share_their_compiles():
+    # A second Localizer of the same structure (other runtime settings) runs the first one's compiled
+    # function: no new compile, and the output of a Localizer with functions of its own.
+    rng = np.random.default_rng(21)
+    rgb, flow = random_streams(rng, 3, 12, 3)
+    common = dict(lengths=[12, 7, 12], num_snippets=[12, 7, 30], seconds_per_snippet=[.64] * 3)
+    config = LocalizerConfig(interpolation=3, max_detections=10, max_components_per_class=6, class_threshold=0.)
+    first = Localizer(config)
+    first(rgb, flow, **common)
+    soft = config.replace(nms="soft", soft_nms_sigma=.4)
+    second = Localizer(soft)
+    got = second(rgb, flow, **common)
+    assert second.tracing_count() == 0 and second._functions is first._functions
+    own = Localizer(soft, share_functions=False)
+    expected = own(rgb, flow, **common)
+    assert own.tracing_count() == 1 and own._functions is not first._functions
+    for key in KEYS:
+        np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
+    np.testing.assert_array_equal(got["num_detections"], localize(rgb, flow, config=soft, **common)["num_detections"])

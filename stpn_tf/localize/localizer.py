@@ -11,6 +11,7 @@ identical to the configured graph.
 from __future__ import annotations
 
 import collections
+import threading
 from collections.abc import Mapping
 
 import numpy as np
@@ -78,19 +79,21 @@ class _Functions:
 # here stays alive only as long as a Localizer holds it).
 _SHARED: collections.OrderedDict[tuple, _Functions] = collections.OrderedDict()
 _SHARED_SIZE = 8
+_SHARED_LOCK = threading.Lock()  # Localizers may be made in several threads (Beam's DoFn setup)
 
 
 def _functions_for(config: LocalizerConfig, jit_compile: bool, share: bool) -> _Functions:
     if not share:
         return _Functions(config, jit_compile)
     key = (config.structure(), jit_compile)
-    if key in _SHARED:
-        _SHARED.move_to_end(key)
-    else:
-        while len(_SHARED) >= _SHARED_SIZE:
-            _SHARED.popitem(last=False)
-        _SHARED[key] = _Functions(config, jit_compile)
-    return _SHARED[key]
+    with _SHARED_LOCK:
+        if key in _SHARED:
+            _SHARED.move_to_end(key)
+        else:
+            while len(_SHARED) >= _SHARED_SIZE:
+                _SHARED.popitem(last=False)
+            _SHARED[key] = _Functions(config, jit_compile)
+        return _SHARED[key]
 
 
 class Localizer(tf.Module):
