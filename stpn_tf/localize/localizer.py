@@ -3,9 +3,9 @@
 Called inside a graph (the export's SavedModel, Beam) it runs the same derived-bounds scheme as graph ops
 (`serving.py`: the passing rows gathered outside XLA, compiled row functions picked by `tf.switch_case`,
 the configured graph `graph.localize` under `tf.cond` when a derived bound does not hold). Called eagerly
-(`stpn localize`, the sweep, the demo) it takes numpy arrays and returns numpy arrays: a numpy first pass (`bounds.py`) derives bounds from the data, the (video, class) pairs
-that pass run as rows of one compiled call, and the rows' detections are merged in numpy, with output
-identical to the configured graph.
+(`stpn localize`, the sweep, the demo) it takes numpy arrays and returns numpy arrays: a numpy first pass
+(`bounds.py`) derives bounds from the data, the (video, class) pairs that pass run as rows of one compiled
+call, and the rows' detections are merged in numpy, with output identical to the configured graph.
 """
 
 from __future__ import annotations
@@ -60,19 +60,83 @@ class _Functions:
                             settings=settings)
 
         self.configured = tf.function(run, jit_compile=jit_compile, autograph=False)  # explicit control flow
+        # One function per component-slot bucket over (video, class) rows (eager and graph calls), and the
+        # configured bounds with a class bucket Q' for eager batches where a derived bound does not hold.
         self.rows: dict[int | None, tf.types.experimental.PolymorphicFunction] = {}
         self.bucketed: dict[int, tf.types.experimental.PolymorphicFunction] = {}
-        self.concrete: dict[tuple, tf.types.experimental.ConcreteFunction] = {}  # see Localizer._concrete
-        self.row_shapes: set[tuple] = set()  # (slots, input shapes) of eager rows calls under XLA
+        self._concrete: dict[tuple, tf.types.experimental.ConcreteFunction] = {}  # see `concrete`
+        self._row_shapes: set[tuple] = set()  # (function, input shapes) of eager rows calls under XLA
 
     def tracing_count(self) -> int:
         """Compiles: traces of the configured functions, and of the rows functions either each row shape
         called eagerly (XLA compiles once per shape of a function traced with unknown sizes) or, without
         XLA, their traces."""
-        rows = len(self.row_shapes) if self.jit_compile else sum(
+        rows = len(self._row_shapes) if self.jit_compile else sum(
             f.experimental_get_tracing_count() for f in self.rows.values())
         return self.configured.experimental_get_tracing_count() + rows + sum(
             f.experimental_get_tracing_count() for f in self.bucketed.values())
+
+    def rows_function(self, slots: int | None):
+        """The compiled function over (video, class) rows with `slots` component slots (None: M)."""
+        if slots not in self.rows:
+            config = self.config.replace(max_classes_per_video=None)
+            m = config.max_components_per_class if slots is None else slots
+            detections = min(config.max_detections, 2 * m)
+
+            def run(rgb, flow, lengths, num_snippets, seconds_per_snippet, durations, runtime):
+                return localize_with_bounds(rgb, flow, lengths=lengths, num_snippets=num_snippets,
+                                            seconds_per_snippet=seconds_per_snippet, durations=durations,
+                                            config=config, settings=runtime, component_slots=slots,
+                                            detection_slots=detections, pad_outputs=False)
+
+            # Without XLA one trace serves every row count and length (reduce_retracing: None dims).
+            # autograph off: graph.py writes its control flow as tf.cond / tf.while_loop, and converting
+            # it anyway cost about 3 s of CPU per process (half of a `stpn localize --raw` on the demo).
+            self.rows[slots] = tf.function(run, jit_compile=self.jit_compile,
+                                           reduce_retracing=not self.jit_compile, autograph=False)
+        return self.rows[slots]
+
+    def bucketed_function(self, classes: int):
+        """The configured bounds with Q' = `classes` (the eager fallback; see Localizer._class_bucket)."""
+        if classes not in self.bucketed:
+            config = self.config.replace(max_classes_per_video=classes)
+
+            def run(rgb, flow, lengths, num_snippets, seconds_per_snippet, durations, runtime):
+                return localize(rgb, flow, lengths=lengths, num_snippets=num_snippets,
+                                seconds_per_snippet=seconds_per_snippet, durations=durations, config=config,
+                                settings=runtime)
+
+            self.bucketed[classes] = tf.function(run, jit_compile=self.jit_compile, autograph=False)
+        return self.bucketed[classes]
+
+    def concrete(self, name: str, function, relax: bool = False):
+        """`function` as a concrete function for the call's input specs, traced once per process and
+        structure and then called as it is (a function op inside a graph).
+
+        Inside a graph (relax False; the graph's shapes are mostly unknown already) this spares a trace per
+        call site: each export signature, each slot branch of the serving graph, each module built in memory.
+        Eager rows calls under XLA (relax True) trace once with the row count and length unknown, and XLA
+        compiles the one trace for each row shape: the same compiled program a trace per shape gave (the
+        export's in-graph rows, traced this way, are byte-identical to the eager Localizer), without a
+        Python trace of seconds per row width. The last argument (the runtime settings) keeps its shapes:
+        the number of thresholds must be static.
+        """
+        def spec(t, relaxed):
+            return tf.TensorSpec([None if relaxed and i < 2 else d for i, d in enumerate(t.shape)], t.dtype)
+
+        def call(*args):
+            if relax:
+                args = [None if a is None else tf.nest.map_structure(tf.convert_to_tensor, a) for a in args]
+                shapes = tuple(tuple(t.shape) for t in tf.nest.flatten(args[:-1]) if t is not None)
+                self._row_shapes.add((name, shapes))
+            specs = [None if a is None else tf.nest.map_structure(
+                lambda t, r=relax and i < len(args) - 1: spec(t, r), a) for i, a in enumerate(args)]
+            key = (name, relax, str(specs))
+            if key not in self._concrete:
+                self._concrete[key] = function.get_concrete_function(*specs)
+            return self._concrete[key](*args)
+
+        return call
 
 
 # The functions of the `_SHARED_SIZE` most recently made structures (a bounded cache: a structure dropped
@@ -133,9 +197,6 @@ class Localizer(tf.Module):
         self.row_elements = int(row_elements)
         self.derive_slots = bool(derive_slots)
         self.derive_in_graph = bool(derive_in_graph)
-        # The configured graph, one function per component-slot bucket over (video, class) rows (eager and
-        # graph calls), and the configured bounds with a class bucket Q' for eager batches where a derived
-        # bound does not hold.
         self._functions = _functions_for(config, self.jit_compile, share_functions)
         self._traced_before = self._functions.tracing_count()
         self.fallbacks = 0  # eager batches that ran the configured bounds (a derived one did not hold)
@@ -150,11 +211,6 @@ class Localizer(tf.Module):
     def _rows(self) -> dict:
         """Eager and graph calls: one function over (video, class) rows per component-slot bucket."""
         return self._functions.rows
-
-    @property
-    def _bucketed(self) -> dict:
-        """Eager calls: the configured bounds with a class bucket Q' (the fallback of `_localize_rows`)."""
-        return self._functions.bucketed
 
     def _runtime_tensors(self, settings: LocalizerConfig) -> dict[str, tf.Tensor]:
         """`runtime_tensors(settings)`, made once per settings (eager calls)."""
@@ -178,54 +234,6 @@ class Localizer(tf.Module):
         and bucket (with shared functions, compiles for other Localizers of the structure count too)."""
         return self._functions.tracing_count() - self._traced_before
 
-    def _rows_function(self, slots: int | None):
-        """The compiled function over (video, class) rows with `slots` component slots (None: M)."""
-        if slots not in self._rows:
-            config = self._functions.config.replace(max_classes_per_video=None)
-            m = config.max_components_per_class if slots is None else slots
-            detections = min(config.max_detections, 2 * m)
-
-            def run(rgb, flow, lengths, num_snippets, seconds_per_snippet, durations, runtime):
-                return localize_with_bounds(rgb, flow, lengths=lengths, num_snippets=num_snippets,
-                                            seconds_per_snippet=seconds_per_snippet, durations=durations,
-                                            config=config, settings=runtime, component_slots=slots,
-                                            detection_slots=detections, pad_outputs=False)
-
-            # Without XLA one trace serves every row count and length (reduce_retracing: None dims).
-            # autograph off: graph.py writes its control flow as tf.cond / tf.while_loop, and converting
-            # it anyway cost about 3 s of CPU per process (half of a `stpn localize --raw` on the demo).
-            self._rows[slots] = tf.function(run, jit_compile=self.jit_compile,
-                                            reduce_retracing=not self.jit_compile, autograph=False)
-        return self._rows[slots]
-
-    def _concrete(self, name: str, function, relax: bool = False):
-        """`function` as a concrete function for the call's input specs, traced once per process and
-        structure and then called as it is (a function op inside a graph).
-
-        Inside a graph (relax False; the graph's shapes are mostly unknown already) this spares a trace per
-        call site: each export signature, each slot branch of the serving graph, each module built in memory.
-        Eager rows calls under XLA (relax True) trace once with the row count and length unknown, and XLA
-        compiles the one trace for each row shape: the same compiled program a trace per shape gave (the
-        export's in-graph rows, traced this way, are byte-identical to the eager Localizer), without a
-        Python trace of seconds per row width.
-        """
-        def spec(t, relaxed):
-            shape = [None if relaxed and i < 2 else d for i, d in enumerate(t.shape)]
-            return tf.TensorSpec(shape, t.dtype)
-
-        def call(*args):
-            if relax:  # the last argument (the runtime settings) keeps its shapes: thresholds must be static
-                args = [None if a is None else tf.nest.map_structure(tf.convert_to_tensor, a) for a in args]
-                self._functions.row_shapes.add((name, tuple(tuple(t.shape) for t in tf.nest.flatten(args[:-1]) if t is not None)))
-            specs = [None if a is None else tf.nest.map_structure(
-                lambda t, r=relax and i < len(args) - 1: spec(t, r), a) for i, a in enumerate(args)]
-            key = (name, relax, str(specs))
-            if key not in self._functions.concrete:
-                self._functions.concrete[key] = function.get_concrete_function(*specs)
-            return self._functions.concrete[key](*args)
-
-        return call
-
     def _class_bucket(self, rgb, flow, settings: LocalizerConfig):
         """The configured bounds with a class bound Q' from the data (the fallback of `_localize_rows`).
 
@@ -237,16 +245,7 @@ class Localizer(tf.Module):
         classes = bucket(passing_class_bound(rgb, flow, settings.class_threshold), 4)
         if classes >= bound:
             return self._compiled
-        if classes not in self._bucketed:
-            config = self._functions.config.replace(max_classes_per_video=classes)
-
-            def run(rgb, flow, lengths, num_snippets, seconds_per_snippet, durations, runtime):
-                return localize(rgb, flow, lengths=lengths, num_snippets=num_snippets,
-                                seconds_per_snippet=seconds_per_snippet, durations=durations, config=config,
-                                settings=runtime)
-
-            self._bucketed[classes] = tf.function(run, jit_compile=self.jit_compile, autograph=False)
-        return self._bucketed[classes]
+        return self._functions.bucketed_function(classes)
 
     def _row_groups(self, row_lengths: np.ndarray, num_positions: int) -> list[tuple[int, np.ndarray]]:
         """[(positions T', the rows run at T')]: each row runs at the first width of a ladder that holds its
@@ -302,9 +301,9 @@ class Localizer(tf.Module):
             plans.append((members, row_video, row_length, rows, padded, chunk))
         slots = bucket(needed, 8) if self.derive_slots else self.config.max_components_per_class
         slots = slots if slots < self.config.max_components_per_class else None
-        function, runtime = self._rows_function(slots), self._runtime_tensors(settings)
+        function, runtime = self._functions.rows_function(slots), self._runtime_tensors(settings)
         if self.jit_compile:
-            function = self._concrete(f"rows{slots}", function, relax=True)
+            function = self._functions.concrete(f"rows{slots}", function, relax=True)
         count = np.zeros(num_rows, np.int32)
         scores32 = segments = score64 = None
         for members, row_video, row_length, rows, padded, chunk in plans:
@@ -425,11 +424,13 @@ class Localizer(tf.Module):
             if not self.derive_in_graph:
                 return self._compiled(rgb, flow, *args, runtime)
             lengths, num_snippets, seconds_per_snippet, durations = args
+            functions = self._functions
             return localize_in_graph(rgb, flow, lengths=lengths, num_snippets=num_snippets,
                                      seconds_per_snippet=seconds_per_snippet, durations=durations,
                                      config=self.config, settings=settings, runtime=runtime,
-                                     rows_function=lambda slots: self._concrete(f"rows{slots}", self._rows_function(slots)),
-                                     configured=self._concrete("configured", self._compiled),
+                                     rows_function=lambda slots: functions.concrete(
+                                         f"rows{slots}", functions.rows_function(slots)),
+                                     configured=functions.concrete("configured", functions.configured),
                                      row_elements=self.row_elements)
         return self._call_eagerly(rgb, flow, lengths=lengths, num_snippets=num_snippets,
                                   seconds_per_snippet=seconds_per_snippet, durations=durations, settings=settings)
