@@ -149,6 +149,21 @@ def test_grid_sampling_matches_timeline(workdir):
                                    rtol=1e-6)
 
 
+def test_both_signatures_share_each_localization_function(workdir):
+    """Features (no durations) and records (with theirs) call the same traced functions: one concrete
+    function per slot branch and one for the configured fallback, not one per signature."""
+    from stpn_tf.inference.module import InferenceModule
+    from stpn_tf.localize.localizer import Localizer
+
+    source = build_module(workdir, grid=GridConfig(length=16), localizer_config=SETTINGS, jit_compile=False)
+    localizer = Localizer(SETTINGS.replace(max_components_per_class=16), jit_compile=False, share_functions=False)
+    module = InferenceModule(source.models, source.class_names, grid=source.grid, localizer=localizer)
+    module.serve.get_concrete_function()
+    module.serve_examples.get_concrete_function()
+    traced = sorted(key[0] for key in localizer._functions._concrete)
+    assert traced == ["configured", "rows8", "rowsNone"]  # M = 16: slots 8 and M, then the fallback
+
+
 def test_saved_model_cli_lists_both_signatures(workdir, tmp_path):
     out = str(tmp_path / "export")
     run_export(workdir=workdir, out=out, grid=GridConfig(length=16), localizer_config=SETTINGS, jit_compile=False)

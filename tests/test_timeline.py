@@ -51,7 +51,9 @@ def test_positions_to_seconds_tf_equals_numpy_eager_graph_xla():
         return timeline.positions_to_seconds_tf(p, interpolation=24, length=length, num_snippets=n,
                                                 seconds_per_snippet=s, duration=d)
 
-    for dur in (None, duration):
+    # NaN entries: not given (L * seconds_per_snippet), the rest clip; numpy and graph alike.
+    mixed = np.where(np.arange(6) % 2 == 0, np.nan, duration).astype(np.float32)
+    for dur in (None, duration, mixed):
         expected = timeline.positions_to_seconds(positions, interpolation=24, length=col(length),
                                                  num_snippets=col(num_snippets), seconds_per_snippet=col(sps),
                                                  duration=None if dur is None else col(dur))
@@ -59,3 +61,19 @@ def test_positions_to_seconds_tf_equals_numpy_eager_graph_xla():
                 None if dur is None else tf.constant(col(dur)), tf.constant(col(length)))
         for fn in (graph, tf.function(graph), tf.function(graph, jit_compile=True)):
             np.testing.assert_array_equal(fn(*args).numpy(), expected)
+    # The NaN rows equal the rows given no duration, the others the rows given theirs.
+    none, given, nan = (timeline.positions_to_seconds(positions, interpolation=24, length=col(length),
+                                                      num_snippets=col(num_snippets), seconds_per_snippet=col(sps),
+                                                      duration=None if d is None else col(d))
+                        for d in (None, duration, mixed))
+    np.testing.assert_array_equal(nan[0::2], none[0::2])
+    np.testing.assert_array_equal(nan[1::2], given[1::2])
+    assert not np.array_equal(none, given)  # the durations given clip somewhere
+
+
+def test_nan_duration_by_hand():
+    # Position 9600 (coordinate 400) over 800 snippets of 0.64 s is 512 s; NaN clips at L * sps = 512 s, 100 at 100.
+    seconds = timeline.positions_to_seconds(np.array([9600.0, 9600.0]), interpolation=24, length=400,
+                                            num_snippets=800, seconds_per_snippet=0.64,
+                                            duration=np.array([np.nan, 100.0]))
+    np.testing.assert_allclose(seconds, [512.0, 100.0], rtol=1e-12)

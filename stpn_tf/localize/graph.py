@@ -78,7 +78,7 @@ def localize(rgb: Mapping[str, tf.Tensor], flow: Mapping[str, tf.Tensor], *, len
         are clipped to T in graph mode and rejected eagerly.
       num_snippets: int32 [B] real snippets L per video.
       seconds_per_snippet: float32 [B] stride_frames / fps.
-      durations: float32 [B] clip bounds in seconds, or None for L * seconds_per_snippet.
+      durations: float32 [B] clip bounds in seconds, or None (or NaN entries) for L * seconds_per_snippet.
       config: The thresholds, factors, options and bounds (see LocalizerConfig and the module docstring).
       settings: The runtime settings as tensors (`runtime_tensors`); None takes them from `config`. Only
         the structure of `config` (LocalizerConfig.structure) is read when they are given.

@@ -417,9 +417,13 @@ class Localizer(tf.Module):
         if not tf.executing_eagerly():  # inside a graph (the export): the derived bounds as graph ops
             rgb, flow = as_stream("rgb", rgb), as_stream("flow", flow)
             check_shapes(rgb, flow)
-            args = (tf.convert_to_tensor(lengths, tf.int32), tf.convert_to_tensor(num_snippets, tf.int32),
+            lengths = tf.convert_to_tensor(lengths, tf.int32)
+            # No durations: NaN, which the graph reads as L * seconds_per_snippet. Calls with and without
+            # durations (the two export signatures) then share every traced function.
+            args = (lengths, tf.convert_to_tensor(num_snippets, tf.int32),
                     tf.convert_to_tensor(seconds_per_snippet, tf.float32),
-                    None if durations is None else tf.convert_to_tensor(durations, tf.float32))
+                    tf.fill(tf.shape(lengths), float("nan")) if durations is None else
+                    tf.convert_to_tensor(durations, tf.float32))
             runtime = runtime_tensors(settings)
             if not self.derive_in_graph:
                 return self._compiled(rgb, flow, *args, runtime)
@@ -443,7 +447,9 @@ class Localizer(tf.Module):
         rgb, flow = ({key: _as_array(stream[key]) for key in STREAM_KEYS} for stream in (rgb, flow))
         lengths = _as_array(lengths, np.int32)
         num_snippets, seconds_per_snippet = _as_array(num_snippets, np.int32), _as_array(seconds_per_snippet, np.float32)
-        durations = None if durations is None else _as_array(durations, np.float32)
+        # No durations: NaN, read as L * seconds_per_snippet (one traced function with durations or without).
+        durations = np.full(lengths.shape, np.nan, np.float32) if durations is None else _as_array(
+            durations, np.float32)
         check_shapes(rgb, flow)
         check_lengths(lengths, rgb["tcam"].shape[1], caller="Localizer")
         outputs = self._localize_rows(rgb, flow, lengths, num_snippets, seconds_per_snippet, durations, settings)

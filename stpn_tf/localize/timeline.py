@@ -80,7 +80,7 @@ def positions_to_seconds(positions, *, interpolation, length, num_snippets, seco
       length: Grid length, scalar or broadcastable.
       num_snippets: Real snippet count L, scalar or broadcastable.
       seconds_per_snippet: Seconds per snippet, scalar or broadcastable.
-      duration: Clip bound; None means `L * seconds_per_snippet`.
+      duration: Clip bound; None (or a NaN entry) means `L * seconds_per_snippet`.
 
     Returns:
       float64 array of seconds.
@@ -89,9 +89,9 @@ def positions_to_seconds(positions, *, interpolation, length, num_snippets, seco
     num_snippets = np.asarray(num_snippets, np.float64)
     sps = np.asarray(seconds_per_snippet, np.float64)
     scale = np.asarray(length, np.float64) * float(interpolation)
-    if duration is None:
-        duration = num_snippets * sps
-    return np.clip(positions * (num_snippets / scale * sps), 0.0, np.asarray(duration, np.float64))
+    duration = num_snippets * sps if duration is None else np.where(
+        np.isnan(duration), num_snippets * sps, np.asarray(duration, np.float64))
+    return np.clip(positions * (num_snippets / scale * sps), 0.0, duration)
 
 
 def positions_to_seconds_tf(positions: tf.Tensor, *, interpolation: int, length: tf.Tensor,
@@ -108,8 +108,9 @@ def positions_to_seconds_tf(positions: tf.Tensor, *, interpolation: int, length:
     sps = tf.cast(seconds_per_snippet, f64)
     # Empty (length 0) videos have no detections; the guard only keeps NaN out of the padding.
     scale = tf.cast(tf.maximum(length, 1) * int(interpolation), f64)
-    if duration is None:
-        duration = num_snippets * sps
-    duration = tf.cast(duration, f64)
+    # A NaN duration is one not given (the Localizer passes NaN for None, so that calls with and without
+    # durations share one traced function).
+    duration = num_snippets * sps if duration is None else tf.where(
+        tf.math.is_nan(tf.cast(duration, f64)), num_snippets * sps, tf.cast(duration, f64))
     seconds = tf.cast(positions, f64) * (num_snippets / scale * sps)
     return tf.clip_by_value(seconds, tf.zeros_like(seconds), tf.broadcast_to(duration, tf.shape(seconds)))
