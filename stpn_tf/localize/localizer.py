@@ -312,7 +312,7 @@ class Localizer(tf.Module):
                 pick = lambda x: tf.constant(x[row_video[part]])  # noqa: E731
                 found, overflow, found64 = function(
                     *({k: v[part] for k, v in r.items()} for r in rows), tf.constant(row_length[part]),
-                    pick(num_snippets), pick(seconds_per_snippet), None if durations is None else pick(durations),
+                    pick(num_snippets), pick(seconds_per_snippet), pick(durations),
                     runtime)
                 if bool(overflow):
                     return None, None, None, None
@@ -458,7 +458,7 @@ class Localizer(tf.Module):
             tensors = lambda stream: {key: tf.constant(value) for key, value in stream.items()}  # noqa: E731
             outputs = self._class_bucket(rgb, flow, settings)(
                 tensors(rgb), tensors(flow), tf.constant(lengths), tf.constant(num_snippets),
-                tf.constant(seconds_per_snippet), None if durations is None else tf.constant(durations),
+                tf.constant(seconds_per_snippet), tf.constant(durations),
                 self._runtime_tensors(settings))
             outputs = {key: value.numpy() for key, value in outputs.items()}
         return outputs

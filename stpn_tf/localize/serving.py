@@ -193,7 +193,7 @@ def merge_rows(count: tf.Tensor, scores32: tf.Tensor, segments: tf.Tensor, score
 
 @tf.autograph.experimental.do_not_convert  # explicit tf.cond / switch_case / map_fn; converting costs seconds
 def localize_in_graph(rgb: Mapping[str, tf.Tensor], flow: Mapping[str, tf.Tensor], *, lengths: tf.Tensor,
-                      num_snippets: tf.Tensor, seconds_per_snippet: tf.Tensor, durations: tf.Tensor | None,
+                      num_snippets: tf.Tensor, seconds_per_snippet: tf.Tensor, durations: tf.Tensor,
                       config: LocalizerConfig, settings: LocalizerConfig, runtime: Mapping[str, tf.Tensor],
                       rows_function: Callable[[int | None], Callable], configured: Callable,
                       row_elements: int) -> dict[str, tf.Tensor]:
@@ -201,7 +201,7 @@ def localize_in_graph(rgb: Mapping[str, tf.Tensor], flow: Mapping[str, tf.Tensor
 
     Args:
       rgb, flow: Stream tensors as for `graph.localize`; lengths, num_snippets, seconds_per_snippet,
-        durations: [B] as there.
+        durations: [B] as there (the Localizer passes NaN for durations not given, never None).
       config: The Localizer's structure (bounds, interpolation, thresholds count, NMS kind).
       settings: This call's settings (its runtime fields are read as Python values for the bounds).
       runtime: `graph.runtime_tensors(settings)`.
@@ -242,7 +242,7 @@ def localize_in_graph(rgb: Mapping[str, tf.Tensor], flow: Mapping[str, tf.Tensor
     row_length = pad(tf.gather(lengths, video))
     row_snippets = pad(tf.gather(tf.cast(num_snippets, tf.int32), video), 1)
     row_sps = pad(tf.gather(tf.cast(seconds_per_snippet, tf.float32), video), 1.0)
-    row_durations = None if durations is None else pad(tf.gather(tf.cast(durations, tf.float32), video), 1.0)
+    row_durations = pad(tf.gather(tf.cast(durations, tf.float32), video), 1.0)
     counts = row_component_bound(rows, row_length, settings)                                 # [P, 2]
     needed = tf.reduce_max(tf.concat([tf.reshape(counts, [-1]), tf.zeros([1], tf.int64)], 0))
     # Rows with few components first (as the eager path orders them): the NMS loop of a call stops after
@@ -251,8 +251,8 @@ def localize_in_graph(rgb: Mapping[str, tf.Tensor], flow: Mapping[str, tf.Tensor
                        tf.range(num_rows, padded)], 0)
     unsort = tf.math.invert_permutation(order)
     rows = [{key: tf.gather(value, order) for key, value in r.items()} for r in rows]
-    row_length, row_snippets, row_sps = (tf.gather(x, order) for x in (row_length, row_snippets, row_sps))
-    row_durations = None if row_durations is None else tf.gather(row_durations, order)
+    row_length, row_snippets, row_sps, row_durations = (tf.gather(x, order) for x in (
+        row_length, row_snippets, row_sps, row_durations))
 
     def run(slots):
         function = rows_function(slots)
@@ -261,15 +261,12 @@ def localize_in_graph(rgb: Mapping[str, tf.Tensor], flow: Mapping[str, tf.Tensor
         def split(x):
             return tf.reshape(x, tf.concat([[chunks, chunk], tf.shape(x)[1:]], 0))
 
-        timing = [split(row_snippets), split(row_sps)]
-        if row_durations is not None:  # map_fn takes no None
-            timing.append(split(row_durations))
+        timing = [split(row_snippets), split(row_sps), split(row_durations)]
         inputs = ([{key: split(value) for key, value in r.items()} for r in rows], split(row_length), timing)
 
         def one_chunk(part):
-            streams, length, (snippets, sps, *durations_) = part
-            found, overflow, score64 = function(*streams, length, snippets, sps,
-                                                durations_[0] if durations_ else None, runtime)
+            streams, length, (snippets, sps, clip) = part
+            found, overflow, score64 = function(*streams, length, snippets, sps, clip, runtime)
             return (found["num_detections"], found["detection_scores"], found["detection_segments"], score64,
                     overflow)
 

@@ -89,8 +89,11 @@ def positions_to_seconds(positions, *, interpolation, length, num_snippets, seco
     num_snippets = np.asarray(num_snippets, np.float64)
     sps = np.asarray(seconds_per_snippet, np.float64)
     scale = np.asarray(length, np.float64) * float(interpolation)
-    duration = num_snippets * sps if duration is None else np.where(
-        np.isnan(duration), num_snippets * sps, np.asarray(duration, np.float64))
+    if duration is None:
+        duration = num_snippets * sps
+    else:
+        duration = np.asarray(duration, np.float64)
+        duration = np.where(np.isnan(duration), num_snippets * sps, duration)
     return np.clip(positions * (num_snippets / scale * sps), 0.0, duration)
 
 
@@ -110,7 +113,10 @@ def positions_to_seconds_tf(positions: tf.Tensor, *, interpolation: int, length:
     scale = tf.cast(tf.maximum(length, 1) * int(interpolation), f64)
     # A NaN duration is one not given (the Localizer passes NaN for None, so that calls with and without
     # durations share one traced function).
-    duration = num_snippets * sps if duration is None else tf.where(
-        tf.math.is_nan(tf.cast(duration, f64)), num_snippets * sps, tf.cast(duration, f64))
+    if duration is None:
+        duration = num_snippets * sps
+    else:
+        duration = tf.cast(duration, f64)
+        duration = tf.where(tf.math.is_nan(duration), num_snippets * sps, duration)
     seconds = tf.cast(positions, f64) * (num_snippets / scale * sps)
     return tf.clip_by_value(seconds, tf.zeros_like(seconds), tf.broadcast_to(duration, tf.shape(seconds)))
