@@ -20,7 +20,7 @@ def in_graph(localizer: Localizer, rgb, flow, **common):
     """`localizer` called inside a tf.function (as the export calls it), outputs as numpy."""
     tensors = lambda x: {k: tf.constant(v) for k, v in x.items()}  # noqa: E731
     args = {k: (None if v is None else tf.constant(v)) for k, v in common.items()}
-    function = tf.function(lambda r, f, a: localizer(r, f, **a))
+    function = tf.function(lambda r, f, a: localizer(r, f, **a), autograph=False)  # as the export traces it
     return {key: value.numpy() for key, value in function(tensors(rgb), tensors(flow), args).items()}
 
 

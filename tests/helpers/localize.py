@@ -29,7 +29,7 @@ def compiled(jit: bool, config: LocalizerConfig):
             return localize(rgb, flow, lengths=lengths, num_snippets=num_snippets, seconds_per_snippet=sps,
                             durations=durations, config=config, settings=settings)
 
-        _COMPILED[key] = tf.function(run, jit_compile=jit)
+        _COMPILED[key] = tf.function(run, jit_compile=jit, autograph=False)  # as the Localizer: explicit control flow
     return _COMPILED[key]
 
 
