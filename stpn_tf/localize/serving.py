@@ -5,7 +5,8 @@ dispatch and merge of `Localizer._localize_rows`) is restated here in TensorFlow
 part (which (video, class) pairs pass, gathering them as rows, the component bound, the merge of the
 rows' detections) runs as plain graph ops; only the per-row localization runs XLA-compiled, on row counts
 padded to buckets (stpn_tf.core.buckets), and `tf.switch_case` picks the compiled function of the
-component-slot bucket the data needs. A derived bound that does not hold (a row with more components than
+component-slot bucket the data needs (the merge after the switch serves every branch: one copy of it in the
+graph). A derived bound that does not hold (a row with more components than
 its slots, a float32 tie across a video's K cut) makes `tf.cond` run the configured bounds instead, so the
 output is the configured graph's whatever the data, and identical to the eager Localizer's.
 
@@ -254,6 +255,8 @@ def localize_in_graph(rgb: Mapping[str, tf.Tensor], flow: Mapping[str, tf.Tensor
     row_length, row_snippets, row_sps, row_durations = (tf.gather(x, order) for x in (
         row_length, row_snippets, row_sps, row_durations))
 
+    widest = min(config.max_detections, 2 * config.max_components_per_class)
+
     def run(slots):
         function = rows_function(slots)
         chunks = padded // chunk
@@ -277,21 +280,31 @@ def localize_in_graph(rgb: Mapping[str, tf.Tensor], flow: Mapping[str, tf.Tensor
         # One chunk at a time: the chunk bounds the memory of a call, as in the eager path.
         count, scores32, segments, score64, overflow = tf.map_fn(
             one_chunk, inputs, fn_output_signature=signature, parallel_iterations=1)
-        def flat(x):  # [chunks, chunk, ...] -> [R, ...] in (video, class) order
-            return tf.gather(tf.reshape(x, tf.concat([[-1], tf.shape(x)[2:]], 0)), unsort)[:num_rows]
 
-        outputs, tie = merge_rows(flat(count), flat(scores32), flat(segments), flat(score64), video, klass,
-                                  batch=batch, max_detections=config.max_detections,
-                                  detections_per_video=runtime.get("detections_per_video", 0))
-        return outputs, tf.reduce_any(overflow) | tie
+        def widen(x):  # [chunks, chunk, width, ...] -> the widest branch's width (slots past a row's count)
+            extra = [[0, 0]] * (len(x.shape) - 3)
+            return tf.pad(x, [[0, 0], [0, 0], [0, widest - width], *extra]) if width < widest else x
+
+        return count, widen(scores32), widen(segments), widen(score64), tf.reduce_any(overflow)
 
     slot_buckets = buckets_up_to(config.max_components_per_class - 1, 8)  # the slots < M; past them: M
     branches = [*slot_buckets, None]
     if len(branches) == 1:
-        outputs, failed = run(None)
+        count, scores32, segments, score64, overflow = run(None)
     else:
         index = tf.reduce_sum(tf.cast(tf.constant(slot_buckets, tf.int64) < needed, tf.int32))
-        outputs, failed = tf.switch_case(index, [lambda s=s: run(s) for s in branches])
+        count, scores32, segments, score64, overflow = tf.switch_case(
+            index, [lambda s=s: run(s) for s in branches])
+
+    # One merge after the slot switch (it reads only the first `count` slots of each row, so the widened
+    # branches give the same outputs as their own widths did).
+    def flat(x):  # [chunks, chunk, ...] -> [R, ...] in (video, class) order
+        return tf.gather(tf.reshape(x, tf.concat([[-1], tf.shape(x)[2:]], 0)), unsort)[:num_rows]
+
+    outputs, tie = merge_rows(flat(count), flat(scores32), flat(segments), flat(score64), video, klass,
+                              batch=batch, max_detections=config.max_detections,
+                              detections_per_video=runtime.get("detections_per_video", 0))
+    failed = overflow | tie
 
     def fallback():
         return dict(configured(rgb, flow, lengths, num_snippets, seconds_per_snippet, durations, runtime))
