@@ -296,8 +296,9 @@ def localize_in_graph(rgb: Mapping[str, tf.Tensor], flow: Mapping[str, tf.Tensor
         count, scores32, segments, score64, overflow = tf.switch_case(
             index, [lambda s=s: run(s) for s in branches])
 
-    # One merge after the slot switch (it reads only the first `count` slots of each row, so the widened
-    # branches give the same outputs as their own widths did).
+    # One merge after the slot switch. It reads only the first `count` slots of each row, and a row (one video,
+    # one class) never counts more than its branch's width, min(K, 2 x slots): the widened branches give the
+    # outputs their own widths gave.
     def flat(x):  # [chunks, chunk, ...] -> [R, ...] in (video, class) order
         return tf.gather(tf.reshape(x, tf.concat([[-1], tf.shape(x)[2:]], 0)), unsort)[:num_rows]
 
