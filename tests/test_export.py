@@ -49,6 +49,20 @@ def workdir(tmp_path_factory):
     return write_random_workdir(str(tmp_path_factory.mktemp("workdir")), CLASSES, D)
 
 
+@pytest.fixture(scope="module")
+def exported(workdir, tmp_path_factory):
+    """all_snippets -> (the work directory's export on that grid, the grid): each made once, read by the round
+    trip and by saved_model_cli."""
+    exports = {}
+    for all_snippets in (False, True):
+        parent = tmp_path_factory.mktemp("export")
+        grid = GridConfig(length=16, all_snippets=all_snippets)
+        assert run_export(workdir=workdir, out=str(parent / "export"), grid=grid, localizer_config=SETTINGS) == 0
+        assert os.listdir(parent) == ["export"]  # no temporaries left
+        exports[all_snippets] = (str(parent / "export"), grid)
+    return exports
+
+
 def inputs():
     rng = np.random.default_rng(0)
     num_snippets = np.array([7, 3, 11], np.int32)
@@ -66,10 +80,8 @@ def inputs():
 
 
 @pytest.mark.parametrize("all_snippets", [False, True])
-def test_export_round_trip_is_exact(workdir, tmp_path, all_snippets):
-    out = str(tmp_path / "export")
-    grid = GridConfig(length=16, all_snippets=all_snippets)
-    assert run_export(workdir=workdir, out=out, grid=grid, localizer_config=SETTINGS) == 0
+def test_export_round_trip_is_exact(workdir, exported, tmp_path, all_snippets):
+    out, grid = exported[all_snippets]
     module = build_module(workdir, grid=grid, localizer_config=SETTINGS)
     data = inputs()
     expected = module.serve(tf.constant(data["rgb"]), tf.constant(data["flow"]), tf.constant(data["num_snippets"]),
@@ -129,7 +141,6 @@ def test_export_round_trip_is_exact(workdir, tmp_path, all_snippets):
     assert info.classes == CLASSES and info.feature_dim == D and info.streams == ["rgb", "flow"]
     assert info.grid_length == (None if all_snippets else 16) and info.localize == SETTINGS.to_dict()
     assert info.source == os.path.abspath(workdir)
-    assert sorted(os.listdir(tmp_path)) == ["export", "inputs.npz", "out.npz", "reload.py"]  # no temporaries left
 
 
 def test_grid_sampling_matches_timeline(workdir):
@@ -164,9 +175,8 @@ def test_both_signatures_share_each_localization_function(workdir):
     assert traced == ["configured", "rows8", "rowsNone"]  # M = 16: slots 8 and M, then the fallback
 
 
-def test_saved_model_cli_lists_both_signatures(workdir, tmp_path):
-    out = str(tmp_path / "export")
-    run_export(workdir=workdir, out=out, grid=GridConfig(length=16), localizer_config=SETTINGS, jit_compile=False)
+def test_saved_model_cli_lists_both_signatures(exported):
+    out, _ = exported[False]
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
     shown = subprocess.run([cli, "show", "--dir", out, "--all"], check=True, capture_output=True, text=True,
                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")).stdout
