@@ -26,21 +26,22 @@ RELOAD = textwrap.dedent("""
     import sys
     import numpy as np
     import tensorflow as tf
-    export_dir, inputs_path, out_path = sys.argv[1:]
-    loaded = tf.saved_model.load(export_dir)
+    inputs_path, *pairs = sys.argv[1:]  # then export_dir out_path, for each export
     inputs = np.load(inputs_path)
-    serve = loaded.signatures["serving_default"]
-    out = serve(rgb=tf.constant(inputs["rgb"]), flow=tf.constant(inputs["flow"]),
-                num_snippets=tf.constant(inputs["num_snippets"]),
-                seconds_per_snippet=tf.constant(inputs["seconds_per_snippet"]))
-    examples = [bytes.fromhex(h) for h in inputs["examples_hex"]]
-    ex = loaded.signatures["serve_examples"](examples=tf.constant(examples))
-    # Strings as unicode arrays so that np.load needs no pickle.
-    as_np = lambda v: v.numpy().astype(str) if v.dtype == tf.string else v.numpy()
-    result = {k: as_np(v) for k, v in out.items()}
-    result.update({"examples/" + k: as_np(v) for k, v in ex.items()})
-    assert not any(name.startswith("stpn_tf") for name in sys.modules), "stpn_tf was imported"
-    np.savez(out_path, **result)
+    for export_dir, out_path in zip(pairs[::2], pairs[1::2]):
+        loaded = tf.saved_model.load(export_dir)
+        serve = loaded.signatures["serving_default"]
+        out = serve(rgb=tf.constant(inputs["rgb"]), flow=tf.constant(inputs["flow"]),
+                    num_snippets=tf.constant(inputs["num_snippets"]),
+                    seconds_per_snippet=tf.constant(inputs["seconds_per_snippet"]))
+        examples = [bytes.fromhex(h) for h in inputs["examples_hex"]]
+        ex = loaded.signatures["serve_examples"](examples=tf.constant(examples))
+        # Strings as unicode arrays so that np.load needs no pickle.
+        as_np = lambda v: v.numpy().astype(str) if v.dtype == tf.string else v.numpy()
+        result = {k: as_np(v) for k, v in out.items()}
+        result.update({"examples/" + k: as_np(v) for k, v in ex.items()})
+        assert not any(name.startswith("stpn_tf") for name in sys.modules), "stpn_tf was imported"
+        np.savez(out_path, **result)
 """)
 
 
@@ -63,6 +64,23 @@ def exported(workdir, tmp_path_factory):
     return exports
 
 
+@pytest.fixture(scope="module")
+def reloaded(exported, tmp_path_factory):
+    """all_snippets -> both signatures' outputs on `inputs()` from that export, reloaded with plain
+    tf.saved_model.load in one fresh process that never imports stpn_tf."""
+    scratch = tmp_path_factory.mktemp("reload")
+    data = inputs()
+    np.savez(scratch / "inputs.npz", **{k: v for k, v in data.items() if k != "examples"},
+             examples_hex=np.array([e.hex() for e in data["examples"]]))
+    script = scratch / "reload.py"
+    script.write_text(RELOAD)
+    pairs = [str(x) for key in exported for x in (exported[key][0], scratch / f"out_{key}.npz")]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    subprocess.run([sys.executable, str(script), str(scratch / "inputs.npz"), *pairs], check=True, cwd=str(scratch),
+                   env=env, capture_output=True)
+    return {key: np.load(scratch / f"out_{key}.npz") for key in exported}
+
+
 def inputs():
     rng = np.random.default_rng(0)
     num_snippets = np.array([7, 3, 11], np.int32)
@@ -80,21 +98,14 @@ def inputs():
 
 
 @pytest.mark.parametrize("all_snippets", [False, True])
-def test_export_round_trip_is_exact(workdir, exported, tmp_path, all_snippets):
+def test_export_round_trip_is_exact(workdir, exported, reloaded, all_snippets):
     out, grid = exported[all_snippets]
     module = build_module(workdir, grid=grid, localizer_config=SETTINGS)
     data = inputs()
     expected = module.serve(tf.constant(data["rgb"]), tf.constant(data["flow"]), tf.constant(data["num_snippets"]),
                             tf.constant(data["seconds_per_snippet"]))
     expected_examples = module.serve_examples(tf.constant(list(data["examples"])))
-    np.savez(tmp_path / "inputs.npz", **{k: v for k, v in data.items() if k != "examples"},
-             examples_hex=np.array([e.hex() for e in data["examples"]]))
-    script = tmp_path / "reload.py"
-    script.write_text(RELOAD)
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    subprocess.run([sys.executable, str(script), out, str(tmp_path / "inputs.npz"), str(tmp_path / "out.npz")],
-                   check=True, cwd=str(tmp_path), env=env, capture_output=True)
-    got = np.load(tmp_path / "out.npz")
+    got = reloaded[all_snippets]
     as_np = lambda v: v.numpy().astype(str) if v.dtype == tf.string else v.numpy()  # noqa: E731
     assert set(got.files) == set(expected) | {"examples/" + key for key in expected_examples}
     for key, value in expected.items():
