@@ -6,9 +6,9 @@ part (which (video, class) pairs pass, gathering them as rows, the component bou
 rows' detections) runs as plain graph ops; only the per-row localization runs XLA-compiled, on row counts
 padded to buckets (stpn_tf.core.buckets), and `tf.switch_case` picks the compiled function of the
 component-slot bucket the data needs (the merge after the switch serves every branch: one copy of it in the
-graph). A derived bound that does not hold (a row with more components than
-its slots, a float32 tie across a video's K cut) makes `tf.cond` run the configured bounds instead, so the
-output is the configured graph's whatever the data, and identical to the eager Localizer's.
+graph). A derived bound that does not hold (a row with more components than its slots, a float32 tie across
+a video's K cut) makes `tf.cond` run the configured bounds instead, so the output is the configured graph's
+whatever the data, and identical to the eager Localizer's.
 
 No py_function, no string ops, no host callbacks: the graph loads bare with `tf.saved_model.load`.
 """
