@@ -53,19 +53,17 @@ def test_positions_to_seconds_tf_equals_numpy_eager_graph_xla():
 
     # NaN entries: not given (L * seconds_per_snippet), the rest clip; numpy and graph alike.
     mixed = np.where(np.arange(6) % 2 == 0, np.nan, duration).astype(np.float32)
-    for dur in (None, duration, mixed):
-        expected = timeline.positions_to_seconds(positions, interpolation=24, length=col(length),
+    expected = {}
+    for name, dur in (("none", None), ("given", duration), ("nan", mixed)):
+        expected[name] = timeline.positions_to_seconds(positions, interpolation=24, length=col(length),
                                                  num_snippets=col(num_snippets), seconds_per_snippet=col(sps),
                                                  duration=None if dur is None else col(dur))
         args = (tf.constant(positions), tf.constant(col(num_snippets)), tf.constant(col(sps)),
                 None if dur is None else tf.constant(col(dur)), tf.constant(col(length)))
         for fn in (graph, tf.function(graph), tf.function(graph, jit_compile=True)):
-            np.testing.assert_array_equal(fn(*args).numpy(), expected)
+            np.testing.assert_array_equal(fn(*args).numpy(), expected[name])
     # The NaN rows equal the rows given no duration, the others the rows given theirs.
-    none, given, nan = (timeline.positions_to_seconds(positions, interpolation=24, length=col(length),
-                                                      num_snippets=col(num_snippets), seconds_per_snippet=col(sps),
-                                                      duration=None if d is None else col(d))
-                        for d in (None, duration, mixed))
+    none, given, nan = expected["none"], expected["given"], expected["nan"]
     np.testing.assert_array_equal(nan[0::2], none[0::2])
     np.testing.assert_array_equal(nan[1::2], given[1::2])
     assert not np.array_equal(none, given)  # the durations given clip somewhere
