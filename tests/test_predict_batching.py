@@ -133,6 +133,20 @@ def test_predict_records_batches_from_the_data_give_the_same_output(split, all_s
     assert predict.predict_records(model, shards, keep_raw=False)[0] == fixed
     expected = [len(b) for b in predict.record_batches(iter(records), max_videos=256, max_bytes=bound)]
     assert sizes == expected and len(expected) > 1 and sum(expected) == 7
+    # A pass that runs the stream models alone (stpn tune, stpn study) has a bound of its own, and the localizing
+    # calls keep theirs: the same raw outputs either way.
+    assert model.runs_streams_alone
+    monkeypatch.setattr(predict, "FEATURE_BYTES_PER_CALL", 2 ** 28)
+    monkeypatch.setattr(predict, "STREAM_FEATURE_BYTES_PER_CALL", bound)
+    stream_sizes = []
+    streams_call = model.call_streams
+    monkeypatch.setattr(model, "call_streams", lambda batch: stream_sizes.append(len(batch)) or streams_call(batch))
+    results, raw = predict.predict_records(model, shards, detections=False)
+    assert results is None and stream_sizes == expected
+    for key in fixed_raw:
+        np.testing.assert_array_equal(raw[key], fixed_raw[key])
+    sizes.clear()
+    assert predict.predict_records(model, shards, keep_raw=False)[0] == fixed and sizes == [7]
 
 
 def _records(shards):

@@ -7,10 +7,13 @@ video probabilities of each stream on the localized grid. Saved with `save_raw`,
 rerunning the models; on the same settings it reproduces the graph's detections exactly.
 
 Videos per call come from the data unless a batch size is given (`batch_size=0`, config.localize.batch_size
-0): the models get as many records as fit `FEATURE_BYTES_PER_CALL` bytes of padded features and
-`POSITIONS_PER_CALL` grid positions (`record_batches`); re-localizing raw outputs calls the Localizer on the
-videos where a class passes the class threshold only (the others have no detections), `POSITIONS_PER_CALL`
-positions at a time (`localize_batch_size`). Only speed and memory depend on the batching, never the output.
+0): the models get as many records as fit `FEATURE_BYTES_PER_CALL` bytes of padded features
+(`STREAM_FEATURE_BYTES_PER_CALL` in passes without the Localizer) and `POSITIONS_PER_CALL` grid positions
+(`record_batches`); re-localizing raw outputs calls the Localizer on the videos where a class passes the class
+threshold only (the others have no detections), `POSITIONS_PER_CALL` positions at a time
+(`localize_batch_size`). Only speed and memory depend on the batching, never the detections on the grid; with
+every snippet a call pads time to its longest video, and the models' float32 sums can then round differently
+in the last bits.
 """
 
 from __future__ import annotations
@@ -41,8 +44,15 @@ VIDEOS_PER_CALL = 256
 POSITIONS_PER_CALL = VIDEOS_PER_CALL * DEFAULT_GRID_LENGTH
 # Serialized records per model call, padded to the longest of the call (features dominate a record: 8 D
 # bytes per snippet). 256 MB: 32 two-hour videos of D = 128, or 16 of THUMOS14's longest (~4,000 snippets)
-# at I3D's D = 1024.
+# at I3D's D = 1024. Such a call also localizes its videos, and fewer, larger Localizer calls compile fewer
+# shapes.
 FEATURE_BYTES_PER_CALL = 2 ** 28
+# The same for a pass that only runs the stream models (no Localizer: `stpn tune`, `stpn study`). A call
+# holds several copies of its features (records, parsed, padded, the models' products), so this bounds the
+# pass's memory: 32 MB is 4 two-hour videos of D = 128, or one of THUMOS14's longest at D = 1024. `stpn tune`
+# on 200 + 210 THUMOS14-length videos of D = 1024 peaked at 3.2 GB with 256 MB calls and 2.4 GB with these,
+# in the same time and with the same output.
+STREAM_FEATURE_BYTES_PER_CALL = 2 ** 25
 
 
 def batch_size_for(raw: Mapping[str, np.ndarray], videos: int = VIDEOS_PER_CALL) -> int:
@@ -93,7 +103,8 @@ def predict_records(model: ServingModel, shards: Sequence[str], *, batch_size: i
       model: The composed graph (stpn_tf.inference.runner.load_serving_model).
       shards: TFRecord files of the project's schema.
       batch_size: Videos per call; 0: from the data (`record_batches`: at most `FEATURE_BYTES_PER_CALL` bytes
-        of padded records and `POSITIONS_PER_CALL` grid positions per call).
+        of padded records, `STREAM_FEATURE_BYTES_PER_CALL` when the call runs the stream models alone, and
+        `POSITIONS_PER_CALL` grid positions per call).
       progress: Optional callable(videos done) for progress output.
       keep_raw: Also collect the raw outputs (they grow with the split: about 2 T C floats per video, 3 GB for
         ActivityNet's 4,926 validation videos at T = 400, C = 200); False returns None for them.
@@ -154,9 +165,11 @@ def predict_records(model: ServingModel, shards: Sequence[str], *, batch_size: i
                 # On the paper's grid a video is 400 positions; on every snippet about its record's size
                 # in snippets at most (8 D bytes each), which `max_bytes` bounds as well.
                 videos = POSITIONS_PER_CALL // (model.grid_length or DEFAULT_GRID_LENGTH)
+                streams_alone = not detections and model.runs_streams_alone
                 for batch in record_batches(reader.tfrecord_dataset(shards).as_numpy_iterator(),
                                             max_videos=max(1, videos),
-                                            max_bytes=min(FEATURE_BYTES_PER_CALL,
+                                            max_bytes=min(STREAM_FEATURE_BYTES_PER_CALL if streams_alone
+                                                          else FEATURE_BYTES_PER_CALL,
                                                           POSITIONS_PER_CALL * 8 * model.feature_dim)):
                     run(tf.constant(batch, tf.string))
     except tf.errors.InvalidArgumentError as error:  # the parser's checks (stpn_tf.data.records.decoder)

@@ -69,6 +69,12 @@ class ServingModel:
             seconds_per_snippet=tf.constant(seconds_per_snippet, tf.float32))
         return {key: np.asarray(value) for key, value in out.items()}
 
+    @property
+    def runs_streams_alone(self) -> bool:
+        """`call_streams` runs the stream models without the Localizer (in process; an export's signature
+        always localizes)."""
+        return self._streams_examples is not None
+
     def call_streams(self, examples: tf.Tensor) -> dict[str, np.ndarray]:
         """The raw outputs of `serve_examples` (no detections): without localizing when the model runs in
         process, else the whole signature."""

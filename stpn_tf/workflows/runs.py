@@ -125,6 +125,6 @@ def cached_raw_outputs(path: str, *, workdir: str, dataset_dir: str, split: str,
         print(announce, flush=True)
     start = time.perf_counter()
     model = load_serving_model(workdir, grid=grid, feature_dim=feature_dim)
-    _, raw = run_models(model, dataset_dir, split, batch_size=batch_size)
+    _, raw = run_models(model, dataset_dir, split, batch_size=batch_size, detections=False)
     predict.save_raw(path, raw, split=split, ground_truth=ground_truth_path(dataset_dir))
     return raw, time.perf_counter() - start
