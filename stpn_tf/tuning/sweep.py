@@ -365,11 +365,18 @@ def tune(sweeper: Sweeper, base: LocalizerConfig, space: Mapping[str, Sequence[A
         return all(row["protocols"][p]["average_mAP"] >= floor[p] for p in covered)
 
     history = [dict(best, round=0, key="start", admissible=True)]
+
+    def label(round_index: int, name: str, assignment) -> str:
+        return f"r{round_index} {name}={','.join(str(v) for _, v in assignment)}"
+
+    # One column for the scores, whatever the longest setting's label.
+    width = max(len(label(rounds, name, assignment)) for name, values in coordinates for assignment in values)
     if out is not None:
         print(f"objective: {sweeper.objective} ({'the lower of ' if len(covered) > 1 else ''}"
               f"{' and '.join(covered)} average mAP); a setting must not fall below the start under "
               f"{' or '.join(covered)}", file=out)
-        print(f"start {100 * best['objective']:6.2f}  {protocols_text(best)}  {best['setting']}", file=out, flush=True)
+        print(f"{'start':<{width}} {100 * best['objective']:6.2f}  {protocols_text(best)}  {best['setting']}", file=out,
+              flush=True)
     for round_index in range(1, rounds + 1):
         changed = False
         for name, values in coordinates:
@@ -384,10 +391,9 @@ def tune(sweeper: Sweeper, base: LocalizerConfig, space: Mapping[str, Sequence[A
                 history.append(dict(row, round=round_index, key=name, admissible=allowed))
                 better = allowed and row["objective"] > best["objective"]
                 if out is not None:
-                    shown = ",".join(str(v) for _, v in assignment)
                     note = "  <- best so far" if better else ("" if allowed else "  (below the start: not eligible)")
-                    print(f"r{round_index} {name}={shown:<24} {100 * row['objective']:6.2f}  {protocols_text(row)} "
-                          f"({row['seconds']:.1f} s){note}", file=out, flush=True)
+                    print(f"{label(round_index, name, assignment):<{width}} {100 * row['objective']:6.2f}  "
+                          f"{protocols_text(row)} ({row['seconds']:.1f} s){note}", file=out, flush=True)
                 if better:
                     best, changed = row, True
             current = LocalizerConfig.from_dict(best["config"])
