@@ -65,6 +65,12 @@ def test_build_train_localize_evaluate(tmp_path, release):
     results = json.loads(out_json.read_text())
     results = results if isinstance(results, list) else [results]
     assert all(0.0 <= r["average_mAP"] <= 1.0 for r in results)
+    # --workdir alone: its detections.json against its dataset's ground truth and test split, the same numbers.
+    from_workdir = tmp_path / "eval_workdir.json"
+    cli("evaluate", f"--workdir={work}", f"--json_out={from_workdir}", "--unknown_labels_as_fp")
+    assert json.loads(from_workdir.read_text()) == json.loads(out_json.read_text())
+    proc = cli("evaluate", f"--workdir={tmp_path / 'nowhere'}", expect=2)
+    one_error_line(proc, "nowhere: no such work directory")
     # The sweep runs on the saved raw outputs without the models, and saves its table beside them.
     # --subset and --ground_truth default to what the raw file records: the localized split of the dataset.
     proc = cli("localize", f"--raw={raw}", "--sweep", "--unknown_labels_as_fp", *common,
