@@ -39,7 +39,8 @@ def test_build_train_localize_evaluate(tmp_path, release):
     cli("train", f"--workdir={work}", "--stream=flow", *SMALL)  # the work directory's recorded config
     assert json.loads((work / "config.train.flow.json").read_text())["dataset"]["dir"] == str(data)
     raw = tmp_path / "raw.npz"
-    cli("localize", f"--workdir={work}", f"--save_raw={raw}")
+    proc = cli("localize", f"--workdir={work}", f"--save_raw={raw}")
+    assert f"mAP of these detections: stpn evaluate --workdir={work}" in proc.stdout  # what the evaluate call below runs
     detections = json.loads((work / "detections.json").read_text())
     assert detections["version"] == "VERSION 1.3" and detections["results"]
     for dets in detections["results"].values():

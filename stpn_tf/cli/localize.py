@@ -248,6 +248,8 @@ def _from_workdir(p: Parsed) -> int:
     work.write_config("localize", settings.as_json(cfg))
     if p.sweep:
         return _sweep(p, raw, ground_truth, os.path.dirname(os.path.abspath(out)))
+    if not p.out and split.split == cfg.dataset.test_split:  # what `stpn evaluate --workdir` reads
+        print(f"mAP of these detections: stpn evaluate --workdir={p.workdir}")
     return 0
 
 
