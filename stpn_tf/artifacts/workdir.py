@@ -28,6 +28,7 @@ from stpn_tf.core.atomic import atomic_write_json
 RECORD_FILE = "workdir.json"
 CLASSES_FILE = "classes.json"
 MODEL_FILE = "model.keras"
+DETECTIONS_FILE = "detections.json"
 STREAMS = ("rgb", "flow")
 # Optional extra of spec section 2: one model on the concatenated features [rgb, flow] (D = 2 x 1024).
 JOINT = "joint"
@@ -96,6 +97,11 @@ class WorkDir:
     @property
     def classes_path(self) -> str:
         return self.file(CLASSES_FILE)
+
+    @property
+    def detections_path(self) -> str:
+        """Where `stpn localize --workdir` writes by default and `stpn evaluate --workdir` reads."""
+        return self.file(DETECTIONS_FILE)
 
     def stream_dir(self, stream: str) -> str:
         return os.path.join(self.path, check_stream(stream))

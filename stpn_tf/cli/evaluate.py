@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from absl import flags
 
 from stpn_tf.cli.common import Command, Parsed, define_workdir, require
@@ -46,15 +48,13 @@ def run(p: Parsed) -> int:
 
 def _workdir_defaults(p: Parsed, ground_truth, predictions, subset):
     """--ground_truth, --predictions and --subset, the work directory's where not given."""
-    import os
-
     from stpn_tf.artifacts.dataset_dir import ground_truth_path
     from stpn_tf.artifacts.workdir import WorkDir
     from stpn_tf.core.errors import StpnError
 
     work = WorkDir(p.path("workdir")).require()
     if predictions is None:
-        predictions = work.file("detections.json")
+        predictions = work.detections_path
         if not os.path.isfile(predictions):
             raise StpnError(f"{predictions}: not found (run `stpn localize --workdir={p.workdir}` first, or pass "
                             "--predictions)")

@@ -216,6 +216,7 @@ def _from_export(p: Parsed) -> int:
 def _from_workdir(p: Parsed) -> int:
     from stpn_tf.cli import settings
     from stpn_tf.inference import predict
+    from stpn_tf.artifacts.dataset_dir import ground_truth_path
     from stpn_tf.artifacts.ground_truth import load_ground_truth
     from stpn_tf.artifacts.workdir import WorkDir
     from stpn_tf.inference.runner import load_serving_model
@@ -224,14 +225,14 @@ def _from_workdir(p: Parsed) -> int:
     work = WorkDir(p.workdir).require()
     record = work.read_record()
     split = _dataset(p, work.classes(), (record.feature_dim if record else None) or None, p.workdir)
-    out = p.out or work.file("detections.json")
+    out = p.out or work.detections_path
     _check_output(out)
     grid, localizer_config = settings.grid_config(cfg), settings.localizer_config(cfg)
     model = load_serving_model(p.workdir, grid=grid, localizer_config=localizer_config, streams=p.streams,
                                feature_dim=split.feature_dim)
     ground_truth = None
     if p.sweep:  # read before the models run: a wrong path fails at once
-        ground_truth = load_ground_truth(p.path("ground_truth") or os.path.join(split.dataset_dir, "ground_truth.json"),
+        ground_truth = load_ground_truth(p.path("ground_truth") or ground_truth_path(split.dataset_dir),
                                          p.subset or split.split)
     # The raw outputs only when they are saved or swept: they grow with the split. The detections are
     # written as they come (a sweep writes none).
@@ -243,7 +244,7 @@ def _from_workdir(p: Parsed) -> int:
     _, raw = predict_into(lambda detections: None) if p.sweep else _streamed(p, out, predict_into)
     if p.save_raw:  # with what a sweep over it defaults to: the split and its ground truth
         predict.save_raw(p.path("save_raw"), raw, split=split.split,
-                         ground_truth=os.path.join(split.dataset_dir, "ground_truth.json"))
+                         ground_truth=ground_truth_path(split.dataset_dir))
         print(f"wrote raw outputs of {len(raw['video_id'])} videos to {p.save_raw}")
     work.write_config("localize", settings.as_json(cfg))
     if p.sweep:

@@ -14,12 +14,12 @@ from __future__ import annotations
 import dataclasses
 import gc
 import math
-import os
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from stpn_tf.artifacts.annotations import VideoRecord
+from stpn_tf.artifacts.dataset_dir import ground_truth_path
 from stpn_tf.artifacts.ground_truth import load_ground_truth
 from stpn_tf.artifacts.workdir import WorkDir
 from stpn_tf.core.atomic import atomic_write_json, atomic_write_text
@@ -182,7 +182,7 @@ def run_tune(*, workdir: str, dataset_dir: str, split: str, split_named: bool, t
     out = out or work.file("tuned_config.py")
     checked = runs.dataset_split(dataset_dir, split if split_named else test_split, classes=work.classes(),
                                  feature_dim=(record.feature_dim if record else None) or None, source=workdir)
-    truth_path = os.path.join(dataset_dir, "ground_truth.json")
+    truth_path = ground_truth_path(dataset_dir)
     tune_truth = _tuning_truth(truth_path, split, train_split)
     test_truth = load_ground_truth(truth_path, test_split)
     default_grid = grid.all_snippets
