@@ -1,6 +1,7 @@
 """Sweeper and tune: scores equal the evaluator's, the class bound from the data changes nothing."""
 
 import dataclasses
+import io
 
 import numpy as np
 import pytest
@@ -80,6 +81,8 @@ def test_tune_is_a_coordinate_search_that_keeps_ties():
     # A space holding only the base's own values changes nothing.
     same, rows = tune(sweeper, base, {"class_threshold": (base.class_threshold,), "proposals": ("paper",)})
     assert same == base and len(rows) == 1
+    # A key with no values at all (the printed search has no setting lines to align) changes nothing either.
+    assert tune(sweeper, base, {"class_threshold": ()}, out=io.StringIO())[0] == base
     with pytest.raises(StpnError, match="unknown proposals"):
         with_setting(base, "proposals", "fancy")
     with pytest.raises(StpnError, match="unknown localize setting"):

@@ -370,7 +370,8 @@ def tune(sweeper: Sweeper, base: LocalizerConfig, space: Mapping[str, Sequence[A
         return f"r{round_index} {name}={','.join(str(v) for _, v in assignment)}"
 
     # One column for the scores, whatever the longest setting's label.
-    width = max(len(label(rounds, name, assignment)) for name, values in coordinates for assignment in values)
+    width = max((len(label(rounds, name, assignment)) for name, values in coordinates for assignment in values),
+                default=len("start"))
     if out is not None:
         print(f"objective: {sweeper.objective} ({'the lower of ' if len(covered) > 1 else ''}"
               f"{' and '.join(covered)} average mAP); a setting must not fall below the start under "
