@@ -263,3 +263,60 @@ def test_localizers_of_one_structure_share_their_compiles():
     for key in KEYS:
         np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
     np.testing.assert_array_equal(got["num_detections"], localize(rgb, flow, config=soft, **common)["num_detections"])
+
+
+def test_row_chunks_on_two_threads_equal_one_thread(monkeypatch):
+    # Rows of several widths (all-snippet outputs: 128 and 300 positions under XLA) and several chunks each
+    # (a small row budget): the compiled calls run two at a time and give what one at a time gives, byte
+    # for byte, and the configured graph's output.
+    from stpn_tf.localize import localizer as module
+
+    rng = np.random.default_rng(13)
+    b, t, c = 5, 300, 3
+    rgb, flow = random_streams(rng, b, t, c, smooth=True)
+    for s in (rgb, flow):
+        s["probabilities"][:] = np.maximum(s["probabilities"], .2)
+    common = dict(lengths=[300, 40, 130, 7, 290], num_snippets=[300, 40, 130, 7, 290], seconds_per_snippet=[.64] * b)
+    config = LocalizerConfig(interpolation=2, max_detections=12, max_components_per_class=16)
+    expected = localize(rgb, flow, config=config, **common)
+    calls = []
+    run_jobs = module._run_jobs
+    monkeypatch.setattr(module, "_run_jobs", lambda call, jobs: calls.append(len(jobs)) or run_jobs(call, jobs))
+    got = {}
+    for threads in (2, 1):
+        monkeypatch.setattr(module, "ROW_THREADS", threads)
+        localizer = Localizer(config, row_elements=2 * 300 * 2)  # 2 rows of 300 positions a call
+        got[threads] = localizer(rgb, flow, **common)
+        assert localizer.fallbacks == 0
+    assert calls[0] > 2  # several chunks: the two-thread run had work for both
+    for key in KEYS:
+        np.testing.assert_array_equal(got[2][key], got[1][key], err_msg=key)
+        np.testing.assert_array_equal(got[2][key], expected[key].numpy(), err_msg=key)
+
+
+def test_run_jobs_order_threads_and_errors(monkeypatch):
+    import threading
+
+    from stpn_tf.localize import localizer as module
+
+    monkeypatch.setattr(module, "ROW_THREADS", 2)
+    both = threading.Barrier(2, timeout=20)  # broken (and the test failed) unless two threads take jobs 0 and 1
+    seen = []
+
+    def call(i):
+        if i < 2:
+            both.wait()
+        seen.append(i)
+        return i * i
+
+    assert module._run_jobs(call, [(i,) for i in range(7)]) == [i * i for i in range(7)]
+    assert sorted(seen) == list(range(7))  # each job once
+    assert module._run_jobs(call, [(5,)]) == [25]  # one job: this thread alone (the barrier is not reached)
+
+    def fails(i):
+        if i == 3:
+            raise ValueError("job 3 failed")
+        return i
+
+    with pytest.raises(ValueError, match="job 3 failed"):
+        module._run_jobs(fails, [(i,) for i in range(6)])

@@ -11,6 +11,8 @@ call, and the rows' detections are merged in numpy, with output identical to the
 from __future__ import annotations
 
 import collections
+import concurrent.futures
+import os
 import threading
 from collections.abc import Mapping
 
@@ -38,6 +40,50 @@ def _as_array(value, dtype=None) -> np.ndarray:
 # bench/tune.py (a budget without the interpolation factor, i.e. 24x more rows per call, peaked at 6.4 GB
 # instead of 3.9 GB and was slower); large splits see one row shape.
 ROW_ELEMENTS = 2 ** 22
+# Compiled calls of an eager call's row chunks in flight at once (`_run_jobs`). One call alone leaves part
+# of the second core idle (stretches of the compiled NMS and top-k run on one thread; a profile of the
+# serving graph's localization showed 1.45 of 2 cores busy); two at a time fill both: `stpn tune` on the
+# demo 124.6 -> 103 s, bench/tune.py 138.6 -> 116.0 s, for a higher peak (1,730 -> 1,990 MB there: a
+# second chunk's buffers and allocator arenas). XLA compiles do not overlap (they run one at a time in the
+# process). One on a one-core machine.
+ROW_THREADS = min(2, os.cpu_count() or 1)
+_POOL: concurrent.futures.ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _run_jobs(call, jobs: list) -> list:
+    """[call(*job) for job in jobs], computed by this thread and ROW_THREADS - 1 helper threads (made once
+    per process) when there are several jobs: each takes the next job until none is left; the first error
+    stops them and is raised."""
+    global _POOL
+    if len(jobs) < 2 or ROW_THREADS < 2:
+        return [call(*job) for job in jobs]
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = concurrent.futures.ThreadPoolExecutor(ROW_THREADS - 1, thread_name_prefix="stpn_rows")
+    pending, lock = iter(enumerate(jobs)), threading.Lock()
+    results: list = [None] * len(jobs)
+    failed = threading.Event()
+
+    def drain():
+        while not failed.is_set():
+            with lock:
+                item = next(pending, None)
+            if item is None:
+                return
+            try:
+                results[item[0]] = call(*item[1])
+            except BaseException:
+                failed.set()
+                raise
+
+    helpers = [_POOL.submit(drain) for _ in range(ROW_THREADS - 1)]
+    try:
+        drain()
+    finally:
+        for helper in helpers:
+            helper.result()  # waits; raises the helper's error if it had one
+    return results
 
 
 class _Functions:
@@ -66,6 +112,7 @@ class _Functions:
         self.bucketed: dict[int, tf.types.experimental.PolymorphicFunction] = {}
         self._concrete: dict[tuple, tf.types.experimental.ConcreteFunction] = {}  # see `concrete`
         self._row_shapes: set[tuple] = set()  # (function, input shapes) of eager rows calls under XLA
+        self._lock = threading.Lock()
 
     def tracing_count(self) -> int:
         """Compiles: traces of the configured functions, and of the rows functions either each row shape
@@ -132,9 +179,11 @@ class _Functions:
             specs = [None if a is None else tf.nest.map_structure(
                 lambda t, r=relax and i < len(args) - 1: spec(t, r), a) for i, a in enumerate(args)]
             key = (name, relax, str(specs))
-            if key not in self._concrete:
-                self._concrete[key] = function.get_concrete_function(*specs)
-            return self._concrete[key](*args)
+            with self._lock:  # one trace, also when the chunks of a call run on several threads
+                if key not in self._concrete:
+                    self._concrete[key] = function.get_concrete_function(*specs)
+                concrete = self._concrete[key]
+            return concrete(*args)
 
         return call
 
@@ -217,7 +266,8 @@ class Localizer(tf.Module):
         if settings not in self._runtime:
             if len(self._runtime) > 256:
                 self._runtime.clear()
-            self._runtime[settings] = runtime_tensors(settings)
+            value = self._runtime[settings] = runtime_tensors(settings)
+            return value
         return self._runtime[settings]
 
     def get_config(self) -> dict:
@@ -267,8 +317,8 @@ class Localizer(tf.Module):
         score64 [N, D]) in row order, or four Nones when a derived bound did not hold (see `_localize_rows`).
 
         Rows run in groups of one length (`_row_groups`) and in chunks of at most `chunk` rows, so a call's
-        buffers (rows x positions x thresholds) stay under `row_elements` whatever the split's size; under
-        XLA large splits see one row shape (a chunk) instead of one per row count.
+        buffers (rows x positions x thresholds) stay under `row_elements` whatever the split's size (ROW_THREADS
+        calls at a time); under XLA large splits see one row shape (a chunk) instead of one per row count.
         """
         num_rows, num_positions = len(video), streams[0]["tcam"].shape[1]
         per_position = self.config.interpolation * len(self.config.thresholds)
@@ -304,27 +354,35 @@ class Localizer(tf.Module):
         function, runtime = self._functions.rows_function(slots), self._runtime_tensors(settings)
         if self.jit_compile:
             function = self._functions.concrete(f"rows{slots}", function, relax=True)
+
+        def call(plan, lo):
+            """One chunk of a group: (overflow, its real rows, counts, scores32, segments, score64)."""
+            members, row_video, row_length, rows, _, chunk = plans[plan]
+            part = slice(lo, lo + chunk)
+            pick = lambda x: tf.constant(x[row_video[part]])  # noqa: E731
+            found, overflow, found64 = function(
+                *({k: v[part] for k, v in r.items()} for r in rows), tf.constant(row_length[part]),
+                pick(num_snippets), pick(seconds_per_snippet), pick(durations), runtime)
+            real = members[lo:lo + chunk]  # the chunk's rows that are not padding
+            n = len(real)
+            return (bool(overflow), real, found["num_detections"].numpy()[:n], found["detection_scores"].numpy()[:n],
+                    found["detection_segments"].numpy()[:n], found64.numpy()[:n])
+
+        # The chunks run ROW_THREADS at a time; each gives its own rows, so the output does not depend on
+        # which finishes first.
+        results = _run_jobs(call, [(i, lo) for i, (*_, padded, chunk) in enumerate(plans)
+                                   for lo in range(0, padded, chunk)])
         count = np.zeros(num_rows, np.int32)
         scores32 = segments = score64 = None
-        for members, row_video, row_length, rows, padded, chunk in plans:
-            for lo in range(0, padded, chunk):
-                part = slice(lo, lo + chunk)
-                pick = lambda x: tf.constant(x[row_video[part]])  # noqa: E731
-                found, overflow, found64 = function(
-                    *({k: v[part] for k, v in r.items()} for r in rows), tf.constant(row_length[part]),
-                    pick(num_snippets), pick(seconds_per_snippet), pick(durations),
-                    runtime)
-                if bool(overflow):
-                    return None, None, None, None
-                real = members[lo:lo + chunk]  # the chunk's rows that are not padding
-                if score64 is None:
-                    width = found64.shape[1]
-                    scores32, score64 = np.zeros((num_rows, width), np.float32), np.zeros((num_rows, width))
-                    segments = np.zeros((num_rows, width, 2), np.float32)
-                count[real] = found["num_detections"].numpy()[:len(real)]
-                scores32[real] = found["detection_scores"].numpy()[:len(real)]
-                segments[real] = found["detection_segments"].numpy()[:len(real)]
-                score64[real] = found64.numpy()[:len(real)]
+        for overflow, real, found_count, found_scores, found_segments, found64 in results:
+            if overflow:
+                return None, None, None, None
+            if score64 is None:
+                width = found64.shape[1]
+                scores32, score64 = np.zeros((num_rows, width), np.float32), np.zeros((num_rows, width))
+                segments = np.zeros((num_rows, width, 2), np.float32)
+            count[real], scores32[real], segments[real], score64[real] = (
+                found_count, found_scores, found_segments, found64)
         return count, scores32, segments, score64
 
     def _localize_rows(self, rgb, flow, lengths, num_snippets, seconds_per_snippet, durations,
