@@ -43,7 +43,7 @@ ROW_ELEMENTS = 2 ** 22
 # Compiled calls of an eager call's row chunks in flight at once (`_run_jobs`). One call alone leaves part
 # of the second core idle (stretches of the compiled NMS and top-k run on one thread; a profile of the
 # serving graph's localization showed 1.45 of 2 cores busy); two at a time fill both: `stpn tune` on the
-# demo 124.6 -> 103 s, bench/tune.py 138.6 -> 116.0 s, for a higher peak (1,730 -> 1,990 MB there: a
+# demo 124.6 -> 103-115 s, bench/tune.py 138.6 -> 116.0 s, for a higher peak (1,730 -> 1,990 MB there: a
 # second chunk's buffers and allocator arenas). XLA compiles do not overlap (they run one at a time in the
 # process). One on a one-core machine.
 ROW_THREADS = min(2, os.cpu_count() or 1)
@@ -52,38 +52,15 @@ _POOL_LOCK = threading.Lock()
 
 
 def _run_jobs(call, jobs: list) -> list:
-    """[call(*job) for job in jobs], computed by this thread and ROW_THREADS - 1 helper threads (made once
-    per process) when there are several jobs: each takes the next job until none is left; the first error
-    stops them and is raised."""
+    """[call(*job) for job in jobs], ROW_THREADS at a time on a pool made once per process when there are
+    several jobs (an error is raised and the jobs not started are cancelled)."""
     global _POOL
     if len(jobs) < 2 or ROW_THREADS < 2:
         return [call(*job) for job in jobs]
     with _POOL_LOCK:
         if _POOL is None:
-            _POOL = concurrent.futures.ThreadPoolExecutor(ROW_THREADS - 1, thread_name_prefix="stpn_rows")
-    pending, lock = iter(enumerate(jobs)), threading.Lock()
-    results: list = [None] * len(jobs)
-    failed = threading.Event()
-
-    def drain():
-        while not failed.is_set():
-            with lock:
-                item = next(pending, None)
-            if item is None:
-                return
-            try:
-                results[item[0]] = call(*item[1])
-            except BaseException:
-                failed.set()
-                raise
-
-    helpers = [_POOL.submit(drain) for _ in range(ROW_THREADS - 1)]
-    try:
-        drain()
-    finally:
-        for helper in helpers:
-            helper.result()  # waits; raises the helper's error if it had one
-    return results
+            _POOL = concurrent.futures.ThreadPoolExecutor(ROW_THREADS, thread_name_prefix="stpn_rows")
+    return list(_POOL.map(lambda job: call(*job), jobs))
 
 
 class _Functions:
