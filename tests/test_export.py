@@ -17,6 +17,7 @@ from stpn_tf.localize.config import LocalizerConfig
 from stpn_tf.inference.export import run_export
 from stpn_tf.inference.runner import build_module
 from tests.helpers.workdir import write_random_workdir
+from tests.helpers.xla import default_level_env
 
 D, C = 6, 3
 CLASSES = ["Alpha", "Beta", "Gamma"]
@@ -75,7 +76,9 @@ def reloaded(exported, tmp_path_factory):
     script = scratch / "reload.py"
     script.write_text(RELOAD)
     pairs = [str(x) for key in exported for x in (exported[key][0], scratch / f"out_{key}.npz")]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    # XLA at its default optimisation level there, the tests' -O0 here (tests/helpers/xla.py): the round trip
+    # also shows that the level changes no output bit.
+    env = dict(default_level_env(), TF_CPP_MIN_LOG_LEVEL="2")
     subprocess.run([sys.executable, str(script), str(scratch / "inputs.npz"), *pairs], check=True, cwd=str(scratch),
                    env=env, capture_output=True)
     return {key: np.load(scratch / f"out_{key}.npz") for key in exported}

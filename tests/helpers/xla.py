@@ -1,0 +1,27 @@
+"""How the tests compile XLA: the LLVM backend at -O0 (set in tests/conftest.py before TensorFlow loads).
+
+The suite compiles over a hundred small XLA programs; at the default optimisation level their compiles cost
+about a third of its CPU time. The level changes how fast the compiled code runs, not what it computes: XLA
+on the CPU uses no fast-math at any level, and tests/test_export.py reloads an export in a process at the
+default level and compares its outputs byte for byte. `make demo` and bench/ run the default.
+"""
+
+from __future__ import annotations
+
+import os
+
+FAST_COMPILE = "--xla_backend_optimization_level=0"
+
+
+def with_fast_compile(flags: str) -> str:
+    """`flags` (an XLA_FLAGS value) with FAST_COMPILE added."""
+    return f"{flags} {FAST_COMPILE}".strip()
+
+
+def default_level_env() -> dict[str, str]:
+    """os.environ for a process that compiles XLA at the default level (the tests' flag removed)."""
+    flags = " ".join(flag for flag in os.environ.get("XLA_FLAGS", "").split() if flag != FAST_COMPILE)
+    env = dict(os.environ, XLA_FLAGS=flags)
+    if not flags:
+        del env["XLA_FLAGS"]
+    return env
