@@ -114,9 +114,10 @@ def _tune_and_export_options(tmp_path, work, common):
         "config.localize.min_score = 0.05" in tuned.read_text()
     # The tuned file keeps the run's other values (its small grid) and localizes.
     cli("localize", f"--workdir={work}", f"--config={tuned}", f"--out={tmp_path}/tuned.json")
-    # On the test split only by name, and labelled.
+    # On the test split only by name, and labelled (the labels are the point: a search of one grid, few settings).
     proc = cli("tune", f"--workdir={work}", "--split=test", "--allow_tuning_on_test", f"--out={tmp_path}/t.py",
-               *tune_flags(proposals="('paper',)", all_snippets="(False,)"))
+               *tune_flags(proposals="('paper',)", all_snippets="(False,)", scoring="('mean',)",
+                           proposal_streams="('both',)", class_threshold="(0.1,)"))
     assert "TUNED ON THE TEST SPLIT" in proc.stdout and "THE TEST SPLIT" in (tmp_path / "t.py").read_text()
     assert json.loads((work / "tune.json").read_text())["tuned_on_test_split"]
     # An export carries non-default options: the SavedModel reproduces `stpn localize` with them exactly.
