@@ -1,7 +1,7 @@
 """How the tests compile XLA: the LLVM backend at -O0 (set in tests/conftest.py before TensorFlow loads).
 
 The suite compiles over a hundred small XLA programs; at -O0 it used 680 instead of 846 CPU-seconds (user)
-on the 2-core machine, most of the difference in the localization tests. The level changes how fast the
+on the 2-core machine, the saving spread over every file that localizes. The level changes how fast the
 compiled code runs, not what it computes: without fast-math (XLA's CPU default) LLVM may not reorder
 floating-point arithmetic at any level. tests/test_export.py checks it: it reloads an export in a process at
 the default level and compares every output byte for byte. `make demo` and bench/ run the default.
