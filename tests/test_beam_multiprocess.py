@@ -117,7 +117,8 @@ def test_extract_rerun_after_failure_redoes_only_unfinished(inputs, single_extra
     blocker.rmdir()
     capsys.readouterr()
 
-    assert _extract(inputs, tmp_path, TWO_PROCESSES) == 1
+    # Rerun in one process (cheaper to start): what is reused does not depend on the runner.
+    assert _extract(inputs, tmp_path) == 1
     out = capsys.readouterr().out
     assert (f"5 videos written, 1 failed ({5 - len(finished)} extracted, {len(finished)} already complete)"
             in out), out
