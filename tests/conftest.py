@@ -56,3 +56,27 @@ def synthetic_dataset(tmp_path_factory) -> str:
     path = str(tmp_path_factory.mktemp("synthetic") / "data")
     synthetic.write_dataset(path, feature_dim=8, max_snippets=24, num_shards=1)
     return path
+
+
+@pytest.fixture(scope="session")
+def small_workdir(tmp_path_factory) -> str:
+    """A work directory of random models (tests.helpers.workdir: SMALL_CLASSES, SMALL_D). Read-only."""
+    from tests.helpers.workdir import SMALL_CLASSES, SMALL_D, write_random_workdir
+
+    return write_random_workdir(str(tmp_path_factory.mktemp("small_workdir")), SMALL_CLASSES, SMALL_D)
+
+
+@pytest.fixture(scope="session")
+def small_export(small_workdir, tmp_path_factory) -> str:
+    """`small_workdir` exported on the grid of SMALL_GRID_LENGTH with `small_settings()` and the XLA-compiled
+    localization of production: the export tests/test_export.py, test_beam.py and test_beam_multiprocess.py
+    read (one export per test process instead of one per file; each costs seconds). Read-only."""
+    from stpn_tf.data.grid import GridConfig
+    from stpn_tf.inference.export import run_export
+    from tests.helpers.workdir import SMALL_GRID_LENGTH, small_settings
+
+    parent = tmp_path_factory.mktemp("small_export")
+    assert run_export(workdir=small_workdir, out=str(parent / "export"), grid=GridConfig(length=SMALL_GRID_LENGTH),
+                      localizer_config=small_settings()) == 0
+    assert os.listdir(parent) == ["export"]  # no temporaries left
+    return str(parent / "export")

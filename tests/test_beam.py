@@ -25,12 +25,11 @@ from stpn_tf.data.records.decoder import parse_example
 from stpn_tf.core.errors import StpnError
 from stpn_tf.extract import pipeline, standin
 from tests.helpers.video import textured_square_frames, write_video
-from tests.helpers.workdir import write_random_workdir
+from tests.helpers.workdir import SMALL_CLASSES, SMALL_D, SMALL_GRID_LENGTH, small_settings
 
 from stpn_tf.data.grid import GridConfig
 from stpn_tf.extract.flow import TVL1Options
 from stpn_tf.artifacts.dataset_dir import ground_truth_path, read_dataset_info
-from stpn_tf.localize.config import LocalizerConfig
 
 FAST = pipeline.ExtractConfig(batch_size=2, tvl1=TVL1Options(scales=2, warps=1, inner_iterations=5,
                                                              outer_iterations=1))
@@ -115,37 +114,35 @@ def test_beam_pipeline_equals_single_process(inputs, tmp_path, capsys):
 
 # ---------------------------------------------------------------- batch localization over an export
 
-D, C = 6, 3
-CLASSES = ["Alpha", "Beta", "Gamma"]
-SETTINGS = LocalizerConfig(interpolation=2, max_detections=6, max_components_per_class=4, class_threshold=.2)
+D, C = SMALL_D, len(SMALL_CLASSES)
+CLASSES = SMALL_CLASSES
+SETTINGS = small_settings()
 # (video id, snippets L, fps): different lengths so batches need padding; 10 fps gives 1.6 s snippets.
 VIDEOS = [("v_a", 3, 25.), ("v_b", 7, 25.), ("v_c", 12, 10.), ("v_d", 1, 25.), ("v_e", 20, 25.), ("v_f", 5, 10.)]
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return write_random_workdir(str(tmp_path_factory.mktemp("workdir")), CLASSES, D)
-
-
-def _export(workdir, out, all_snippets):
-    from stpn_tf.inference.export import run_export
-
-    # The grid export keeps the XLA-compiled localization of production. Without the grid every distinct
-    # length is a new XLA compilation (about 2 s each here), so that export runs the same localization
-    # graph uncompiled to keep this file fast (XLA vs graph agreement is tested in tests/test_localize.py).
-    assert run_export(workdir=workdir, out=out, grid=GridConfig(length=16, all_snippets=all_snippets),
-                      jit_compile=not all_snippets, localizer_config=SETTINGS) == 0
-    return out
+def workdir(small_workdir):
+    return small_workdir
 
 
 @pytest.fixture(scope="module")
-def grid_export(workdir, tmp_path_factory):
-    return _export(workdir, str(tmp_path_factory.mktemp("export") / "grid"), all_snippets=False)
+def grid_export(small_export):
+    """The grid export keeps the XLA-compiled localization of production (tests/conftest.py)."""
+    return small_export
 
 
 @pytest.fixture(scope="module")
 def all_snippets_export(workdir, tmp_path_factory):
-    return _export(workdir, str(tmp_path_factory.mktemp("export") / "all_snippets"), all_snippets=True)
+    from stpn_tf.inference.export import run_export
+
+    # Without the grid every distinct length is a new XLA compilation (about 2 s each here), so this export
+    # runs the same localization graph uncompiled to keep this file fast (XLA vs graph agreement is tested in
+    # tests/test_localize.py).
+    out = str(tmp_path_factory.mktemp("export") / "all_snippets")
+    assert run_export(workdir=workdir, out=out, grid=GridConfig(length=SMALL_GRID_LENGTH, all_snippets=True),
+                      jit_compile=False, localizer_config=SETTINGS) == 0
+    return out
 
 
 @pytest.fixture(params=["grid", "all_snippets"])
@@ -256,7 +253,7 @@ def test_workdir_path_equals_export(workdir, grid_export, features):
 
     videos = [_load_video(features, v) for v, _, _ in VIDEOS]
     args = ([r for r, _, _ in videos], [f for _, f, _ in videos], [s for _, _, s in videos])
-    in_memory = load_serving_model(workdir, grid=GridConfig(length=16), localizer_config=SETTINGS,
+    in_memory = load_serving_model(workdir, grid=GridConfig(length=SMALL_GRID_LENGTH), localizer_config=SETTINGS,
                                    jit_compile=False).predict(*args)
     exported = load_serving_model(grid_export).predict(*args)
     assert sum(len(o["detections"]) for o in exported) > 0

@@ -24,13 +24,11 @@ beam = pytest.importorskip("apache_beam")
 from stpn_tf.beam import extract as beam_extract
 from stpn_tf.artifacts import detection_parts, feature_dir
 from stpn_tf.beam import localize as beam_localize
-from stpn_tf.data.grid import GridConfig
 from stpn_tf.core.errors import StpnError, WriteError
 from stpn_tf.extract import pipeline, standin
 from stpn_tf.extract.flow import TVL1Options
-from stpn_tf.localize.config import LocalizerConfig
 from tests.helpers.video import textured_square_frames, write_video
-from tests.helpers.workdir import write_random_workdir
+from tests.helpers.workdir import SMALL_D
 
 TWO_PROCESSES = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 FAST = pipeline.ExtractConfig(batch_size=2, tvl1=TVL1Options(scales=1, warps=1, inner_iterations=3,
@@ -145,20 +143,13 @@ def test_extract_reuse_checks_outputs(inputs, single_extract, tmp_path):
 
 # ---------------------------------------------------------------- batch localization
 
-D = 6
-CLASSES = ["Alpha", "Beta", "Gamma"]
-SETTINGS = LocalizerConfig(interpolation=2, max_detections=6, max_components_per_class=4, class_threshold=.2)
+D = SMALL_D
 LENGTHS = [3, 7, 12, 1, 20, 5, 9, 4]  # eight videos, four batches of two
 
 
 @pytest.fixture(scope="module")
-def export(tmp_path_factory):
-    from stpn_tf.inference.export import run_export
-
-    workdir = write_random_workdir(str(tmp_path_factory.mktemp("workdir")), CLASSES, D)
-    out = str(tmp_path_factory.mktemp("export") / "export")
-    assert run_export(workdir=workdir, out=out, grid=GridConfig(length=16), localizer_config=SETTINGS) == 0
-    return out
+def export(small_export):
+    return small_export
 
 
 @pytest.fixture(scope="module")

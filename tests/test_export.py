@@ -13,15 +13,14 @@ from stpn_tf.data.grid import GridConfig
 from stpn_tf.data.records.schema import make_example
 from stpn_tf.core.errors import StpnError
 from stpn_tf.artifacts.export_dir import read_export_info
-from stpn_tf.localize.config import LocalizerConfig
 from stpn_tf.inference.export import run_export
 from stpn_tf.inference.runner import build_module
-from tests.helpers.workdir import write_random_workdir
+from tests.helpers.workdir import SMALL_CLASSES, SMALL_D, SMALL_GRID_LENGTH, small_settings
 from tests.helpers.xla import default_level_env
 
-D, C = 6, 3
-CLASSES = ["Alpha", "Beta", "Gamma"]
-SETTINGS = LocalizerConfig(interpolation=2, max_detections=6, max_components_per_class=4, class_threshold=.2)
+D, C = SMALL_D, len(SMALL_CLASSES)
+CLASSES = SMALL_CLASSES
+SETTINGS = small_settings()
 
 RELOAD = textwrap.dedent("""
     import sys
@@ -47,21 +46,20 @@ RELOAD = textwrap.dedent("""
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return write_random_workdir(str(tmp_path_factory.mktemp("workdir")), CLASSES, D)
+def workdir(small_workdir):
+    return small_workdir
 
 
 @pytest.fixture(scope="module")
-def exported(workdir, tmp_path_factory):
+def exported(workdir, small_export, tmp_path_factory):
     """all_snippets -> (the work directory's export on that grid, the grid): each made once, read by the round
-    trip and by saved_model_cli."""
-    exports = {}
-    for all_snippets in (False, True):
-        parent = tmp_path_factory.mktemp("export")
-        grid = GridConfig(length=16, all_snippets=all_snippets)
-        assert run_export(workdir=workdir, out=str(parent / "export"), grid=grid, localizer_config=SETTINGS) == 0
-        assert os.listdir(parent) == ["export"]  # no temporaries left
-        exports[all_snippets] = (str(parent / "export"), grid)
+    trip and by saved_model_cli (the grid one is the shared `small_export`)."""
+    exports = {False: (small_export, GridConfig(length=SMALL_GRID_LENGTH))}
+    parent = tmp_path_factory.mktemp("export")
+    grid = GridConfig(length=SMALL_GRID_LENGTH, all_snippets=True)
+    assert run_export(workdir=workdir, out=str(parent / "export"), grid=grid, localizer_config=SETTINGS) == 0
+    assert os.listdir(parent) == ["export"]  # no temporaries left
+    exports[True] = (str(parent / "export"), grid)
     return exports
 
 
@@ -163,7 +161,7 @@ def test_grid_sampling_matches_timeline(workdir):
     from stpn_tf.artifacts.workdir import WorkDir
     from stpn_tf.model.stpn import load_stream_model
 
-    module = build_module(workdir, grid=GridConfig(length=16), localizer_config=SETTINGS, jit_compile=False)
+    module = build_module(workdir, grid=GridConfig(length=SMALL_GRID_LENGTH), localizer_config=SETTINGS, jit_compile=False)
     data = inputs()
     out = module.serve(tf.constant(data["rgb"]), tf.constant(data["flow"]), tf.constant(data["num_snippets"]),
                        tf.constant(data["seconds_per_snippet"]))
@@ -180,7 +178,7 @@ def test_both_signatures_share_each_localization_function(workdir):
     from stpn_tf.inference.module import InferenceModule
     from stpn_tf.localize.localizer import Localizer
 
-    source = build_module(workdir, grid=GridConfig(length=16), localizer_config=SETTINGS, jit_compile=False)
+    source = build_module(workdir, grid=GridConfig(length=SMALL_GRID_LENGTH), localizer_config=SETTINGS, jit_compile=False)
     localizer = Localizer(SETTINGS.replace(max_components_per_class=16), jit_compile=False, share_functions=False)
     module = InferenceModule(source.models, source.class_names, grid=source.grid, localizer=localizer)
     module.serve.get_concrete_function()
@@ -215,7 +213,7 @@ def test_export_errors(workdir, tmp_path):
 def test_value_checks_are_exact(workdir):
     # The NaN / infinity checks sum the features first: finite values whose sum overflows pass (every
     # element is then tested), and a NaN or infinity anywhere, padding rows included, is refused.
-    module = build_module(workdir, grid=GridConfig(length=16), localizer_config=SETTINGS, jit_compile=False)
+    module = build_module(workdir, grid=GridConfig(length=SMALL_GRID_LENGTH), localizer_config=SETTINGS, jit_compile=False)
     data = inputs()
 
     def serve(rgb=data["rgb"], flow=data["flow"]):

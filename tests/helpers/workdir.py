@@ -51,3 +51,16 @@ def write_random_split(root, classes: list[str], feature_dim: int, *, shards: in
                 flow=rng.normal(0, 1, (length, feature_dim)), labels=[i % 3], duration=length * 0.64 - 0.2,
                 fps=25.0, stride_frames=16))
     return workdir, writer.shards
+
+
+# The small work directory and grid export several files read (tests/conftest.py: small_workdir, small_export).
+SMALL_CLASSES = ["Alpha", "Beta", "Gamma"]
+SMALL_D = 6
+SMALL_GRID_LENGTH = 16
+
+
+def small_settings():
+    """The small export's localization settings: small bounds (quick compiles), class threshold 0.2."""
+    from stpn_tf.localize.config import LocalizerConfig
+
+    return LocalizerConfig(interpolation=2, max_detections=6, max_components_per_class=4, class_threshold=.2)
