@@ -69,8 +69,8 @@ def small_workdir(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def small_export(small_workdir, tmp_path_factory) -> str:
     """`small_workdir` exported on the grid of SMALL_GRID_LENGTH with `small_settings()` and the XLA-compiled
-    localization of production: the export tests/test_export.py, test_beam.py and test_beam_multiprocess.py
-    read (one export per test process instead of one per file; each costs seconds). Read-only."""
+    localization of production: the export test_export.py, test_beam.py, test_beam_multiprocess.py and
+    test_faults.py read (one export per test process instead of one per file; each costs seconds). Read-only."""
     from stpn_tf.data.grid import GridConfig
     from stpn_tf.inference.export import run_export
     from tests.helpers.workdir import SMALL_GRID_LENGTH, small_settings

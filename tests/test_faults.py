@@ -17,24 +17,20 @@ import pytest
 import tensorflow as tf
 
 from stpn_tf.training import trainer as train
-from stpn_tf.data.grid import GridConfig
 from stpn_tf.core.errors import StpnError
 from stpn_tf.extract import standin
 from stpn_tf.core.atomic import is_temporary
 from stpn_tf.artifacts.workdir import WorkDir
 from stpn_tf.model.stpn import ModelConfig, load_stream_model
-from stpn_tf.localize.config import LocalizerConfig
-from stpn_tf.inference.export import run_export
 from stpn_tf.inference.runner import load_export
 from tests.helpers import cli as runner
 from tests.helpers.cli import REPO, cli, stpn_command
 from tests.helpers.cli import one_error_line_among_logs as assert_one_line
 from tests.helpers.releases import write_basnet_release
 from tests.helpers.video import textured_square_frames, write_video
-from tests.helpers.workdir import write_random_workdir
+from tests.helpers.workdir import SMALL_D, SMALL_GRID_LENGTH
 
-D = 6
-CLASSES = ["Alpha", "Beta", "Gamma"]
+D = SMALL_D
 
 
 def stpn(*args, file_limit=None, timeout=300):
@@ -114,17 +110,14 @@ def test_training_on_a_full_disk_leaves_only_complete_files_and_resumes(dataset,
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return write_random_workdir(str(tmp_path_factory.mktemp("random_work")), CLASSES, D)
+def workdir(small_workdir):
+    return small_workdir
 
 
 @pytest.fixture(scope="module")
-def export(workdir, tmp_path_factory):
-    """One export of `workdir` (read-only) for the tests that need any export: each export costs seconds."""
-    out = str(tmp_path_factory.mktemp("serving") / "export")
-    run_export(workdir=workdir, out=out, grid=GridConfig(length=8), jit_compile=True,
-               localizer_config=LocalizerConfig(interpolation=2, max_detections=8, max_components_per_class=4))
-    return out
+def export(small_export):
+    """An export of `workdir` (read-only, shared: tests/conftest.py) for the tests that need any export."""
+    return small_export
 
 
 def test_export_on_a_full_disk_writes_no_export_and_keeps_an_old_one(workdir, export, tmp_path):
@@ -260,4 +253,4 @@ def test_serving_default_refuses_inputs_that_do_not_fit(serving, changes, messag
 
 def test_serving_default_answers_inputs_that_fit(serving):
     out = serving(**_inputs())
-    assert out["num_detections"].shape == (2,) and out["attention"].shape == (2, 2, 8)
+    assert out["num_detections"].shape == (2,) and out["attention"].shape == (2, 2, SMALL_GRID_LENGTH)
