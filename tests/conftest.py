@@ -68,15 +68,15 @@ def small_workdir(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def small_export(small_workdir, tmp_path_factory) -> str:
-    """`small_workdir` exported on the grid of SMALL_GRID_LENGTH with `small_settings()` and the XLA-compiled
+    """`small_workdir` exported on the grid of SMALL_GRID_LENGTH with `SMALL_SETTINGS` and the XLA-compiled
     localization of production: the export test_export.py, test_beam.py, test_beam_multiprocess.py and
     test_faults.py read (one export per test process instead of one per file; each costs seconds). Read-only."""
     from stpn_tf.data.grid import GridConfig
     from stpn_tf.inference.export import run_export
-    from tests.helpers.workdir import SMALL_GRID_LENGTH, small_settings
+    from tests.helpers.workdir import SMALL_GRID_LENGTH, SMALL_SETTINGS
 
     parent = tmp_path_factory.mktemp("small_export")
     assert run_export(workdir=small_workdir, out=str(parent / "export"), grid=GridConfig(length=SMALL_GRID_LENGTH),
-                      localizer_config=small_settings()) == 0
+                      localizer_config=SMALL_SETTINGS) == 0
     assert os.listdir(parent) == ["export"]  # no temporaries left
     return str(parent / "export")

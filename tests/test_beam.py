@@ -25,7 +25,7 @@ from stpn_tf.data.records.decoder import parse_example
 from stpn_tf.core.errors import StpnError
 from stpn_tf.extract import pipeline, standin
 from tests.helpers.video import textured_square_frames, write_video
-from tests.helpers.workdir import SMALL_CLASSES, SMALL_D, SMALL_GRID_LENGTH, small_settings
+from tests.helpers.workdir import SMALL_CLASSES, SMALL_D, SMALL_GRID_LENGTH, SMALL_SETTINGS
 
 from stpn_tf.data.grid import GridConfig
 from stpn_tf.extract.flow import TVL1Options
@@ -116,7 +116,7 @@ def test_beam_pipeline_equals_single_process(inputs, tmp_path, capsys):
 
 D, C = SMALL_D, len(SMALL_CLASSES)
 CLASSES = SMALL_CLASSES
-SETTINGS = small_settings()
+SETTINGS = SMALL_SETTINGS
 # (video id, snippets L, fps): different lengths so batches need padding; 10 fps gives 1.6 s snippets.
 VIDEOS = [("v_a", 3, 25.), ("v_b", 7, 25.), ("v_c", 12, 10.), ("v_d", 1, 25.), ("v_e", 20, 25.), ("v_f", 5, 10.)]
 

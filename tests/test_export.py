@@ -15,12 +15,13 @@ from stpn_tf.core.errors import StpnError
 from stpn_tf.artifacts.export_dir import read_export_info
 from stpn_tf.inference.export import run_export
 from stpn_tf.inference.runner import build_module
-from tests.helpers.workdir import SMALL_CLASSES, SMALL_D, SMALL_GRID_LENGTH, small_settings
+from tests.helpers.workdir import SMALL_CLASSES, SMALL_D, SMALL_GRID_LENGTH, SMALL_SETTINGS
 from tests.helpers.xla import default_level_env
 
 D, C = SMALL_D, len(SMALL_CLASSES)
 CLASSES = SMALL_CLASSES
-SETTINGS = small_settings()
+SETTINGS = SMALL_SETTINGS
+GRID = GridConfig(length=SMALL_GRID_LENGTH)
 
 RELOAD = textwrap.dedent("""
     import sys
@@ -54,7 +55,7 @@ def workdir(small_workdir):
 def exported(workdir, small_export, tmp_path_factory):
     """all_snippets -> (the work directory's export on that grid, the grid): each made once, read by the round
     trip and by saved_model_cli (the grid one is the shared `small_export`)."""
-    exports = {False: (small_export, GridConfig(length=SMALL_GRID_LENGTH))}
+    exports = {False: (small_export, GRID)}
     parent = tmp_path_factory.mktemp("export")
     grid = GridConfig(length=SMALL_GRID_LENGTH, all_snippets=True)
     assert run_export(workdir=workdir, out=str(parent / "export"), grid=grid, localizer_config=SETTINGS) == 0
@@ -161,7 +162,7 @@ def test_grid_sampling_matches_timeline(workdir):
     from stpn_tf.artifacts.workdir import WorkDir
     from stpn_tf.model.stpn import load_stream_model
 
-    module = build_module(workdir, grid=GridConfig(length=SMALL_GRID_LENGTH), localizer_config=SETTINGS, jit_compile=False)
+    module = build_module(workdir, grid=GRID, localizer_config=SETTINGS, jit_compile=False)
     data = inputs()
     out = module.serve(tf.constant(data["rgb"]), tf.constant(data["flow"]), tf.constant(data["num_snippets"]),
                        tf.constant(data["seconds_per_snippet"]))
@@ -178,7 +179,7 @@ def test_both_signatures_share_each_localization_function(workdir):
     from stpn_tf.inference.module import InferenceModule
     from stpn_tf.localize.localizer import Localizer
 
-    source = build_module(workdir, grid=GridConfig(length=SMALL_GRID_LENGTH), localizer_config=SETTINGS, jit_compile=False)
+    source = build_module(workdir, grid=GRID, localizer_config=SETTINGS, jit_compile=False)
     localizer = Localizer(SETTINGS.replace(max_components_per_class=16), jit_compile=False, share_functions=False)
     module = InferenceModule(source.models, source.class_names, grid=source.grid, localizer=localizer)
     module.serve.get_concrete_function()
@@ -213,7 +214,7 @@ def test_export_errors(workdir, tmp_path):
 def test_value_checks_are_exact(workdir):
     # The NaN / infinity checks sum the features first: finite values whose sum overflows pass (every
     # element is then tested), and a NaN or infinity anywhere, padding rows included, is refused.
-    module = build_module(workdir, grid=GridConfig(length=SMALL_GRID_LENGTH), localizer_config=SETTINGS, jit_compile=False)
+    module = build_module(workdir, grid=GRID, localizer_config=SETTINGS, jit_compile=False)
     data = inputs()
 
     def serve(rgb=data["rgb"], flow=data["flow"]):

@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from stpn_tf.artifacts.workdir import WorkDir
+from stpn_tf.localize.config import LocalizerConfig
 from stpn_tf.model.stpn import STPN
 
 
@@ -57,10 +58,5 @@ def write_random_split(root, classes: list[str], feature_dim: int, *, shards: in
 SMALL_CLASSES = ["Alpha", "Beta", "Gamma"]
 SMALL_D = 6
 SMALL_GRID_LENGTH = 16
-
-
-def small_settings():
-    """The small export's localization settings: small bounds (quick compiles), class threshold 0.2."""
-    from stpn_tf.localize.config import LocalizerConfig
-
-    return LocalizerConfig(interpolation=2, max_detections=6, max_components_per_class=4, class_threshold=.2)
+# Its localization settings: small bounds (quick compiles), class threshold 0.2.
+SMALL_SETTINGS = LocalizerConfig(interpolation=2, max_detections=6, max_components_per_class=4, class_threshold=.2)
