@@ -10,7 +10,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from tests.helpers.xla import with_fast_compile  # noqa: E402
 
-# XLA's LLVM backend at -O0 in every test process and the processes they start (tests/helpers/xla.py).
+# XLA compiles quickly (the LLVM backend at -O0, ...) in every test process and the processes they start
+# (tests/helpers/xla.py).
 os.environ["XLA_FLAGS"] = with_fast_compile(os.environ.get("XLA_FLAGS", ""))
 
 import pytest  # noqa: E402

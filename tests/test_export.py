@@ -16,7 +16,7 @@ from stpn_tf.artifacts.export_dir import read_export_info
 from stpn_tf.inference.export import run_export
 from stpn_tf.inference.runner import build_module
 from tests.helpers.workdir import SMALL_CLASSES, SMALL_D, SMALL_GRID_LENGTH, SMALL_SETTINGS
-from tests.helpers.xla import default_level_env
+from tests.helpers.xla import default_xla_env
 
 D, C = SMALL_D, len(SMALL_CLASSES)
 CLASSES = SMALL_CLASSES
@@ -75,9 +75,9 @@ def reloaded(exported, tmp_path_factory):
     script = scratch / "reload.py"
     script.write_text(RELOAD)
     pairs = [str(x) for key in exported for x in (exported[key][0], scratch / f"out_{key}.npz")]
-    # XLA at its default optimisation level there, the tests' -O0 here (tests/helpers/xla.py): the round trip
-    # also shows that the level changes no output bit.
-    env = dict(default_level_env(), TF_CPP_MIN_LOG_LEVEL="2")
+    # XLA with its default flags there, the tests' fast-compile flags here (tests/helpers/xla.py): the round
+    # trip also shows that those flags change no output bit.
+    env = dict(default_xla_env(), TF_CPP_MIN_LOG_LEVEL="2")
     subprocess.run([sys.executable, str(script), str(scratch / "inputs.npz"), *pairs], check=True, cwd=str(scratch),
                    env=env, capture_output=True)
     return {key: np.load(scratch / f"out_{key}.npz") for key in exported}
