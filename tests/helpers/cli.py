@@ -91,7 +91,7 @@ def one_error_line(proc: subprocess.CompletedProcess, *needles: str) -> str:
 def one_error_line_among_logs(proc: subprocess.CompletedProcess, *needles: str) -> str:
     """Exit code 2 and one error line (`stpn <command>: error: ...`) besides the command's progress log lines,
     naming every needle."""
-    assert proc.returncode == 2, proc.stderr
+    assert proc.returncode == 2, (proc.returncode, proc.stderr, proc.stdout[-2000:])
     lines = [line for line in proc.stderr.splitlines() if re.match(r"^stpn [\w-]+: error: ", line)]
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     for needle in needles:

@@ -6,10 +6,12 @@ program computes:
 - the LLVM backend at -O0: without fast-math (XLA's CPU default) LLVM may not reorder floating-point
   arithmetic at any level;
 - the element-wise IR emitter instead of the fusion emitters, and the program in one LLVM module instead of
-  several compiled in parallel (for 2 cores and small programs the split costs more than it saves).
-On the 2-core machine `tests/test_localize.py` used 78 CPU-seconds (user) at the default level, 53 with
-these flags. tests/test_export.py checks that they change no result: it reloads an export in a process with
-the default flags and compares every output byte for byte. `make demo` and bench/ run the defaults.
+  several compiled in parallel (for 2 cores and small programs the split costs more than it saves);
+- the whole program as one compiled function instead of the thunk runtime's sequence of kernels.
+On the 2-core machine `tests/test_localize.py` used 78 CPU-seconds (user) with the default flags and 51
+with these; the whole suite (`pytest -n 2`) 846 user-s with the defaults, 680 at -O0 alone, 569 with all
+four. tests/test_export.py checks that they change no result: it reloads an export in a process with the
+default flags and compares every output byte for byte. `make demo` and bench/ run the defaults.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import os
 
 FAST_COMPILE = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false",
-                "--xla_cpu_parallel_codegen_split_count=1")
+                "--xla_cpu_parallel_codegen_split_count=1", "--xla_cpu_use_thunk_runtime=false")
 
 
 def with_fast_compile(flags: str) -> str:
