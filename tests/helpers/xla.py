@@ -8,9 +8,9 @@ program computes:
 - the element-wise IR emitter instead of the fusion emitters, and the program in one LLVM module instead of
   several compiled in parallel (for 2 cores and small programs the split costs more than it saves);
 - the whole program as one compiled function instead of the thunk runtime's sequence of kernels.
-On the 2-core machine `tests/test_localize.py` used 78 CPU-seconds (user) with the default flags and 51
-with these; the whole suite (`pytest -n 2`) 846 user-s with the defaults, 680 at -O0 alone, 569 with all
-four. tests/test_export.py checks that they change no result: it reloads an export in a process with the
+On the 2-core machine the whole suite (`pytest -n 2`) used 846 CPU-seconds (user) with the default flags,
+680 at -O0 alone and 569 with all four; `tests/test_localize.py` alone 78 at -O0 alone and 51 with all four.
+tests/test_export.py checks that they change no result: it reloads an export in a process with the
 default flags and compares every output byte for byte. `make demo` and bench/ run the defaults.
 """
 
