@@ -1,9 +1,10 @@
 """Faults at run time: writes that fail half-way, damaged model files, two runs at once, and a SavedModel
 fed inputs that do not fit.
 
-Full disks are simulated with a file-size limit (RLIMIT_FSIZE, what `ulimit -f` sets) on the command's own
-process: a write past it fails with EFBIG ("File too large"), as a full disk fails with ENOSPC. Those runs, and
-the two concurrent trainings, are processes of their own; the runs that only set the scene run in this process.
+Full disks are simulated with a file-size limit (RLIMIT_FSIZE, set with util-linux's `prlimit`) on the
+command's own process: a write past it fails with EFBIG ("File too large"), as a full disk fails with ENOSPC.
+Those runs, and the two concurrent trainings, are processes of their own; the runs that only set the scene run
+in this process.
 """
 
 import os

@@ -7,7 +7,6 @@ import contextlib
 import io
 import os
 import re
-import resource
 import subprocess
 import sys
 
@@ -42,12 +41,14 @@ def stpn(*args: str, expect: int | None = 0, cwd: str = REPO, file_limit: int | 
       env: Extra environment variables.
       timeout: Seconds before the process is killed (and the test fails).
     """
-    def limit():
-        if file_limit is not None:
-            resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, file_limit))
-
-    proc = subprocess.run(stpn_command(*args), cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True,
-                          text=True, timeout=timeout, preexec_fn=limit if file_limit is not None else None)
+    command = stpn_command(*args)
+    if file_limit is not None:
+        # util-linux's prlimit sets the limit and executes the command. Not a preexec_fn: that runs between fork
+        # and exec in a copy of this heavily threaded process (TensorFlow, Beam's gRPC), which Python documents
+        # as unsafe (the child can deadlock or die before exec).
+        command = ["prlimit", f"--fsize={int(file_limit)}:{int(file_limit)}", "--", *command]
+    proc = subprocess.run(command, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True,
+                          timeout=timeout)
     if expect is not None:
         assert proc.returncode == expect, \
             f"stpn {' '.join(args)}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
