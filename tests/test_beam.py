@@ -122,32 +122,22 @@ VIDEOS = [("v_a", 3, 25.), ("v_b", 7, 25.), ("v_c", 12, 10.), ("v_d", 1, 25.), (
 
 
 @pytest.fixture(scope="module")
-def workdir(small_workdir):
-    return small_workdir
-
-
-@pytest.fixture(scope="module")
-def grid_export(small_export):
-    """The grid export keeps the XLA-compiled localization of production (tests/conftest.py)."""
-    return small_export
-
-
-@pytest.fixture(scope="module")
-def all_snippets_export(workdir, tmp_path_factory):
+def all_snippets_export(small_workdir, tmp_path_factory):
     from stpn_tf.inference.export import run_export
 
     # Without the grid every distinct length is a new XLA compilation (about 2 s each here), so this export
     # runs the same localization graph uncompiled to keep this file fast (XLA vs graph agreement is tested in
     # tests/test_localize.py).
     out = str(tmp_path_factory.mktemp("export") / "all_snippets")
-    assert run_export(workdir=workdir, out=out, grid=GridConfig(length=SMALL_GRID_LENGTH, all_snippets=True),
+    assert run_export(workdir=small_workdir, out=out, grid=GridConfig(length=SMALL_GRID_LENGTH, all_snippets=True),
                       jit_compile=False, localizer_config=SETTINGS) == 0
     return out
 
 
 @pytest.fixture(params=["grid", "all_snippets"])
 def export(request):
-    return request.getfixturevalue(f"{request.param}_export")
+    """The grid export (the shared `small_export`, XLA-compiled) and the every-snippet one."""
+    return request.getfixturevalue({"grid": "small_export", "all_snippets": "all_snippets_export"}[request.param])
 
 
 @pytest.fixture(scope="module")
@@ -246,16 +236,16 @@ def test_beam_localize_equals_single_process(export, features, tmp_path, capsys)
     assert total > 0
 
 
-def test_workdir_path_equals_export(workdir, grid_export, features):
+def test_workdir_path_equals_export(small_workdir, small_export, features):
     # The training-work-directory path builds the export graph in memory (here uncompiled): same
     # detections as the export made with the same settings (XLA-compiled localization).
     from stpn_tf.inference.runner import load_serving_model
 
     videos = [_load_video(features, v) for v, _, _ in VIDEOS]
     args = ([r for r, _, _ in videos], [f for _, f, _ in videos], [s for _, _, s in videos])
-    in_memory = load_serving_model(workdir, grid=GridConfig(length=SMALL_GRID_LENGTH), localizer_config=SETTINGS,
+    in_memory = load_serving_model(small_workdir, grid=GridConfig(length=SMALL_GRID_LENGTH), localizer_config=SETTINGS,
                                    jit_compile=False).predict(*args)
-    exported = load_serving_model(grid_export).predict(*args)
+    exported = load_serving_model(small_export).predict(*args)
     assert sum(len(o["detections"]) for o in exported) > 0
     for a, b in zip(in_memory, exported):
         assert [d["label"] for d in a["detections"]] == [d["label"] for d in b["detections"]]
@@ -293,13 +283,13 @@ def test_beam_localize_skips_bad_files(all_snippets_export, features, tmp_path, 
         assert sorted(json.load(handle)["results"]) == ["v_a", "v_d"]
 
 
-def test_beam_localize_input_errors(workdir, tmp_path):
+def test_beam_localize_input_errors(small_workdir, tmp_path):
     from stpn_tf.beam import localize as beam_localize
 
     with pytest.raises(StpnError, match="no feature meta files"):
-        beam_localize.run_beam_localize(features=str(tmp_path), split="test", export_dir=workdir,
+        beam_localize.run_beam_localize(features=str(tmp_path), split="test", export_dir=small_workdir,
                                         output=str(tmp_path / "d.json"))
-    assert beam_localize.main(["--features", str(tmp_path), "--export_dir", workdir,
+    assert beam_localize.main(["--features", str(tmp_path), "--export_dir", small_workdir,
                                "--output", str(tmp_path / "d.json")]) == 2
 
 

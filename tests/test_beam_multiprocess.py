@@ -148,11 +148,6 @@ LENGTHS = [3, 7, 12, 1, 20, 5, 9, 4]  # eight videos, four batches of two
 
 
 @pytest.fixture(scope="module")
-def export(small_export):
-    return small_export
-
-
-@pytest.fixture(scope="module")
 def features(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("features"))
     rng = np.random.default_rng(11)
@@ -165,9 +160,9 @@ def features(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def single_detections(export, features, tmp_path_factory):
+def single_detections(small_export, features, tmp_path_factory):
     output = str(tmp_path_factory.mktemp("single_localize") / "detections.json")
-    assert beam_localize.run_beam_localize(features=features, split="test", export_dir=export, output=output,
+    assert beam_localize.run_beam_localize(features=features, split="test", export_dir=small_export, output=output,
                                            batch_size=2) == 0
     with open(output) as handle:
         results = json.load(handle)["results"]
@@ -176,9 +171,9 @@ def single_detections(export, features, tmp_path_factory):
     return output
 
 
-def test_localize_two_processes_equal_single_process(export, features, single_detections, tmp_path, capsys):
+def test_localize_two_processes_equal_single_process(small_export, features, single_detections, tmp_path, capsys):
     output = str(tmp_path / "detections.json")
-    assert beam_localize.run_beam_localize(features=features, split="test", export_dir=export, output=output,
+    assert beam_localize.run_beam_localize(features=features, split="test", export_dir=small_export, output=output,
                                            batch_size=2, pipeline_args=TWO_PROCESSES) == 0
     assert "8 videos localized, 0 failed (0 reused from an earlier run)" in capsys.readouterr().out
     assert filecmp.cmp(output, single_detections, shallow=False)
@@ -200,7 +195,7 @@ def _wait_for_parts(parts_dir, process, limit=240.0, quiet=3.0):
     raise AssertionError(f"no finished parts within {limit} s (have {seen})")
 
 
-def test_localize_rerun_after_kill_redoes_only_unfinished(export, features, single_detections, tmp_path, capsys):
+def test_localize_rerun_after_kill_redoes_only_unfinished(small_export, features, single_detections, tmp_path, capsys):
     root = tmp_path / "features"
     shutil.copytree(features, root)
     # v_7's rgb npy is a named pipe nobody writes: the worker reading that batch blocks there for good,
@@ -211,7 +206,7 @@ def test_localize_rerun_after_kill_redoes_only_unfinished(export, features, sing
     os.mkfifo(real)
     output = tmp_path / "out" / "detections.json"
     parts_dir = tmp_path / "out" / "detections.json.parts"
-    command = [sys.executable, "-m", "stpn_tf.beam.localize", f"--features={root}", f"--export_dir={export}",
+    command = [sys.executable, "-m", "stpn_tf.beam.localize", f"--features={root}", f"--export_dir={small_export}",
                f"--output={output}", "--batch_size=2", "--", *TWO_PROCESSES]
     log = open(tmp_path / "killed_run.log", "wb")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -231,7 +226,7 @@ def test_localize_rerun_after_kill_redoes_only_unfinished(export, features, sing
     real.unlink()
     real.write_bytes(saved)
     # Rerun in one process (cheaper to start): the parts do not depend on the runner.
-    assert beam_localize.run_beam_localize(features=str(root), split="test", export_dir=export,
+    assert beam_localize.run_beam_localize(features=str(root), split="test", export_dir=small_export,
                                            output=str(output), batch_size=2) == 0
     out = capsys.readouterr().out
     assert f"8 videos localized, 0 failed ({2 * len(done)} reused from an earlier run)" in out, out
@@ -239,19 +234,19 @@ def test_localize_rerun_after_kill_redoes_only_unfinished(export, features, sing
     assert os.listdir(tmp_path / "out") == ["detections.json"]
 
 
-def test_parts_are_checked(export, features, tmp_path):
+def test_parts_are_checked(small_export, features, tmp_path):
     meta = feature_dir.video_paths(features, "test", "v_1")["meta"]
-    fingerprint = detection_parts.model_fingerprint(export, 2)
-    assert fingerprint != detection_parts.model_fingerprint(export, 4)  # the batching is part of it
+    fingerprint = detection_parts.model_fingerprint(small_export, 2)
+    assert fingerprint != detection_parts.model_fingerprint(small_export, 4)  # the batching is part of it
     parts = str(tmp_path / "parts")
     detection_parts.write_part(parts, meta, fingerprint, detection_parts.input_state(meta), video_id="v_1",
                                detections=[])
     assert detection_parts.read_part(parts, meta, fingerprint) == {
         "model": fingerprint, "inputs": detection_parts.input_state(meta), "video_id": "v_1", "detections": []}
-    assert detection_parts.read_part(parts, meta, detection_parts.model_fingerprint(export, 4)) is None
+    assert detection_parts.read_part(parts, meta, detection_parts.model_fingerprint(small_export, 4)) is None
     with open(os.path.join(parts, "v_1.json"), "w") as handle:
         handle.write('{"model": "')  # cut short
     assert detection_parts.read_part(parts, meta, fingerprint) is None
     with pytest.raises(StpnError, match="batch_size must be >= 1"):
-        beam_localize.run_beam_localize(features=features, split="test", export_dir=export,
+        beam_localize.run_beam_localize(features=features, split="test", export_dir=small_export,
                                         output=str(tmp_path / "d.json"), batch_size=0)

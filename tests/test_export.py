@@ -47,18 +47,13 @@ RELOAD = textwrap.dedent("""
 
 
 @pytest.fixture(scope="module")
-def workdir(small_workdir):
-    return small_workdir
-
-
-@pytest.fixture(scope="module")
-def exported(workdir, small_export, tmp_path_factory):
+def exported(small_workdir, small_export, tmp_path_factory):
     """all_snippets -> (the work directory's export on that grid, the grid): each made once, read by the round
     trip and by saved_model_cli (the grid one is the shared `small_export`)."""
     exports = {False: (small_export, GRID)}
     parent = tmp_path_factory.mktemp("export")
     grid = GridConfig(length=SMALL_GRID_LENGTH, all_snippets=True)
-    assert run_export(workdir=workdir, out=str(parent / "export"), grid=grid, localizer_config=SETTINGS) == 0
+    assert run_export(workdir=small_workdir, out=str(parent / "export"), grid=grid, localizer_config=SETTINGS) == 0
     assert os.listdir(parent) == ["export"]  # no temporaries left
     exports[True] = (str(parent / "export"), grid)
     return exports
@@ -100,9 +95,9 @@ def inputs():
 
 
 @pytest.mark.parametrize("all_snippets", [False, True])
-def test_export_round_trip_is_exact(workdir, exported, reloaded, all_snippets):
+def test_export_round_trip_is_exact(small_workdir, exported, reloaded, all_snippets):
     out, grid = exported[all_snippets]
-    module = build_module(workdir, grid=grid, localizer_config=SETTINGS)
+    module = build_module(small_workdir, grid=grid, localizer_config=SETTINGS)
     data = inputs()
     expected = module.serve(tf.constant(data["rgb"]), tf.constant(data["flow"]), tf.constant(data["num_snippets"]),
                             tf.constant(data["seconds_per_snippet"]))
@@ -153,33 +148,33 @@ def test_export_round_trip_is_exact(workdir, exported, reloaded, all_snippets):
     info = read_export_info(out)
     assert info.classes == CLASSES and info.feature_dim == D and info.streams == ["rgb", "flow"]
     assert info.grid_length == (None if all_snippets else 16) and info.localize == SETTINGS.to_dict()
-    assert info.source == os.path.abspath(workdir)
+    assert info.source == os.path.abspath(small_workdir)
 
 
-def test_grid_sampling_matches_timeline(workdir):
+def test_grid_sampling_matches_timeline(small_workdir):
     # With identical rows per snippet index, the attention on the grid is the per-snippet attention
     # gathered at floor(t * L / T) (integer arithmetic: exact).
     from stpn_tf.artifacts.workdir import WorkDir
     from stpn_tf.model.stpn import load_stream_model
 
-    module = build_module(workdir, grid=GRID, localizer_config=SETTINGS, jit_compile=False)
+    module = build_module(small_workdir, grid=GRID, localizer_config=SETTINGS, jit_compile=False)
     data = inputs()
     out = module.serve(tf.constant(data["rgb"]), tf.constant(data["flow"]), tf.constant(data["num_snippets"]),
                        tf.constant(data["seconds_per_snippet"]))
-    model = load_stream_model(WorkDir(workdir), "rgb")
+    model = load_stream_model(WorkDir(small_workdir), "rgb")
     for i, n in enumerate(data["num_snippets"]):
         per_snippet = model({"features": data["rgb"][i:i + 1, :n]}, training=False)["attention"].numpy()[0]
         np.testing.assert_allclose(out["attention"].numpy()[i, 0], per_snippet[(np.arange(16) * int(n)) // 16],
                                    rtol=1e-6)
 
 
-def test_both_signatures_share_each_localization_function(workdir):
+def test_both_signatures_share_each_localization_function(small_workdir):
     """Features (no durations) and records (with theirs) call the same traced functions: one concrete
     function per slot branch and one for the configured fallback, not one per signature."""
     from stpn_tf.inference.module import InferenceModule
     from stpn_tf.localize.localizer import Localizer
 
-    source = build_module(workdir, grid=GRID, localizer_config=SETTINGS, jit_compile=False)
+    source = build_module(small_workdir, grid=GRID, localizer_config=SETTINGS, jit_compile=False)
     localizer = Localizer(SETTINGS.replace(max_components_per_class=16), jit_compile=False, share_functions=False)
     module = InferenceModule(source.models, source.class_names, grid=source.grid, localizer=localizer)
     module.serve.get_concrete_function()
@@ -200,9 +195,9 @@ def test_saved_model_cli_lists_both_signatures(exported):
         assert name in shown
 
 
-def test_export_errors(workdir, tmp_path):
+def test_export_errors(small_workdir, tmp_path):
     with pytest.raises(StpnError, match="already exists"):
-        run_export(workdir=workdir, out=str(tmp_path))
+        run_export(workdir=small_workdir, out=str(tmp_path))
     with pytest.raises(StpnError, match="nowhere: no such work directory"):
         run_export(workdir=str(tmp_path / "nowhere"), out=str(tmp_path / "x"))
     (tmp_path / "empty").mkdir()
@@ -211,10 +206,10 @@ def test_export_errors(workdir, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def test_value_checks_are_exact(workdir):
+def test_value_checks_are_exact(small_workdir):
     # The NaN / infinity checks sum the features first: finite values whose sum overflows pass (every
     # element is then tested), and a NaN or infinity anywhere, padding rows included, is refused.
-    module = build_module(workdir, grid=GRID, localizer_config=SETTINGS, jit_compile=False)
+    module = build_module(small_workdir, grid=GRID, localizer_config=SETTINGS, jit_compile=False)
     data = inputs()
 
     def serve(rgb=data["rgb"], flow=data["flow"]):

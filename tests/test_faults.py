@@ -110,27 +110,16 @@ def test_training_on_a_full_disk_leaves_only_complete_files_and_resumes(dataset,
     assert load_stream_model(WorkDir(str(workdir)), "rgb").num_classes == 20
 
 
-@pytest.fixture(scope="module")
-def workdir(small_workdir):
-    return small_workdir
-
-
-@pytest.fixture(scope="module")
-def export(small_export):
-    """An export of `workdir` (read-only, shared: tests/conftest.py) for the tests that need any export."""
-    return small_export
-
-
-def test_export_on_a_full_disk_writes_no_export_and_keeps_an_old_one(workdir, export, tmp_path):
+def test_export_on_a_full_disk_writes_no_export_and_keeps_an_old_one(small_workdir, small_export, tmp_path):
     out = tmp_path / "export"
     settings = ["--config.localize.num_snippets=8", "--config.localize.max_detections=8",
                 "--config.localize.max_components_per_class=4"]
-    proc = stpn("export", f"--workdir={workdir}", f"--out={out}", *settings, file_limit=64 * 1024)
+    proc = stpn("export", f"--workdir={small_workdir}", f"--out={out}", *settings, file_limit=64 * 1024)
     assert_one_line(proc, "export: cannot write it (File too large")
     assert os.listdir(tmp_path) == []  # no export and no temporary directory
-    shutil.copytree(export, out)  # an earlier export of the same work directory
+    shutil.copytree(small_export, out)  # an earlier export of the same work directory
     before = snapshot(out)
-    proc = stpn("export", f"--workdir={workdir}", f"--out={out}", "--overwrite", *settings, file_limit=64 * 1024)
+    proc = stpn("export", f"--workdir={small_workdir}", f"--out={out}", "--overwrite", *settings, file_limit=64 * 1024)
     assert_one_line(proc, "cannot write it (File too large")
     assert snapshot(out) == before and os.listdir(tmp_path) == ["export"]
 
@@ -143,15 +132,15 @@ def _truncate(path):
         handle.truncate(size // 2)
 
 
-def test_truncated_model_and_saved_model_give_one_line_errors(workdir, export, tmp_path):
+def test_truncated_model_and_saved_model_give_one_line_errors(small_workdir, small_export, tmp_path):
     damaged = tmp_path / "work"
-    shutil.copytree(workdir, damaged)
+    shutil.copytree(small_workdir, damaged)
     _truncate(damaged / "rgb" / "model.keras")
     with pytest.raises(StpnError, match="rgb/model.keras: cannot load the trained model .* damaged"):
         load_stream_model(WorkDir(str(damaged)), "rgb")
     for victim in ("saved_model.pb", "variables/variables.index", "variables/variables.data-00000-of-00001"):
         copy = tmp_path / victim.replace("/", "_")
-        shutil.copytree(export, copy)
+        shutil.copytree(small_export, copy)
         _truncate(copy / victim)
         with pytest.raises(StpnError, match=f"{copy}: cannot load the SavedModel"):
             load_export(str(copy))
@@ -214,8 +203,8 @@ def test_a_second_train_run_on_the_same_stream_is_refused_until_the_first_ends(d
 # ---------------------------------------------------------------------------------------- serving inputs
 
 @pytest.fixture(scope="module")
-def serving(export):
-    return tf.saved_model.load(export).signatures["serving_default"]
+def serving(small_export):
+    return tf.saved_model.load(small_export).signatures["serving_default"]
 
 
 def _inputs(**changes):

@@ -8,5 +8,5 @@
 - raw: random raw model outputs (what `stpn localize --save_raw` writes)
 - video: synthetic frames and lossless video files
 - reference_evaluation: the plain-loop evaluation reference (also timed by bench/evaluate.py)
-- xla: the tests' fast XLA compiles (LLVM -O0) and a process environment at the default level
+- xla: the tests' fast-compile XLA flags and a process environment with the default flags
 """
