@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from stpn_tf.artifacts import raw_outputs
 from stpn_tf.inference import predict
 from stpn_tf.data.records.schema import make_example
 from stpn_tf.data.records.writer import ShardedWriter
@@ -27,20 +28,20 @@ def _raw(num_videos=5, t=12, seed=0):
 def test_save_and_load_raw_round_trip(tmp_path):
     raw = _raw()
     path = str(tmp_path / "raw.npz")
-    predict.save_raw(path, raw)
-    loaded = predict.load_raw(path)
+    raw_outputs.save_raw(path, raw)
+    loaded = raw_outputs.load_raw(path)
     assert loaded.keys() == raw.keys()
     for key, value in raw.items():
         np.testing.assert_array_equal(loaded[key], value)
-    assert predict.raw_streams(loaded) == ("rgb", "flow")
+    assert raw_outputs.raw_streams(loaded) == ("rgb", "flow")
     (tmp_path / "bad.npz").write_bytes(b"not an npz")
     with pytest.raises(StpnError, match="bad.npz"):
-        predict.load_raw(str(tmp_path / "bad.npz"))
+        raw_outputs.load_raw(str(tmp_path / "bad.npz"))
     with pytest.raises(StpnError, match="missing.npz"):
-        predict.load_raw(str(tmp_path / "missing.npz"))
+        raw_outputs.load_raw(str(tmp_path / "missing.npz"))
     np.savez(tmp_path / "other.npz", x=np.zeros(3))
     with pytest.raises(StpnError, match="other.npz: not a raw-outputs file"):
-        predict.load_raw(str(tmp_path / "other.npz"))
+        raw_outputs.load_raw(str(tmp_path / "other.npz"))
 
 
 @pytest.mark.parametrize("streams", [("rgb", "flow"), ("flow",)])

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from stpn_tf.data.grid import GridConfig
+from stpn_tf.artifacts import raw_outputs
 from stpn_tf.inference import predict
 from stpn_tf.inference.runner import load_serving_model
 from stpn_tf.localize import Localizer, LocalizerConfig
@@ -56,9 +57,9 @@ def test_passing_videos_are_those_with_a_class_over_the_threshold():
     raw["rgb/probabilities"][1, 2] = 0.3    # passes in rgb
     raw["flow/probabilities"][3, 0] = 0.5   # passes in flow
     raw["flow/probabilities"][2, 1] = np.float32(0.3) - 1e-7  # just under in float64 too
-    assert list(predict.passing_videos(raw, class_threshold=0.3)) == [1, 3]
-    assert list(predict.passing_videos(raw, streams=("rgb",), class_threshold=0.3)) == [1]
-    assert list(predict.passing_videos(raw, class_threshold=0.1)) == [0, 1, 2, 3]
+    assert list(raw_outputs.passing_videos(raw, class_threshold=0.3)) == [1, 3]
+    assert list(raw_outputs.passing_videos(raw, streams=("rgb",), class_threshold=0.3)) == [1]
+    assert list(raw_outputs.passing_videos(raw, class_threshold=0.1)) == [0, 1, 2, 3]
 
 
 class _Counting(Localizer):
@@ -83,7 +84,7 @@ def test_localize_raw_localizes_only_passing_videos_with_the_same_output():
     counting = _Counting(CONFIG, jit_compile=False)
     results = predict.localize_raw(raw, counting)  # batch_size 0: from the data
     assert counting.calls == [4]  # one call (up to 8,533 videos of 12 positions) ...
-    assert list(predict.passing_videos(raw, class_threshold=0.3)) == [1, 4, 6, 7]  # ... of the 4 passing videos
+    assert list(raw_outputs.passing_videos(raw, class_threshold=0.3)) == [1, 4, 6, 7]  # ... of the 4 passing videos
     assert json.dumps(results) == json.dumps(reference)  # the same bytes, every video in the order of raw
     assert list(results["results"]) == [f"v{i}" for i in range(9)]
     assert all(results["results"][f"v{i}"] == [] for i in (0, 2, 3, 5, 8))
@@ -161,7 +162,7 @@ def test_cli_batch_size_default_and_refusal(tmp_path):
 
     raw = random_raw(CLASSES, num_videos=3, t=6, seed=2)
     path = str(tmp_path / "raw.npz")
-    predict.save_raw(path, raw)
+    raw_outputs.save_raw(path, raw)
     proc = cli("localize", f"--raw={path}", "--config.localize.batch_size=-1", expect=2)
     assert "--config.localize.batch_size=-1: videos per call must be >= 0" in proc.stderr
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from matplotlib import image
 
-from stpn_tf.inference import predict
+from stpn_tf.artifacts import raw_outputs
 from stpn_tf.workflows import report
 from stpn_tf.evaluation.matching import EvalData
 from stpn_tf.localize.config import LocalizerConfig
@@ -47,7 +47,7 @@ def test_report_page_embeds_rendered_figures(tmp_path):
     raw = _raw(num_videos=9, t=16)
     truth = _ground_truth(raw)
     raw_path, truth_path = tmp_path / "raw_test.npz", tmp_path / "gt.json"
-    predict.save_raw(str(raw_path), raw)
+    raw_outputs.save_raw(str(raw_path), raw)
     _write_truth(truth_path, truth)
     (tmp_path / "tune.json").write_text(json.dumps({"tuned_on": "train", "tuned_on_test_split": False,
                                                     "chosen": LocalizerConfig(**BOUNDS).replace(nms="soft").to_dict()}))
@@ -85,7 +85,7 @@ def test_report_of_a_single_stream_run(tmp_path):
     raw = {k: v for k, v in _raw(num_videos=6, t=16).items() if not k.startswith("flow/")}
     truth = _ground_truth(raw)
     raw_path, truth_path = tmp_path / "raw_test.npz", tmp_path / "gt.json"
-    predict.save_raw(str(raw_path), raw)
+    raw_outputs.save_raw(str(raw_path), raw)
     _write_truth(truth_path, truth)
     sections = report.run_sections(str(tmp_path), raw_path=str(raw_path), truth_path=str(truth_path),
                                    subset="validation", default=LocalizerConfig(**BOUNDS), unknown_labels_as_fp=True)
@@ -98,7 +98,7 @@ def test_report_errors_name_the_file(tmp_path):
 
     raw = _raw(num_videos=4, t=16)
     raw_path, truth_path = tmp_path / "raw_test.npz", tmp_path / "gt.json"
-    predict.save_raw(str(raw_path), raw)
+    raw_outputs.save_raw(str(raw_path), raw)
     _write_truth(truth_path, _ground_truth(raw))
     (tmp_path / "tune.json").write_text(json.dumps({"tuned_on": "train"}))  # no "chosen"
     with pytest.raises(StpnError, match="tune.json: not a tune.json written by `stpn tune`"):

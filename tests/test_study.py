@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from stpn_tf.inference import predict
+from stpn_tf.artifacts import raw_outputs
 from stpn_tf.tuning.sweep import Sweeper
 from stpn_tf.artifacts.ground_truth import load_ground_truth
 from stpn_tf.localize.config import LocalizerConfig
@@ -35,7 +35,7 @@ def test_study_two_seeds_and_resume(tmp_path):
     lower = [min(result["per_seed"][s]["paper default"][p]["average_mAP"] for p in ("activitynet", "th14kit"))
              for s in ("0", "1")]
     np.testing.assert_allclose(result["objective_average"]["paper default"]["mean"], np.mean(lower))
-    raws = [predict.load_raw(str(study_dir / f"seed_{s}" / "raw_test.npz")) for s in (0, 1)]
+    raws = [raw_outputs.load_raw(str(study_dir / f"seed_{s}" / "raw_test.npz")) for s in (0, 1)]
     assert not np.array_equal(raws[0]["rgb/attention"], raws[1]["rgb/attention"])  # the seeds differ
     for protocol in ("activitynet", "th14kit"):
         per_seed = [result["per_seed"][s]["paper default"][protocol]["mAP"] for s in ("0", "1")]
@@ -65,7 +65,7 @@ def test_study_two_seeds_and_resume(tmp_path):
     with_tuned = json.loads((study_dir / "study.json").read_text())
     assert with_tuned["settings"]["tuned"]["all_snippets"] and not with_tuned["settings"]["paper default"]["all_snippets"]
     assert with_tuned["per_seed"]["0"]["paper default"] == result["per_seed"]["0"]["paper default"]
-    raw_all = predict.load_raw(str(study_dir / "seed_0" / "raw_test_all_snippets.npz"))
+    raw_all = raw_outputs.load_raw(str(study_dir / "seed_0" / "raw_test_all_snippets.npz"))
     assert np.array_equal(raw_all["length"], raw_all["num_snippets"])  # every real snippet, not the grid of 16
     truth = load_ground_truth(str(data / "ground_truth.json"), "test")
     expected = Sweeper(raw_all, truth, protocols=("activitynet", "th14kit"), unknown_labels_as_fp=True).score(

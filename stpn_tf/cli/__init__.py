@@ -68,7 +68,7 @@ def main(argv: Sequence[str]) -> int:
         if command.check is not None:  # arguments and files first: a typo is answered before TF's start-up
             command.check(parsed)
         _setup_logging(parsed.flags["verbose"].value)
-        if command.tensorflow:
+        if command.needs_tensorflow(parsed):
             import_tensorflow(parsed.flags["verbose"].value)
         return command.run(parsed)
     except StpnError as error:

@@ -44,6 +44,7 @@ class Command:
       check: Called with the `Parsed` command line before TensorFlow is imported: argument and file checks
         that fail fast (one-line StpnErrors) instead of after TensorFlow's start-up.
       tensorflow: Whether the command needs TensorFlow (imported quietly before `run`); evaluation does not.
+        A callable decides from the `Parsed` command line (`stpn localize --raw` with the numpy engine does not).
     """
 
     name: str
@@ -55,7 +56,10 @@ class Command:
     default_config: str = "thumos14"
     details: str = ""
     check: Callable[["Parsed"], None] | None = None
-    tensorflow: bool = True
+    tensorflow: bool | Callable[["Parsed"], bool] = True
+
+    def needs_tensorflow(self, parsed: "Parsed") -> bool:
+        return bool(self.tensorflow(parsed) if callable(self.tensorflow) else self.tensorflow)
 
     @property
     def uses_config(self) -> bool:

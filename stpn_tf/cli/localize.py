@@ -30,6 +30,10 @@ def define(fv: flags.FlagValues) -> None:
                         ".npz, to localize again with other settings without the models", flag_values=fv)
     flags.DEFINE_string("raw", None, "localize saved raw outputs (from --save_raw) instead of running the models",
                         flag_values=fv)
+    flags.DEFINE_enum("raw_engine", "numpy", ["numpy", "graph"], "--raw: numpy (stpn_tf.localize.reference, no "
+                      "TensorFlow: no start-up or compile, the Localizer's detections) or graph (the compiled "
+                      "Localizer: faster when many (video, class) pairs pass, e.g. ActivityNet size)",
+                      flag_values=fv)
     flags.DEFINE_bool("sweep", False, "print the mAP of every config.sweep class / T-CAM threshold pair instead of "
                       "writing detections (tune on held-out data: settings chosen on the test split overstate "
                       "test mAP)", flag_values=fv)
@@ -216,6 +220,7 @@ def _from_export(p: Parsed) -> int:
 def _from_workdir(p: Parsed) -> int:
     from stpn_tf.cli import settings
     from stpn_tf.inference import predict
+    from stpn_tf.artifacts import raw_outputs
     from stpn_tf.artifacts.dataset_dir import ground_truth_path
     from stpn_tf.artifacts.ground_truth import load_ground_truth
     from stpn_tf.artifacts.workdir import WorkDir
@@ -243,8 +248,8 @@ def _from_workdir(p: Parsed) -> int:
 
     _, raw = predict_into(lambda detections: None) if p.sweep else _streamed(p, out, predict_into)
     if p.save_raw:  # with what a sweep over it defaults to: the split and its ground truth
-        predict.save_raw(p.path("save_raw"), raw, split=split.split,
-                         ground_truth=ground_truth_path(split.dataset_dir))
+        raw_outputs.save_raw(p.path("save_raw"), raw, split=split.split,
+                             ground_truth=ground_truth_path(split.dataset_dir))
         print(f"wrote raw outputs of {len(raw['video_id'])} videos to {p.save_raw}")
     work.write_config("localize", settings.as_json(cfg))
     if p.sweep:
@@ -256,13 +261,13 @@ def _from_workdir(p: Parsed) -> int:
 
 def _from_raw(p: Parsed) -> int:
     from stpn_tf.cli import settings
-    from stpn_tf.inference import predict
-    from stpn_tf.artifacts.ground_truth import load_ground_truth
-    from stpn_tf.localize.localizer import Localizer
+    from stpn_tf.artifacts import raw_outputs
 
-    raw = predict.load_raw(p.path("raw"))
+    raw = raw_outputs.load_raw(p.path("raw"))
     if p.sweep:
-        split, recorded = predict.raw_source(raw, p.path("raw"))
+        from stpn_tf.artifacts.ground_truth import load_ground_truth
+
+        split, recorded = raw_outputs.raw_source(raw, p.path("raw"))
         ground_truth_file = p.path("ground_truth") or recorded
         if not ground_truth_file:
             raise StpnError(f"{p.raw} does not record its ground truth (saved by an older version): pass "
@@ -271,8 +276,19 @@ def _from_raw(p: Parsed) -> int:
         return _sweep(p, raw, ground_truth, os.path.dirname(os.path.abspath(p.path("raw"))))
     out = p.out or raw_detections_path(p.path("raw"))
     _check_output(out)
-    results = predict.localize_raw(raw, Localizer(settings.localizer_config(p.config)), streams=p.streams,
-                                   batch_size=_batch_size(p))
+    config = settings.localizer_config(p.config)
+    if p.flags["raw_engine"].value == "numpy":
+        from stpn_tf.localize.reference import localize_raw_outputs
+
+        try:
+            results = localize_raw_outputs(raw, config, streams=p.streams)
+        except StpnError as err:
+            raise StpnError(f"{p.raw}: {err}") from None
+    else:
+        from stpn_tf.inference import predict
+        from stpn_tf.localize.localizer import Localizer
+
+        results = predict.localize_raw(raw, Localizer(config), streams=p.streams, batch_size=_batch_size(p))
     _write(p, results, out)
     return 0
 
@@ -335,4 +351,7 @@ COMMAND = Command(
             "--config.localize.KEY is refused with the re-export that applies it). Videos: the RGB I3D is\n"
             "the built-in Kinetics-400 one unless --config.extract.rgb_model=M; a two-stream model also needs\n"
             "--config.extract.flow_model=M (stpn i3d convert; docs/extract.md). The extracted features stay in\n"
-            "<out>/features/videos/ and a rerun reuses them.")
+            "<out>/features/videos/ and a rerun reuses them. --raw without --sweep localizes in numpy without\n"
+            "TensorFlow (--raw_engine=numpy, the default): the Localizer's detections, in seconds instead of\n"
+            "TensorFlow's start-up and a compile.",
+    tensorflow=lambda p: not (p.raw and not p.sweep and p.flags["raw_engine"].value == "numpy"))

@@ -18,7 +18,8 @@ from stpn_tf.artifacts import export_dir as export_io
 from stpn_tf.core.atomic import atomic_directory
 from stpn_tf.localize.config import LocalizerConfig
 from stpn_tf.inference.runner import build_module
-from stpn_tf.inference.module import TWO_STREAMS, InferenceModule
+from stpn_tf.core.streams import TWO_STREAMS
+from stpn_tf.inference.module import InferenceModule
 
 
 def save_module(module: InferenceModule, out: str, *, source: str = "", overwrite: bool = False) -> None:

@@ -2,9 +2,11 @@
 
 `predict_records` feeds a split's TFRecords to a ServingModel (an export, or the same graph built from a
 training work directory) and returns the detections together with the raw outputs: attention, T-CAM and
-video probabilities of each stream on the localized grid. Saved with `save_raw`, the raw outputs let
-`localize_raw` run the Localizer again with other settings (`stpn localize --raw`, `--sweep`) without
-rerunning the models; on the same settings it reproduces the graph's detections exactly.
+video probabilities of each stream on the localized grid. Saved with `stpn_tf.artifacts.raw_outputs`, the
+raw outputs let `localize_raw` run the Localizer again with other settings (`stpn localize --raw
+--raw_engine=graph`, `--sweep`, the tuning) without rerunning the models; on the same settings it
+reproduces the graph's detections exactly. (`stpn localize --raw` runs the numpy reference by default, with
+the same bytes and without TensorFlow.)
 
 Videos per call come from the data unless a batch size is given (`batch_size=0`, config.localize.batch_size
 0): the models get as many records as fit `FEATURE_BYTES_PER_CALL` bytes of padded features
@@ -18,8 +20,6 @@ in the last bits.
 
 from __future__ import annotations
 
-import io
-import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -29,13 +29,12 @@ import tensorflow as tf
 from stpn_tf.data.grid import DEFAULT_GRID_LENGTH
 from stpn_tf.data.records import reader
 from stpn_tf.core.errors import StpnError
-from stpn_tf.core.atomic import atomic_write_bytes
 from stpn_tf.artifacts.results import results_envelope, results_from_padded
 from stpn_tf.localize import Localizer, LocalizerConfig
 from stpn_tf.inference.runner import ServingModel
-from stpn_tf.inference.module import stream_roles
-
-RAW_STREAM_KEYS = ("attention", "tcam", "probabilities")
+from stpn_tf.artifacts.raw_outputs import (RAW_STREAM_KEYS, check_raw_streams, check_single_stream_nms, passing_videos,
+                                           raw_streams)
+from stpn_tf.core.streams import stream_roles
 
 # Videos per call at the paper's 400-position grid: the unit of the batch rules below.
 VIDEOS_PER_CALL = 256
@@ -200,59 +199,6 @@ def _concatenate(parts: dict[str, list[np.ndarray]], classes: Sequence[str]) -> 
     return raw
 
 
-def raw_streams(raw: Mapping[str, np.ndarray]) -> tuple[str, ...]:
-    """The streams whose outputs `raw` holds, in rgb, flow, joint order."""
-    return tuple(s for s in ("rgb", "flow", "joint") if f"{s}/attention" in raw)
-
-
-def save_raw(path: str, raw: Mapping[str, np.ndarray], *, split: str | None = None,
-             ground_truth: str | None = None) -> None:
-    """Writes raw outputs as an uncompressed `.npz` atomically (no pickle: strings are unicode arrays).
-
-    Args:
-      split: The split the outputs are of, recorded as "split" (the default subset of a sweep over them).
-      ground_truth: Its ground truth file, recorded as "ground_truth" (relative to the file's directory when
-        it lies inside it, so a work directory can be moved with its dataset).
-    """
-    raw = dict(raw)
-    if split is not None:
-        raw["split"] = np.asarray(str(split))
-    if ground_truth is not None:
-        base = os.path.dirname(os.path.abspath(path))
-        inside = os.path.abspath(ground_truth).startswith(base + os.sep)
-        raw["ground_truth"] = np.asarray(os.path.relpath(ground_truth, base) if inside
-                                         else os.path.abspath(ground_truth))
-    buffer = io.BytesIO()
-    np.savez(buffer, **{k.replace("/", "__"): np.asarray(v) for k, v in raw.items()})
-    atomic_write_bytes(path, buffer.getvalue(), make_parents=True)
-
-
-def raw_source(raw: Mapping[str, np.ndarray], path: str) -> tuple[str | None, str | None]:
-    """(split, ground truth file) recorded in raw outputs read from `path`; None for what is not recorded."""
-    split = str(raw["split"]) if "split" in raw else None
-    ground_truth = str(raw["ground_truth"]) if "ground_truth" in raw else None
-    if ground_truth is not None and not os.path.isabs(ground_truth):
-        ground_truth = os.path.join(os.path.dirname(os.path.abspath(path)), ground_truth)
-    return split, ground_truth
-
-
-def load_raw(path: str) -> dict[str, np.ndarray]:
-    """Reads raw outputs written by `save_raw`."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            raw = {k.replace("__", "/"): data[k] for k in data.files}
-    except FileNotFoundError:
-        raise StpnError(f"{path}: raw outputs not found") from None
-    except (ValueError, OSError, EOFError) as e:
-        raise StpnError(f"{path}: not a raw-outputs file written by `stpn localize --save_raw` ({e})") from None
-    missing = [k for k in ("video_id", "length", "num_snippets", "seconds_per_snippet", "duration", "classes")
-               if k not in raw]
-    if missing or not raw_streams(raw):
-        raise StpnError(f"{path}: not a raw-outputs file written by `stpn localize --save_raw` (missing "
-                        f"{', '.join(missing) or 'stream outputs'})")
-    return raw
-
-
 def raw_batches(raw: Mapping[str, np.ndarray], *, streams: Sequence[str] = ("rgb", "flow"),
                 batch_size: int = 16, videos: np.ndarray | None = None,
                 ) -> list[tuple[list[str], dict[str, Any]]]:
@@ -271,7 +217,7 @@ def raw_batches(raw: Mapping[str, np.ndarray], *, streams: Sequence[str] = ("rgb
 def _iter_raw_batches(raw: Mapping[str, np.ndarray], *, streams: Sequence[str], batch_size: int,
                       videos: np.ndarray | None) -> Iterator[tuple[list[str], dict[str, Any]]]:
     """`raw_batches` one batch at a time (a batch's copies are freed once it is localized)."""
-    _check_streams(raw, streams)
+    check_raw_streams(raw, streams)
     first, second = stream_roles(streams)
     videos = np.arange(len(raw["video_id"])) if videos is None else np.asarray(videos, np.int64)
     # From the data: no more than the videos there are (a split that fits one call is not padded).
@@ -292,22 +238,6 @@ def _iter_raw_batches(raw: Mapping[str, np.ndarray], *, streams: Sequence[str], 
             rgb=stream(first), flow=stream(second), lengths=take("length", np.int32),
             num_snippets=take("num_snippets", np.int32), seconds_per_snippet=take("seconds_per_snippet", np.float32),
             durations=take("duration", np.float32)))
-
-
-def _check_streams(raw: Mapping[str, np.ndarray], streams: Sequence[str]) -> None:
-    for stream in set(stream_roles(streams)):
-        if f"{stream}/attention" not in raw:
-            raise StpnError(f"the raw outputs hold no {stream} stream (they have {', '.join(raw_streams(raw))})")
-
-
-def passing_videos(raw: Mapping[str, np.ndarray], *, streams: Sequence[str] = ("rgb", "flow"),
-                   class_threshold: float) -> np.ndarray:
-    """Indices of the videos of `raw` where some class passes `class_threshold` in a stream of `streams`
-    (compared in float64 as the Localizer compares): the only videos that can have detections."""
-    passing = np.zeros(np.shape(raw["video_id"]) + np.shape(raw["classes"]), bool)
-    for stream in set(stream_roles(streams)):
-        passing |= np.asarray(raw[f"{stream}/probabilities"], np.float32).astype(np.float64) >= class_threshold
-    return np.flatnonzero(passing.any(axis=1))
 
 
 def localize_raw(raw: Mapping[str, np.ndarray], localizer: Localizer, *, streams: Sequence[str] = ("rgb", "flow"),
@@ -332,15 +262,12 @@ def localize_raw(raw: Mapping[str, np.ndarray], localizer: Localizer, *, streams
     Returns:
       The results object, its videos in the order of `raw`.
     """
-    first, second = stream_roles(streams)
     config = settings or localizer.config
-    if first == second and config.nms_threshold >= 1.0 and config.nms == "hard":
-        # One stream plays both roles of eq. 7; NMS (tIoU 1 > threshold) is what removes its duplicates.
-        raise StpnError("single-stream localization needs nms_threshold < 1")
+    check_single_stream_nms(streams, nms=config.nms, nms_threshold=config.nms_threshold)
     classes = [str(c) for c in raw["classes"]]
     results: dict[str, list[dict[str, Any]]] = {str(v): [] for v in raw["video_id"]}  # the order of `raw`
     if batches is None:
-        _check_streams(raw, streams)
+        check_raw_streams(raw, streams)
         videos = passing_videos(raw, streams=streams, class_threshold=config.class_threshold)
         batches = _iter_raw_batches(raw, streams=streams, batch_size=batch_size, videos=videos)
     for video_ids, out in localized_batches(raw, localizer, streams=streams, batch_size=batch_size,

@@ -24,7 +24,8 @@ from stpn_tf.artifacts.results import detections_from_padded
 from stpn_tf.artifacts.workdir import WorkDir
 from stpn_tf.localize import Localizer, LocalizerConfig
 from stpn_tf.model.stpn import load_stream_model
-from stpn_tf.inference.module import TWO_STREAMS, InferenceModule, check_streams, model_feature_dim
+from stpn_tf.core.streams import TWO_STREAMS, check_streams
+from stpn_tf.inference.module import InferenceModule, model_feature_dim
 
 
 class ServingModel:

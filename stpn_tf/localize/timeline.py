@@ -20,7 +20,6 @@ that both give the same numbers.
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
 
 from stpn_tf.core.errors import StpnError
 
@@ -106,6 +105,8 @@ def positions_to_seconds_tf(positions: tf.Tensor, *, interpolation: int, length:
     optimizer and XLA turn division by a constant into multiplication by its reciprocal while eager
     execution divides, which would make the three execution modes differ in the last bit.
     """
+    import tensorflow as tf  # here: the numpy functions above serve callers without TensorFlow
+
     f64 = tf.float64
     num_snippets = tf.cast(num_snippets, f64)
     sps = tf.cast(seconds_per_snippet, f64)

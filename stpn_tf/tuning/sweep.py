@@ -26,7 +26,8 @@ from stpn_tf.evaluation.evaluate import AP_FUNCTIONS
 from stpn_tf.evaluation.matching import EvalData, ground_truth_data, join_predictions
 from stpn_tf.evaluation.thresholds import check_thresholds, default_tiou_thresholds
 from stpn_tf.localize import Localizer, LocalizerConfig
-from stpn_tf.inference.predict import batch_size_for, localize_raw, localized_batches, raw_batches, raw_streams
+from stpn_tf.artifacts.raw_outputs import raw_streams
+from stpn_tf.inference.predict import batch_size_for, localize_raw, localized_batches, raw_batches
 
 # Proposal generation presets (README "Beyond the paper" gives their sources).
 PROPOSALS: dict[str, dict[str, Any]] = {
@@ -175,7 +176,7 @@ class Sweeper:
     """Scores localization settings on one split's raw outputs.
 
     Args:
-      raw: Raw outputs (stpn_tf.inference.predict.load_raw).
+      raw: Raw outputs (stpn_tf.artifacts.raw_outputs.load_raw).
       ground_truth: The split's records.
       streams: Streams of the localization (predict.localize_raw).
       protocols: Evaluation protocols; the first one ranks settings.

@@ -17,6 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from stpn_tf.artifacts import raw_outputs
 from stpn_tf.inference import predict
 from stpn_tf.training import trainer as train_lib
 from stpn_tf.data import synthetic as synthetic_lib
@@ -91,7 +92,7 @@ def run_demo(
     print("[demo] localizing the test split", flush=True)
     serving = load_serving_model(workdir, grid=grid, localizer_config=localizer_config)
     two_stream, raw = runs.run_models(serving, dataset_dir, "test", batch_size=batch_size)
-    predict.save_raw(os.path.join(workdir, "raw_test.npz"), raw, split="test",
+    raw_outputs.save_raw(os.path.join(workdir, "raw_test.npz"), raw, split="test",
                      ground_truth=dataset_io.ground_truth_path(dataset_dir))
     ground_truth = load_ground_truth(dataset_io.ground_truth_path(dataset_dir), "test")
     thresholds = list(tiou_thresholds) or None

@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from stpn_tf.inference import predict  # noqa: E402
+from stpn_tf.artifacts import raw_outputs  # noqa: E402
 from stpn_tf.core.errors import StpnError  # noqa: E402
 from stpn_tf.evaluation.activitynet import activitynet_hits  # noqa: E402
 from stpn_tf.evaluation.matching import segment_tiou  # noqa: E402
@@ -206,9 +206,9 @@ def run_sections(workdir: str, *, raw_path: str, truth_path: str, subset: str, d
     Raises:
       StpnError: Naming the file at fault (the raw outputs, the ground truth, tune.json).
     """
-    raw = predict.load_raw(raw_path)
+    raw = raw_outputs.load_raw(raw_path)
     truth = load_ground_truth(truth_path, subset)
-    streams = tuple(s for s in ("rgb", "flow") if s in predict.raw_streams(raw)) or predict.raw_streams(raw)[:1]
+    streams = tuple(s for s in ("rgb", "flow") if s in raw_outputs.raw_streams(raw)) or raw_outputs.raw_streams(raw)[:1]
     settings = {"paper default": default}
     tune_path = os.path.join(workdir, "tune.json")
     if os.path.exists(tune_path):

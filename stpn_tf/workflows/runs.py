@@ -20,6 +20,7 @@ from stpn_tf.artifacts.shards import list_shards
 from stpn_tf.artifacts.workdir import WorkDir
 from stpn_tf.core.errors import StpnError
 from stpn_tf.data.grid import GridConfig
+from stpn_tf.artifacts import raw_outputs
 from stpn_tf.inference import predict
 from stpn_tf.inference.runner import ServingModel, load_serving_model
 from stpn_tf.model.stpn import ModelConfig
@@ -120,11 +121,11 @@ def cached_raw_outputs(path: str, *, workdir: str, dataset_dir: str, split: str,
       (raw outputs, the seconds the models took; None when they were read from `path`).
     """
     if os.path.exists(path) and not fresh:
-        return predict.load_raw(path), None
+        return raw_outputs.load_raw(path), None
     if announce:
         print(announce, flush=True)
     start = time.perf_counter()
     model = load_serving_model(workdir, grid=grid, feature_dim=feature_dim)
     _, raw = run_models(model, dataset_dir, split, batch_size=batch_size, detections=False)
-    predict.save_raw(path, raw, split=split, ground_truth=ground_truth_path(dataset_dir))
+    raw_outputs.save_raw(path, raw, split=split, ground_truth=ground_truth_path(dataset_dir))
     return raw, time.perf_counter() - start

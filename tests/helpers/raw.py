@@ -1,4 +1,4 @@
-"""Random raw model outputs, the dict `stpn localize --save_raw` writes (stpn_tf.inference.predict)."""
+"""Random raw model outputs, the dict `stpn localize --save_raw` writes (stpn_tf.artifacts.raw_outputs)."""
 
 from __future__ import annotations
 
