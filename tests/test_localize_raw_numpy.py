@@ -13,7 +13,8 @@ from stpn_tf.artifacts import raw_outputs
 from stpn_tf.core.errors import StpnError
 from stpn_tf.inference import predict
 from stpn_tf.localize import Localizer, LocalizerConfig
-from stpn_tf.localize.reference import greedy_nms, interpolate, localize_raw_outputs, outer_means, soft_nms
+from stpn_tf.localize.reference import (greedy_nms, interpolate, localize_arrays, localize_raw_outputs, outer_means,
+                                       soft_nms)
 from tests.helpers.cli import cli, one_error_line
 from tests.helpers.raw import random_raw
 
@@ -125,3 +126,17 @@ def test_raw_cli_runs_without_tensorflow_and_names_the_file_on_bad_values(tmp_pa
     line = one_error_line(proc, str(path), "video v1", "'rgb' attention has NaN or infinite values")
     assert line.startswith("stpn localize: error:")
     assert not (tmp_path / "bad.json").exists()
+
+
+def test_a_zero_score_is_positive_zero_as_the_localizer_writes_it():
+    # Attention 0 makes the score sequence -0.0 (0 x a negative mixed T-CAM); psi = 0 > -0.5 passes.
+    stream = {"attention": np.zeros(1, np.float32), "tcam": np.full((1, 1), -1.0, np.float32),
+              "probabilities": np.ones(1, np.float32)}
+    _, scores, _ = localize_arrays(stream, stream, length=1, num_snippets=1, seconds_per_snippet=1.0,
+                                   config=LocalizerConfig(tcam_threshold=-0.5, interpolation=1))
+    assert len(scores) == 1 and scores[0] == 0.0 and math.copysign(1.0, scores[0]) == 1.0
+
+
+def test_raw_engine_is_refused_where_it_does_not_apply(tmp_path):
+    proc = cli("localize", f"--workdir={tmp_path}", "--raw_engine=graph", expect=2)
+    one_error_line(proc, "--raw_engine applies to --raw without --sweep")

@@ -55,6 +55,9 @@ def check(p: Parsed) -> None:
     """Flags, files and settings, before TensorFlow loads."""
     from stpn_tf.artifacts.export_dir import is_export_dir
 
+    if p.flags["raw_engine"].present and (not p.raw or p.sweep):
+        raise StpnError("--raw_engine applies to --raw without --sweep (a sweep and the models run the compiled "
+                        "Localizer)")
     if int(p.config.localize.batch_size) < 0:
         raise StpnError(f"--config.localize.batch_size={p.config.localize.batch_size}: videos per call must be >= 0 "
                         "(0: from the data)")
@@ -352,6 +355,6 @@ COMMAND = Command(
             "the built-in Kinetics-400 one unless --config.extract.rgb_model=M; a two-stream model also needs\n"
             "--config.extract.flow_model=M (stpn i3d convert; docs/extract.md). The extracted features stay in\n"
             "<out>/features/videos/ and a rerun reuses them. --raw without --sweep localizes in numpy without\n"
-            "TensorFlow (--raw_engine=numpy, the default): the Localizer's detections, in seconds instead of\n"
-            "TensorFlow's start-up and a compile.",
+            "TensorFlow (--raw_engine=numpy, the default): the Localizer's detections (the same bytes but\n"
+            "where candidates tie exactly), in seconds instead of TensorFlow's start-up and a compile.",
     tensorflow=lambda p: not (p.raw and not p.sweep and p.flags["raw_engine"].value == "numpy"))

@@ -329,9 +329,10 @@ def _proposals(signal: np.ndarray, score: np.ndarray, threshold: float, threshol
     if not len(runs):
         return rows
     starts, ends = runs[:, 0], runs[:, 1]
-    # Each run's sum, added in order from its start (reduceat over the pairs [start, end + 1)).
+    # Each run's sum (reduceat over the pairs [start, end + 1)); + 0.0 turns a sum of -0.0 into 0.0, as a
+    # mean (and the graph) gives it.
     bounds = np.stack([starts, ends + 1], 1).ravel()
-    sums = np.add.reduceat(np.append(score, 0.0), bounds)[::2]
+    sums = np.add.reduceat(np.append(score, 0.0), bounds)[::2] + 0.0
     values = sums / (ends - starts + 1)
     if config.scoring == "oic":
         values = values - outer_means(score, starts, ends, config.oic_margin) + config.oic_gamma * video_score
@@ -345,9 +346,13 @@ def localize_raw_outputs(raw: Mapping[str, np.ndarray], config: LocalizerConfig,
 
     The detections are those of the Localizer on the same raw outputs (scores and seconds rounded to float32
     as it returns them): both compute in float64 and differ at most in the last bits of a float64, which
-    the rounding to float32 absorbs (a score or second within such a distance of a float32 rounding
-    boundary would come out one float32 step apart). Videos where no class passes the class threshold are
-    not localized (they have no detections).
+    the rounding to float32 absorbs. Where it cannot, the two can differ: a score or second within such a
+    distance of a float32 rounding boundary comes out one float32 step apart, and candidates whose scores
+    are mathematically equal (constant or quantized signals, which make runs of equal means) can swap
+    their order or which of them a cut or NMS keeps, as the last bits decide the tie; XLA also ranks 0.0
+    above -0.0 and flushes subnormal numbers to zero (soft-NMS with a tiny sigma). On real model outputs
+    none of this occurs in practice. Videos where no class passes the class threshold are not localized
+    (they have no detections).
     """
     check_raw_streams(raw, streams)
     check_single_stream_nms(streams, nms=config.nms, nms_threshold=config.nms_threshold)
