@@ -15,6 +15,9 @@ call: eagerly it derives the bounds from the data (one row per
 passing (video, class) pair, component slots from a first pass) with output identical to the configured
 bounds (checked below), in batches of 16 (config.localize.batch_size) and of the whole split. The
 first RESULT line is the Localizer on the whole split in one call against the reference, after compile.
+Beside it, the numpy engine that `stpn localize --raw` runs without TensorFlow (stpn_tf.localize.numpy_engine:
+the reference's algorithm vectorized within a class) on the same split, and whether it gives the Localizer's
+float32 outputs.
 
 Then the SavedModel path (what TF Serving, any TensorFlow client and Beam run): an export written by
 `stpn_tf.inference.export.save_module` into a temporary directory, from stream "models" that pass the
@@ -163,6 +166,7 @@ def main() -> None:
           f"{'identical' if identical else 'NOT identical'} to the configured graph; fallbacks to the configured "
           f"bounds: {localizer.fallbacks}; functions compiled: {localizer.tracing_count()}")
     print(f"RESULT xla_speedup_vs_reference={t_reference / t_localizer:.1f}")
+    numpy_engine(rgb, flow, num_snippets, sps, durations, final, t_localizer)
     speedup = savedmodel(rgb, flow, durations)
     print(f"RESULT savedmodel_speedup_vs_reference={speedup:.1f}")
     overhead = serving_checks()
@@ -232,6 +236,27 @@ def savedmodel(rgb, flow, durations) -> float:
     print(f"numpy reference on the export's outputs: {t_reference:.2f} s; the SavedModel agrees with it on "
           f"{agree}/{b} videos and is {'identical' if identical else 'NOT identical'} to the eager Localizer")
     return t_reference / t_saved
+
+
+def numpy_engine(rgb, flow, num_snippets, sps, durations, final, t_localizer) -> None:
+    """The numpy engine (`stpn localize --raw`'s default) on the same split: its time, and whether its
+    float32 outputs are the Localizer's."""
+    from stpn_tf.localize.numpy_engine import localize_arrays
+
+    b = len(num_snippets)
+    start = time.perf_counter()
+    out = [localize_arrays({k: v[i] for k, v in rgb.items()}, {k: v[i] for k, v in flow.items()}, length=T,
+                           num_snippets=int(num_snippets[i]), seconds_per_snippet=float(sps[i]),
+                           duration=float(durations[i]), config=SETTINGS) for i in range(b)]
+    t_numpy = time.perf_counter() - start
+    same = sum(len(scores) == final["num_detections"][i]
+               and np.array_equal(labels, final["detection_classes"][i, :len(labels)])
+               and np.array_equal(scores.astype(np.float32), final["detection_scores"][i, :len(scores)])
+               and np.array_equal(seconds.astype(np.float32), final["detection_segments"][i, :len(scores)])
+               for i, (labels, scores, seconds) in enumerate(out))
+    print(f"numpy engine (stpn localize --raw): {b / t_numpy:9.1f} videos/s ({t_numpy:.2f} s for the split, "
+          f"{t_numpy / t_localizer:.1f}x the Localizer's time, no TensorFlow); the Localizer's float32 outputs on "
+          f"{same}/{b} videos")
 
 
 def serving_checks(batch: int = 16, time_steps: int = 1024, dim: int = 1024) -> float:

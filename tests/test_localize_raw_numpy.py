@@ -1,5 +1,5 @@
-"""`stpn localize --raw` without TensorFlow: stpn_tf.localize.reference on saved raw outputs gives the
-Localizer's detections byte for byte (issue 20), with hand cases for the vectorized steps."""
+"""`stpn localize --raw` without TensorFlow: stpn_tf.localize.numpy_engine on saved raw outputs gives the
+Localizer's detections byte for byte (issue 20) and the reference's, with hand cases for the vectorized steps."""
 
 import json
 import math
@@ -13,8 +13,9 @@ from stpn_tf.artifacts import raw_outputs
 from stpn_tf.core.errors import StpnError
 from stpn_tf.inference import predict
 from stpn_tf.localize import Localizer, LocalizerConfig
-from stpn_tf.localize.reference import (greedy_nms, interpolate, localize_arrays, localize_raw_outputs, outer_means,
-                                       soft_nms)
+from stpn_tf.localize.numpy_engine import (greedy_nms, interpolate, localize_arrays, localize_raw_outputs, outer_means,
+                                          soft_nms)
+from stpn_tf.localize.reference import localize_video
 from tests.helpers.cli import cli, one_error_line
 from tests.helpers.raw import random_raw
 
@@ -140,3 +141,26 @@ def test_a_zero_score_is_positive_zero_as_the_localizer_writes_it():
 def test_raw_engine_is_refused_where_it_does_not_apply(tmp_path):
     proc = cli("localize", f"--workdir={tmp_path}", "--raw_engine=graph", expect=2)
     one_error_line(proc, "--raw_engine applies to --raw without --sweep")
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_numpy_engine_is_the_reference_in_float32(name):
+    config = CONFIGS[name]
+    raw = random_raw(CLASSES, num_videos=12, t=16, seed=11, lengths=(0, 17), num_snippets=(1, 70), smooth=True,
+                     max_probability=.7)
+
+    def stream(s, i):
+        return {key: raw[f"{s}/{key}"][i] for key in ("attention", "tcam", "probabilities")}
+
+    total = 0
+    for i in range(12):
+        kwargs = dict(length=int(raw["length"][i]), num_snippets=int(raw["num_snippets"][i]),
+                      seconds_per_snippet=.64, duration=float(raw["duration"][i]), config=config)
+        labels, scores, seconds = localize_arrays(stream("rgb", i), stream("flow", i), **kwargs)
+        expected = localize_video(stream("rgb", i), stream("flow", i), **kwargs)
+        assert labels.tolist() == [d.class_index for d in expected]
+        np.testing.assert_array_equal(scores.astype(np.float32), np.float32([d.score for d in expected]))
+        np.testing.assert_array_equal(seconds.astype(np.float32).reshape(-1, 2),
+                                      np.float32([(d.start, d.end) for d in expected]).reshape(-1, 2))
+        total += len(expected)
+    assert total > 0

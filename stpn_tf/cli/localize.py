@@ -30,7 +30,7 @@ def define(fv: flags.FlagValues) -> None:
                         ".npz, to localize again with other settings without the models", flag_values=fv)
     flags.DEFINE_string("raw", None, "localize saved raw outputs (from --save_raw) instead of running the models",
                         flag_values=fv)
-    flags.DEFINE_enum("raw_engine", "numpy", ["numpy", "graph"], "--raw: numpy (stpn_tf.localize.reference, no "
+    flags.DEFINE_enum("raw_engine", "numpy", ["numpy", "graph"], "--raw: numpy (stpn_tf.localize.numpy_engine, no "
                       "TensorFlow: no start-up or compile, the Localizer's detections) or graph (the compiled "
                       "Localizer: faster when many (video, class) pairs pass, e.g. ActivityNet size)",
                       flag_values=fv)
@@ -281,7 +281,7 @@ def _from_raw(p: Parsed) -> int:
     _check_output(out)
     config = settings.localizer_config(p.config)
     if p.flags["raw_engine"].value == "numpy":
-        from stpn_tf.localize.reference import localize_raw_outputs
+        from stpn_tf.localize.numpy_engine import localize_raw_outputs
 
         try:
             results = localize_raw_outputs(raw, config, streams=p.streams)

@@ -3,7 +3,8 @@
 config (LocalizerConfig, the settings and their codec) -> checks (input checks) -> ops, nms (the tensor
 ops) -> graph (the configured graph, `localize`) -> bounds (numpy bounds derived from the data), serving
 (the same bounds as graph ops, inside a SavedModel) -> localizer (the Localizer module, the one postprocessor). Beside them, independent of the compiled code:
-reference (the numpy statement of the algorithm) and timeline (the unit conversions).
+reference (the numpy statement of the algorithm), numpy_engine (the same vectorized, what `stpn localize --raw`
+runs) and timeline (the unit conversions).
 
 The package's names load on first use, so that the numpy modules (config, reference, timeline) import
 without TensorFlow (`stpn localize --raw` runs on them alone).

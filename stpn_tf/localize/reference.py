@@ -1,11 +1,9 @@
-"""Plain numpy reference of STPN localization (spec section 3), one video at a time, without TensorFlow.
+"""Plain numpy reference of STPN localization (spec section 3) for one video.
 
-Written directly from the spec, class by class and proposal by proposal, so that it can check the batched
-graph version in `stpn_tf.localize.graph` (which computes the same thing a different way: prefix sums of
-the interpolated segments, exact sort keys, bounded slots). Vectorized only within a class (interpolation,
-run sums, the tIoU matrix of NMS), it also localizes saved raw outputs without TensorFlow
-(`localize_raw_outputs`, what `stpn localize --raw` runs): there the start-up of TensorFlow and a first
-compile would cost more than the whole localization.
+Written directly from the spec, position by position, so that it can check the batched graph version
+in `stpn_tf.localize.graph` (which computes the same thing a different way). It is also usable on its own for
+a handful of videos; it is not meant to be fast (`numpy_engine` computes the same vectorized within a class,
+for `stpn localize --raw`, and shares its input checks, class selection and final order).
 
 Conventions shared with `stpn_tf.localize.graph` (both document them; the tests hold them to it):
 - Inputs are converted to float64 before any arithmetic.
@@ -38,19 +36,16 @@ minimum score after NMS (`min_score`, kept when score >= it) and a cut of each v
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Mapping
+from typing import NamedTuple
 
 import math
 
 import numpy as np
 
-from stpn_tf.artifacts.raw_outputs import RAW_STREAM_KEYS, check_raw_streams, check_single_stream_nms, passing_videos
-from stpn_tf.artifacts.results import results_envelope
-from stpn_tf.core.errors import StpnError
-from stpn_tf.core.streams import stream_roles
 from stpn_tf.localize import timeline
 from stpn_tf.localize.config import LocalizerConfig
+from stpn_tf.core.errors import StpnError
 
 STREAMS = ("rgb", "flow")
 
@@ -83,16 +78,14 @@ def interpolate(values: np.ndarray, factor: int) -> np.ndarray:
     if n == 1:
         out = np.repeat(values, factor, axis=0)
     else:
-        # np.interp's arithmetic on the unit grid, for every column at once: between knots j and j + 1,
-        # (v[j + 1] - v[j]) * (x - j) + v[j] (at x = j exactly v[j]); from the last knot on, v[n - 1] plus
-        # the last slope times the distance (linear extrapolation).
-        offset = positions.reshape(n, factor) - np.arange(n)[:, np.newaxis]                # x - j, [n, k]
-        out = np.empty((n, factor, values.shape[1]), np.float64)
-        out[:-1] = (values[1:] - values[:-1])[:, np.newaxis, :] * offset[:-1, :, np.newaxis] \
-            + values[:-1, np.newaxis, :]
-        slope = values[-1] - values[-2]
-        out[-1] = values[-1] + (positions[-factor:, np.newaxis] - (n - 1)) * slope
-        out = out.reshape(n * factor, values.shape[1])
+        out = np.empty((n * factor, values.shape[1]), np.float64)
+        inside = positions <= n - 1
+        grid = np.arange(n, dtype=np.float64)
+        for c in range(values.shape[1]):
+            column = values[:, c]
+            out[inside, c] = np.interp(positions[inside], grid, column)
+            slope = column[-1] - column[-2]
+            out[~inside, c] = column[-1] + (positions[~inside] - (n - 1)) * slope
     return out[:, 0] if squeeze else out
 
 
@@ -103,6 +96,13 @@ def connected_components(mask: np.ndarray) -> list[tuple[int, int]]:
     starts = np.flatnonzero(change == 1)
     ends = np.flatnonzero(change == -1) - 1
     return [(int(s), int(e)) for s, e in zip(starts, ends)]
+
+
+def interval_iou(a: tuple[int, int], b: tuple[int, int]) -> float:
+    """tIoU of two inclusive runs of interpolated positions, as continuous intervals [s, e + 1]."""
+    inter = max(0, min(a[1], b[1]) + 1 - max(a[0], b[0]))
+    union = (a[1] + 1 - a[0]) + (b[1] + 1 - b[0]) - inter
+    return inter / union
 
 
 def min_max_normalized(x: np.ndarray) -> np.ndarray:
@@ -116,91 +116,108 @@ def min_max_normalized(x: np.ndarray) -> np.ndarray:
     return (x - lo) / (delta if delta > 0 else 1.0)
 
 
-def outer_means(sequence: np.ndarray, starts: np.ndarray, ends: np.ndarray, margin: float) -> np.ndarray:
-    """Mean of `sequence` over the margins of margin x length beside each run [start, end] (0 where the
-    margins are empty, at both ends of the video)."""
-    size = ends - starts + 1
-    first = np.maximum(0, np.floor(starts - margin * size)).astype(np.int64)
-    last = np.minimum(len(sequence) - 1, np.floor(ends + margin * size)).astype(np.int64)
-    padded = np.append(sequence, 0.0)
-
-    def sums(lo, hi):  # sum of sequence[lo:hi] per run (reduceat gives a[lo] for an empty range: masked)
-        total = np.add.reduceat(padded, np.stack([lo, hi], 1).ravel())[::2]
-        return np.where(hi > lo, total, 0.0)
-
-    count = (starts - first) + (last - ends)
-    total = sums(first, starts) + sums(ends + 1, last + 1)
-    return np.where(count > 0, total / np.maximum(count, 1), 0.0)
+def outer_mean(sequence: np.ndarray, start: int, end: int, margin: float) -> float:
+    """Mean of `sequence` over the margins of margin x length beside the run [start, end] (0 if none)."""
+    size = end - start + 1
+    outer_first = max(0, math.floor(start - margin * size))
+    outer_last = min(len(sequence) - 1, math.floor(end + margin * size))
+    outer = np.concatenate([sequence[outer_first:start], sequence[end + 1:outer_last + 1]])
+    return float(np.mean(outer)) if len(outer) else 0.0
 
 
-def interval_ious(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """[len(a), len(b)] tIoU of runs [start, end] of interpolated positions (rows of a and b, float64
-    positions, which hold the integers exactly), as continuous intervals [s, e + 1]."""
-    a, b = a[:, np.newaxis, :], b[np.newaxis, :, :]
-    inter = np.maximum(0.0, np.minimum(a[..., 1], b[..., 1]) + 1.0 - np.maximum(a[..., 0], b[..., 0]))
-    union = (a[..., 1] + 1.0 - a[..., 0]) + (b[..., 1] + 1.0 - b[..., 0]) - inter
-    return inter / union
-
-
-def greedy_nms(ordered: np.ndarray, nms_threshold: float) -> list[tuple[float, int]]:
-    """Hard NMS over proposal rows in NMS order: [(score, NMS rank)] of the kept ones, in order.
-
-    A proposal is kept when its tIoU with every proposal kept before it is <= nms_threshold.
-    """
-    runs = ordered[:, 2:4]
-    overlaps = interval_ious(runs, runs) > nms_threshold
-    has_overlap = (overlaps.sum(axis=1) > 1).tolist()  # beyond itself (tIoU 1)
-    suppressed = np.zeros(len(ordered), bool)
+def soft_nms(ordered: list, sigma: float) -> list:
+    """Gaussian soft-NMS over proposals in NMS order: [(decayed score, NMS rank, proposal)] in pick order."""
+    remaining = [[proposal[0], rank, proposal] for rank, proposal in enumerate(ordered)]
     kept = []
-    for rank in range(len(ordered)):
-        if suppressed[rank]:
-            continue
-        kept.append((float(ordered[rank, 0]), rank))
-        if has_overlap[rank]:
-            suppressed |= overlaps[rank]
+    while remaining:
+        best = min(remaining, key=lambda r: (-r[0], r[1]))
+        remaining.remove(best)
+        kept.append(tuple(best))
+        for r in remaining:
+            iou = interval_iou(best[2][2:4], r[2][2:4])
+            r[0] *= math.exp(-iou * iou / sigma)
     return kept
 
 
-def soft_nms(ordered: np.ndarray, sigma: float) -> list[tuple[float, int]]:
-    """Gaussian soft-NMS over proposal rows in NMS order: [(decayed score, NMS rank)] in pick order.
-
-    Each pick is the remaining proposal of highest decayed score (ties: the earlier NMS rank); the scores
-    of the others are multiplied by exp(-tIoU^2 / sigma) (exactly 1 for the disjoint ones).
-    """
-    decay = np.exp(-interval_ious(ordered[:, 2:4], ordered[:, 2:4]) ** 2 / sigma)  # [n, n]
-    scores = ordered[:, 0].copy()
-    picked = np.zeros(len(ordered), bool)
-    kept = []
-    for _ in range(len(ordered)):
-        # argmax returns the first maximum: among equal scores the earliest NMS rank.
-        best = int(np.argmax(np.where(picked, -np.inf, scores)))
-        kept.append((float(scores[best]), best))
-        picked[best] = True
-        scores *= decay[best]  # the picked ones' scores are no longer read
-    return kept
-
-
-def _stream_arrays(name: str, stream: Mapping[str, np.ndarray], length: int):
+def stream_arrays(name: str, stream: Mapping[str, np.ndarray], length: int):
     try:
         attention = np.asarray(stream["attention"], np.float64)
         tcam = np.asarray(stream["tcam"], np.float64)
         probabilities = np.asarray(stream["probabilities"], np.float64)
     except KeyError as err:
-        raise StpnError(f"reference localize: stream {name!r} lacks key {err.args[0]!r}") from None
+        raise StpnError(f"localize: stream {name!r} lacks key {err.args[0]!r}") from None
     if attention.ndim != 1 or tcam.ndim != 2 or probabilities.ndim != 1:
-        raise StpnError(f"reference localize: stream {name!r} needs attention [T], tcam [T, C], "
+        raise StpnError(f"localize: stream {name!r} needs attention [T], tcam [T, C], "
                         f"probabilities [C]; got shapes {attention.shape}, {tcam.shape}, {probabilities.shape}")
     if tcam.shape[0] != attention.shape[0] or tcam.shape[1] != probabilities.shape[0]:
-        raise StpnError(f"reference localize: stream {name!r} shapes disagree: attention {attention.shape}, "
+        raise StpnError(f"localize: stream {name!r} shapes disagree: attention {attention.shape}, "
                         f"tcam {tcam.shape}, probabilities {probabilities.shape}")
     if length > attention.shape[0]:
-        raise StpnError(f"reference localize: length {length} exceeds the {attention.shape[0]} positions "
+        raise StpnError(f"localize: length {length} exceeds the {attention.shape[0]} positions "
                         f"of stream {name!r}")
     attention, tcam = attention[:length], tcam[:length]
     for what, arr in (("attention", attention), ("tcam", tcam), ("probabilities", probabilities)):
         if not np.all(np.isfinite(arr)):
-            raise StpnError(f"reference localize: stream {name!r} {what} has NaN or infinite values")
+            raise StpnError(f"localize: stream {name!r} {what} has NaN or infinite values")
     return attention, tcam, probabilities
+
+
+class VideoInputs(NamedTuple):
+    """One video's checked inputs: {stream: (attention [length], tcam [length, C], probabilities [C])} in
+    float64, the mixed T-CAM alpha a_rgb + (1 - alpha) a_flow [length, C], the video score [C], and the
+    selected classes (passing in a stream, at most Q, in priority order)."""
+
+    streams: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+    mixed_tcam: np.ndarray
+    video_score: np.ndarray
+    selected: list[int]
+
+
+def video_inputs(rgb: Mapping[str, np.ndarray], flow: Mapping[str, np.ndarray], *, length: int,
+                 config: LocalizerConfig) -> VideoInputs | None:
+    """The checked inputs of one video (see VideoInputs); None when length is 0 (no detections)."""
+    if length < 0:
+        raise StpnError(f"localize: length must be >= 0, got {length}")
+    arrays = {name: stream_arrays(name, stream, length) for name, stream in (("rgb", rgb), ("flow", flow))}
+    if arrays["rgb"][1].shape[1] != arrays["flow"][1].shape[1]:
+        raise StpnError("localize: rgb and flow streams have different numbers of classes")
+    if length == 0:
+        return None
+    alpha = config.alpha
+    mixed_tcam = alpha * arrays["rgb"][1] + (1.0 - alpha) * arrays["flow"][1]        # [length, C]
+    video_score = alpha * arrays["rgb"][2] + (1.0 - alpha) * arrays["flow"][2]       # [C]
+    passing = {}
+    for c in range(mixed_tcam.shape[1]):
+        passing_probabilities = [arrays[name][2][c] for name in STREAMS
+                                 if arrays[name][2][c] >= config.class_threshold]
+        if passing_probabilities:
+            passing[c] = max(passing_probabilities)
+    selected = sorted(passing, key=lambda c: (-passing[c], c))
+    if config.max_classes_per_video is not None:
+        selected = selected[:config.max_classes_per_video]
+    return VideoInputs(arrays, mixed_tcam, video_score, selected)
+
+
+def proposing_classes(selected: list[int], probabilities: np.ndarray, stream: str,
+                      config: LocalizerConfig) -> list[int]:
+    """The classes `stream` proposes, in class order."""
+    if config.proposal_streams == "both":
+        # The paper: a stream proposes the selected classes that pass in it.
+        return sorted(c for c in selected if probabilities[c] >= config.class_threshold)
+    # One proposing stream: every selected class (passing in either stream).
+    return sorted(selected) if stream == config.proposal_streams else []
+
+
+def final_order(kept: list[tuple], config: LocalizerConfig) -> list[tuple]:
+    """A video's detections after NMS, rows (score, class, NMS rank, start, end): those scoring at least
+    `min_score`, score descending (ties: class, then NMS rank), the first `max_detections`, then the first
+    `detections_per_video` (0: all)."""
+    kept = [d for d in kept if d[0] >= config.min_score]  # after NMS; -inf keeps all
+    kept.sort(key=lambda d: (-d[0], d[1], d[2]))
+    kept = kept[:config.max_detections]
+    if config.detections_per_video:
+        kept = kept[:config.detections_per_video]
+    return kept
 
 
 def localize_video(rgb: Mapping[str, np.ndarray], flow: Mapping[str, np.ndarray], *, length: int,
@@ -223,157 +240,56 @@ def localize_video(rgb: Mapping[str, np.ndarray], flow: Mapping[str, np.ndarray]
     Returns:
       Detections (class index, score, start s, end s), score descending with the documented tie order.
     """
-    classes, scores, seconds = localize_arrays(rgb, flow, length=length, num_snippets=num_snippets,
-                                               seconds_per_snippet=seconds_per_snippet, duration=duration,
-                                               config=config)
-    return [Detection(c, score, start, end)
-            for c, score, (start, end) in zip(classes.tolist(), scores.tolist(), seconds.tolist())]
+    inputs = video_inputs(rgb, flow, length=length, config=config)
+    if inputs is None:
+        return []
+    k, nms_threshold = int(config.interpolation), config.nms_threshold
+    arrays, mixed_tcam, video_score = inputs.streams, inputs.mixed_tcam, inputs.video_score
+    num_classes = mixed_tcam.shape[1]
 
-
-def localize_arrays(rgb: Mapping[str, np.ndarray], flow: Mapping[str, np.ndarray], *, length: int,
-                    num_snippets: int, seconds_per_snippet: float, duration: float | None = None,
-                    config: LocalizerConfig = LocalizerConfig()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`localize_video` as arrays: (class indices int64 [N], scores float64 [N], seconds float64 [N, 2])."""
-    class_threshold, alpha = config.class_threshold, config.alpha
-    interpolation, nms_threshold, max_detections = config.interpolation, config.nms_threshold, config.max_detections
-    max_components_per_class, max_classes_per_video = config.max_components_per_class, config.max_classes_per_video
-    if length < 0:
-        raise StpnError(f"reference localize: length must be >= 0, got {length}")
-    k = int(interpolation)
-    arrays = {name: _stream_arrays(name, stream, length) for name, stream in (("rgb", rgb), ("flow", flow))}
-    if arrays["rgb"][1].shape[1] != arrays["flow"][1].shape[1]:
-        raise StpnError("reference localize: rgb and flow streams have different numbers of classes")
-    if length == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.float64), np.zeros((0, 2), np.float64)
-    num_classes = arrays["rgb"][1].shape[1]
-    mixed_tcam = alpha * arrays["rgb"][1] + (1.0 - alpha) * arrays["flow"][1]        # [length, C]
-    video_score = alpha * arrays["rgb"][2] + (1.0 - alpha) * arrays["flow"][2]       # [C]
-
-    passing = {}
-    for c in range(num_classes):
-        passing_probabilities = [arrays[name][2][c] for name in STREAMS if arrays[name][2][c] >= class_threshold]
-        if passing_probabilities:
-            passing[c] = max(passing_probabilities)
-    selected = sorted(passing, key=lambda c: (-passing[c], c))
-    if max_classes_per_video is not None:
-        selected = selected[:max_classes_per_video]
-
-    # candidates[c]: rows (score, stream index, start, end, threshold index); start/end inclusive positions.
-    candidates: dict[int, list[np.ndarray]] = {c: [] for c in range(num_classes)}
+    # candidates[c]: (score, stream index, start, end, threshold index); start/end inclusive positions.
+    candidates: dict[int, list[tuple[float, int, int, int, int]]] = {c: [] for c in range(num_classes)}
     for stream_index, name in enumerate(STREAMS):
         attention, tcam, probabilities = arrays[name]
-        if config.proposal_streams == "both":
-            # The paper: a stream proposes the selected classes that pass in it.
-            proposing = [c for c in selected if probabilities[c] >= class_threshold]
-        elif name == config.proposal_streams:
-            # One proposing stream: every selected class (passing in either stream).
-            proposing = list(selected)
-        else:
-            proposing = []
-        if not proposing:
-            continue
-        columns = np.array(sorted(proposing))
-        psi = attention[:, None] * (1.0 / (1.0 + np.exp(-tcam[:, columns])))            # [length, P]
-        signal = np.repeat(attention[:, None], len(columns), 1) if config.proposal_signal == "attention" else psi
+        psi = attention[:, None] * (1.0 / (1.0 + np.exp(-tcam)))                      # [length, C]
+        signal = np.repeat(attention[:, None], num_classes, 1) if config.proposal_signal == "attention" else psi
         if config.normalize:
-            signal = np.stack([min_max_normalized(signal[:, j]) for j in range(len(columns))], 1)
-        score_sequence = attention[:, None] * mixed_tcam[:, columns]                     # [length, P]
-        signal_fine = interpolate(signal, k)                                             # [length*k, P]
+            signal = np.stack([min_max_normalized(signal[:, c]) for c in range(num_classes)], 1)
+        score_sequence = attention[:, None] * mixed_tcam                                 # [length, C]
+        signal_fine = interpolate(signal, k)                                             # [length*k, C]
         score_fine = interpolate(score_sequence, k)
-        for j, c in enumerate(columns):
-            proposals = [_proposals(signal_fine[:, j], score_fine[:, j], threshold, p, stream_index, config,
-                                    float(video_score[c]))
-                         for p, threshold in enumerate(config.thresholds)]
-            proposals = np.concatenate(proposals)
-            if max_components_per_class is not None and len(proposals) > max_components_per_class:
-                order = np.lexsort((proposals[:, 4], proposals[:, 2], -proposals[:, 0]))
-                proposals = proposals[order[:max_components_per_class]]
-            candidates[int(c)].append(proposals)
+        for c in proposing_classes(inputs.selected, probabilities, name, config):
+            proposals = []
+            for p, threshold in enumerate(config.thresholds):
+                for start, end in connected_components(signal_fine[:, c] > threshold):
+                    score = float(np.mean(score_fine[start:end + 1, c]))
+                    if config.scoring == "oic":
+                        score = score - outer_mean(score_fine[:, c], start, end, config.oic_margin) \
+                            + config.oic_gamma * float(video_score[c])
+                    proposals.append((score, stream_index, start, end, p))
+            if config.max_components_per_class is not None:
+                proposals.sort(key=lambda q: (-q[0], q[2], q[4]))
+                proposals = proposals[:config.max_components_per_class]
+            candidates[c].extend(proposals)
 
-    kept_all = []  # rows (score, class, NMS rank, start, end)
+    kept_all = []
     for c in range(num_classes):
-        if not candidates[c]:
-            continue
-        proposals = np.concatenate(candidates[c])
-        ordered = proposals[np.lexsort((proposals[:, 4], proposals[:, 2], proposals[:, 1], -proposals[:, 0]))]
+        ordered = sorted(candidates[c], key=lambda q: (-q[0], q[1], q[2], q[4]))
         if config.nms == "soft":
             kept = soft_nms(ordered, config.soft_nms_sigma)
         else:
-            kept = greedy_nms(ordered, nms_threshold)
-        kept_all.extend((score, c, rank, ordered[rank, 2], ordered[rank, 3]) for score, rank in kept)
-    kept_all = [d for d in kept_all if d[0] >= config.min_score]  # after NMS; -inf keeps all
-    kept_all.sort(key=lambda d: (-d[0], d[1], d[2]))
-    kept_all = kept_all[:max_detections]
-    if config.detections_per_video:
-        kept_all = kept_all[:config.detections_per_video]
-    if not kept_all:
-        return np.zeros(0, np.int64), np.zeros(0, np.float64), np.zeros((0, 2), np.float64)
+            kept = []
+            for rank, proposal in enumerate(ordered):
+                if all(interval_iou(proposal[2:4], other[2:4]) <= nms_threshold for _, other in kept):
+                    kept.append((rank, proposal))
+            kept = [(proposal[0], rank, proposal) for rank, proposal in kept]
+        kept_all.extend((score, c, rank, proposal[2], proposal[3]) for score, rank, proposal in kept)
 
-    # A run [start, end] covers grid coordinates [start / k, (end + 1) / k].
-    runs = np.array([(start, end + 1) for _, _, _, start, end in kept_all], np.float64)
-    seconds = timeline.positions_to_seconds(runs, interpolation=k, length=length, num_snippets=num_snippets,
-                                            seconds_per_snippet=seconds_per_snippet, duration=duration)
-    return (np.array([c for _, c, _, _, _ in kept_all], np.int64), np.array([d[0] for d in kept_all], np.float64),
-            seconds)
-
-
-def _proposals(signal: np.ndarray, score: np.ndarray, threshold: float, threshold_index: int, stream_index: int,
-               config: LocalizerConfig, video_score: float) -> np.ndarray:
-    """[N, 5] rows (score, stream index, start, end, threshold index) of one class's runs above `threshold`.
-
-    The score of a run is the mean of `score` over it (OIC: minus the mean over its outer margins, plus
-    gamma x the video score).
-    """
-    runs = np.array(connected_components(signal > threshold), np.int64).reshape(-1, 2)
-    rows = np.empty((len(runs), 5), np.float64)
-    if not len(runs):
-        return rows
-    starts, ends = runs[:, 0], runs[:, 1]
-    # Each run's sum (reduceat over the pairs [start, end + 1)); + 0.0 turns a sum of -0.0 into 0.0, as a
-    # mean (and the graph) gives it.
-    bounds = np.stack([starts, ends + 1], 1).ravel()
-    sums = np.add.reduceat(np.append(score, 0.0), bounds)[::2] + 0.0
-    values = sums / (ends - starts + 1)
-    if config.scoring == "oic":
-        values = values - outer_means(score, starts, ends, config.oic_margin) + config.oic_gamma * video_score
-    rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3], rows[:, 4] = values, stream_index, starts, ends, threshold_index
-    return rows
-
-
-def localize_raw_outputs(raw: Mapping[str, np.ndarray], config: LocalizerConfig, *,
-                         streams: Sequence[str] = ("rgb", "flow")) -> dict[str, Any]:
-    """Saved raw outputs (stpn_tf.artifacts.raw_outputs) localized here, without TensorFlow; the results object.
-
-    The detections are those of the Localizer on the same raw outputs (scores and seconds rounded to float32
-    as it returns them): both compute in float64 and differ at most in the last bits of a float64, which
-    the rounding to float32 absorbs. Where it cannot, the two can differ: a score or second within such a
-    distance of a float32 rounding boundary comes out one float32 step apart, and candidates whose scores
-    are mathematically equal (constant or quantized signals, which make runs of equal means) can swap
-    their order or which of them a cut or NMS keeps, as the last bits decide the tie; XLA also ranks 0.0
-    above -0.0 and flushes subnormal numbers to zero (soft-NMS with a tiny sigma). On real model outputs
-    none of this occurs in practice. Videos where no class passes the class threshold are not localized
-    (they have no detections).
-    """
-    check_raw_streams(raw, streams)
-    check_single_stream_nms(streams, nms=config.nms, nms_threshold=config.nms_threshold)
-    first, second = stream_roles(streams)
-    classes = [str(c) for c in raw["classes"]]
-    video_ids = [str(v) for v in raw["video_id"]]
-    results: dict[str, list[dict[str, Any]]] = {v: [] for v in video_ids}  # the order of `raw`
-    for i in passing_videos(raw, streams=streams, class_threshold=config.class_threshold):
-        def stream(name):
-            return {key: np.asarray(raw[f"{name}/{key}"][i], np.float32) for key in RAW_STREAM_KEYS}
-
-        duration = float(np.float32(raw["duration"][i]))
-        try:
-            labels, scores, seconds = localize_arrays(
-                stream(first), stream(second), length=int(raw["length"][i]), num_snippets=int(raw["num_snippets"][i]),
-                seconds_per_snippet=float(np.float32(raw["seconds_per_snippet"][i])),
-                duration=None if math.isnan(duration) else duration, config=config)
-        except StpnError as err:
-            raise StpnError(f"video {video_ids[i]}: {err}") from None
-        results[video_ids[i]] = [
-            {"label": classes[c], "score": score, "segment": segment}
-            for c, score, segment in zip(labels.tolist(), scores.astype(np.float32).tolist(),
-                                         seconds.astype(np.float32).tolist())]
-    return results_envelope(results)
+    detections = []
+    for score, c, _, start, end in final_order(kept_all, config):
+        # The run [start, end] covers grid coordinates [start / k, (end + 1) / k].
+        seconds = timeline.positions_to_seconds(np.array([start, end + 1]), interpolation=k, length=length,
+                                                num_snippets=num_snippets,
+                                                seconds_per_snippet=seconds_per_snippet, duration=duration)
+        detections.append(Detection(int(c), float(score), float(seconds[0]), float(seconds[1])))
+    return detections
