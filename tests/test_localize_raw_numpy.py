@@ -13,9 +13,8 @@ from stpn_tf.artifacts import raw_outputs
 from stpn_tf.core.errors import StpnError
 from stpn_tf.inference import predict
 from stpn_tf.localize import Localizer, LocalizerConfig
-from stpn_tf.localize.numpy_engine import (greedy_nms, interpolate, localize_arrays, localize_raw_outputs, outer_means,
-                                          soft_nms)
-from stpn_tf.localize.reference import localize_video
+from stpn_tf.localize.numpy_engine import greedy_nms, localize_arrays, localize_raw_outputs, outer_means, soft_nms
+from stpn_tf.localize.reference import interpolate, localize_video
 from tests.helpers.cli import cli, one_error_line
 from tests.helpers.raw import random_raw
 

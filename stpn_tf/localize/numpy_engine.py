@@ -2,7 +2,7 @@
 
 The algorithm and its conventions are `stpn_tf.localize.reference`'s (the spec's, proposal by proposal, the
 oracle the tests hold every implementation to); this module computes the same vectorized within a class:
-the interpolation of every proposing class at once, the runs' sums with one `np.add.reduceat`, OIC's outer
+the interpolation of every proposing class at once (the reference's), the runs' sums with one `np.add.reduceat`, OIC's outer
 means likewise, and NMS over a class's tIoU matrix. For saved raw outputs it needs neither TensorFlow's
 start-up nor a compile, which cost more than the whole localization (`bench/localize_raw.py`).
 
@@ -30,40 +30,8 @@ from stpn_tf.core.errors import StpnError
 from stpn_tf.core.streams import stream_roles
 from stpn_tf.localize import timeline
 from stpn_tf.localize.config import LocalizerConfig
-from stpn_tf.localize.reference import (STREAMS, connected_components, final_order, min_max_normalized, proposing_classes,
-                                       video_inputs)
-
-
-def interpolate(values: np.ndarray, factor: int) -> np.ndarray:
-    """Linear interpolation by an integer factor with linear extrapolation past the last sample.
-
-    Args:
-      values: [N] or [N, C] samples at grid coordinates 0 .. N - 1.
-      factor: k >= 1.
-
-    Returns:
-      [N * k] or [N * k, C]: the value at coordinate j / k for j = 0 .. N * k - 1.
-    """
-    values = np.asarray(values, np.float64)
-    squeeze = values.ndim == 1
-    if squeeze:
-        values = values[:, None]
-    n = values.shape[0]
-    positions = np.arange(n * factor) / factor
-    if n == 1:
-        out = np.repeat(values, factor, axis=0)
-    else:
-        # np.interp's arithmetic on the unit grid, for every column at once: between knots j and j + 1,
-        # (v[j + 1] - v[j]) * (x - j) + v[j] (at x = j exactly v[j]); from the last knot on, v[n - 1] plus
-        # the last slope times the distance (linear extrapolation).
-        offset = positions.reshape(n, factor) - np.arange(n)[:, np.newaxis]                # x - j, [n, k]
-        out = np.empty((n, factor, values.shape[1]), np.float64)
-        out[:-1] = (values[1:] - values[:-1])[:, np.newaxis, :] * offset[:-1, :, np.newaxis] \
-            + values[:-1, np.newaxis, :]
-        slope = values[-1] - values[-2]
-        out[-1] = values[-1] + (positions[-factor:, np.newaxis] - (n - 1)) * slope
-        out = out.reshape(n * factor, values.shape[1])
-    return out[:, 0] if squeeze else out
+from stpn_tf.localize.reference import (STREAMS, connected_components, final_order, interpolate, min_max_normalized,
+                                       proposing_classes, video_inputs)
 
 
 def outer_means(sequence: np.ndarray, starts: np.ndarray, ends: np.ndarray, margin: float) -> np.ndarray:
