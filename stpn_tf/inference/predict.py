@@ -5,8 +5,8 @@ training work directory) and returns the detections together with the raw output
 video probabilities of each stream on the localized grid. Saved with `stpn_tf.artifacts.raw_outputs`, the
 raw outputs let `localize_raw` run the Localizer again with other settings (`stpn localize --raw
 --raw_engine=graph`, `--sweep`, the tuning) without rerunning the models; on the same settings it
-reproduces the graph's detections exactly. (`stpn localize --raw` runs the numpy reference by default, with
-the same bytes and without TensorFlow.)
+reproduces the graph's detections exactly. (`stpn localize --raw` runs `stpn_tf.localize.numpy_engine` by
+default, with the same bytes and without TensorFlow.)
 
 Videos per call come from the data unless a batch size is given (`batch_size=0`, config.localize.batch_size
 0): the models get as many records as fit `FEATURE_BYTES_PER_CALL` bytes of padded features

@@ -6,8 +6,8 @@ ops) -> graph (the configured graph, `localize`) -> bounds (numpy bounds derived
 reference (the numpy statement of the algorithm), numpy_engine (the same vectorized, what `stpn localize --raw`
 runs) and timeline (the unit conversions).
 
-The package's names load on first use, so that the numpy modules (config, reference, timeline) import
-without TensorFlow (`stpn localize --raw` runs on them alone).
+The package's names load on first use, so that the numpy modules (config, reference, numpy_engine, timeline)
+import without TensorFlow (`stpn localize --raw` runs on them alone).
 """
 
 import importlib

@@ -2,7 +2,8 @@
 
 The algorithm and its conventions are `stpn_tf.localize.reference`'s (the spec's, proposal by proposal, the
 oracle the tests hold every implementation to); this module computes the same vectorized within a class:
-the interpolation of every proposing class at once (the reference's), the runs' sums with one `np.add.reduceat`, OIC's outer
+the interpolation of every proposing class at once (the reference's), the runs' sums with one
+`np.add.reduceat`, OIC's outer
 means likewise, and NMS over a class's tIoU matrix. For saved raw outputs it needs neither TensorFlow's
 start-up nor a compile, which cost more than the whole localization (`bench/localize_raw.py`).
 
@@ -10,10 +11,12 @@ Against the compiled Localizer (`stpn_tf.localize.localizer`): both compute in f
 seconds to float32, which absorbs the last-bit differences of two float64 computations, so the detections
 files are the same bytes (the tests compare them byte for byte on every option; the bench on the demo and at
 ActivityNet size). They can differ where it cannot: a score or second within a float64 rounding of a float32
-boundary comes out one float32 step apart, and candidates whose scores are equal in real numbers (constant
-or quantized signals make runs of equal means) can swap their order or which of them a cut or NMS keeps, as
-the last bits decide the tie; XLA also ranks 0.0 above -0.0 and flushes subnormal numbers to zero (soft-NMS
-with a tiny sigma). On model outputs none of this occurs in practice.
+boundary comes out one float32 step apart; a score that cancels to nearly 0 (a sum of opposite values)
+keeps only the rounding of its sum, which differs with the order of the additions; and candidates whose
+scores are equal in real numbers (constant or quantized signals make runs of equal means) can swap their
+order or which of them a cut or NMS keeps, as the last bits decide the tie; XLA also ranks 0.0 above -0.0
+and flushes subnormal numbers to zero (soft-NMS with a tiny sigma). On model outputs none of this occurs in
+practice.
 """
 
 from __future__ import annotations

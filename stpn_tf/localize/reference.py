@@ -79,8 +79,8 @@ def interpolate(values: np.ndarray, factor: int) -> np.ndarray:
         out = np.repeat(values, factor, axis=0)
     else:
         # np.interp's arithmetic on the unit grid, for every column at once: between knots j and j + 1,
-        # (v[j + 1] - v[j]) * (x - j) + v[j] (at x = j exactly v[j]); from the last knot on, v[n - 1] plus
-        # the last slope times the distance (linear extrapolation).
+        # (v[j + 1] - v[j]) * (x - j) + v[j] (at x = j the value v[j], but a knot of -0.0 gives +0.0); from
+        # the last knot on, v[n - 1] plus the last slope times the distance (linear extrapolation).
         offset = positions.reshape(n, factor) - np.arange(n)[:, np.newaxis]                # x - j, [n, k]
         out = np.empty((n, factor, values.shape[1]), np.float64)
         out[:-1] = (values[1:] - values[:-1])[:, np.newaxis, :] * offset[:-1, :, np.newaxis] \
@@ -142,6 +142,8 @@ def soft_nms(ordered: list, sigma: float) -> list:
 
 
 def stream_arrays(name: str, stream: Mapping[str, np.ndarray], length: int):
+    """(attention [length], tcam [length, C], probabilities [C]) of one stream in float64, checked: the keys,
+    the shapes, length <= T and no NaN or infinity in what is used."""
     try:
         attention = np.asarray(stream["attention"], np.float64)
         tcam = np.asarray(stream["tcam"], np.float64)
