@@ -259,10 +259,9 @@ def numpy_engine(rgb, flow, num_snippets, sps, durations, final, t_localizer) ->
           f"{same}/{b} videos")
 
 
-def serving_checks(batch: int = 16, time_steps: int = 1024, dim: int = 1024) -> float:
-    """What the export's input checks (NaN / size / count assertions outside the compiled part) cost: the
-    whole serving graph with and without them, on random THUMOS14-size inputs and random-weight models.
-    Returns with / without - 1."""
+def serving_setup(batch: int = 16, time_steps: int = 1024, dim: int = 1024):
+    """(InferenceModule of two random-weight STPN models at the shipped bounds, random THUMOS14-size serving
+    inputs): what the serving benchmarks call."""
     from stpn_tf.data.grid import GridConfig
     from stpn_tf.model.stpn import STPN
     from stpn_tf.localize.localizer import Localizer
@@ -279,6 +278,14 @@ def serving_checks(batch: int = 16, time_steps: int = 1024, dim: int = 1024) -> 
                   flow=tf.constant(rng.normal(size=(batch, time_steps, dim)).astype(np.float32)),
                   num_snippets=tf.constant(rng.integers(100, time_steps, batch).astype(np.int32)),
                   seconds_per_snippet=tf.constant(np.full(batch, .64, np.float32)))
+    return module, inputs
+
+
+def serving_checks(batch: int = 16, time_steps: int = 1024, dim: int = 1024) -> float:
+    """What the export's input checks (NaN / size / count assertions outside the compiled part) cost: the
+    whole serving graph with and without them, on random THUMOS14-size inputs and random-weight models.
+    Returns with / without - 1."""
+    module, inputs = serving_setup(batch, time_steps, dim)
     unchecked = tf.function(lambda rgb, flow, num_snippets, seconds_per_snippet: module.run(
         rgb, flow, num_snippets, seconds_per_snippet))
     # The floor of any check that reads every feature: one sum over each input and nothing else.

@@ -30,29 +30,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from stpn_tf.data.grid import GridConfig  # noqa: E402
-from stpn_tf.inference.module import InferenceModule, check_serving_inputs, guarded  # noqa: E402
-from stpn_tf.localize.config import LocalizerConfig  # noqa: E402
-from stpn_tf.localize.localizer import Localizer  # noqa: E402
-from stpn_tf.model.stpn import STPN  # noqa: E402
+from localize import serving_setup  # noqa: E402  (bench/localize.py: the same module and inputs)
+from stpn_tf.inference.module import check_serving_inputs, guarded  # noqa: E402
 
-C, BATCH, TIME, DIM = 20, 16, 1024, 1024
+DIM = 1024
 READING = ("shipped", "after_models", "before", "xla_after_models")
-
-
-def build():
-    models = {}
-    for stream in ("rgb", "flow"):
-        models[stream] = STPN(C)
-        models[stream]({"features": tf.zeros([1, 4, DIM]), "mask": tf.ones([1, 4])})
-    module = InferenceModule(models, [f"c{i}" for i in range(C)], grid=GridConfig(),
-                             localizer=Localizer(LocalizerConfig(interpolation=24)))
-    rng = np.random.default_rng(0)
-    inputs = dict(rgb=tf.constant(rng.normal(size=(BATCH, TIME, DIM)).astype(np.float32)),
-                  flow=tf.constant(rng.normal(size=(BATCH, TIME, DIM)).astype(np.float32)),
-                  num_snippets=tf.constant(rng.integers(100, TIME, BATCH).astype(np.int32)),
-                  seconds_per_snippet=tf.constant(np.full(BATCH, .64, np.float32)))
-    return module, inputs
 
 
 def variants(module) -> dict:
@@ -104,7 +86,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=80)
     args = parser.parse_args()
-    module, inputs = build()
+    module, inputs = serving_setup(dim=DIM)
     functions = variants(module)
     times = {name: [] for name in functions}
     cpu = {name: 0.0 for name in functions}

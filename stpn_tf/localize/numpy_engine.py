@@ -2,8 +2,7 @@
 
 The algorithm and its conventions are `stpn_tf.localize.reference`'s (the spec's, proposal by proposal, the
 oracle the tests hold every implementation to); this module computes the same vectorized within a class:
-the interpolation of every proposing class at once (the reference's), the runs' sums with one
-`np.add.reduceat`, OIC's outer
+the interpolation of every proposing class at once, the runs' sums with one `np.add.reduceat`, OIC's outer
 means likewise, and NMS over a class's tIoU matrix. For saved raw outputs it needs neither TensorFlow's
 start-up nor a compile, which cost more than the whole localization (`bench/localize_raw.py`).
 
@@ -33,8 +32,26 @@ from stpn_tf.core.errors import StpnError
 from stpn_tf.core.streams import stream_roles
 from stpn_tf.localize import timeline
 from stpn_tf.localize.config import LocalizerConfig
-from stpn_tf.localize.reference import (STREAMS, connected_components, final_order, interpolate, min_max_normalized,
-                                       proposing_classes, video_inputs)
+from stpn_tf.localize.reference import (STREAMS, connected_components, final_order, min_max_normalized, proposing_classes,
+                                       video_inputs)
+
+
+def interpolate_columns(values: np.ndarray, factor: int) -> np.ndarray:
+    """`reference.interpolate` of every column of values [N, P] at once: [N * factor, P].
+
+    np.interp's arithmetic on the unit grid: between knots j and j + 1, (v[j + 1] - v[j]) * (x - j) + v[j];
+    from the last knot on, v[N - 1] plus the last slope times the distance. The same values bit for bit,
+    but a knot of -0.0 comes out +0.0 (np.interp returns the knot itself).
+    """
+    n = values.shape[0]
+    positions = np.arange(n * factor) / factor
+    if n == 1:
+        return np.repeat(values, factor, axis=0)
+    offset = positions.reshape(n, factor) - np.arange(n)[:, np.newaxis]                    # x - j, [N, k]
+    out = np.empty((n, factor, values.shape[1]), np.float64)
+    out[:-1] = (values[1:] - values[:-1])[:, np.newaxis, :] * offset[:-1, :, np.newaxis] + values[:-1, np.newaxis, :]
+    out[-1] = values[-1] + (positions[-factor:, np.newaxis] - (n - 1)) * (values[-1] - values[-2])
+    return out.reshape(n * factor, values.shape[1])
 
 
 def outer_means(sequence: np.ndarray, starts: np.ndarray, ends: np.ndarray, margin: float) -> np.ndarray:
@@ -129,8 +146,8 @@ def localize_arrays(rgb: Mapping[str, np.ndarray], flow: Mapping[str, np.ndarray
         if config.normalize:
             signal = np.stack([min_max_normalized(signal[:, j]) for j in range(len(columns))], 1)
         score_sequence = attention[:, None] * mixed_tcam[:, columns]                     # [length, P]
-        signal_fine = interpolate(signal, k)                                             # [length*k, P]
-        score_fine = interpolate(score_sequence, k)
+        signal_fine = interpolate_columns(signal, k)                                     # [length*k, P]
+        score_fine = interpolate_columns(score_sequence, k)
         for j, c in enumerate(columns):
             proposals = [_proposals(signal_fine[:, j], score_fine[:, j], threshold, p, stream_index, config,
                                     float(video_score[c]))

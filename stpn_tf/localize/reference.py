@@ -78,16 +78,14 @@ def interpolate(values: np.ndarray, factor: int) -> np.ndarray:
     if n == 1:
         out = np.repeat(values, factor, axis=0)
     else:
-        # np.interp's arithmetic on the unit grid, for every column at once: between knots j and j + 1,
-        # (v[j + 1] - v[j]) * (x - j) + v[j] (at x = j the value v[j], but a knot of -0.0 gives +0.0); from
-        # the last knot on, v[n - 1] plus the last slope times the distance (linear extrapolation).
-        offset = positions.reshape(n, factor) - np.arange(n)[:, np.newaxis]                # x - j, [n, k]
-        out = np.empty((n, factor, values.shape[1]), np.float64)
-        out[:-1] = (values[1:] - values[:-1])[:, np.newaxis, :] * offset[:-1, :, np.newaxis] \
-            + values[:-1, np.newaxis, :]
-        slope = values[-1] - values[-2]
-        out[-1] = values[-1] + (positions[-factor:, np.newaxis] - (n - 1)) * slope
-        out = out.reshape(n * factor, values.shape[1])
+        out = np.empty((n * factor, values.shape[1]), np.float64)
+        inside = positions <= n - 1
+        grid = np.arange(n, dtype=np.float64)
+        for c in range(values.shape[1]):
+            column = values[:, c]
+            out[inside, c] = np.interp(positions[inside], grid, column)
+            slope = column[-1] - column[-2]
+            out[~inside, c] = column[-1] + (positions[~inside] - (n - 1)) * slope
     return out[:, 0] if squeeze else out
 
 
