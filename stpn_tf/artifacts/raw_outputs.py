@@ -93,8 +93,6 @@ def passing_videos(raw: Mapping[str, np.ndarray], *, streams: Sequence[str] = ("
     return np.flatnonzero(passing.any(axis=1))
 
 
-
-
 def check_single_stream_nms(streams: Sequence[str], *, nms: str, nms_threshold: float) -> None:
     """One stream plays both roles of eq. 7, so every proposal comes twice; hard NMS (tIoU 1 > threshold) is
     what removes the copy: refuse a threshold that would keep both."""

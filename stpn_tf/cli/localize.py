@@ -280,7 +280,7 @@ def _from_raw(p: Parsed) -> int:
     out = p.out or raw_detections_path(p.path("raw"))
     _check_output(out)
     config = settings.localizer_config(p.config)
-    if p.flags["raw_engine"].value == "numpy":
+    if _numpy_raw(p):
         from stpn_tf.localize.numpy_engine import localize_raw_outputs
 
         try:
@@ -294,6 +294,11 @@ def _from_raw(p: Parsed) -> int:
         results = predict.localize_raw(raw, Localizer(config), streams=p.streams, batch_size=_batch_size(p))
     _write(p, results, out)
     return 0
+
+
+def _numpy_raw(p: Parsed) -> bool:
+    """Saved raw outputs localized by the numpy engine (no TensorFlow): --raw without --sweep, the default engine."""
+    return bool(p.raw) and not p.sweep and p.flags["raw_engine"].value == "numpy"
 
 
 def raw_detections_path(raw: str) -> str:
@@ -357,4 +362,4 @@ COMMAND = Command(
             "<out>/features/videos/ and a rerun reuses them. --raw without --sweep localizes in numpy without\n"
             "TensorFlow (--raw_engine=numpy, the default): the Localizer's detections (the same bytes but\n"
             "where candidates tie exactly), in seconds instead of TensorFlow's start-up and a compile.",
-    tensorflow=lambda p: not (p.raw and not p.sweep and p.flags["raw_engine"].value == "numpy"))
+    tensorflow=lambda p: not _numpy_raw(p))

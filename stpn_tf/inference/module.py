@@ -51,7 +51,6 @@ from stpn_tf.core.streams import check_streams, stream_roles
 from stpn_tf.localize.localizer import Localizer
 
 
-
 def model_feature_dim(model) -> int:
     """Input size of a built STPN stream model (rows of its classifier kernel)."""
     try:

@@ -54,20 +54,21 @@ def interpolate_columns(values: np.ndarray, factor: int) -> np.ndarray:
     return out.reshape(n * factor, values.shape[1])
 
 
+def range_sums(sequence: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """sum(sequence[lo:hi]) for each pair of lo and hi (<= len(sequence)), 0 for an empty range."""
+    # reduceat over the pairs [lo, hi) (the appended 0 makes hi = len valid; it gives a[lo] for an empty range).
+    total = np.add.reduceat(np.append(sequence, 0.0), np.stack([lo, hi], 1).ravel())[::2]
+    return np.where(hi > lo, total, 0.0)
+
+
 def outer_means(sequence: np.ndarray, starts: np.ndarray, ends: np.ndarray, margin: float) -> np.ndarray:
     """Mean of `sequence` over the margins of margin x length beside each run [start, end] (0 where the
     margins are empty, at both ends of the video)."""
     size = ends - starts + 1
     first = np.maximum(0, np.floor(starts - margin * size)).astype(np.int64)
     last = np.minimum(len(sequence) - 1, np.floor(ends + margin * size)).astype(np.int64)
-    padded = np.append(sequence, 0.0)
-
-    def sums(lo, hi):  # sum of sequence[lo:hi] per run (reduceat gives a[lo] for an empty range: masked)
-        total = np.add.reduceat(padded, np.stack([lo, hi], 1).ravel())[::2]
-        return np.where(hi > lo, total, 0.0)
-
     count = (starts - first) + (last - ends)
-    total = sums(first, starts) + sums(ends + 1, last + 1)
+    total = range_sums(sequence, first, starts) + range_sums(sequence, ends + 1, last + 1)
     return np.where(count > 0, total / np.maximum(count, 1), 0.0)
 
 
@@ -126,9 +127,10 @@ def localize_arrays(rgb: Mapping[str, np.ndarray], flow: Mapping[str, np.ndarray
     Returns:
       (class indices int64 [N], scores float64 [N], seconds float64 [N, 2]), in the final order.
     """
+    none = np.zeros(0, np.int64), np.zeros(0, np.float64), np.zeros((0, 2), np.float64)
     inputs = video_inputs(rgb, flow, length=length, config=config)
     if inputs is None:
-        return np.zeros(0, np.int64), np.zeros(0, np.float64), np.zeros((0, 2), np.float64)
+        return none
     k, max_components_per_class = int(config.interpolation), config.max_components_per_class
     arrays, mixed_tcam, video_score = inputs.streams, inputs.mixed_tcam, inputs.video_score
     num_classes = mixed_tcam.shape[1]
@@ -171,7 +173,7 @@ def localize_arrays(rgb: Mapping[str, np.ndarray], flow: Mapping[str, np.ndarray
         kept_all.extend((score, c, rank, ordered[rank, 2], ordered[rank, 3]) for score, rank in kept)
     kept_all = final_order(kept_all, config)
     if not kept_all:
-        return np.zeros(0, np.int64), np.zeros(0, np.float64), np.zeros((0, 2), np.float64)
+        return none
 
     # A run [start, end] covers grid coordinates [start / k, (end + 1) / k].
     runs = np.array([(start, end + 1) for _, _, _, start, end in kept_all], np.float64)
@@ -193,11 +195,8 @@ def _proposals(signal: np.ndarray, score: np.ndarray, threshold: float, threshol
     if not len(runs):
         return rows
     starts, ends = runs[:, 0], runs[:, 1]
-    # Each run's sum (reduceat over the pairs [start, end + 1)); + 0.0 turns a sum of -0.0 into 0.0, as a
-    # mean (and the graph) gives it.
-    bounds = np.stack([starts, ends + 1], 1).ravel()
-    sums = np.add.reduceat(np.append(score, 0.0), bounds)[::2] + 0.0
-    values = sums / (ends - starts + 1)
+    # + 0.0 turns a sum of -0.0 into 0.0, as a mean (and the graph) gives it.
+    values = (range_sums(score, starts, ends + 1) + 0.0) / (ends - starts + 1)
     if config.scoring == "oic":
         values = values - outer_means(score, starts, ends, config.oic_margin) + config.oic_gamma * video_score
     rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3], rows[:, 4] = values, stream_index, starts, ends, threshold_index

@@ -93,7 +93,7 @@ def run_demo(
     serving = load_serving_model(workdir, grid=grid, localizer_config=localizer_config)
     two_stream, raw = runs.run_models(serving, dataset_dir, "test", batch_size=batch_size)
     raw_outputs.save_raw(os.path.join(workdir, "raw_test.npz"), raw, split="test",
-                     ground_truth=dataset_io.ground_truth_path(dataset_dir))
+                         ground_truth=dataset_io.ground_truth_path(dataset_dir))
     ground_truth = load_ground_truth(dataset_io.ground_truth_path(dataset_dir), "test")
     thresholds = list(tiou_thresholds) or None
     tables: dict[str, dict[str, dict]] = {p: {} for p in protocols}
