@@ -96,6 +96,20 @@ def test_numpy_raw_localization_is_the_localizers_byte_for_byte(name):
     assert json.dumps(one) == json.dumps(predict.localize_raw(raw, Localizer(config), streams=("rgb",)))
 
 
+def test_progress_hears_every_thousand_videos_and_the_end(monkeypatch):
+    from stpn_tf.localize import numpy_engine
+
+    raw = random_raw(CLASSES, num_videos=9, t=8, seed=2, max_probability=.9)
+    raw["rgb/probabilities"][:] = raw["flow/probabilities"][:] = 0.0
+    raw["rgb/probabilities"][:, 0] = .9
+    raw["rgb/probabilities"][4:6] = 0.0  # videos 4 and 5 pass no class
+    monkeypatch.setattr(numpy_engine, "PROGRESS_EVERY", 3)
+    heard = []
+    localize_raw_outputs(raw, LocalizerConfig(class_threshold=.5), progress=heard.append)
+    # Before video 3 (3 done), before video 6 (6 done; 4 and 5 skip), then the end.
+    assert heard == [3, 6, 9]
+
+
 def test_numpy_raw_localization_refuses_what_the_localizer_refuses():
     raw = random_raw(CLASSES, num_videos=3, t=8, seed=1, max_probability=.9)
     with pytest.raises(StpnError, match="no joint stream"):

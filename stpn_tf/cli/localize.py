@@ -284,7 +284,8 @@ def _from_raw(p: Parsed) -> int:
         from stpn_tf.localize.numpy_engine import localize_raw_outputs
 
         try:
-            results = localize_raw_outputs(raw, config, streams=p.streams)
+            results = localize_raw_outputs(raw, config, streams=p.streams,
+                                           progress=_progress(len(raw["video_id"])))
         except StpnError as err:
             raise StpnError(f"{p.raw}: {err}") from None
     else:

@@ -21,7 +21,7 @@ practice.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -203,11 +203,16 @@ def _proposals(signal: np.ndarray, score: np.ndarray, threshold: float, threshol
     return rows
 
 
+PROGRESS_EVERY = 1000  # videos between two progress reports of localize_raw_outputs
+
+
 def localize_raw_outputs(raw: Mapping[str, np.ndarray], config: LocalizerConfig, *,
-                         streams: Sequence[str] = ("rgb", "flow")) -> dict[str, Any]:
+                         streams: Sequence[str] = ("rgb", "flow"),
+                         progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Saved raw outputs (stpn_tf.artifacts.raw_outputs) localized here, without TensorFlow: the results
     object, as `stpn_tf.inference.predict.localize_raw` returns it (see the module docstring). Videos where
-    no class passes the class threshold are not localized (they have no detections).
+    no class passes the class threshold are not localized (they have no detections). `progress(done)`, if
+    given, hears the number of videos done (in the order of `raw`) every PROGRESS_EVERY videos and at the end.
     """
     check_raw_streams(raw, streams)
     check_single_stream_nms(streams, nms=config.nms, nms_threshold=config.nms_threshold)
@@ -215,7 +220,11 @@ def localize_raw_outputs(raw: Mapping[str, np.ndarray], config: LocalizerConfig,
     classes = [str(c) for c in raw["classes"]]
     video_ids = [str(v) for v in raw["video_id"]]
     results: dict[str, list[dict[str, Any]]] = {v: [] for v in video_ids}  # the order of `raw`
+    reported = 0
     for i in passing_videos(raw, streams=streams, class_threshold=config.class_threshold):
+        if progress is not None and i - reported >= PROGRESS_EVERY:
+            reported = i - i % PROGRESS_EVERY
+            progress(reported)
         def stream(name):
             return {key: np.asarray(raw[f"{name}/{key}"][i], np.float32) for key in RAW_STREAM_KEYS}
 
@@ -231,4 +240,6 @@ def localize_raw_outputs(raw: Mapping[str, np.ndarray], config: LocalizerConfig,
             {"label": classes[c], "score": score, "segment": segment}
             for c, score, segment in zip(labels.tolist(), scores.astype(np.float32).tolist(),
                                          seconds.astype(np.float32).tolist())]
+    if progress is not None:
+        progress(len(video_ids))
     return results_envelope(results)
