@@ -13,6 +13,7 @@ from stpn_tf.evaluation.matching import build_eval_data
 from stpn_tf.tuning.sweep import (BOTH, PROPOSALS, SWEEP_ELEMENTS, Sweeper, describe, objective_for, objective_value,
                                   sweep_batch_size, sweep_thresholds, tune, with_setting)
 from stpn_tf.localize import Localizer, LocalizerConfig, localize
+from stpn_tf.localize.numpy_engine import localize_raw_outputs
 from tests.helpers.raw import SWEEP_BOUNDS as BOUNDS
 from tests.helpers.raw import sweep_ground_truth as _ground_truth, sweep_raw as _raw
 
@@ -87,6 +88,33 @@ def test_tune_is_a_coordinate_search_that_keeps_ties():
         with_setting(base, "proposals", "fancy")
     with pytest.raises(StpnError, match="unknown localize setting"):
         with_setting(base, "thresh", 1)
+
+
+def test_settings_left_unread_change_no_detection_and_are_not_scored():
+    raw, truth = _raw(), _ground_truth(_raw())
+    multi_oic_hard = LocalizerConfig(**BOUNDS).replace(class_threshold=.2, **PROPOSALS["multi"], scoring="oic")
+    paper_mean_soft = LocalizerConfig(**BOUNDS).replace(class_threshold=.2, nms="soft")
+    for config, unread in ((multi_oic_hard, dict(tcam_threshold=.3, soft_nms_sigma=.9)),
+                           (paper_mean_soft, dict(oic_margin=.5, oic_gamma=0.0, nms_threshold=.1))):
+        other = config.replace(**unread)
+        assert other != config and other.effective() == config.effective()
+        # Both engines: the compiled Localizer (what the sweep runs) and the numpy one.
+        results = predict.localize_raw(raw, Localizer(config))
+        assert sum(map(len, results["results"].values())) > 0
+        assert predict.localize_raw(raw, Localizer(other)) == results
+        assert localize_raw_outputs(raw, other) == localize_raw_outputs(raw, config)
+    # What each config does read stays apart: the NMS threshold under hard NMS, sigma under soft-NMS.
+    assert multi_oic_hard.replace(nms_threshold=.3).effective() != multi_oic_hard.effective()
+    assert paper_mean_soft.replace(soft_nms_sigma=.5, tcam_threshold=.1).effective() != paper_mean_soft.effective()
+
+    sweeper = Sweeper(raw, truth, unknown_labels_as_fp=True)
+    space = {"oic_margin": (.1, .5), "soft_nms_sigma": (.5, .9), "tcam_threshold": (.05, .1)}
+    # Mean scoring, hard NMS, one threshold: only tcam_threshold's other value is scored (after the start).
+    _, history = tune(sweeper, paper_mean_soft.replace(nms="hard"), space, rounds=1)
+    assert [row["key"] for row in history] == ["start", "tcam_threshold"]
+    # OIC, soft-NMS, several thresholds: the margins and sigmas are read, tcam_threshold is not.
+    _, history = tune(sweeper, multi_oic_hard.replace(nms="soft", soft_nms_sigma=.3), space, rounds=1)
+    assert [row["key"] for row in history] == ["start"] + ["oic_margin"] * 2 + ["soft_nms_sigma"] * 2
 
 
 def test_sweep_batch_size_and_description():

@@ -118,6 +118,22 @@ class LocalizerConfig:
         if self.soft_nms_sigma <= 0:
             raise StpnError(f"localize: soft_nms_sigma must be > 0, got {self.soft_nms_sigma}")
 
+    def effective(self) -> "LocalizerConfig":
+        """This config with the settings that its other settings leave unread put back to the paper's values:
+        tcam_threshold under proposal_thresholds, OIC's margin and gamma under mean scoring, soft_nms_sigma
+        under hard NMS and nms_threshold under soft-NMS. Configs with equal `effective()` give the same
+        detections (every engine reads these settings only where the others select them)."""
+        unread = {}
+        if self.proposal_thresholds:
+            unread["tcam_threshold"] = PAPER["tcam_threshold"]
+        if self.scoring != "oic":
+            unread.update(oic_margin=PAPER["oic_margin"], oic_gamma=PAPER["oic_gamma"])
+        if self.nms == "soft":
+            unread["nms_threshold"] = PAPER["nms_threshold"]
+        else:
+            unread["soft_nms_sigma"] = PAPER["soft_nms_sigma"]
+        return self.replace(**unread)
+
     @property
     def thresholds(self) -> tuple[float, ...]:
         """The proposal thresholds in effect (the paper's single tcam_threshold unless a list is set)."""

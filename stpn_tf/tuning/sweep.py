@@ -339,7 +339,9 @@ def tune(sweeper: Sweeper, base: LocalizerConfig, space: Mapping[str, Sequence[A
     two). A coordinate is one key of `space`, except that the keys named in `joint` form one coordinate (the
     first) whose values are all their combinations: options that only help together (multi-threshold
     proposals with OIC scoring, say) are then found. Starts from `base`; a round visits every coordinate;
-    stops after `rounds` rounds or a round that changes nothing. A value replaces the current one only
+    stops after `rounds` rounds or a round that changes nothing. A value that the current settings leave
+    unread (OIC's margin under mean scoring, say: `LocalizerConfig.effective`) is not scored, as it gives the
+    current detections. A value replaces the current one only
     when its objective is strictly higher AND it scores at least `base`'s average mAP under every protocol
     the objective covers, so ties keep the earlier (by default the paper's) setting and the chosen setting
     never falls below `base` under any covered protocol (it is `base` when nothing else qualifies).
@@ -386,7 +388,7 @@ def tune(sweeper: Sweeper, base: LocalizerConfig, space: Mapping[str, Sequence[A
                 candidate = current
                 for key, value in assignment:
                     candidate = with_setting(candidate, key, value)
-                if candidate == current:
+                if candidate.effective() == current.effective():  # the same detections: nothing to score
                     continue
                 row = sweeper.score(candidate)
                 allowed = admissible(row)
