@@ -96,16 +96,20 @@ def test_settings_left_unread_change_no_detection_and_are_not_scored():
     paper_mean_soft = LocalizerConfig(**BOUNDS).replace(class_threshold=.2, nms="soft")
     for config, unread in ((multi_oic_hard, dict(tcam_threshold=.3, soft_nms_sigma=.9)),
                            (paper_mean_soft, dict(oic_margin=.5, oic_gamma=0.0, nms_threshold=.1))):
+        for key, value in unread.items():
+            assert config.replace(**{key: value}).effective() == config.effective(), key
         other = config.replace(**unread)
-        assert other != config and other.effective() == config.effective()
+        assert other != config
         # Both engines: the compiled Localizer (what the sweep runs) and the numpy one.
         results = predict.localize_raw(raw, Localizer(config))
         assert sum(map(len, results["results"].values())) > 0
         assert predict.localize_raw(raw, Localizer(other)) == results
         assert localize_raw_outputs(raw, other) == localize_raw_outputs(raw, config)
-    # What each config does read stays apart: the NMS threshold under hard NMS, sigma under soft-NMS.
-    assert multi_oic_hard.replace(nms_threshold=.3).effective() != multi_oic_hard.effective()
-    assert paper_mean_soft.replace(soft_nms_sigma=.5, tcam_threshold=.1).effective() != paper_mean_soft.effective()
+    # What each config does read stays apart, one setting at a time.
+    for config, read in ((multi_oic_hard, dict(nms_threshold=.3, oic_margin=.5, oic_gamma=0.0)),
+                         (paper_mean_soft, dict(soft_nms_sigma=.5, tcam_threshold=.1))):
+        for key, value in read.items():
+            assert config.replace(**{key: value}).effective() != config.effective(), key
 
     sweeper = Sweeper(raw, truth, unknown_labels_as_fp=True)
     space = {"oic_margin": (.1, .5), "soft_nms_sigma": (.5, .9), "tcam_threshold": (.05, .1)}

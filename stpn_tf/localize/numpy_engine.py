@@ -223,7 +223,7 @@ def localize_raw_outputs(raw: Mapping[str, np.ndarray], config: LocalizerConfig,
     reported = 0
     for i in passing_videos(raw, streams=streams, class_threshold=config.class_threshold):
         if progress is not None and i - reported >= PROGRESS_EVERY:
-            reported = i - i % PROGRESS_EVERY
+            reported = int(i - i % PROGRESS_EVERY)
             progress(reported)
         def stream(name):
             return {key: np.asarray(raw[f"{name}/{key}"][i], np.float32) for key in RAW_STREAM_KEYS}
