@@ -17,7 +17,7 @@ import numpy as np
 
 from stpn_tf.core.atomic import atomic_write_bytes
 from stpn_tf.core.errors import StpnError
-from stpn_tf.core.streams import stream_roles
+from stpn_tf.core.streams import SINGLE_STREAMS, stream_roles
 
 #: The per-stream arrays of raw outputs.
 RAW_STREAM_KEYS = ("attention", "tcam", "probabilities")
@@ -25,7 +25,7 @@ RAW_STREAM_KEYS = ("attention", "tcam", "probabilities")
 
 def raw_streams(raw: Mapping[str, np.ndarray]) -> tuple[str, ...]:
     """The streams whose outputs `raw` holds, in rgb, flow, joint order."""
-    return tuple(s for s in ("rgb", "flow", "joint") if f"{s}/attention" in raw)
+    return tuple(s for s in SINGLE_STREAMS if f"{s}/attention" in raw)
 
 
 def save_raw(path: str, raw: Mapping[str, np.ndarray], *, split: str | None = None,

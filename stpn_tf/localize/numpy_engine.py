@@ -220,18 +220,20 @@ def localize_raw_outputs(raw: Mapping[str, np.ndarray], config: LocalizerConfig,
     classes = [str(c) for c in raw["classes"]]
     video_ids = [str(v) for v in raw["video_id"]]
     results: dict[str, list[dict[str, Any]]] = {v: [] for v in video_ids}  # the order of `raw`
+
+    def stream(name: str, i: int) -> dict[str, np.ndarray]:
+        return {key: np.asarray(raw[f"{name}/{key}"][i], np.float32) for key in RAW_STREAM_KEYS}
+
     reported = 0
     for i in passing_videos(raw, streams=streams, class_threshold=config.class_threshold):
         if progress is not None and i - reported >= PROGRESS_EVERY:
             reported = int(i - i % PROGRESS_EVERY)
             progress(reported)
-        def stream(name):
-            return {key: np.asarray(raw[f"{name}/{key}"][i], np.float32) for key in RAW_STREAM_KEYS}
-
         duration = float(np.float32(raw["duration"][i]))
         try:
             labels, scores, seconds = localize_arrays(
-                stream(first), stream(second), length=int(raw["length"][i]), num_snippets=int(raw["num_snippets"][i]),
+                stream(first, i), stream(second, i), length=int(raw["length"][i]),
+                num_snippets=int(raw["num_snippets"][i]),
                 seconds_per_snippet=float(np.float32(raw["seconds_per_snippet"][i])),
                 duration=None if math.isnan(duration) else duration, config=config)
         except StpnError as err:

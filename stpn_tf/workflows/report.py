@@ -29,6 +29,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from stpn_tf.artifacts import raw_outputs  # noqa: E402
 from stpn_tf.core.errors import StpnError  # noqa: E402
+from stpn_tf.core.streams import TWO_STREAMS  # noqa: E402
 from stpn_tf.evaluation.activitynet import activitynet_hits  # noqa: E402
 from stpn_tf.evaluation.matching import segment_tiou  # noqa: E402
 from stpn_tf.tuning.sweep import Sweeper, describe, objective_value  # noqa: E402
@@ -208,7 +209,8 @@ def run_sections(workdir: str, *, raw_path: str, truth_path: str, subset: str, d
     """
     raw = raw_outputs.load_raw(raw_path)
     truth = load_ground_truth(truth_path, subset)
-    streams = tuple(s for s in ("rgb", "flow") if s in raw_outputs.raw_streams(raw)) or raw_outputs.raw_streams(raw)[:1]
+    held = raw_outputs.raw_streams(raw)
+    streams = tuple(s for s in TWO_STREAMS if s in held) or held[:1]
     settings = {"paper default": default}
     tune_path = os.path.join(workdir, "tune.json")
     if os.path.exists(tune_path):
